@@ -1,0 +1,36 @@
+"""Shared CLI plumbing: logging set-up and the one-line error contract.
+
+Deliberately imports nothing heavy so `--help` stays fast (torch is imported inside commands).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from lora.errors import EXIT_USER_ERROR, UserError
+
+log = logging.getLogger("lora")
+
+
+def setup_logging(quiet: bool = False, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else getattr(logging, level.upper(), logging.INFO),
+        format="[lora] %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run `main(argv)`; turn `UserError` into one stderr line and exit code 2."""
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
