@@ -21,6 +21,9 @@ def setup_logging(quiet: bool = False, level: str = "INFO") -> None:
         stream=sys.stderr,
         force=True,
     )
+    if level.upper() != "DEBUG":
+        # transformers' generate() repeats the same advisory warnings every batch; keep real errors.
+        logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

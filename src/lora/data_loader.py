@@ -1,0 +1,258 @@
+"""Sources -> `Utterance` records -> speaker-disjoint splits -> `Example`s -> padded batches.
+
+Three real-audio sources, tried in this order unless the user names one:
+  1. a manifest (`--manifest`, any format `lora.manifest` reads),
+  2. a local LibriSpeech-layout folder (`--data-dir`),
+  3. `librispeech_asr` streamed from the Hugging Face hub (audio kept undecoded, decoded with
+     soundfile) when the hub is reachable,
+  4. `$LORA_SPEECH_DIR`, else `../shared/speech`.
+Never silence, noise or synthetic audio: when nothing real is found the run stops with a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lora.audio import SAMPLE_RATE, to_mono_16k
+from lora.errors import UserError
+from lora.paths import default_speech_dir
+from lora.utterances import Utterance, list_subsets, read_librispeech_dir, split_folder
+
+log = logging.getLogger("lora")
+
+HUB_DATASET = "librispeech_asr"
+HUB_EVAL_SPLIT = "validation"
+DEFAULT_EVAL_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """What the user asked for; `resolve_data` turns it into train/eval utterances."""
+
+    train_split: str = "train.100"
+    data_dir: str | None = None
+    manifest: str | None = None
+    dataset_samples: int = 40
+    eval_samples: int = 8
+    seed: int = 42
+    train_speakers: tuple[str, ...] = ()
+    eval_speakers: tuple[str, ...] = ()
+    use_hub: bool = True
+
+
+@dataclass
+class TrainEvalData:
+    train: list[Utterance]
+    eval: list[Utterance]
+    source: dict = field(default_factory=dict)  # recorded as `data_source` in the metrics
+
+
+@dataclass
+class Example:
+    """One utterance ready for the model: features computed once, labels tokenised once."""
+
+    id: str
+    speaker: str
+    text: str
+    inputs: np.ndarray
+    labels: list[int]
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------
+# splitting and selection (pure)
+
+
+def split_by_speaker(
+    utterances: list[Utterance], eval_fraction: float = DEFAULT_EVAL_FRACTION, seed: int = 42
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Split so that no speaker is in both parts; deterministic under `seed`."""
+    speakers = sorted({u.speaker for u in utterances})
+    if len(speakers) < 2:
+        raise UserError(
+            f"need at least two speakers for a speaker-disjoint train/eval split, found {len(speakers)} "
+            f"({', '.join(speakers) or 'none'}); add recordings from another speaker"
+        )
+    random.Random(seed).shuffle(speakers)
+    n_eval = min(len(speakers) - 1, max(1, round(eval_fraction * len(speakers))))
+    eval_speakers = set(speakers[:n_eval])
+    train = [u for u in utterances if u.speaker not in eval_speakers]
+    held = [u for u in utterances if u.speaker in eval_speakers]
+    return train, held
+
+
+def select_balanced(utterances: list[Utterance], n: int, seed: int = 42) -> list[Utterance]:
+    """Up to `n` utterances, round-robin over speakers so no single speaker dominates."""
+    rng = random.Random(seed)
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in sorted(utterances, key=lambda u: u.id):
+        by_speaker[u.speaker].append(u)
+    queues = [by_speaker[s] for s in sorted(by_speaker)]
+    for q in queues:
+        rng.shuffle(q)
+    rng.shuffle(queues)
+    chosen: list[Utterance] = []
+    while len(chosen) < n and any(queues):
+        for q in queues:
+            if q and len(chosen) < n:
+                chosen.append(q.pop())
+    return chosen
+
+
+def split_by_named_speakers(
+    utterances: list[Utterance], train_speakers, eval_speakers
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Explicit speaker lists (e.g. a recipe's); refuses overlap."""
+    overlap = set(train_speakers) & set(eval_speakers)
+    if overlap:
+        raise UserError(f"speakers {sorted(overlap)} are in both --train-speakers and --eval-speakers")
+    train = [u for u in utterances if u.speaker in set(train_speakers)]
+    held = [u for u in utterances if u.speaker in set(eval_speakers)]
+    for name, part, wanted in (("train", train, train_speakers), ("eval", held, eval_speakers)):
+        if not part:
+            raise UserError(f"no utterances found for {name} speakers {list(wanted)}")
+    return train, held
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+
+
+def read_manifest_rows(path: str | Path) -> list[Utterance]:
+    """Rows of a manifest in any supported format; bad rows are dropped by preflight later."""
+    from lora.manifest import read_source
+
+    return list(read_source(Path(path)).rows)
+
+
+def hub_stream(split: str, limit: int, seed: int = 42) -> list[Utterance]:
+    """Up to `limit` utterances of `librispeech_asr` streamed from the hub, decoded with soundfile.
+
+    Audio is cast to `Audio(decode=False)` so `datasets` hands over the encoded bytes and no
+    FFmpeg/torchcodec is needed.
+    """
+    import datasets
+    import soundfile as sf
+    import io
+
+    config = "other" if "other" in split else "clean"
+    hub_split = split.replace("clean.", "").replace("other.", "")
+    stream = datasets.load_dataset(HUB_DATASET, config, split=hub_split, streaming=True)
+    stream = stream.cast_column("audio", datasets.Audio(decode=False))
+    rows: list[Utterance] = []
+    for item in stream:
+        audio = item["audio"]
+        data = audio.get("bytes") or Path(audio["path"]).read_bytes()
+        samples, sr = sf.read(io.BytesIO(data), dtype="float32")
+        rows.append(
+            Utterance(
+                id=str(item["id"]),
+                speaker=str(item["speaker_id"]),
+                text=item["text"],
+                audio=to_mono_16k(samples, sr),
+                sampling_rate=SAMPLE_RATE,
+                origin=f"hub:{HUB_DATASET}/{config}/{hub_split}",
+                subset=hub_split,
+            )
+        )
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def _local_pools(root: Path, train_split: str) -> tuple[list[Utterance], list[Utterance] | None, str]:
+    """(train pool, eval pool or None to split by speaker, note) from a LibriSpeech-layout folder."""
+    subsets = list_subsets(root)
+    wanted = split_folder(train_split)
+    if wanted in subsets:
+        train = read_librispeech_dir(root, [wanted])
+        eval_folder = split_folder(HUB_EVAL_SPLIT)
+        held = read_librispeech_dir(root, [eval_folder]) if eval_folder in subsets and eval_folder != wanted else None
+        return train, held, f"{root}/{wanted}"
+    pool_subsets = [s for s in subsets if not s.startswith("test")]
+    if not pool_subsets:
+        raise UserError(f"{root}: no training subsets found (only {subsets}); add a LibriSpeech-layout subset")
+    log.info(
+        "split %r (%s) is not in %s; training on a speaker-disjoint part of %s (test-* folders left out)",
+        train_split, wanted, root, ", ".join(pool_subsets),
+    )
+    return read_librispeech_dir(root, pool_subsets), None, f"{root} [{'+'.join(pool_subsets)}]"
+
+
+def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
+    """Pick the source, split speaker-disjointly and sample train/eval utterances."""
+    held: list[Utterance] | None = None
+    if choice.manifest:
+        pool, kind, where = read_manifest_rows(choice.manifest), "manifest", str(choice.manifest)
+    elif choice.data_dir:
+        pool, held, where = _local_pools(Path(choice.data_dir), choice.train_split)
+        kind = "local_dir"
+    elif choice.use_hub and hub_ok:
+        pool = hub_stream(choice.train_split, choice.dataset_samples * 4, choice.seed)
+        held = hub_stream(HUB_EVAL_SPLIT, choice.eval_samples * 4, choice.seed)
+        kind, where = "hub", f"{HUB_DATASET}:{choice.train_split}"
+    else:
+        root = default_speech_dir()
+        if root is None:
+            raise UserError(
+                "no speech data: the hub is unreachable and neither --data-dir, --manifest, "
+                "$LORA_SPEECH_DIR nor ../shared/speech exists"
+            )
+        pool, held, where = _local_pools(root, choice.train_split)
+        kind = "local_default"
+    if choice.train_speakers or choice.eval_speakers:
+        train, held = split_by_named_speakers(pool + (held or []), choice.train_speakers, choice.eval_speakers)
+    elif held is None:
+        train, held = split_by_speaker(pool, seed=choice.seed)
+    else:
+        train = pool
+    train = select_balanced(train, choice.dataset_samples, choice.seed)
+    held = select_balanced(held, choice.eval_samples, choice.seed + 1)
+    log.info("data: %s (%s): %d train / %d eval utterances", kind, where, len(train), len(held))
+    return TrainEvalData(train, held, {"kind": kind, "where": where, "train_split": choice.train_split})
+
+
+# ---------------------------------------------------------------------------------------------
+# examples and batches
+
+
+def prepare_dataset(utterances: list[Utterance], processor, family, policy: str | None = None) -> list[Example]:
+    """Decode, featurise and tokenise every utterance once (reused across epochs and evals)."""
+    examples = []
+    for u in utterances:
+        samples = u.samples()
+        examples.append(
+            Example(
+                id=u.id,
+                speaker=u.speaker,
+                text=u.text,
+                inputs=family.featurize(processor, samples),
+                labels=family.label_ids(processor.tokenizer, u.text, policy),
+                seconds=len(samples) / SAMPLE_RATE,
+            )
+        )
+    return examples
+
+
+def length_grouped_batches(examples: list[Example], batch_size: int, seed: int | None = None) -> list[list[int]]:
+    """Index batches of similar length (less padding); batch order shuffled when `seed` is set."""
+    order = sorted(range(len(examples)), key=lambda i: examples[i].seconds)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if seed is not None:
+        random.Random(seed).shuffle(batches)
+    return batches
+
+
+def collate(examples: list[Example], family) -> dict:
+    """Model-ready tensors: the family's padded inputs plus -100-padded labels."""
+    from lora.families import pad_labels
+
+    batch = family.pad_inputs([e.inputs for e in examples])
+    batch["labels"] = pad_labels([e.labels for e in examples])
+    return batch

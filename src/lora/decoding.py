@@ -1,0 +1,53 @@
+"""Batched greedy transcription with a decode-length cap from audio length.
+
+Batches are grouped by length so padding stays small, and `max_new_tokens` comes from the longest
+clip of each batch (the family's tokens-per-second cap): Moonshine otherwise runs away on silence.
+"""
+
+from __future__ import annotations
+
+from lora.data_loader import Example, length_grouped_batches
+
+
+def transcribe_examples(model, processor, family, examples: list[Example], batch_size: int = 8) -> list[str]:
+    """Greedy hypotheses for `examples`, returned in the order given."""
+    import torch
+
+    device = next(model.parameters()).device
+    hyps: list[str] = [""] * len(examples)
+    with torch.inference_mode():
+        for idx in length_grouped_batches(examples, batch_size):
+            batch = [examples[i] for i in idx]
+            inputs = {k: v.to(device) for k, v in family.pad_inputs([e.inputs for e in batch]).items()}
+            kwargs = family.generate_kwargs(max(e.seconds for e in batch))
+            out = model.generate(**inputs, **kwargs)
+            texts = processor.tokenizer.batch_decode(out, skip_special_tokens=True)
+            for i, text in zip(idx, texts):
+                hyps[i] = text.strip()
+    return hyps
+
+
+def eval_loss(model, family, examples: list[Example], batch_size: int = 8) -> float:
+    """Token-weighted mean cross-entropy of the labels under teacher forcing."""
+    import torch
+
+    from lora.data_loader import collate
+
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for idx in length_grouped_batches(examples, batch_size):
+            batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], family).items()}
+            n = int((batch["labels"] != -100).sum())
+            total += float(model(**batch).loss) * n
+            tokens += n
+    return total / max(tokens, 1)
+
+
+def assess(model, processor, family, loss_examples: list[Example], wer_examples: list[Example], batch_size: int = 8) -> dict:
+    """Eval loss on `loss_examples` and scored transcripts of `wer_examples` (one model state)."""
+    from lora.evaluation import score
+
+    hyps = transcribe_examples(model, processor, family, wer_examples, batch_size)
+    scores = score([e.id for e in wer_examples], [e.text for e in wer_examples], hyps)
+    return {"eval_loss": eval_loss(model, family, loss_examples, batch_size), **scores}

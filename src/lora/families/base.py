@@ -1,0 +1,71 @@
+"""The small interface behind which Moonshine and Whisper differ.
+
+Everything family-specific lives in one `ModelFamily` subclass: how audio becomes model input,
+how text becomes labels, how a batch is padded, and how generation is capped. The rest of the
+code asks the family and never branches on the model type.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from lora.audio import SAMPLE_RATE
+from lora.text import target_text
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ModelFamily(ABC):
+    name: str
+    input_key: str  # "input_values" (raw audio) or "input_features" (log-mel)
+    default_target_modules: tuple[str, ...]
+    target_policy: str  # default training-target text policy (see lora.text)
+    tokens_per_second: float = 13.0  # cap for generation length per second of audio
+    min_new_tokens_cap: int = 8
+
+    # -- audio -> model input -------------------------------------------------------------
+    @abstractmethod
+    def featurize(self, processor, samples: np.ndarray) -> np.ndarray:
+        """Model input for one utterance (unpadded where the family allows)."""
+        ...
+
+    @abstractmethod
+    def pad_inputs(self, inputs: list[np.ndarray]) -> dict:
+        """Pad a list of `featurize` outputs into batch tensors (`input_key`, `attention_mask`)."""
+        ...
+
+    # -- text -> labels ----------------------------------------------------------------------
+    @abstractmethod
+    def label_ids(self, tokenizer, text: str, policy: str | None = None) -> list[int]:
+        ...
+
+    def target(self, text: str, policy: str | None = None) -> str:
+        return target_text(text, policy or self.target_policy)
+
+    # -- generation --------------------------------------------------------------------------
+    def max_new_tokens(self, seconds: float) -> int:
+        """Cap decode length from audio length so a model cannot run away on silence."""
+        return max(self.min_new_tokens_cap, math.ceil(self.tokens_per_second * seconds))
+
+    def generate_kwargs(self, seconds: float) -> dict:
+        return {"max_new_tokens": self.max_new_tokens(seconds), "do_sample": False, "num_beams": 1}
+
+
+def pad_labels(labels: list[list[int]]):
+    """Right-pad label lists with IGNORE_INDEX into a LongTensor."""
+    import torch
+
+    width = max(len(x) for x in labels)
+    out = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
+    for i, ids in enumerate(labels):
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+def seconds_of(samples: np.ndarray) -> float:
+    return len(samples) / SAMPLE_RATE

@@ -1,0 +1,165 @@
+"""Resolve `--model-id`, load base model + processor, attach / save / load LoRA adapters.
+
+`--model-id` accepts a hub id, a local transformers directory, or an import name
+(`moonshine-base-en`, `whisper-tiny.en`) that resolves to a cached conversion under `$LORA_HOME`.
+`auto` means the seed's hub model when the hub answers, else the imported Moonshine base.
+Nothing is substituted silently: the resolution is logged and recorded in every output JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import shutil
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lora.errors import UserError
+from lora.importers import IMPORTS, cached_import, is_import_name
+
+log = logging.getLogger("lora")
+
+AUTO = "auto"
+AUTO_HUB_ID = "UsefulSensors/moonshine-tiny"
+AUTO_OFFLINE = "moonshine-base-en"
+RUN_INFO_FILE = "lora_run.json"  # written beside the PEFT adapter files
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    model_id_requested: str
+    model_id_used: str
+    model_source: str  # "hub" | "local" | "import"
+    path: str  # what from_pretrained receives (hub id or directory)
+
+    def record(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "path"} | {"model_path": self.path}
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One fast TCP probe of the hub endpoint (the hub client itself retries for ~25 s)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def offline_choices() -> str:
+    names = ", ".join(f"--model-id {n}" for n in IMPORTS)
+    return f"offline choices: {names}, or --model-id /path/to/a/transformers/directory"
+
+
+def resolve_model_id(model_id: str) -> ResolvedModel:
+    """Turn a user's `--model-id` into something `from_pretrained` can load, or a clear error."""
+    if model_id == AUTO:
+        if hub_reachable():
+            resolved = ResolvedModel(AUTO, AUTO_HUB_ID, "hub", AUTO_HUB_ID)
+        else:
+            log.info("hub unreachable: --model-id auto resolves to the imported %s", AUTO_OFFLINE)
+            resolved = ResolvedModel(AUTO, AUTO_OFFLINE, "import", str(cached_import(AUTO_OFFLINE, log.info)))
+    elif is_import_name(model_id):
+        resolved = ResolvedModel(model_id, model_id, "import", str(cached_import(model_id, log.info)))
+    elif Path(model_id).expanduser().is_dir():
+        directory = Path(model_id).expanduser().resolve()
+        if not (directory / "config.json").is_file():
+            raise UserError(f"{directory}: no config.json; not a transformers model directory")
+        resolved = ResolvedModel(model_id, str(directory), "local", str(directory))
+    elif _looks_like_hub_id(model_id):
+        if not hub_reachable():
+            raise UserError(f"cannot reach the Hugging Face hub to fetch {model_id!r}; {offline_choices()}")
+        resolved = ResolvedModel(model_id, model_id, "hub", model_id)
+    else:
+        raise UserError(f"--model-id {model_id!r} is neither a directory, an import name nor a hub id; {offline_choices()}")
+    log.info("model: requested %s -> using %s (%s)", resolved.model_id_requested, resolved.model_id_used, resolved.model_source)
+    return resolved
+
+
+def _looks_like_hub_id(model_id: str) -> bool:
+    parts = model_id.split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not model_id.startswith((".", "/", "~"))
+
+
+def load_base(resolved: ResolvedModel):
+    """(model, processor, family) for a resolved model; float32, eval mode."""
+    import torch
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    from lora.families import family_for
+
+    try:
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(resolved.path, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(resolved.path)
+    except OSError as exc:
+        raise UserError(f"could not load model {resolved.model_id_used!r}: {str(exc).splitlines()[0]}; {offline_choices()}") from None
+    model.eval()
+    return model, processor, family_for(model.config.model_type)
+
+
+def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple[str, ...]):
+    """Wrap `model` with fresh LoRA adapters on `target_modules` (base weights frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias="none")
+    return get_peft_model(model, config)
+
+
+def save_adapter(model, adapter_dir: Path, run_info: dict) -> None:
+    """PEFT adapter (safetensors) + our run record, written to a temp dir then renamed into place."""
+    adapter_dir = Path(adapter_dir)
+    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / RUN_INFO_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    _replace_dir(tmp, adapter_dir)
+
+
+def save_processor(processor, out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    processor.save_pretrained(str(tmp))
+    _replace_dir(tmp, out_dir)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def read_run_info(adapter_dir: Path) -> dict:
+    path = Path(adapter_dir) / RUN_INFO_FILE
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise UserError(f"{adapter_dir}: no adapter_config.json; pass the lora_adapter/ folder of a run")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
+    """(model with adapter, processor, family, resolved, run_info); base defaults to the one recorded."""
+    from peft import PeftModel
+
+    info = read_run_info(adapter_dir)
+    requested = model_id or info.get("model_id_used") or info.get("model_id_requested")
+    if not requested:
+        raise UserError(f"{adapter_dir}: the adapter records no base model; pass --model-id")
+    resolved = resolve_model_id(requested)
+    model, processor, family = load_base(resolved)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    return model, processor, family, resolved, info

@@ -1,0 +1,62 @@
+"""Writing results: atomic JSON/text files and the run facts every metrics file carries."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+TRACKED_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "jiwer", "onnxruntime", "ctranslate2")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write via a temp file in the same folder + rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    return write_text_atomic(path, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def library_versions() -> dict:
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

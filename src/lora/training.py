@@ -1,0 +1,82 @@
+"""The LoRA training loop, on `accelerate` so it runs unchanged on CPU, one GPU or under
+`accelerate launch`/`torchrun` (data sharded per process, gradients averaged, loss reduced).
+
+The micro-batch stream is a pure function of (seed, position), so every process sees its own
+shard of one global order, and a resumed run can skip to where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from lora.data_loader import Example, collate, length_grouped_batches
+
+log = logging.getLogger("lora")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one row per optimizer step
+    wall_seconds: float = 0.0
+    audio_seconds: float = 0.0  # audio seen by this process's micro-batches
+    label_tokens: int = 0
+
+
+def micro_batches(examples: list[Example], batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Iterator[list[Example]]:
+    """Endless length-grouped micro-batches; epoch e reshuffles with seed+e; rank takes every world-th."""
+    epoch, position = 0, 0
+    while True:
+        for idx in length_grouped_batches(examples, batch_size, seed=seed + epoch):
+            if position % world == rank:
+                yield [examples[i] for i in idx]
+            position += 1
+        epoch += 1
+
+
+def train_lora(model, family, examples: list[Example], cfg, accelerator, show_progress: bool = True) -> TrainResult:
+    """Run `cfg.max_steps` optimizer steps of `cfg.gradient_accumulation_steps` micro-batches each."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * cfg.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, cfg.max_steps)
+    # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
+    # once per process, which is not the schedule a single-process run of the same global batch gets.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    stream = micro_batches(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
+    result = TrainResult()
+    bar = tqdm(total=cfg.max_steps, desc="train", unit="step", disable=not (show_progress and accelerator.is_main_process))
+    start = time.perf_counter()
+    for step in range(1, cfg.max_steps + 1):
+        losses = []
+        for _ in range(cfg.gradient_accumulation_steps):
+            batch_examples = next(stream)
+            batch = {k: v.to(accelerator.device) for k, v in collate(batch_examples, family).items()}
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            losses.append(loss.detach())
+            result.audio_seconds += sum(e.seconds for e in batch_examples)
+            result.label_tokens += sum(len(e.labels) for e in batch_examples)
+        step_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
+        row = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}
+        result.history.append(row)
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        bar.update(1)
+    bar.close()
+    result.wall_seconds = time.perf_counter() - start
+    model.eval()
+    return result
