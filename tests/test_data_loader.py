@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from lora.data_loader import (
+    DataChoice, collate, hub_stream, length_grouped_batches, prepare_dataset, resolve_data, select_balanced,
+    split_by_speaker,
+)
+from lora.errors import UserError
+from lora.utterances import Utterance, split_folder
+
+
+def _utts(speakers, per=3):
+    return [Utterance(f"{s}-{i}", s, f"TEXT {s} {i}", np.zeros(1600, np.float32)) for s in speakers for i in range(per)]
+
+
+def test_split_by_speaker_non_empty_disjoint_and_deterministic():
+    utts = _utts(["a", "b", "c", "d", "e"])
+    train, held = split_by_speaker(utts, seed=3)
+    assert train and held
+    assert not {u.speaker for u in train} & {u.speaker for u in held}
+    assert len(train) + len(held) == len(utts)
+    assert [u.id for u in held] == [u.id for u in split_by_speaker(utts, seed=3)[1]]
+
+
+def test_split_by_speaker_needs_two_speakers():
+    with pytest.raises(UserError, match="at least two speakers"):
+        split_by_speaker(_utts(["solo"]))
+
+
+def test_select_balanced_round_robins_speakers():
+    utts = _utts(["a"], per=20) + _utts(["b", "c"], per=2)
+    chosen = select_balanced(utts, 6, seed=0)
+    assert len(chosen) == 6
+    assert {u.speaker for u in chosen} == {"a", "b", "c"}
+
+
+def test_split_names_map_to_folders():
+    assert split_folder("train.100") == "train-clean-100"
+    assert split_folder("test") == "test-clean"
+    assert split_folder("validation") == "dev-clean"
+    assert split_folder("my-folder") == "my-folder"
+
+
+def test_local_fallback_is_speaker_disjoint_and_leaves_test_out(speech_dir):
+    data = resolve_data(DataChoice(data_dir=str(speech_dir), dataset_samples=20, eval_samples=6), hub_ok=False)
+    assert len(data.train) == 20 and len(data.eval) == 6
+    assert not {u.speaker for u in data.train} & {u.speaker for u in data.eval}
+    assert not any(u.subset.startswith("test") for u in data.train + data.eval)
+    assert data.train[0].samples().std() > 1e-3  # real audio, not silence
+
+
+def test_named_speakers_for_recipes(speech_dir):
+    choice = DataChoice(data_dir=str(speech_dir), dataset_samples=8, eval_samples=4,
+                        train_speakers=("9201", "9202"), eval_speakers=("9205",))
+    data = resolve_data(choice, hub_ok=False)
+    assert {u.speaker for u in data.train} <= {"9201", "9202"} and {u.speaker for u in data.eval} == {"9205"}
+
+
+def test_hub_stream_decodes_undecoded_audio_with_soundfile(monkeypatch, speech_dir):
+    """The hub path with `datasets` mocked: audio arrives as encoded bytes and is decoded by us."""
+    import datasets
+
+    flac = next((speech_dir / "test-clean").rglob("*.flac"))
+    calls = {}
+
+    class FakeStream:
+        def cast_column(self, name, feature):
+            calls["cast"] = (name, feature.decode)
+            return self
+
+        def __iter__(self):
+            for i in range(5):
+                yield {"id": f"1-2-{i}", "speaker_id": 1, "text": "HELLO", "audio": {"bytes": flac.read_bytes(), "path": None}}
+
+    def fake_load(name, config, split, streaming):
+        calls["load"] = (name, config, split, streaming)
+        return FakeStream()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    rows = hub_stream("train.100", limit=3)
+    assert calls == {"load": ("librispeech_asr", "clean", "train.100", True), "cast": ("audio", False)}
+    assert len(rows) == 3 and rows[0].samples().dtype == np.float32 and rows[0].samples().std() > 1e-3
+
+
+def test_prepare_dataset_and_collate(tiny_model_dir, librispeech_utterances):
+    from lora.model_utils import load_base, resolve_model_id
+
+    model, processor, family = load_base(resolve_model_id(str(tiny_model_dir)))
+    examples = prepare_dataset(librispeech_utterances[:3], processor, family)
+    batch = collate(examples, family)
+    assert batch["labels"].dtype == torch.long and batch["labels"].shape[0] == 3
+    assert batch["labels"][0, len(examples[0].labels) - 1] == processor.tokenizer.eos_token_id
+    inputs = batch[family.input_key]
+    assert inputs.dtype == torch.float32 and inputs.shape[0] == 3
+    if family.name == "moonshine":  # dynamic padding: as long as the longest clip, with a mask
+        assert inputs.shape[1] == max(len(e.inputs) for e in examples)
+        assert batch["attention_mask"].dtype == torch.long and batch["attention_mask"].shape == inputs.shape
+    else:  # Whisper's encoder needs 30 s of log-mel frames
+        assert inputs.shape[1:] == (80, 3000)
+    assert float(model(**batch).loss) > 0
+
+
+def test_length_grouped_batches_cover_everything_once():
+    class E:
+        def __init__(self, s):
+            self.seconds = s
+
+    examples = [E(s) for s in (5, 1, 3, 2, 4)]
+    batches = length_grouped_batches(examples, 2, seed=0)
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    for b in batches:
+        assert max(examples[i].seconds for i in b) - min(examples[i].seconds for i in b) <= 1

@@ -1,0 +1,59 @@
+import pytest
+
+from lora import model_utils
+from lora.errors import UserError
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    model_utils.hub_reachable.cache_clear()
+    monkeypatch.setattr(model_utils, "hub_reachable", lambda timeout=3.0: False)
+
+
+def test_unreachable_hub_id_names_the_offline_choices(offline):
+    with pytest.raises(UserError, match="cannot reach the Hugging Face hub.*moonshine-base-en.*whisper-tiny.en"):
+        model_utils.resolve_model_id("UsefulSensors/moonshine-tiny")
+
+
+def test_auto_falls_back_to_the_imported_model_and_says_so(offline, monkeypatch):
+    monkeypatch.setattr(model_utils, "cached_import", lambda name, progress=None: f"/cache/{name}")
+    resolved = model_utils.resolve_model_id("auto")
+    assert resolved.record() == {"model_id_requested": "auto", "model_id_used": "moonshine-base-en",
+                                 "model_source": "import", "model_path": "/cache/moonshine-base-en"}
+
+
+def test_auto_uses_the_hub_when_reachable(monkeypatch):
+    monkeypatch.setattr(model_utils, "hub_reachable", lambda timeout=3.0: True)
+    resolved = model_utils.resolve_model_id("auto")
+    assert (resolved.model_id_used, resolved.model_source) == ("UsefulSensors/moonshine-tiny", "hub")
+
+
+def test_local_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        model_utils.resolve_model_id(str(tmp_path))
+
+
+def test_hub_offline_env_short_circuits(monkeypatch):
+    model_utils.hub_reachable.cache_clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert model_utils.hub_reachable() is False
+    model_utils.hub_reachable.cache_clear()
+
+
+def test_lora_attach_save_and_reload(tiny_model_dir, tmp_path):
+    import torch
+
+    resolved = model_utils.resolve_model_id(str(tiny_model_dir))
+    model, processor, family = model_utils.load_base(resolved)
+    model = model_utils.attach_lora(model, 4, 8, 0.0, family.default_target_modules)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.01)
+    model_utils.save_adapter(model, tmp_path / "lora_adapter", resolved.record() | {"train_ids": ["x"]})
+    assert (tmp_path / "lora_adapter" / "adapter_model.safetensors").is_file()
+    reloaded, _, _, _, info = model_utils.load_with_adapter(tmp_path / "lora_adapter")
+    assert info["train_ids"] == ["x"]
+    saved = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    loaded = {k: v for k, v in reloaded.state_dict().items() if "lora_" in k}
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
