@@ -1,0 +1,37 @@
+# The whole set-up on a fresh machine with only Python and make: `make test`, `make demo`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+RUN := $(UV) run
+SPEECH ?= ../shared/speech
+QUICK := outputs/real_small_quick
+
+.PHONY: setup test test-fast demo poc demo-digits bench report-screenshot clean
+
+$(UV):
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+setup: $(UV)
+	$(UV) sync --frozen --quiet || $(UV) sync --quiet
+
+test: setup
+	$(RUN) pytest -q
+
+test-fast: setup
+	$(RUN) pytest -q -m "not slow"
+
+models/moonshine-base-en/lora_import.json: | setup
+	$(RUN) lora-import moonshine-base-en --output models/moonshine-base-en
+
+poc: setup
+	$(RUN) python main.py
+
+demo: setup models/moonshine-base-en/lora_import.json
+	$(RUN) python main.py
+	$(RUN) python train_real_small.py --train-split train.100 --dataset-samples 20 --max-steps 20 \
+		--gradient-accumulation-steps 4 --wer-batches 1 --output-dir $(QUICK)
+	$(RUN) python scripts/build_manifest.py --split test --samples 3 --output data/heldout_manifest.jsonl
+	$(RUN) python scripts/run_stt.py --adapter-dir $(QUICK)/lora_adapter --processor-dir $(QUICK)/processor \
+		--audio-list data/heldout_manifest.jsonl --output $(QUICK)/artifact_test.json
+
+clean:
+	rm -rf outputs data models .pytest_cache
