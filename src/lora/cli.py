@@ -6,6 +6,7 @@ Deliberately imports nothing heavy so `--help` stays fast (torch is imported ins
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -23,7 +24,7 @@ def setup_logging(quiet: bool = False, level: str = "INFO") -> None:
     )
     if level.upper() != "DEBUG":
         # transformers' generate() repeats the same advisory warnings every batch; keep real errors.
-        logging.getLogger("transformers").setLevel(logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -29,6 +29,8 @@ log = logging.getLogger("lora")
 HUB_DATASET = "librispeech_asr"
 HUB_EVAL_SPLIT = "validation"
 DEFAULT_EVAL_FRACTION = 0.25
+# General read speech scored before and after training to measure forgetting.
+CANARY_SUBSETS = ("test-clean", "dev-clean", "test-other", "dev-other", "ljspeech")
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,34 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     held = select_balanced(held, choice.eval_samples, choice.seed + 1)
     log.info("data: %s (%s): %d train / %d eval utterances", kind, where, len(train), len(held))
     return TrainEvalData(train, held, {"kind": kind, "where": where, "train_split": choice.train_split})
+
+
+def check_leakage(data: TrainEvalData, allow_shared_speakers: bool = False, allow_shared_text: bool = False) -> dict:
+    """Refuse a split whose eval part shares speakers or transcripts with training (override flags)."""
+    from lora.evaluation import leakage
+
+    found = leakage(data.train, data.eval)
+    if found["shared_speakers"] and not allow_shared_speakers:
+        raise UserError(
+            f"speaker leakage: speaker(s) {', '.join(found['shared_speakers'][:5])} are in both train and eval; "
+            "use disjoint speakers (or --allow-shared-speakers to override)"
+        )
+    if found["shared_texts"] and not allow_shared_text:
+        raise UserError(
+            f"transcript leakage: {len(found['shared_texts'])} identical transcript(s) in train and eval "
+            f"(e.g. {found['shared_texts'][0]!r}); use other utterances (or --allow-shared-text for closed vocabularies)"
+        )
+    return found
+
+
+def canary_utterances(root: Path | None, exclude: TrainEvalData, limit: int = 0, seed: int = 42) -> list[Utterance]:
+    """General read speech (LibriSpeech/LJSpeech subsets) from speakers not trained or evaluated on."""
+    if root is None or not Path(root).is_dir():
+        return []
+    subsets = [s for s in list_subsets(root) if s in CANARY_SUBSETS]
+    busy = {u.speaker for u in exclude.train} | {u.speaker for u in exclude.eval}
+    rows = [u for u in read_librispeech_dir(root, subsets) if u.speaker not in busy] if subsets else []
+    return select_balanced(rows, limit, seed) if limit else rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,3 +98,24 @@ def compare(before: dict, after: dict) -> list[dict]:
             "wer_before": b["wer"], "wer_after": a["wer"], "wer_change": a["wer"] - b["wer"],
         })
     return sorted(rows, key=lambda r: (-r["wer_change"], r["id"]))
+
+
+def bootstrap_wer_ci(samples: list[dict], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float] | None:
+    """95% interval of one model's corpus WER, resampling utterances with replacement."""
+    if not samples:
+        return None
+    rng = random.Random(seed)
+    n = len(samples)
+    values = []
+    for _ in range(resamples):
+        pick = [samples[rng.randrange(n)] for _ in range(n)]
+        values.append(sum(s["errors"] for s in pick) / (sum(s["ref_words"] for s in pick) or 1))
+    values.sort()
+    return [values[int(0.025 * resamples)], values[min(resamples - 1, int(0.975 * resamples))]]
+
+
+def leakage(train, held) -> dict:
+    """Speakers and identical (normalised) transcripts present in both train and eval."""
+    speakers = sorted({u.speaker for u in train} & {u.speaker for u in held})
+    texts = sorted({normalize_for_scoring(u.text) for u in train} & {normalize_for_scoring(u.text) for u in held})
+    return {"shared_speakers": speakers, "shared_texts": texts}

@@ -31,6 +31,11 @@ class TrainConfig:
     eval_samples: int = opt(8, "number of held-out (speaker-disjoint) evaluation utterances")
     train_speakers: str | None = opt(None, "comma-separated speakers to train on (overrides the random speaker split)")
     eval_speakers: str | None = opt(None, "comma-separated speakers to evaluate on")
+    canary: str | None = opt(None, "manifest of general speech scored before/after to measure forgetting "
+                             "(default: LibriSpeech/LJSpeech utterances of unseen speakers in the local speech folder)")
+    canary_samples: int = opt(0, "cap on canary utterances (0 = all)")
+    allow_shared_speakers: bool = opt(False, "allow speakers in both train and eval (WER is then not held-out)")
+    allow_shared_text: bool = opt(False, "allow identical transcripts in train and eval (closed vocabularies, e.g. digits)")
     max_steps: int = opt(40, "optimizer steps")
     batch_size: int = opt(1, "utterances per micro-batch")
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")

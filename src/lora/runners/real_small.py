@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lora.cli import run_cli, setup_logging
+from lora.paths import default_speech_dir
 from lora.training_config import TrainConfig, add_dataclass_args, config_from_args, split_csv
 
 log = logging.getLogger("lora")
@@ -34,7 +35,7 @@ def run(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from lora.data_loader import DataChoice, prepare_dataset, resolve_data
+    from lora.data_loader import DataChoice, canary_utterances, check_leakage, prepare_dataset, read_manifest_rows, resolve_data
     from lora.decoding import assess
     from lora.evaluation import compare, paired_bootstrap, summarize_losses
     from lora.model_utils import attach_lora, hub_reachable, load_base, resolve_model_id, save_adapter, save_processor
@@ -51,13 +52,21 @@ def run(cfg: TrainConfig) -> dict:
                    split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers)),
         hub_ok=hub_reachable() if not (cfg.data_dir or cfg.manifest) else False,
     )
+    leaks = check_leakage(data, cfg.allow_shared_speakers, cfg.allow_shared_text)
+    if cfg.canary:
+        canary = read_manifest_rows(cfg.canary)
+    else:
+        canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), data, cfg.canary_samples, cfg.seed)
     policy = cfg.target_policy or family.target_policy
     train_examples = prepare_dataset(data.train, processor, family, policy)
     eval_examples = prepare_dataset(data.eval, processor, family, policy)
+    canary_examples = prepare_dataset(canary, processor, family, policy)
     wer_examples = eval_examples[: cfg.wer_batches * cfg.eval_batch_size] if cfg.wer_batches else eval_examples
     model.to(accelerator.device)
 
-    baseline = assess(model, processor, family, eval_examples, wer_examples, cfg.eval_batch_size) if accelerator.is_main_process else {}
+    main = accelerator.is_main_process
+    baseline = assess(model, processor, family, eval_examples, wer_examples, cfg.eval_batch_size) if main else {}
+    canary_before = assess(model, processor, family, canary_examples, canary_examples, cfg.eval_batch_size) if main and canary else {}
     targets = cfg.target_module_list or family.default_target_modules
     model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets)
     result = train_lora(model, family, train_examples, cfg, accelerator, show_progress=not cfg.quiet)
@@ -66,6 +75,7 @@ def run(cfg: TrainConfig) -> dict:
     if not accelerator.is_main_process:
         return {}
     tuned = assess(model, processor, family, eval_examples, wer_examples, cfg.eval_batch_size)
+    canary_after = assess(model, processor, family, canary_examples, canary_examples, cfg.eval_batch_size) if canary else {}
 
     out = Path(cfg.output_dir)
     run_info = resolved.record() | {
@@ -78,6 +88,7 @@ def run(cfg: TrainConfig) -> dict:
         "data_source": data.source,
         "eval_ids": [u.id for u in data.eval],
         "eval_speakers": sorted({u.speaker for u in data.eval}),
+        "leakage": leaks,
         "config": asdict(cfg),
         "world_size": accelerator.num_processes,
         "device": str(accelerator.device),
@@ -85,11 +96,14 @@ def run(cfg: TrainConfig) -> dict:
         "train_loss_history": result.history,
         "baseline_eval_loss": baseline["eval_loss"],
         "tuned_eval_loss": tuned["eval_loss"],
+        "wer": tuned["wer"], "cer": tuned["cer"],
         "baseline_wer": baseline["wer"], "tuned_wer": tuned["wer"],
         "baseline_cer": baseline["cer"], "tuned_cer": tuned["cer"],
         "wer_utterances": len(wer_examples),
         "wer_delta_ci95": paired_bootstrap(baseline["samples"], tuned["samples"], seed=cfg.seed),
         "samples": compare(baseline, tuned),
+        "canary": _canary_record(canary, canary_before, canary_after, cfg.canary),
+        "canary_wer_before": canary_before.get("wer"), "canary_wer_after": canary_after.get("wer"),
         "train_audio_seconds": sum(e.seconds for e in train_examples),
         "eval_audio_seconds": sum(e.seconds for e in eval_examples),
         "train_wall_seconds": result.wall_seconds,
@@ -102,6 +116,21 @@ def run(cfg: TrainConfig) -> dict:
     write_json_atomic(out / "real_metrics.json", metrics)
     _print_summary(metrics, out)
     return metrics
+
+
+def _canary_record(canary, before: dict, after: dict, manifest: str | None) -> dict:
+    from lora.evaluation import compare, paired_bootstrap
+
+    if not canary:
+        return {"utterances": 0, "source": manifest or "none found"}
+    return {
+        "source": manifest or "local LibriSpeech/LJSpeech subsets, unseen speakers",
+        "utterances": len(canary), "ids": [u.id for u in canary],
+        "wer_before": before["wer"], "wer_after": after["wer"], "cer_before": before["cer"], "cer_after": after["cer"],
+        "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
+        "wer_delta_ci95": paired_bootstrap(before["samples"], after["samples"]),
+        "samples": compare(before, after),
+    }
 
 
 def _fmt(value, pct: bool = False) -> str:
@@ -118,6 +147,9 @@ def _print_summary(m: dict, out: Path) -> None:
     print(f"eval loss    {_fmt(m['baseline_eval_loss'])} -> {_fmt(m['tuned_eval_loss'])}")
     print(f"WER          {_fmt(m['baseline_wer'], True)} -> {_fmt(m['tuned_wer'], True)} on {m['wer_utterances']} held-out utterances; "
           f"change 95% CI {interval}: {ci['verdict']}")
+    if m["canary"]["utterances"]:
+        print(f"canary WER   {_fmt(m['canary_wer_before'], True)} -> {_fmt(m['canary_wer_after'], True)} "
+              f"on {m['canary']['utterances']} general-speech utterances (forgetting check)")
     print(f"wall time    {m['wall_seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB")
     print(f"wrote        {out / 'real_metrics.json'}, {out / 'lora_adapter'}, {out / 'processor'}")
 
