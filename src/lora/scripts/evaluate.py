@@ -1,0 +1,108 @@
+"""`lora-eval --model-id M [--adapter-dir D] (--data-dir DIR | --manifest FILE) --output eval.json`
+
+Scores any model (optionally with a LoRA adapter) on any manifest or LibriSpeech-layout folder:
+eval loss, normalised WER/CER with substitutions/deletions/insertions, a bootstrap 95% interval of
+the WER, and per-utterance results (worst first). `real_small` uses the same functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lora.cli import run_cli, setup_logging
+from lora.errors import UserError
+
+log = logging.getLogger("lora")
+LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-eval", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--model-id", default="auto", help="hub id, local dir or import name (default: auto)")
+    parser.add_argument("--adapter-dir", default=None, help="optional LoRA adapter (a run's lora_adapter/)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data-dir", default=None, help="LibriSpeech-layout folder (default: ../shared/speech)")
+    source.add_argument("--manifest", default=None, help="manifest file (JSONL/JSON/CSV/TSV)")
+    parser.add_argument("--subsets", default="librispeech",
+                        help="with --data-dir: comma-separated folders, 'librispeech' (test-*/dev-*/train-*) or 'all'")
+    parser.add_argument("--max-samples", type=int, default=0, help="cap on utterances (0 = all)")
+    parser.add_argument("--batch-size", type=int, default=8, help="utterances per decoding batch")
+    parser.add_argument("--target-policy", default=None, help="label text style for the eval loss (default: the family's)")
+    parser.add_argument("--output", required=True, help="eval.json to write")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--quiet", action="store_true", help="warnings only")
+    return parser
+
+
+def load_rows(args):
+    from lora.data_loader import read_manifest_rows, select_balanced
+    from lora.paths import default_speech_dir
+    from lora.utterances import list_subsets, read_librispeech_dir
+
+    if args.manifest:
+        rows, where = read_manifest_rows(args.manifest), args.manifest
+    else:
+        root = Path(args.data_dir) if args.data_dir else default_speech_dir()
+        if root is None:
+            raise UserError("no data: pass --data-dir or --manifest")
+        available = list_subsets(root)
+        if args.subsets == "all":
+            subsets = available
+        elif args.subsets == "librispeech":
+            subsets = [s for s in available if s.startswith(LIBRISPEECH_PREFIXES)]
+        else:
+            subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
+        missing = sorted(set(subsets) - set(available))
+        if missing or not subsets:
+            raise UserError(f"{root}: subset(s) {missing or subsets} not found; available: {', '.join(available)}")
+        rows, where = read_librispeech_dir(root, subsets), f"{root} [{'+'.join(subsets)}]"
+    if args.max_samples:
+        rows = select_balanced(rows, args.max_samples, args.seed)
+    if not rows:
+        raise UserError(f"{where}: no utterances to evaluate")
+    return rows, where
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    rows, where = load_rows(args)
+    import time
+
+    from lora.data_loader import prepare_dataset
+    from lora.decoding import assess
+    from lora.evaluation import bootstrap_wer_ci
+    from lora.model_utils import load_base, load_with_adapter, resolve_model_id
+    from lora.outputs import library_versions, write_json_atomic
+
+    started = time.perf_counter()
+    if args.adapter_dir:
+        model, processor, family, resolved, _ = load_with_adapter(Path(args.adapter_dir), args.model_id if args.model_id != "auto" else None)
+    else:
+        resolved = resolve_model_id(args.model_id)
+        model, processor, family = load_base(resolved)
+    examples = prepare_dataset(rows, processor, family, args.target_policy)
+    result = assess(model, processor, family, examples, examples, args.batch_size)
+    result["samples"].sort(key=lambda s: (-s["wer"], s["id"]))
+    report = resolved.record() | {
+        "adapter_dir": args.adapter_dir, "family": family.name, "data": where, "utterances": len(examples),
+        "audio_seconds": sum(e.seconds for e in examples),
+        "wer_ci95": bootstrap_wer_ci(result["samples"], seed=args.seed), **result,
+        "wall_seconds": time.perf_counter() - started, "versions": library_versions(),
+    }
+    write_json_atomic(args.output, report)
+    low, high = report["wer_ci95"]
+    print(f"{resolved.model_id_used}: WER {100 * report['wer']:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
+          f"CER {100 * report['cer']:.2f}%, eval loss {report['eval_loss']:.3f} on {len(examples)} utterances "
+          f"({report['audio_seconds']:.0f} s) -> {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
