@@ -12,6 +12,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
+from lora.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
 from lora.data_loader import Example, collate, length_grouped_batches
 
 log = logging.getLogger("lora")
@@ -36,8 +39,15 @@ def micro_batches(examples: list[Example], batch_size: int, seed: int, rank: int
         epoch += 1
 
 
-def train_lora(model, family, examples: list[Example], cfg, accelerator, show_progress: bool = True) -> TrainResult:
-    """Run `cfg.max_steps` optimizer steps of `cfg.gradient_accumulation_steps` micro-batches each."""
+def train_lora(model, family, examples: list[Example], cfg, accelerator, show_progress: bool = True,
+               run_dir: Path | None = None) -> TrainResult:
+    """Run `cfg.max_steps` optimizer steps of `cfg.gradient_accumulation_steps` micro-batches each.
+
+    With `run_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and `cfg.resume`
+    continues from the last one (same weights as an uninterrupted run).
+    """
+    import dataclasses
+
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -52,9 +62,19 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
     model.train()
     stream = micro_batches(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
     result = TrainResult()
-    bar = tqdm(total=cfg.max_steps, desc="train", unit="step", disable=not (show_progress and accelerator.is_main_process))
+    first_step = 1
+    if run_dir is not None and cfg.resume and read_state(run_dir):
+        check_resumable(read_state(run_dir), dataclasses.asdict(cfg))
+        state = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
+        result.history, result.audio_seconds, result.label_tokens = state["history"], state["audio_seconds"], state["label_tokens"]
+        first_step = state["step"] + 1
+        for _ in range(state["step"] * cfg.gradient_accumulation_steps):
+            next(stream)
+        log.info("resumed from %s at step %d", run_dir / "checkpoint", state["step"])
+    bar = tqdm(total=cfg.max_steps, initial=first_step - 1, desc="train", unit="step",
+               disable=not (show_progress and accelerator.is_main_process))
     start = time.perf_counter()
-    for step in range(1, cfg.max_steps + 1):
+    for step in range(first_step, cfg.max_steps + 1):
         losses = []
         for _ in range(cfg.gradient_accumulation_steps):
             batch_examples = next(stream)
@@ -76,6 +96,12 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
         result.history.append(row)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         bar.update(1)
+        if run_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, {
+                    "step": step, "history": result.history, "audio_seconds": result.audio_seconds,
+                    "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
     bar.close()
     result.wall_seconds = time.perf_counter() - start
     model.eval()

@@ -52,6 +52,8 @@ class TrainConfig:
     target_policy: str | None = opt(None, "training-target text style: raw, lower, sentence, normalized (default: the family's)")
     seed: int = opt(42, "seed for data selection, splits, LoRA init and shuffling")
     output_dir: str = opt("outputs/real_small", "run folder: real_metrics.json, lora_adapter/, processor/")
+    checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")
+    resume: bool = opt(False, "continue from output_dir/checkpoint (same options) instead of starting over")
     mixed_precision: str = opt("no", "no, fp16 or bf16 (passed to accelerate where the hardware supports it)")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")

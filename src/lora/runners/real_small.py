@@ -69,7 +69,7 @@ def run(cfg: TrainConfig) -> dict:
     canary_before = assess(model, processor, family, canary_examples, canary_examples, cfg.eval_batch_size) if main and canary else {}
     targets = cfg.target_module_list or family.default_target_modules
     model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets)
-    result = train_lora(model, family, train_examples, cfg, accelerator, show_progress=not cfg.quiet)
+    result = train_lora(model, family, train_examples, cfg, accelerator, show_progress=not cfg.quiet, run_dir=Path(cfg.output_dir))
     model = accelerator.unwrap_model(model)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -157,7 +157,10 @@ def _print_summary(m: dict, out: Path) -> None:
 def _main(argv: list[str] | None) -> int:
     cfg = config_from_args(TrainConfig, build_parser().parse_args(argv))
     setup_logging(cfg.quiet, cfg.log_level)
-    run(cfg)
+    from lora.checkpoint import OutputLock
+
+    with OutputLock(Path(cfg.output_dir)):
+        run(cfg)
     return 0
 
 

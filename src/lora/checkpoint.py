@@ -1,0 +1,132 @@
+"""Checkpoints a killed run can resume from, bit-for-bit: adapter, optimizer, scheduler, RNG
+states and the data position, written atomically (temp dir + rename) every N steps.
+
+Formats: adapter weights and torch RNG states in safetensors; optimizer/scheduler state with
+`torch.save` and read back with `torch.load(weights_only=True)` (our own state only); the rest JSON.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from lora.errors import UserError
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+# Config fields that must match for a resume to continue the same run.
+RESUME_KEYS = ("model_id", "seed", "batch_size", "gradient_accumulation_steps", "learning_rate", "lora_r",
+               "lora_alpha", "lora_dropout", "target_modules", "dataset_samples", "train_split", "data_dir", "manifest")
+
+
+def _rng_state() -> tuple[dict, dict]:
+    import torch
+
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = state
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    host = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    return tensors, host
+
+
+def _set_rng_state(tensors: dict, host: dict) -> None:
+    import torch
+
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = host["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = host["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict) -> Path:
+    """Write `out_dir/checkpoint/` atomically; `model` is the unwrapped PEFT model."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    final = Path(out_dir) / CHECKPOINT_DIR
+    tmp = final.with_name(f".{CHECKPOINT_DIR}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(weights, str(tmp / "adapter.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    tensors, host = _rng_state()
+    save_file(tensors, str(tmp / "rng.safetensors"))
+    (tmp / STATE_FILE).write_text(json.dumps(state | {"rng": host}) + "\n")
+    old = final.with_name(f".{CHECKPOINT_DIR}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_state(out_dir: Path) -> dict | None:
+    path = Path(out_dir) / CHECKPOINT_DIR / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise UserError(f"{path}: checkpoint state is unreadable; delete {path.parent} to start over") from None
+
+
+def check_resumable(state: dict, config: dict) -> None:
+    changed = [k for k in RESUME_KEYS if state.get("config", {}).get(k) != config.get(k)]
+    if changed:
+        raise UserError(f"cannot resume: option(s) {', '.join(changed)} differ from the checkpointed run; "
+                        "use the same options or a new --output-dir")
+
+
+def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> dict:
+    """Restore adapter, optimizer, scheduler and RNG states; returns the saved `state.json`."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    state = read_state(out_dir)
+    set_peft_model_state_dict(model, load_file(str(folder / "adapter.safetensors")))
+    saved = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(load_file(str(folder / "rng.safetensors")), state.pop("rng"))
+    return state
+
+
+class OutputLock:
+    """An exclusive lock on an output folder so two runs cannot write into it at once."""
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / ".lock"
+        self.handle = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise UserError(f"{self.path.parent}: another run is writing to this folder; wait for it or pick another --output-dir") from None
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
