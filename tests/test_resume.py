@@ -1,0 +1,67 @@
+"""Kill a training subprocess with SIGKILL at a random step, resume it, and compare the adapter
+with an uninterrupted run of the same seed (real speech, tiny random model from the real config)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 24
+
+
+def _cmd(model_dir, out):
+    return [sys.executable, os.path.join(ROOT, "train_real_small.py"), "--model-id", str(model_dir),
+            "--dataset-samples", "6", "--eval-samples", "2", "--canary-samples", "1", "--max-steps", str(STEPS),
+            "--gradient-accumulation-steps", "2", "--checkpoint-every", "1", "--lora-dropout", "0.1",
+            "--quiet", "--output-dir", str(out)]
+
+
+def _checkpoint_step(out):
+    try:
+        return json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tiny_moonshine, tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_cmd(tiny_moonshine, full), check=True, capture_output=True)
+
+    kill_at = random.Random().randint(3, STEPS - 6)
+    proc = subprocess.Popen(_cmd(tiny_moonshine, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _checkpoint_step(killed) < kill_at and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.fail(f"training finished before the kill at step {kill_at}; raise STEPS")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped = _checkpoint_step(killed)
+    assert 0 < stopped < STEPS and not (killed / "real_metrics.json").exists()
+
+    resumed = subprocess.run(_cmd(tiny_moonshine, killed) + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(str(full / "lora_adapter" / "adapter_model.safetensors"))
+    b = load_file(str(killed / "lora_adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    history_a = json.loads((full / "real_metrics.json").read_text())["train_loss_history"]
+    history_b = json.loads((killed / "real_metrics.json").read_text())["train_loss_history"]
+    assert [round(r["loss"], 6) for r in history_a] == [round(r["loss"], 6) for r in history_b]
+
+
+def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
+    from lora.checkpoint import OutputLock
+    from lora.errors import UserError
+
+    with OutputLock(tmp_path):
+        with pytest.raises(UserError, match="another run is writing"):
+            with OutputLock(tmp_path):
+                pass
