@@ -1,0 +1,100 @@
+"""The reference runtime: the packaged Moonshine `.ort` graphs run by ONNX Runtime, greedy decoding.
+
+Why: a converted checkpoint is only trustworthy if it transcribes like the original. The
+`moonshine-cpp` package's own native library crashes on these CPUs, so the original is its two
+graphs (encoder; merged decoder with an `If` between the first step and cached steps) run by
+`onnxruntime`, decoded with the package's own `tokenizer.bin`. Parity tests and benchmarks use it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lora.audio import SAMPLE_RATE
+from lora.errors import UserError
+from lora.importers.spm_vocab import package_decode, read_records
+
+ENCODER_FILE = "encoder_model.ort"
+DECODER_FILE = "decoder_model_merged.ort"
+TOKENIZER_FILE = "tokenizer.bin"
+BOS_ID, EOS_ID = 1, 2
+NUM_LAYERS, NUM_HEADS, HEAD_DIM = 8, 8, 52
+# Generation cap from audio length, as the training/eval code uses: Moonshine can run away on silence.
+TOKENS_PER_SECOND = 13.0
+MIN_NEW_TOKENS = 8
+
+
+def max_new_tokens(num_samples: int, sampling_rate: int = SAMPLE_RATE) -> int:
+    """ceil(13 tokens per second of audio), at least MIN_NEW_TOKENS."""
+    return max(MIN_NEW_TOKENS, math.ceil(TOKENS_PER_SECOND * num_samples / sampling_rate))
+
+
+def packaged_model_dir() -> Path:
+    """`moonshine_cpp/models/base-en` of the installed package (no import of its broken module)."""
+    from importlib import util
+
+    spec = util.find_spec("moonshine_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("package 'moonshine-cpp' is not installed; `uv sync` installs it")
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / "base-en"
+
+
+class OrtMoonshine:
+    """Greedy Moonshine transcription with ONNX Runtime on the packaged graphs (CPU)."""
+
+    def __init__(self, model_dir: str | Path | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.model_dir = Path(model_dir) if model_dir else packaged_model_dir()
+        for name in (ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE):
+            if not (self.model_dir / name).is_file():
+                raise UserError(f"{self.model_dir / name}: missing Moonshine model file")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(str(self.model_dir / ENCODER_FILE), options, providers=providers)
+        self.decoder = ort.InferenceSession(str(self.model_dir / DECODER_FILE), options, providers=providers)
+        self.output_names = [o.name for o in self.decoder.get_outputs()]
+        self.records = read_records(self.model_dir / TOKENIZER_FILE)
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """Encoder hidden states (1, frames, 416) for float32 16 kHz mono samples."""
+        values = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
+        return self.encoder.run(["last_hidden_state"], {"input_values": values})[0]
+
+    def generate(self, audio: np.ndarray, max_tokens: int | None = None) -> list[int]:
+        """Greedy token ids after the start token, up to and excluding end-of-sequence."""
+        limit = max_tokens if max_tokens is not None else max_new_tokens(len(audio))
+        hidden = self.encode(audio)
+        empty = np.zeros((1, NUM_HEADS, 0, HEAD_DIM), dtype=np.float32)
+        past = {f"past_key_values.{i}.{part}.{kv}": empty
+                for i in range(NUM_LAYERS) for part in ("decoder", "encoder") for kv in ("key", "value")}
+        tokens: list[int] = []
+        current, use_cache = BOS_ID, False
+        for _ in range(limit):
+            feeds = {"input_ids": np.array([[current]], dtype=np.int64), "encoder_hidden_states": hidden,
+                     "use_cache_branch": np.array([use_cache]), **past}
+            outputs = dict(zip(self.output_names, self.decoder.run(self.output_names, feeds)))
+            current = int(np.argmax(outputs["logits"][0, -1]))
+            if current == EOS_ID:
+                break
+            tokens.append(current)
+            for name, value in outputs.items():
+                # Cached steps return empty encoder k/v: the first step's values stay in use.
+                if name.startswith("present.") and (not use_cache or ".decoder." in name):
+                    past[name.replace("present.", "past_key_values.")] = value
+            use_cache = True
+        return tokens
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of token ids with the package tokenizer (`tokenizer.bin`, C++ BinTokenizer rules)."""
+        return package_decode(self.records, ids)
+
+    def transcribe(self, audio: np.ndarray, max_tokens: int | None = None) -> tuple[list[int], str]:
+        """(token ids, text) of greedy decoding, capped at ~13 tokens per second of audio."""
+        ids = self.generate(audio, max_tokens)
+        return ids, self.decode(ids)
