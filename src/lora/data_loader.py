@@ -215,9 +215,22 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     else:
         train = pool
     train = select_balanced(train, choice.dataset_samples, choice.seed)
+    if not (choice.train_speakers or choice.eval_speakers):
+        held = _without_train_texts(held, train)
     held = select_balanced(held, choice.eval_samples, choice.seed + 1)
     log.info("data: %s (%s): %d train / %d eval utterances", kind, where, len(train), len(held))
     return TrainEvalData(train, held, {"kind": kind, "where": where, "train_split": choice.train_split})
+
+
+def _without_train_texts(held: list[Utterance], train: list[Utterance]) -> list[Utterance]:
+    """Eval candidates whose transcript was not trained on (when we choose the split ourselves)."""
+    from lora.text import normalize_for_scoring
+
+    seen = {normalize_for_scoring(u.text) for u in train}
+    kept = [u for u in held if normalize_for_scoring(u.text) not in seen]
+    if len(kept) < len(held):
+        log.info("left %d eval candidates out: their transcript is also in the training set", len(held) - len(kept))
+    return kept
 
 
 def check_leakage(data: TrainEvalData, allow_shared_speakers: bool = False, allow_shared_text: bool = False) -> dict:
