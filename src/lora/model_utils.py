@@ -108,7 +108,9 @@ def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple
     """Wrap `model` with fresh LoRA adapters on `target_modules` (base weights frozen)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias="none")
+    # One entry with regex characters (e.g. "decoder.*(q_proj|v_proj)") is a PEFT full-match pattern.
+    targets = target_modules[0] if len(target_modules) == 1 and any(c in target_modules[0] for c in "*|()[") else list(target_modules)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     return get_peft_model(model, config)
 
 

@@ -157,11 +157,16 @@ def _print_summary(m: dict, out: Path) -> None:
 def _main(argv: list[str] | None) -> int:
     cfg = config_from_args(TrainConfig, build_parser().parse_args(argv))
     setup_logging(cfg.quiet, cfg.log_level)
+    run_locked(cfg)
+    return 0
+
+
+def run_locked(cfg: TrainConfig) -> dict:
+    """`run` holding the output folder's lock, so two runs cannot write one folder."""
     from lora.checkpoint import OutputLock
 
     with OutputLock(Path(cfg.output_dir)):
-        run(cfg)
-    return 0
+        return run(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,75 @@
+"""Recipe: adapt to a new domain (isolated spoken digits, narrow-band) on held-out speakers.
+
+Trains on FSDD speakers 9201-9204 and evaluates on 9205-9206 (speaker-disjoint) for Moonshine base
+and Whisper tiny.en; the LibriSpeech + LJSpeech utterances of the speech folder are the canary for
+forgetting. Hyper-parameters per family come from `recipes/digits_sweep.py` (run on the training
+speakers only; table in plan.md). Digits are a closed vocabulary, so identical transcripts in
+train and eval are expected and allowed; speakers never are.
+
+    uv run lora-digits [--families moonshine,whisper] [--speech-dir ../shared/speech]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from lora.cli import run_cli, setup_logging
+from lora.training_config import TrainConfig
+
+TRAIN_SPEAKERS = "9201,9202,9203,9204"
+EVAL_SPEAKERS = "9205,9206"
+RECIPE = TrainConfig(
+    train_speakers=TRAIN_SPEAKERS, eval_speakers=EVAL_SPEAKERS, allow_shared_text=True,
+    dataset_samples=200, eval_samples=100, batch_size=8, gradient_accumulation_steps=1, eval_batch_size=32,
+    checkpoint_every=0, quiet=True,
+)
+# Winners of recipes/digits_sweep.py (validation speaker 9204, never the evaluation speakers).
+PER_FAMILY = {
+    "moonshine": dict(model_id="moonshine-base-en", learning_rate=1e-3, max_steps=60),
+    "whisper": dict(model_id="whisper-tiny.en", learning_rate=1e-3, max_steps=60),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-digits", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", default="moonshine,whisper", help="comma-separated families to run")
+    parser.add_argument("--speech-dir", default="../shared/speech", help="folder holding fsdd/ and LibriSpeech subsets")
+    parser.add_argument("--output-root", default="outputs", help="runs go to <root>/digits_<family>")
+    return parser
+
+
+def table(results: dict[str, dict]) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    lines = ["| family | held-out WER before -> after | change, 95% CI | verdict | canary WER before -> after | train s | total s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        ci = m["wer_delta_ci95"]
+        interval = f"{100 * ci['delta']:+.1f} pts [{100 * ci['ci95'][0]:+.1f}, {100 * ci['ci95'][1]:+.1f}]"
+        lines.append(f"| {name} | {pct(m['baseline_wer'])} -> {pct(m['tuned_wer'])} | {interval} | {ci['verdict']} | "
+                     f"{pct(m['canary_wer_before'])} -> {pct(m['canary_wer_after'])} | {m['train_wall_seconds']:.0f} | {m['wall_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(quiet=True)
+    from lora.runners.real_small import run_locked
+
+    results = {}
+    for name in [f.strip() for f in args.families.split(",") if f.strip()]:
+        cfg = replace(RECIPE, data_dir=args.speech_dir, output_dir=f"{args.output_root}/digits_{name}", **PER_FAMILY[name])
+        results[name] = run_locked(cfg)
+    print()
+    print(table(results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
