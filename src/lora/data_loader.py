@@ -46,6 +46,7 @@ class DataChoice:
     train_speakers: tuple[str, ...] = ()
     eval_speakers: tuple[str, ...] = ()
     use_hub: bool = True
+    replay_subsets: tuple[str, ...] = ()  # general-speech folders mixed into training (forgetting control)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class TrainEvalData:
     train: list[Utterance]
     eval: list[Utterance]
     source: dict = field(default_factory=dict)  # recorded as `data_source` in the metrics
+    replay: list[Utterance] = field(default_factory=list)  # general speech mixed into training
 
 
 @dataclass
@@ -218,8 +220,30 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     if not (choice.train_speakers or choice.eval_speakers):
         held = _without_train_texts(held, train)
     held = select_balanced(held, choice.eval_samples, choice.seed + 1)
-    log.info("data: %s (%s): %d train / %d eval utterances", kind, where, len(train), len(held))
-    return TrainEvalData(train, held, {"kind": kind, "where": where, "train_split": choice.train_split})
+    replay = _replay_rows(choice, held)
+    log.info("data: %s (%s): %d train / %d eval / %d replay utterances", kind, where, len(train), len(held), len(replay))
+    return TrainEvalData(train, held, {"kind": kind, "where": where, "train_split": choice.train_split}, replay)
+
+
+def _replay_rows(choice: DataChoice, held: list[Utterance]) -> list[Utterance]:
+    if not choice.replay_subsets:
+        return []
+    root = Path(choice.data_dir) if choice.data_dir else default_speech_dir()
+    rows = read_librispeech_dir(root, list(choice.replay_subsets)) if root else []
+    eval_speakers = {u.speaker for u in held}
+    rows = [u for u in rows if u.speaker not in eval_speakers]
+    if not rows:
+        raise UserError(f"--replay-subsets {','.join(choice.replay_subsets)}: no utterances found in {root}")
+    return rows
+
+
+def mix_replay(train: list, replay: list, share: float) -> list:
+    """Training examples with `replay` repeated so it makes up about `share` of the utterances."""
+    if not replay or share <= 0:
+        return list(train)
+    wanted = round(share * len(train) / (1 - share))
+    copies = max(1, round(wanted / len(replay)))
+    return list(train) + list(replay) * copies
 
 
 def _without_train_texts(held: list[Utterance], train: list[Utterance]) -> list[Utterance]:

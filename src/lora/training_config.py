@@ -36,6 +36,9 @@ class TrainConfig:
     canary_samples: int = opt(0, "cap on canary utterances (0 = all)")
     allow_shared_speakers: bool = opt(False, "allow speakers in both train and eval (WER is then not held-out)")
     allow_shared_text: bool = opt(False, "allow identical transcripts in train and eval (closed vocabularies, e.g. digits)")
+    replay_subsets: str | None = opt(None, "comma-separated general-speech folders of the data dir mixed into training "
+                                     "to prevent forgetting (e.g. dev-clean,jfk); the canary then leaves their speakers out")
+    replay_share: float = opt(0.15, "share of training utterances drawn from the replay folders")
     max_steps: int = opt(40, "optimizer steps")
     batch_size: int = opt(1, "utterances per micro-batch")
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")

@@ -35,7 +35,8 @@ def run(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from lora.data_loader import DataChoice, canary_utterances, check_leakage, prepare_dataset, read_manifest_rows, resolve_data
+    from lora.data_loader import (DataChoice, TrainEvalData, canary_utterances, check_leakage, mix_replay, prepare_dataset,
+                                  read_manifest_rows, resolve_data)
     from lora.decoding import assess
     from lora.evaluation import compare, paired_bootstrap, summarize_losses
     from lora.model_utils import attach_lora, hub_reachable, load_base, resolve_model_id, save_adapter, save_processor
@@ -49,16 +50,19 @@ def run(cfg: TrainConfig) -> dict:
     model, processor, family = load_base(resolved)
     data = resolve_data(
         DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.dataset_samples, cfg.eval_samples, cfg.seed,
-                   split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers)),
+                   split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers),
+                   replay_subsets=split_csv(cfg.replay_subsets)),
         hub_ok=hub_reachable() if not (cfg.data_dir or cfg.manifest) else False,
     )
     leaks = check_leakage(data, cfg.allow_shared_speakers, cfg.allow_shared_text)
     if cfg.canary:
         canary = read_manifest_rows(cfg.canary)
     else:
-        canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), data, cfg.canary_samples, cfg.seed)
+        trained = TrainEvalData(data.train + data.replay, data.eval)
+        canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), trained, cfg.canary_samples, cfg.seed)
     policy = cfg.target_policy or family.target_policy
-    train_examples = prepare_dataset(data.train, processor, family, policy)
+    train_examples = mix_replay(prepare_dataset(data.train, processor, family, policy),
+                                prepare_dataset(data.replay, processor, family, policy), cfg.replay_share)
     eval_examples = prepare_dataset(data.eval, processor, family, policy)
     canary_examples = prepare_dataset(canary, processor, family, policy)
     wer_examples = eval_examples[: cfg.wer_batches * cfg.eval_batch_size] if cfg.wer_batches else eval_examples
@@ -80,7 +84,9 @@ def run(cfg: TrainConfig) -> dict:
     out = Path(cfg.output_dir)
     run_info = resolved.record() | {
         "family": family.name, "target_policy": policy, "target_modules": list(targets),
-        "train_ids": [u.id for u in data.train], "train_speakers": sorted({u.speaker for u in data.train}),
+        "train_ids": [u.id for u in data.train + data.replay],
+        "train_speakers": sorted({u.speaker for u in data.train + data.replay}),
+        "replay_ids": [u.id for u in data.replay],
     }
     save_adapter(model, out / "lora_adapter", run_info)
     save_processor(processor, out / "processor")
