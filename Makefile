@@ -33,5 +33,8 @@ demo: setup models/moonshine-base-en/lora_import.json
 	$(RUN) python scripts/run_stt.py --adapter-dir $(QUICK)/lora_adapter --processor-dir $(QUICK)/processor \
 		--audio-list data/heldout_manifest.jsonl --output $(QUICK)/artifact_test.json
 
+demo-digits: setup
+	$(RUN) lora-digits --speech-dir $(SPEECH)
+
 clean:
 	rm -rf outputs data models .pytest_cache
