@@ -1,0 +1,65 @@
+"""`lora-check` as a user runs it: a subprocess, its exit code, stdout table and one-line stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from messy_audio import write_audio, write_jsonl
+
+LORA_CHECK = Path(sys.executable).with_name("lora-check")
+
+
+def run_check(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LORA_CHECK), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_bad_manifest_exits_2_with_one_line(tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", [{"audio": "gone.wav", "text": "a"}, {"audio": "x.txt", "text": ""}])
+    (tmp_path / "x.txt").write_text("not audio")
+    done = run_check(manifest, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {manifest}: only 0 usable row(s) of 2")
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "missing file" in done.stdout and "empty text" in done.stdout  # the table still printed
+    records = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
+    assert [(r["origin"], r["reason"]) for r in records] == [(f"{manifest}:1", "missing file"), (f"{manifest}:2", "empty text")]
+
+
+def test_unreadable_manifest_exits_2_with_file_and_line(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio": "a.wav"}\n{"audio": \n')
+    done = run_check(manifest, "--quiet", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    expected = f"error: {manifest}:2: invalid JSON at column 11 (Expecting value); fix or delete that line"
+    assert done.stderr.splitlines() == [expected]
+    assert not (tmp_path / "quarantine.jsonl").exists()
+
+
+def test_some_bad_rows_still_pass_and_explicit_quarantine(tmp_path):
+    write_audio(tmp_path / "a.wav")
+    manifest = write_jsonl(tmp_path / "m.jsonl", [{"audio": "a.wav", "text": "x"}, {"audio": "a.wav", "text": "y"}])
+    done = run_check(manifest, "--quarantine", tmp_path / "out" / "q.jsonl", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert "2 read, 1 good, 1 bad" in done.stdout and "duplicate id" in done.stdout
+    assert (tmp_path / "out" / "q.jsonl").is_file() and not (tmp_path / "quarantine.jsonl").exists()
+    assert run_check(manifest, "--min-good", 2, cwd=tmp_path).returncode == 2
+
+
+def test_shared_speech_is_clean(speech_dir, tmp_path):
+    done = run_check(speech_dir, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "326 read, 326 good, 0 bad" in done.stdout and "282.7 s" in done.stdout
+    assert not (tmp_path / "quarantine.jsonl").exists()  # nothing bad, nothing written
+
+
+def test_help_does_not_import_torch(tmp_path):
+    code = ("import sys; from lora.scripts import check\n"
+            "try:\n    check.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "import lora.manifest, lora.preflight, lora.audio_check\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "MANIFEST_OR_DIR" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "False"

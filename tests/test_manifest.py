@@ -1,0 +1,243 @@
+"""read_source: every format and alias, whole-file errors as `file:line: ...`, bad rows kept for preflight."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import string
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lora.errors import UserError
+from lora.manifest import AUDIO_KEYS, ID_KEYS, SPEAKER_KEYS, TEXT_KEYS, read_source
+from messy_audio import write_audio, write_jsonl
+
+# ---------------------------------------------------------------------------------------------
+# whole-file problems: UserError naming file:line, what is wrong and what to do
+
+
+FILE_ERRORS = [
+    # (file name, content, message after "<path>")
+    ("latin1.jsonl", b'{"audio": "a.wav", "text": "ok"}\n{"audio": "b.wav", "text": "caf\xe9"}\n',
+     r":2: not UTF-8 \(byte 0xe9\); re-save the manifest as UTF-8"),
+    ("latin1.csv", b"audio,text\na.wav,ok\nb.wav,na\xefve\n", r":3: not UTF-8 \(byte 0xef\)"),
+    ("syntax.jsonl", b'{"audio": "a.wav"}\n\n{"audio": "b.wav",}\n',
+     r":3: invalid JSON at column 19 \(Expecting property name enclosed in double quotes\); fix or delete that line"),
+    ("truncated.jsonl", b'{"audio": "a.wav"}\n{"audio": "b.w', r":2: invalid JSON at column 11 \(Unterminated string"),
+    ("syntax.json", b'[\n  {"audio": "a.wav"},\n  {"audio": "b.wav"}\n  {"audio": "c.wav"}\n]\n',
+     r":4: invalid JSON at column 3 \(Expecting ',' delimiter\)"),
+    ("list_as.jsonl", b'[\n  {"audio": "a.wav"},\n  {"audio" "b.wav"}\n]\n', r":3: invalid JSON at column 12"),
+    ("object.json", b'{\n  "rows": [{"audio": "a.wav"}]\n}\n',
+     r":1: expected a JSON list of objects, found one JSON object \(keys: rows\); put the rows in a top-level"),
+    ("number.json", b"42\n", r":1: expected a JSON list of objects, found a JSON int"),
+    ("noaudio.csv", b"name,text\na.wav,hello\n",
+     r":1: no audio column \(expected one of audio, path, audio_filepath, file; found name, text\); rename"),
+    ("noaudio.tsv", b"\n\nwav\tsentence\na.wav\thi\n", r":3: no audio column .*found wav, sentence"),
+    ("semicolon.csv", b"audio;text\na.wav;hi\n", r":1: no audio column .*found audio;text"),
+    ("noaudio.jsonl", b'\n{"wav": "a.wav", "text": "x"}\n{"wav": "b.wav"}\n',
+     r":2: no row has an audio field \(expected one of audio, path, audio_filepath, file; found wav, text\)"),
+    ("header_only.csv", b"audio,text\n", r":1: only a header, no rows; add one row per utterance"),
+    ("empty.jsonl", b"", r": empty manifest \(no rows\); add one row per utterance"),
+    ("blank.json", b"  \n\n", r": empty manifest \(no rows\)"),
+    ("empty_list.json", b"[]", r": empty manifest \(no rows\)"),
+    ("comments_only.txt", b"# nothing here\n\n", r": empty manifest \(no rows\)"),
+    ("data.xlsx", b"PK\x03\x04", r": unknown manifest extension '\.xlsx'; use \.jsonl, \.json, \.csv, \.tsv or \.txt"),
+    ("manifest", b'{"audio": "a.wav"}\n', r": unknown manifest extension '\(none\)'"),
+    ("clip.wav", b"RIFF", r": an audio file, not a manifest; list audio paths in a \.txt file"),
+    ("1089-134686.trans.txt", b"1089-134686-0000 HELLO\n", r": a LibriSpeech transcript file; pass the LibriSpeech root"),
+]
+
+
+@pytest.mark.parametrize("name,content,message", FILE_ERRORS, ids=[f[0] for f in FILE_ERRORS])
+def test_whole_file_problems_are_one_line_user_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        read_source(path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(str(path)), text
+    assert re.match(message, text[len(str(path)):]), text
+
+
+def test_missing_source_and_unusable_folder(tmp_path):
+    with pytest.raises(UserError, match=r"nowhere\.jsonl: no such file or folder; pass a manifest"):
+        read_source(tmp_path / "nowhere.jsonl")
+    with pytest.raises(UserError, match=r"neither a LibriSpeech layout .* nor a manifest\.jsonl"):
+        read_source(tmp_path)
+    (tmp_path / "a" / "1" / "2").mkdir(parents=True)
+    (tmp_path / "a" / "1" / "2" / "1-2.trans.txt").write_text("1-2-0000 HI\n")
+    with pytest.raises(UserError, match=r"LibriSpeech transcripts found but no audio next to them"):
+        read_source(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# rows that cannot be interpreted: kept as BadRow for preflight
+
+
+def test_csv_rows_with_the_wrong_field_count_are_bad_rows(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text('audio,text,speaker\na.wav,hello,s1\nb.wav,hello\nc.wav,hello, world,s2\n'
+                    'd.wav,"never closed,s3\ne.wav,x,s4\n')
+    read = read_source(path)
+    assert [u.id for u in read.rows] == ["a"]
+    assert [(b.origin, b.reason, b.detail) for b in read.bad] == [
+        (f"{path}:3", "wrong number of fields", "2 fields but the header has 3"),
+        (f"{path}:4", "wrong number of fields", "4 fields but the header has 3 (an unquoted delimiter in a field?)"),
+        (f"{path}:5", "wrong number of fields", "2 fields but the header has 3 (an unclosed quote?)"),
+    ]
+
+
+def test_jsonl_rows_that_are_not_objects(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"audio": "a.wav"}\n"b.wav"\nnull\n')
+    read = read_source(path)
+    assert [(b.origin, b.reason) for b in read.bad] == [(f"{path}:2", "not an object"), (f"{path}:3", "not an object")]
+    assert "row is a JSON str" in read.bad[0].detail and "row is a JSON null" in read.bad[1].detail
+
+
+# ---------------------------------------------------------------------------------------------
+# formats and aliases
+
+
+def test_jsonl_aliases_extra_fields_and_origins(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [
+        {"ID": "u1", "Audio_Filepath": "a.wav", "Transcript": "hello", "Speaker_ID": 7, "subset": "x", "seconds": 1.5},
+        {"utt_id": "u2", "file": "sub/b.flac", "sentence": "world", "speaker": "s2"},
+        {"path": "c.wav"},
+    ])
+    read = read_source(path)
+    assert read.kind == "jsonl" and read.source == str(path) and not read.bad
+    u1, u2, u3 = read.rows
+    assert (u1.id, u1.text, u1.speaker, u1.subset, u1.audio) == ("u1", "hello", "7", "x", tmp_path / "a.wav")
+    assert u1.extra["seconds"] == 1.5 and u1.extra["has_text"] is True
+    assert (u2.id, u2.text, u2.audio, u2.origin) == ("u2", "world", tmp_path / "sub" / "b.flac", f"{path}:2")
+    assert (u3.id, u3.text, u3.extra["has_text"]) == ("c", "", False)  # id from the file name; no text field
+
+
+def test_json_list_rows_know_their_lines(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text('[\n  {"audio": "a.wav", "text": "x"},\n\n  {\n    "audio": "b.wav",\n    "text": "[y]"\n  }\n]\n')
+    read = read_source(path)
+    assert read.kind == "json"
+    assert [(u.id, u.origin) for u in read.rows] == [("a", f"{path}:2"), ("b", f"{path}:4")]
+
+
+def test_tsv_keeps_quotes_and_csv_handles_quoted_commas_and_bom(tmp_path):
+    tsv = tmp_path / "m.tsv"
+    tsv.write_text('client\tpath\tsentence\nc1\ta.mp3\tHe said "hi", twice\n')
+    assert read_source(tsv).rows[0].text == 'He said "hi", twice'
+    comma = tmp_path / "m.csv"
+    comma.write_bytes('\ufeffaudio,text\r\na.wav,"one, two ""three"""\r\n'.encode())
+    row = read_source(comma).rows[0]
+    assert (row.text, row.origin, row.extra["has_text"]) == ('one, two "three"', f"{comma}:2", True)
+
+
+def test_path_list_relative_absolute_comments(tmp_path):
+    listing = tmp_path / "lists" / "audio.txt"
+    listing.parent.mkdir()
+    listing.write_text(f"# my clips\n../a.wav\n\n  {tmp_path / 'b.flac'}  \nsub dir/c d.wav\r\n")
+    read = read_source(listing)
+    assert read.kind == "list"
+    assert [(u.id, u.audio, u.origin) for u in read.rows] == [
+        ("a", listing.parent / "../a.wav", f"{listing}:2"),
+        ("b", tmp_path / "b.flac", f"{listing}:4"),
+        ("c d", listing.parent / "sub dir/c d.wav", f"{listing}:5"),
+    ]
+    assert all(u.text == "" and u.extra["has_text"] is False for u in read.rows)
+
+
+def test_derived_ids_that_clash_use_the_relative_path(tmp_path):
+    listing = tmp_path / "l.txt"
+    listing.write_text("x/1.wav\ny/1.wav\nz/2.wav\nz/2.wav\n")
+    assert [u.id for u in read_source(listing).rows] == ["x/1", "y/1", "z/2", "z/2"]  # the last pair: duplicates
+
+
+def test_inline_audio_and_hugging_face_dicts(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [
+        {"audio": [0.0, 0.5, -0.5], "sampling_rate": 8000, "text": "x"},
+        {"audio": [[0.1, 0.2], [0.3, 0.4]], "sr": "44100", "text": "y"},
+        {"audio": {"array": [0.0] * 3, "sampling_rate": 22050}, "text": "z"},
+        {"audio": {"path": "p.wav"}, "text": "w"},
+    ])
+    a, b, c, d = read_source(path).rows
+    assert a.audio.dtype == np.float32 and a.audio.tolist() == [0.0, 0.5, -0.5] and a.sampling_rate == 8000
+    assert a.id == "m-1" and b.audio.shape == (2, 2) and b.sampling_rate == 44100
+    assert c.sampling_rate == 22050 and d.audio == tmp_path / "p.wav"
+
+
+def test_librispeech_folder_wins_over_its_manifest(tmp_path):
+    chapter = tmp_path / "dev-clean" / "12" / "34"
+    write_audio(chapter / "12-34-0000.flac")
+    (chapter / "12-34.trans.txt").write_text("12-34-0000 HELLO THERE\n")
+    write_jsonl(tmp_path / "manifest.jsonl", [{"id": "other", "audio": "dev-clean/12/34/12-34-0000.flac"}])
+    read = read_source(tmp_path)
+    assert read.kind == "librispeech" and [u.id for u in read.rows] == ["12-34-0000"]
+    assert read.rows[0].origin == f"{chapter / '12-34.trans.txt'}:1"
+    assert read_source(tmp_path / "manifest.jsonl").rows[0].id == "other"  # the file itself when named
+
+
+def test_folder_with_only_a_manifest(tmp_path):
+    (tmp_path / "manifest.csv").write_text("audio,text\na.wav,hi\n")
+    read = read_source(tmp_path)
+    assert (read.kind, read.source, read.rows[0].audio) == ("csv", str(tmp_path / "manifest.csv"), tmp_path / "a.wav")
+
+
+def test_shared_manifest_and_folder_agree(speech_dir):
+    by_manifest = read_source(speech_dir / "manifest.jsonl")
+    by_folder = read_source(speech_dir)
+    assert len(by_manifest.rows) == len(by_folder.rows) == 326 and not by_manifest.bad
+    assert {u.id for u in by_manifest.rows} == {u.id for u in by_folder.rows}
+    assert {Path(u.audio).resolve() for u in by_manifest.rows} == {Path(u.audio).resolve() for u in by_folder.rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# property: any rows, any aliases, any unicode text, written as JSONL/CSV/TSV, read back the same
+
+NAME = st.text(alphabet=string.ascii_letters + string.digits + "_-éßø中", min_size=1, max_size=12)
+ID = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=12)
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+TSV_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n\r"), max_size=40)
+
+
+@st.composite
+def manifests(draw):
+    fmt = draw(st.sampled_from(["jsonl", "csv", "tsv"]))
+    n = draw(st.integers(1, 8))
+    ids = draw(st.lists(ID, min_size=n, max_size=n, unique=True))
+    names = draw(st.lists(NAME, min_size=n, max_size=n))
+    texts = draw(st.lists(TSV_TEXT if fmt == "tsv" else TEXT, min_size=n, max_size=n))
+    folders = draw(st.lists(st.sampled_from(["", "sub/", "a b/ç/"]), min_size=n, max_size=n))
+    paths = [f"{folder}{name}.wav" for folder, name in zip(folders, names)]
+    keys = [draw(st.sampled_from(group)) for group in (ID_KEYS, AUDIO_KEYS, TEXT_KEYS, SPEAKER_KEYS)]
+    if fmt == "jsonl":  # JSON lines may use a different alias (and case) on every row
+        rows = [{draw(st.sampled_from([*ID_KEYS, "ID"])): i, draw(st.sampled_from(AUDIO_KEYS)): p,
+                 draw(st.sampled_from([*TEXT_KEYS, "Text"])): t, keys[3]: "spk"} for i, p, t in zip(ids, paths, texts)]
+        return fmt, "".join(json.dumps(r, ensure_ascii=draw(st.booleans())) + "\n" for r in rows), ids, paths, texts
+    table = [keys] + [[i, p, t, "spk"] for i, p, t in zip(ids, paths, texts)]
+    if fmt == "tsv":
+        return fmt, "".join("\t".join(row) + "\n" for row in table), ids, paths, texts
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(table)
+    return fmt, buffer.getvalue(), ids, paths, texts
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=manifests())
+def test_rows_round_trip_through_every_table_format(tmp_path, case):
+    fmt, content, ids, paths, texts = case
+    path = tmp_path / f"m.{fmt}"
+    path.write_bytes(content.encode("utf-8"))
+    read = read_source(path)
+    assert not read.bad
+    assert [u.id for u in read.rows] == ids
+    assert [u.text for u in read.rows] == texts
+    assert [u.audio for u in read.rows] == [tmp_path / p for p in paths]
+    assert all(u.speaker == "spk" and u.extra["has_text"] for u in read.rows)
+    assert [u.origin.rsplit(":", 1)[0] for u in read.rows] == [str(path)] * len(ids)
