@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from lora.errors import EXIT_USER_ERROR, UserError
@@ -25,6 +26,8 @@ def setup_logging(quiet: bool = False, level: str = "INFO") -> None:
     if level.upper() != "DEBUG":
         # transformers' generate() repeats the same advisory warnings every batch; keep real errors.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported
+        # peft calls a transformers API that transformers 5 marks deprecated, on every get_peft_model.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ class DataChoice:
     eval_speakers: tuple[str, ...] = ()
     use_hub: bool = True
     replay_subsets: tuple[str, ...] = ()  # general-speech folders mixed into training (forgetting control)
+    quarantine_path: str | None = None  # where preflight lists unusable rows
 
 
 @dataclass
@@ -128,11 +129,21 @@ def split_by_named_speakers(
 # sources
 
 
-def read_manifest_rows(path: str | Path) -> list[Utterance]:
-    """Rows of a manifest in any supported format; bad rows are dropped by preflight later."""
+def checked(rows: list[Utterance], bad=(), quarantine_path: str | None = None, source: str = "",
+            require_text: bool = True) -> list[Utterance]:
+    """Preflight: the usable rows; unusable ones are logged and listed in the quarantine file."""
+    from lora.preflight import preflight
+
+    report = preflight(rows, bad, quarantine_path=quarantine_path, require_text=require_text, quiet=True, source=source)
+    return list(report.good)
+
+
+def read_manifest_rows(path: str | Path, quarantine_path: str | None = None) -> list[Utterance]:
+    """Usable rows of a manifest in any supported format (after preflight)."""
     from lora.manifest import read_source
 
-    return list(read_source(Path(path)).rows)
+    read = read_source(Path(path))
+    return checked(list(read.rows), read.bad, quarantine_path, read.source)
 
 
 def hub_stream(split: str, limit: int, seed: int = 42) -> list[Utterance]:
@@ -193,7 +204,7 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     """Pick the source, split speaker-disjointly and sample train/eval utterances."""
     held: list[Utterance] | None = None
     if choice.manifest:
-        pool, kind, where = read_manifest_rows(choice.manifest), "manifest", str(choice.manifest)
+        pool, kind, where = read_manifest_rows(choice.manifest, choice.quarantine_path), "manifest", str(choice.manifest)
     elif choice.data_dir:
         pool, held, where = _local_pools(Path(choice.data_dir), choice.train_split)
         kind = "local_dir"
@@ -210,6 +221,9 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
             )
         pool, held, where = _local_pools(root, choice.train_split)
         kind = "local_default"
+    if kind != "hub":  # streamed rows are decoded as they arrive; local files are checked first
+        pool = checked(pool, (), choice.quarantine_path, where)
+        held = checked(held, (), None, where) if held is not None else None
     if choice.train_speakers or choice.eval_speakers:
         train, held = split_by_named_speakers(pool + (held or []), choice.train_speakers, choice.eval_speakers)
     elif held is None:

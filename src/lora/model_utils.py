@@ -93,8 +93,11 @@ def load_base(resolved: ResolvedModel):
     import torch
     from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
+    from transformers.utils import logging as hf_logging
+
     from lora.families import family_for
 
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar on every load is noise
     try:
         model = AutoModelForSpeechSeq2Seq.from_pretrained(resolved.path, dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(resolved.path)

@@ -51,7 +51,7 @@ def run(cfg: TrainConfig) -> dict:
     data = resolve_data(
         DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.dataset_samples, cfg.eval_samples, cfg.seed,
                    split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers),
-                   replay_subsets=split_csv(cfg.replay_subsets)),
+                   replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl")),
         hub_ok=hub_reachable() if not (cfg.data_dir or cfg.manifest) else False,
     )
     leaks = check_leakage(data, cfg.allow_shared_speakers, cfg.allow_shared_text)

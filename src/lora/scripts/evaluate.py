@@ -58,6 +58,9 @@ def load_rows(args):
         if missing or not subsets:
             raise UserError(f"{root}: subset(s) {missing or subsets} not found; available: {', '.join(available)}")
         rows, where = read_librispeech_dir(root, subsets), f"{root} [{'+'.join(subsets)}]"
+    from lora.data_loader import checked
+
+    rows = checked(rows, (), str(Path(args.output).with_name("quarantine.jsonl")), where)
     if args.max_samples:
         rows = select_balanced(rows, args.max_samples, args.seed)
     if not rows:

@@ -48,6 +48,9 @@ def _main(argv: list[str] | None) -> int:
     read = read_source(Path(args.audio_list))
     if not read.rows:
         raise UserError(f"{args.audio_list}: the manifest has no usable rows; add at least one audio entry")
+    from lora.preflight import preflight
+
+    report = preflight(read.rows, read.bad, require_text=False, quiet=True, source=read.source)
     from lora.data_loader import Example
     from lora.decoding import transcribe_examples
     from lora.evaluation import score
@@ -59,10 +62,10 @@ def _main(argv: list[str] | None) -> int:
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(args.processor_dir)
-    for warning in leakage_warnings(read.rows, info):
+    for warning in leakage_warnings(report.good, info):
         log.warning("warning: %s", warning)
-    examples, errors = [], [{"origin": b.origin, "reason": b.reason} for b in read.bad]
-    for u in read.rows:
+    examples, errors = [], [{"id": b.id, "origin": b.origin, "reason": b.reason} for b in report.bad]
+    for u in report.good:
         try:
             samples = u.samples()
         except Exception as exc:  # one unreadable file must not lose the others
