@@ -1,0 +1,58 @@
+"""End to end on the real imported Moonshine base and real speech: train, reload, transcribe."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(moonshine_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("real_small")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train_real_small.py"), "--model-id", "moonshine-base-en", "--dataset-samples", "8",
+         "--eval-samples", "4", "--canary-samples", "2", "--max-steps", "4", "--gradient-accumulation-steps", "2",
+         "--wer-batches", "1", "--eval-batch-size", "4", "--quiet", "--output-dir", str(out)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_metrics_are_complete_and_honest(run_dir):
+    m = json.loads((run_dir / "real_metrics.json").read_text())
+    assert m["model_id_requested"] == "moonshine-base-en" and m["model_source"] == "import"
+    assert m["train_loss"] > 0 and len(m["train_loss_history"]) == 4
+    assert math.isfinite(m["baseline_eval_loss"]) and math.isfinite(m["tuned_eval_loss"])
+    assert 0 <= m["baseline_wer"] and 0 <= m["tuned_wer"] and m["wer"] == m["tuned_wer"]
+    assert not set(m["train_speakers"]) & set(m["eval_speakers"])
+    assert len(m["samples"]) == 4 and {"reference", "hypothesis_before", "hypothesis_after"} <= set(m["samples"][0])
+    assert m["wer_delta_ci95"]["verdict"] in {"improved", "worse", "no significant change"}
+    assert m["canary_wer_before"] is not None and m["canary_wer_after"] is not None
+    assert m["data_source"]["kind"] in {"local_default", "local_dir"} and m["peak_rss_mb"] > 0
+    assert m["train_audio_seconds"] > 0 and m["versions"]["torch"]
+    assert (run_dir / "lora_adapter" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "processor" / "tokenizer.json").is_file()
+
+
+def test_adapter_reloads_and_run_stt_writes_the_artifact(run_dir, tmp_path, speech_dir):
+    manifest = tmp_path / "heldout.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_manifest.py"), "--split", "test", "--samples", "2",
+                    "--data-dir", str(speech_dir), "--output", str(manifest), "--quiet"], check=True, cwd=ROOT)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["sampling_rate"] == 16000 and len(rows[0]["audio"]) > 16000
+    artifact = tmp_path / "artifact_test.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_stt.py"), "--adapter-dir", str(run_dir / "lora_adapter"),
+                           "--processor-dir", str(run_dir / "processor"), "--audio-list", str(manifest),
+                           "--output", str(artifact), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(artifact.read_text())
+    assert result["errors"] == [] and len(result["samples"]) == 2
+    assert result["model_id_used"] == "moonshine-base-en"
+    assert result["wer"] is not None and result["wer"] < 0.5  # real transcripts of real speech
+    assert all(s["hypothesis"] for s in result["samples"])

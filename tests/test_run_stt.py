@@ -1,0 +1,80 @@
+"""run_stt: manifest parsing (arrays, paths, plain path lists), text normalisation, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lora.manifest import read_source
+from lora.scripts.run_stt import leakage_warnings, main
+from lora.text import normalize_for_scoring
+from lora.utterances import Utterance
+
+
+def test_manifest_with_inline_audio_and_with_paths(tmp_path, speech_dir):
+    flac = next((speech_dir / "test-clean").rglob("*.flac"))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"id": "a", "speaker": "s1", "text": "HELLO", "sampling_rate": 16000, "audio": [0.0, 0.1, -0.1]}) + "\n"
+        + json.dumps({"id": "b", "speaker": "s2", "text": "WORLD", "audio": str(flac)}) + "\n")
+    rows = read_source(manifest).rows
+    assert [r.id for r in rows] == ["a", "b"]
+    assert rows[0].samples().dtype == np.float32 and len(rows[0].samples()) == 3
+    assert rows[1].samples().std() > 1e-3
+
+
+def test_plain_path_list_has_no_references(tmp_path, speech_dir):
+    flac = next((speech_dir / "test-clean").rglob("*.flac"))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{flac}\n")
+    rows = read_source(listing).rows
+    assert len(rows) == 1 and rows[0].text == "" and rows[0].extra.get("has_text") is False
+
+
+def test_scoring_normalisation():
+    assert normalize_for_scoring("Mr. Quilter's 2 dogs.") == normalize_for_scoring("MISTER QUILTER'S TWO DOGS")
+
+
+def test_leakage_warnings_name_utterances_and_speakers():
+    rows = [Utterance("u1", "s1", "x", [0.0]), Utterance("u9", "s9", "y", [0.0])]
+    warnings = leakage_warnings(rows, {"train_ids": ["u1"], "train_speakers": ["s1"]})
+    assert any("u1" in w for w in warnings) and any("s1" in w for w in warnings)
+    assert not leakage_warnings(rows, {})
+
+
+def test_empty_manifest_exits_2_with_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    code = main(["--adapter-dir", str(adapter), "--audio-list", str(empty), "--output", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:") and "empty" in err[0]
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_unreachable_hub_model_exits_2_without_traceback(tmp_path, speech_dir):
+    """Network mocked off via HF_HUB_OFFLINE: the seed's hub id must fail clearly, not fall back."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    flac = next((speech_dir / "test-clean").rglob("*.flac"))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{flac}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lora.scripts.run_stt", "--model-id", "UsefulSensors/moonshine-tiny",
+         "--adapter-dir", str(adapter), "--audio-list", str(listing), "--output", str(tmp_path / "o.json")],
+        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot reach the Hugging Face hub") and "moonshine-base-en" in last
+
+
+@pytest.mark.parametrize("argv", [["--help"]])
+def test_help_does_not_import_torch(argv):
+    code = "import sys; from lora.scripts import run_stt, build_manifest, evaluate, check; " \
+           "from lora.runners import real_small, poc, digits; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
