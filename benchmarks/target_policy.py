@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speech-dir", default="../shared/speech")
     parser.add_argument("--output", default="benchmarks/results/target_policy.md")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model ids")
     args = parser.parse_args()
     from lora.outputs import write_text_atomic
     from lora.text import TARGET_POLICIES
@@ -40,7 +41,7 @@ def main() -> None:
     lines = [f"Mean loss per label token of the pretrained models on {len(utterances)} real LibriSpeech utterances "
              f"({args.speech_dir} test-clean + dev-clean), by training-target text policy (lower is better).", "",
              "| model | " + " | ".join(TARGET_POLICIES) + " |", "|---|" + "---|" * len(TARGET_POLICIES)]
-    for model_id in MODELS:
+    for model_id in args.models.split(","):
         losses = measure(model_id, utterances)
         best = min(losses, key=losses.get)
         cells = [f"**{losses[p]:.3f}**" if p == best else f"{losses[p]:.3f}" for p in TARGET_POLICIES]
