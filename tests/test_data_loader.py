@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from lora.data_loader import (
-    DataChoice, collate, hub_stream, length_grouped_batches, prepare_dataset, resolve_data, select_balanced,
-    split_by_speaker,
-)
+from lora.data_loader import DataChoice, collate, length_grouped_batches, prepare_dataset, resolve_data
+from lora.sources import hub_stream
+from lora.splits import select_balanced, split_by_speaker
 from lora.errors import UserError
 from lora.utterances import Utterance, split_folder
 

@@ -113,9 +113,3 @@ def bootstrap_wer_ci(samples: list[dict], resamples: int = BOOTSTRAP_RESAMPLES, 
     values.sort()
     return [values[int(0.025 * resamples)], values[min(resamples - 1, int(0.975 * resamples))]]
 
-
-def leakage(train, held) -> dict:
-    """Speakers and identical (normalised) transcripts present in both train and eval."""
-    speakers = sorted({u.speaker for u in train} & {u.speaker for u in held})
-    texts = sorted({normalize_for_scoring(u.text) for u in train} & {normalize_for_scoring(u.text) for u in held})
-    return {"shared_speakers": speakers, "shared_texts": texts}

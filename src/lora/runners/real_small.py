@@ -35,8 +35,9 @@ def run(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from lora.data_loader import (DataChoice, TrainEvalData, canary_utterances, check_leakage, mix_replay, prepare_dataset,
-                                  read_manifest_rows, resolve_data)
+    from lora.data_loader import DataChoice, prepare_dataset, resolve_data
+    from lora.sources import canary_utterances, read_manifest_rows
+    from lora.splits import check_leakage, mix_replay
     from lora.decoding import assess
     from lora.evaluation import compare, paired_bootstrap, summarize_losses
     from lora.model_utils import attach_lora, hub_reachable, load_base, resolve_model_id, save_adapter, save_processor
@@ -54,12 +55,12 @@ def run(cfg: TrainConfig) -> dict:
                    replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl")),
         hub_ok=hub_reachable() if not (cfg.data_dir or cfg.manifest) else False,
     )
-    leaks = check_leakage(data, cfg.allow_shared_speakers, cfg.allow_shared_text)
+    leaks = check_leakage(data.train, data.eval, cfg.allow_shared_speakers, cfg.allow_shared_text)
     if cfg.canary:
         canary = read_manifest_rows(cfg.canary)
     else:
-        trained = TrainEvalData(data.train + data.replay, data.eval)
-        canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), trained, cfg.canary_samples, cfg.seed)
+        seen = data.train + data.replay + data.eval
+        canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), seen, cfg.canary_samples, cfg.seed)
     policy = cfg.target_policy or family.target_policy
     train_examples = mix_replay(prepare_dataset(data.train, processor, family, policy),
                                 prepare_dataset(data.replay, processor, family, policy), cfg.replay_share)

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect(split: str, samples: int, data_dir: str | None, seed: int):
-    from lora.data_loader import hub_stream, select_balanced
+    from lora.sources import hub_stream
+    from lora.splits import select_balanced
     from lora.model_utils import hub_reachable
     from lora.paths import default_speech_dir
     from lora.utterances import list_subsets, read_librispeech_dir, split_folder

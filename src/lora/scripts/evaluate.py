@@ -37,12 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_rows(args):
-    from lora.data_loader import read_manifest_rows, select_balanced
+    from lora.manifest import read_source
+    from lora.sources import checked
+    from lora.splits import select_balanced
     from lora.paths import default_speech_dir
     from lora.utterances import list_subsets, read_librispeech_dir
 
     if args.manifest:
-        rows, where = read_manifest_rows(args.manifest), args.manifest
+        read = read_source(Path(args.manifest))
+        rows, bad, where = list(read.rows), read.bad, read.source
     else:
         root = Path(args.data_dir) if args.data_dir else default_speech_dir()
         if root is None:
@@ -57,10 +60,8 @@ def load_rows(args):
         missing = sorted(set(subsets) - set(available))
         if missing or not subsets:
             raise UserError(f"{root}: subset(s) {missing or subsets} not found; available: {', '.join(available)}")
-        rows, where = read_librispeech_dir(root, subsets), f"{root} [{'+'.join(subsets)}]"
-    from lora.data_loader import checked
-
-    rows = checked(rows, (), str(Path(args.output).with_name("quarantine.jsonl")), where)
+        rows, bad, where = read_librispeech_dir(root, subsets), (), f"{root} [{'+'.join(subsets)}]"
+    rows = checked(rows, bad, str(Path(args.output).with_name("quarantine.jsonl")), where)
     if args.max_samples:
         rows = select_balanced(rows, args.max_samples, args.seed)
     if not rows:
