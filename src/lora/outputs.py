@@ -16,12 +16,17 @@ TRACKED_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write via a temp file in the same folder + rename: readers never see half a file."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Binary twin of write_text_atomic (PNG plots): temp file in the same folder, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -1,0 +1,180 @@
+"""lora.report on realistic metrics dicts: files written, PNGs valid, raw text escaped, verdicts shown,
+optional parts (canary, loss history) absent without errors; and a headless-Chromium render check."""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora.report import REPORT_HTML, REPORT_MD, write_report
+from lora.scripts.screenshot import chromium_path, screenshot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NASTY_REF = "TOM & JERRY <SCRIPT>ALERT(1)</SCRIPT> | A*B"
+NASTY_HYP = "tom & jerry <b>bold</b> | a*b"
+
+
+def _sample(uid, ref, before, after, wer_before, wer_after):
+    return {"id": uid, "reference": ref, "hypothesis_before": before, "hypothesis_after": after,
+            "wer_before": wer_before, "wer_after": wer_after, "wer_change": wer_after - wer_before}
+
+
+def run_metrics() -> dict:
+    """Shaped like a real `lora-train` real_metrics.json (samples worst regressions first)."""
+    samples = [
+        _sample("1089-134686-0007", NASTY_REF, "tom and jerry script alert one script a b", NASTY_HYP, 0.25, 0.5),
+        _sample("1221-135766-0002", "YET THESE THOUGHTS AFFECTED HESTER PRYNNE", "yet these thoughts affected hester prynne",
+                "yet these thoughts affected hester prynne", 0.0, 0.0),
+        _sample("2961-960-0004", "THE PLACE SEEMED FRAGRANT WITH ALL THE RICHES OF GREEK THOUGHT",
+                "the place seem fragrant with all the riches of greek taught",
+                "the place seemed fragrant with all the riches of greek thought", 0.18, 0.0),
+        _sample("9204-1-0002", "TWO", "too", "two", 1.0, 0.0),
+    ]
+    history = [{"step": s, "loss": 3.0 / s + 0.5, "lr": 1e-3 * min(1, s / 3), "elapsed_s": 0.4 * s} for s in range(1, 21)]
+    return {
+        "model_id_requested": "auto", "model_id_used": "moonshine-base-en", "model_source": "imported",
+        "family": "moonshine", "target_policy": "sentence", "target_modules": ["q_proj", "v_proj"],
+        "train_ids": [f"t{i}" for i in range(40)], "train_speakers": ["3752", "9001"],
+        "data_source": {"kind": "local_default", "where": "/work/shared/speech [dev-clean]", "train_split": "train.100"},
+        "eval_ids": [s["id"] for s in samples], "eval_speakers": ["1089", "1221", "2961", "9204"],
+        "config": {"max_steps": 20, "learning_rate": 1e-3, "lora_r": 8, "target_modules": None, "seed": 42},
+        "world_size": 1, "device": "cuda", "train_loss": 0.9, "train_loss_history": history,
+        "baseline_eval_loss": 1.42, "tuned_eval_loss": 1.05, "baseline_wer": 0.123, "tuned_wer": 0.081,
+        "baseline_cer": 0.06, "tuned_cer": 0.04, "wer_utterances": len(samples),
+        "wer_delta_ci95": {"delta": -0.042, "ci95": [-0.06, -0.021], "verdict": "improved", "resamples": 1000, "seed": 42},
+        "samples": samples,
+        "canary": {"wer_before": 0.05, "wer_after": 0.054, "cer_before": 0.02, "cer_after": 0.021, "utterances": 4,
+                   "source": "LibriSpeech test-clean, unseen speakers",
+                   "wer_delta_ci95": {"delta": 0.004, "ci95": [-0.01, 0.02], "verdict": "no significant change"}},
+        "canary_wer_before": 0.05, "canary_wer_after": 0.054,
+        "train_audio_seconds": 300.5, "eval_audio_seconds": 22.1, "train_wall_seconds": 12.3, "wall_seconds": 40.2,
+        "peak_rss_mb": 2048.0, "versions": {"python": "3.11.7", "torch": "2.6.0"},
+    }
+
+
+def eval_metrics() -> dict:
+    """Shaped like a `lora-eval` eval.json: one model, no before/after."""
+    return {"model_id_requested": "auto", "model_id_used": "whisper-tiny.en", "family": "whisper",
+            "data": "/work/shared/speech [test-clean]", "utterances": 2, "eval_loss": 0.8, "wer": 0.1, "cer": 0.05,
+            "substitutions": 1, "deletions": 0, "insertions": 0, "ref_words": 10, "wer_ci95": [0.0, 0.3],
+            "samples": [{"id": "a", "reference": NASTY_REF, "hypothesis": NASTY_HYP, "ref_words": 8, "errors": 1, "wer": 0.125},
+                        {"id": "b", "reference": "TWO", "hypothesis": "two", "ref_words": 1, "errors": 0, "wer": 0.0}]}
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000, path
+
+
+def test_full_run_report(tmp_path):
+    written = write_report(run_metrics(), tmp_path)
+    assert set(written) == {"loss_curve.png", "wer_per_utterance.png", REPORT_MD, REPORT_HTML}
+    assert all(p.is_file() and p.parent == tmp_path for p in written.values())
+    assert_png(written["loss_curve.png"])
+    assert_png(written["wer_per_utterance.png"])
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+    page = written[REPORT_HTML].read_text(encoding="utf-8")
+    verdict = "WER 12.3% \u2192 8.1% (\u22124.2 pts, 95% CI [\u22126.0, \u22122.1]): improved"
+    assert verdict in page and 'class="verdict improved"' in page
+    assert html.escape(NASTY_REF) in page and html.escape(NASTY_HYP) in page
+    assert "<SCRIPT>" not in page and "<b>bold" not in page
+    assert "Canary WER 5.0% \u2192 5.4% (+0.4 pts, 95% CI [\u22121.0, +2.0]): no significant change" in page
+    assert page.count("data:image/png;base64,") == 2 and 'src="loss_curve.png"' not in page
+    assert "1 of 4 utterances got worse, 2 better, 1 unchanged." in page
+    # the regression is listed before the improvements, and marked
+    assert page.index("1089-134686-0007") < page.index("2961-960-0004")
+    assert '<tr class="worse"><td>1089-134686-0007' in page
+
+    md = written[REPORT_MD].read_text(encoding="utf-8")
+    assert verdict in md
+    assert "| metric | baseline | tuned | change (loss / WER pts) |" in md
+    assert "| WER | 12.3% | 8.1% | \u22124.2 |" in md
+    assert "| Eval loss | 1.420 | 1.050 | \u22120.370 |" in md
+    assert "TOM \\& JERRY \\<SCRIPT\\>ALERT(1)\\</SCRIPT\\> \\| A\\*B" in md  # a `|` in a transcript cannot split a row
+    assert "![training loss per step](loss_curve.png)" in md
+    rows = [line for line in md.splitlines() if line.startswith("| 1089-134686-0007 ")]
+    assert len(rows) == 2 and all(row.count(" | ") == 6 for row in rows)  # regressions table + all-utterances table
+
+
+def test_no_canary_no_history_no_interval(tmp_path):
+    metrics = run_metrics()
+    for key in ("canary", "canary_wer_before", "canary_wer_after"):
+        del metrics[key]
+    metrics["train_loss_history"] = []
+    metrics["train_loss"] = None
+    metrics["wer_delta_ci95"] = {"delta": None, "ci95": None, "verdict": "not enough data", "resamples": 0}
+    written = write_report(metrics, tmp_path / "new")
+    assert_png(written["loss_curve.png"])  # a placeholder plot, so the file set never varies
+    page = written[REPORT_HTML].read_text(encoding="utf-8")
+    assert "No canary set was scored in this run" in page
+    assert "Canary WER" not in page
+    assert "WER 12.3% \u2192 8.1% (\u22124.2 pts): not enough data" in page
+    assert "No interval could be computed (not enough data)" in page
+
+
+def test_canary_null_and_sparse_metrics(tmp_path):
+    """An old or half-written metrics file: nulls and missing keys read as n/a, never a crash."""
+    sparse = {"model_id_used": "m", "baseline_wer": None, "tuned_wer": None, "canary": None, "canary_wer_before": None,
+              "samples": [], "train_loss_history": None}
+    written = write_report(sparse, tmp_path)
+    page = written[REPORT_HTML].read_text(encoding="utf-8")
+    assert "WER n/a \u2192 n/a (n/a pts): no significance test" in page
+    assert "No canary set was scored" in page
+    assert_png(written["wer_per_utterance.png"])
+
+
+def test_single_model_eval_report(tmp_path):
+    written = write_report(eval_metrics(), tmp_path)
+    assert set(written) == {"wer_per_utterance.png", REPORT_MD, REPORT_HTML}
+    assert_png(written["wer_per_utterance.png"])
+    page = written[REPORT_HTML].read_text(encoding="utf-8")
+    assert "WER 10.0% (95% CI [0.0%, 30.0%]), CER 5.0% on 2 utterances" in page
+    assert html.escape(NASTY_HYP) in page and "1 of 2 utterances have at least one error." in page
+    assert "| id | WER | errors / words | reference | hypothesis |" in written[REPORT_MD].read_text(encoding="utf-8")
+
+
+def test_report_does_not_modify_metrics(tmp_path):
+    metrics = run_metrics()
+    frozen = copy.deepcopy(metrics)
+    write_report(metrics, tmp_path)
+    assert metrics == frozen
+
+
+def test_cli_writes_next_to_metrics_without_torch(tmp_path):
+    path = tmp_path / "real_metrics.json"
+    path.write_text(json.dumps(run_metrics()))
+    code = ("import sys; from lora.scripts.report import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'lora-report imported torch'; raise SystemExit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / REPORT_HTML).is_file() and str(tmp_path / REPORT_MD) in done.stdout
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    from lora.scripts.report import main
+
+    bad = tmp_path / "m.json"
+    bad.write_text("{\n  nope")
+    assert main([str(bad)]) == 2
+    assert main([str(tmp_path / "missing.json")]) == 2
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (apt-get install -y chromium); "
+                                                    "the HTML render check needs a real browser")
+def test_html_renders_in_headless_chromium(tmp_path):
+    import numpy as np
+    from matplotlib import image
+
+    written = write_report(run_metrics(), tmp_path)
+    shot = screenshot(written[REPORT_HTML], tmp_path / "shot.png")
+    assert shot.stat().st_size > 10_000
+    pixels = image.imread(shot)
+    assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
+    assert np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0).shape[0] > 50  # text, colours, plots: not blank
