@@ -42,6 +42,7 @@ def run(cfg: TrainConfig) -> dict:
     from lora.evaluation import compare, paired_bootstrap, summarize_losses
     from lora.model_utils import attach_lora, hub_reachable, load_base, resolve_model_id, save_adapter, save_processor
     from lora.outputs import library_versions, peak_rss_mb, write_json_atomic
+    from lora.report import write_report
     from lora.training import train_lora
 
     started = time.perf_counter()
@@ -121,6 +122,7 @@ def run(cfg: TrainConfig) -> dict:
         "versions": library_versions(),
     }
     write_json_atomic(out / "real_metrics.json", metrics)
+    write_report(metrics, out)
     _print_summary(metrics, out)
     return metrics
 
@@ -158,7 +160,7 @@ def _print_summary(m: dict, out: Path) -> None:
         print(f"canary WER   {_fmt(m['canary_wer_before'], True)} -> {_fmt(m['canary_wer_after'], True)} "
               f"on {m['canary']['utterances']} general-speech utterances (forgetting check)")
     print(f"wall time    {m['wall_seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB")
-    print(f"wrote        {out / 'real_metrics.json'}, {out / 'lora_adapter'}, {out / 'processor'}")
+    print(f"wrote        {out / 'real_metrics.json'}, {out / 'report.html'}, {out / 'lora_adapter'}, {out / 'processor'}")
 
 
 def _main(argv: list[str] | None) -> int:

@@ -80,6 +80,7 @@ def _main(argv: list[str] | None) -> int:
     from lora.evaluation import bootstrap_wer_ci
     from lora.model_utils import load_base, load_with_adapter, resolve_model_id
     from lora.outputs import library_versions, write_json_atomic
+    from lora.report import write_report
 
     started = time.perf_counter()
     if args.adapter_dir:
@@ -97,6 +98,7 @@ def _main(argv: list[str] | None) -> int:
         "wall_seconds": time.perf_counter() - started, "versions": library_versions(),
     }
     write_json_atomic(args.output, report)
+    write_report(report, Path(args.output).parent)
     low, high = report["wer_ci95"]
     print(f"{resolved.model_id_used}: WER {100 * report['wer']:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
           f"CER {100 * report['cer']:.2f}%, eval loss {report['eval_loss']:.3f} on {len(examples)} utterances "
