@@ -24,7 +24,7 @@ log = logging.getLogger("lora")
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per optimizer step
     wall_seconds: float = 0.0
-    audio_seconds: float = 0.0  # audio seen by this process's micro-batches
+    audio_seconds: float = 0.0  # audio seen by all processes' micro-batches
     label_tokens: int = 0
 
 
@@ -37,6 +37,25 @@ def micro_batches(examples: list[Example], batch_size: int, seed: int, rank: int
                 yield [examples[i] for i in idx]
             position += 1
         epoch += 1
+
+
+def _micro_batch_seed(seed: int, position: int) -> int:
+    """RNG seed (LoRA dropout) of the micro-batch at `position` in the global order, a pure function
+    like the micro-batch itself: the masks then do not depend on how many processes share a step, nor
+    on where a run resumed (a checkpoint holds rank 0's RNG state only)."""
+    return (seed * 2**32 + position) % 2**63
+
+
+def _step_totals(accelerator, losses: list, seconds: float, tokens: int) -> tuple[float, float, int]:
+    """(mean loss, audio seconds, label tokens) of one optimizer step over all processes, in one
+    all-reduce: every process then logs and checkpoints the whole step, not just its own shard."""
+    import torch
+
+    device = losses[0].device
+    local = torch.stack([torch.stack(losses).float().mean(), torch.tensor(seconds, device=device),
+                         torch.tensor(float(tokens), device=device)])
+    total = accelerator.reduce(local, reduction="sum")
+    return float(total[0]) / accelerator.num_processes, float(total[1]), round(float(total[2]))
 
 
 def train_lora(model, family, examples: list[Example], cfg, accelerator, show_progress: bool = True,
@@ -75,9 +94,11 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
                disable=not (show_progress and accelerator.is_main_process))
     start = time.perf_counter()
     for step in range(first_step, cfg.max_steps + 1):
-        losses = []
-        for _ in range(cfg.gradient_accumulation_steps):
+        losses, seconds, tokens = [], 0.0, 0
+        for micro in range(cfg.gradient_accumulation_steps):
             batch_examples = next(stream)
+            local = (step - 1) * cfg.gradient_accumulation_steps + micro
+            torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
             batch = {k: v.to(accelerator.device) for k, v in collate(batch_examples, family).items()}
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -89,9 +110,11 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
                     scheduler.step()
                 optimizer.zero_grad()
             losses.append(loss.detach())
-            result.audio_seconds += sum(e.seconds for e in batch_examples)
-            result.label_tokens += sum(len(e.labels) for e in batch_examples)
-        step_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
+            seconds += sum(e.seconds for e in batch_examples)
+            tokens += sum(len(e.labels) for e in batch_examples)
+        step_loss, step_seconds, step_tokens = _step_totals(accelerator, losses, seconds, tokens)
+        result.audio_seconds += step_seconds
+        result.label_tokens += step_tokens
         row = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}
         result.history.append(row)
         bar.set_postfix(loss=f"{step_loss:.3f}")

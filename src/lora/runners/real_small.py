@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from lora.cli import run_cli, setup_logging
+from lora.errors import UserError
 from lora.paths import default_speech_dir
 from lora.training_config import TrainConfig, add_dataclass_args, config_from_args, split_csv
 
 log = logging.getLogger("lora")
+
+PRECISIONS = ("no", "fp16", "bf16")
+# Under several processes the others wait in DDP's first broadcast while the main process measures
+# the baseline (and the canary) alone. torch's default collective timeout (10 min NCCL, 30 min gloo)
+# is shorter than a large baseline on CPU, so the wait gets this instead.
+COLLECTIVE_TIMEOUT_S = 3 * 3600
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(cfg: TrainConfig) -> dict:
+    from datetime import timedelta
+
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     from lora.data_loader import DataChoice, prepare_dataset, resolve_data
     from lora.sources import canary_utterances, read_manifest_rows
@@ -46,10 +56,22 @@ def run(cfg: TrainConfig) -> dict:
     from lora.training import train_lora
 
     started = time.perf_counter()
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=cfg.mixed_precision)
+    _check_launch()
+    cpu = _cpu_only()
+    precision, precision_note = _mixed_precision(cfg.mixed_precision, cpu)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=cpu,
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))])
+    if not accelerator.is_main_process:
+        log.setLevel(logging.WARNING)  # N copies of every info line say nothing more than one
+    elif precision_note:
+        log.warning("mixed precision: %s", precision_note)
     set_seed(cfg.seed)
-    resolved = resolve_model_id(cfg.model_id)
-    model, processor, family = load_base(resolved)
+    # The first use of an imported model converts it into the cache, and N processes converting into
+    # one folder at once trip over each other's temp folders: the main process goes first (a shared
+    # cache), then each machine's first process (a per-machine cache), then the rest just load it.
+    with accelerator.main_process_first(), accelerator.local_main_process_first():
+        resolved = resolve_model_id(cfg.model_id)
+        model, processor, family = load_base(resolved)
     data = resolve_data(
         DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.dataset_samples, cfg.eval_samples, cfg.seed,
                    split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers),
@@ -100,6 +122,7 @@ def run(cfg: TrainConfig) -> dict:
         "config": asdict(cfg),
         "world_size": accelerator.num_processes,
         "device": str(accelerator.device),
+        "mixed_precision": precision, "mixed_precision_note": precision_note,
         "train_loss": summarize_losses([r["loss"] for r in result.history]),
         "train_loss_history": result.history,
         "baseline_eval_loss": baseline["eval_loss"],
@@ -125,6 +148,58 @@ def run(cfg: TrainConfig) -> dict:
     write_report(metrics, out)
     _print_summary(metrics, out)
     return metrics
+
+
+def _cpu_only() -> bool:
+    """True without a GPU (or with `--cpu`): accelerate must then be told, or a torchrun/multi-GPU
+    launch on a CPU-only machine gives N unconnected single processes instead of one gloo group."""
+    import torch
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available()
+
+
+def _check_launch() -> None:
+    """Refuse `accelerate launch --cpu --num_processes N` (N > 1) that started one process.
+
+    accelerate starts several CPU processes only through mpirun (`--mpirun_hostfile`); otherwise it
+    runs the script once, with MASTER_ADDR set and no world size. Training N times slower than asked,
+    with world_size 1 in the metrics, is worse than stopping with the commands that do work.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    launched = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    if parse_flag_from_env("ACCELERATE_USE_CPU") and "MASTER_ADDR" in os.environ and not any(k in os.environ for k in launched):
+        raise UserError("`accelerate launch --cpu` with several processes starts only one (accelerate needs mpirun, "
+                        "--mpirun_hostfile, for that); use `accelerate launch --multi_gpu --num_processes N` (gloo on a "
+                        "CPU-only machine) or `torchrun --nproc_per_node N`, or drop --num_processes/unset MASTER_ADDR for one process")
+
+
+def _mixed_precision(requested: str, cpu: bool) -> tuple[str, str | None]:
+    """(precision to train in, why it differs from what was asked, or None).
+
+    accelerate accepts fp16 on a CPU and then trains in fp32 without a word, and stops with a traceback
+    on bf16 where the device lacks it: both fall back to fp32 here, logged and kept in the metrics.
+    `accelerate launch --mixed_precision X` counts when our own flag is left at "no".
+    """
+    from accelerate.utils import is_bf16_available
+
+    if requested == "no":
+        requested = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if requested not in PRECISIONS:
+        raise UserError(f"--mixed-precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    if requested == "fp16" and cpu:
+        return "no", "fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)"
+    if requested == "bf16" and not cpu and not is_bf16_available():  # CPU autocast always has bf16
+        return "no", "bf16 is not supported by this GPU; training in fp32"
+    return requested, None
+
+
+def _launch_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when not launched)."""
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0)
 
 
 def _canary_record(canary, before: dict, after: dict, manifest: str | None) -> dict:
@@ -171,9 +246,15 @@ def _main(argv: list[str] | None) -> int:
 
 
 def run_locked(cfg: TrainConfig) -> dict:
-    """`run` holding the output folder's lock, so two runs cannot write one folder."""
+    """`run` holding the output folder's lock, so two runs cannot write one folder.
+
+    Only the main process (rank 0) locks and writes; the other processes of the same run would
+    otherwise find the folder locked by their own rank 0.
+    """
     from lora.checkpoint import OutputLock
 
+    if _launch_rank() != 0:
+        return run(cfg)
     with OutputLock(Path(cfg.output_dir)):
         return run(cfg)
 
