@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lora.errors import UserError
+from lora.outputs import replace_dir
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -67,11 +68,7 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict) -> 
     tensors, host = _rng_state()
     save_file(tensors, str(tmp / "rng.safetensors"))
     (tmp / STATE_FILE).write_text(json.dumps(state | {"rng": host}) + "\n")
-    old = final.with_name(f".{CHECKPOINT_DIR}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, final)
     return final
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lora.errors import UserError
+from lora.outputs import replace_dir
 from lora.importers import IMPORTS, cached_import, is_import_name
 
 log = logging.getLogger("lora")
@@ -124,7 +125,7 @@ def save_adapter(model, adapter_dir: Path, run_info: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
     (tmp / RUN_INFO_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
-    _replace_dir(tmp, adapter_dir)
+    replace_dir(tmp, adapter_dir)
 
 
 def save_processor(processor, out_dir: Path) -> None:
@@ -132,17 +133,7 @@ def save_processor(processor, out_dir: Path) -> None:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     processor.save_pretrained(str(tmp))
-    _replace_dir(tmp, out_dir)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    replace_dir(tmp, out_dir)
 
 
 def read_run_info(adapter_dir: Path) -> dict:

@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lora.errors import UserError
+from lora.outputs import replace_dir
 from lora.paths import imported_models_dir
 
 RECORD_FILE = "lora_import.json"
@@ -121,13 +122,7 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
             "converter_sha256": code,
         }
         (tmp / RECORD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if output.exists():
-            old = output.parent / f".{output.name}.old-{os.getpid()}"
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
+        replace_dir(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     progress(f"[{name}] written to {output}")

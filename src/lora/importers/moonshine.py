@@ -10,9 +10,9 @@ generation_config.json, the fast tokenizer and preprocessor_config.json. The int
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
+from lora.outputs import quiet_progress_bars
 from lora.errors import UserError
 from lora.importers.reference_ort import (
     BOS_ID,
@@ -69,7 +69,7 @@ def convert(out_dir: Path, progress: Callable[[str], None]) -> None:
     progress(f"building MoonshineForConditionalGeneration, strict load of {len(state)} tensors")
     model = build_model(state)
     progress(f"writing config.json, generation_config.json, model.safetensors to {out_dir}")
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model.save_pretrained(out_dir)
     (out_dir / "model.safetensors").chmod(0o644)
     progress(f"rebuilding the tokenizer from {tokenizer_bin.name}; writing tokenizer and preprocessor files")
@@ -78,20 +78,6 @@ def convert(out_dir: Path, progress: Callable[[str], None]) -> None:
     # transformers 5 keeps the extractor inside processor_config.json; older readers and
     # AutoFeatureExtractor tools look for preprocessor_config.json, so write it as well.
     processor.feature_extractor.save_pretrained(out_dir)
-
-
-@contextmanager
-def _quiet_progress_bars():
-    """No tqdm bar from save_pretrained: the importer reports its own progress lines."""
-    from transformers.utils import logging
-
-    was_enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            logging.enable_progress_bar()
 
 
 def load_state(encoder: Path, decoder: Path) -> dict:

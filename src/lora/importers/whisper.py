@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from lora.outputs import quiet_progress_bars
 from lora.errors import UserError
 from lora.importers.ct2_reader import Ct2Model, read_ct2_model
 
@@ -234,22 +234,8 @@ def convert(out_dir: Path, progress: Callable[[str], None]) -> None:
     model.load_state_dict(weights, strict=True)  # every key present, none unexpected, shapes right
     progress(f"strict load of {len(weights)} tensors ok; writing config, generation config and model.safetensors")
     model.generation_config = build_generation_config(config, ct2_config)
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model.save_pretrained(out_dir)
     (out_dir / "model.safetensors").chmod(0o644)  # save_pretrained leaves it 0600 (temp file)
     progress(f"writing tokenizer ({VOCAB_SIZE} tokens) and feature extractor")
     write_processor(src / TOKENIZER_FILE, config.num_mel_bins, out_dir)
-
-
-@contextmanager
-def _quiet_progress_bars():
-    """No tqdm bar from save_pretrained: the importer reports its own progress lines."""
-    from transformers.utils import logging
-
-    was_enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            logging.enable_progress_bar()
