@@ -36,6 +36,9 @@ demo: setup models/moonshine-base-en/lora_import.json
 demo-digits: setup
 	$(RUN) lora-digits --speech-dir $(SPEECH)
 
+bench: setup
+	$(RUN) python benchmarks/run.py
+
 report-screenshot: setup
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(RUN) python -m lora.scripts.screenshot $(QUICK)/report.html $(QUICK)/report.png

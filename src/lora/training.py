@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lora.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
 from lora.data_loader import Example, collate, length_grouped_batches
+from lora.encoder_cache import EncoderCache, encoder_is_fixed
 
 log = logging.getLogger("lora")
 
@@ -59,11 +60,13 @@ def _step_totals(accelerator, losses: list, seconds: float, tokens: int) -> tupl
 
 
 def train_lora(model, family, examples: list[Example], cfg, accelerator, show_progress: bool = True,
-               run_dir: Path | None = None) -> TrainResult:
+               run_dir: Path | None = None, cache_encoder: bool = True) -> TrainResult:
     """Run `cfg.max_steps` optimizer steps of `cfg.gradient_accumulation_steps` micro-batches each.
 
     With `run_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and `cfg.resume`
     continues from the last one (same weights as an uninterrupted run).
+    With `cache_encoder`, a frozen, dropout-free encoder runs once per distinct micro-batch
+    (`lora.encoder_cache`; same losses, less work when LoRA adapts only the decoder).
     """
     import dataclasses
 
@@ -79,6 +82,8 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
     # once per process, which is not the schedule a single-process run of the same global batch gets.
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    bare = accelerator.unwrap_model(model)
+    encoder_cache = EncoderCache(bare, family.input_key, accelerator.autocast) if cache_encoder and encoder_is_fixed(bare) else None
     stream = micro_batches(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
     result = TrainResult()
     first_step = 1
@@ -100,6 +105,8 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
             local = (step - 1) * cfg.gradient_accumulation_steps + micro
             torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
             batch = {k: v.to(accelerator.device) for k, v in collate(batch_examples, family).items()}
+            if encoder_cache is not None:
+                batch = encoder_cache.model_inputs(batch_examples, batch)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)

@@ -36,10 +36,15 @@ class Ct2Transcript:
 
 
 def generation_limit(max_new_tokens: int | None) -> int:
-    """ctranslate2 `max_length` for at most `max_new_tokens` generated tokens (None: the model's cap)."""
+    """ctranslate2 `max_length` for at most `max_new_tokens` generated tokens (None: the model's cap).
+
+    ctranslate2's Whisper decodes at most min(max_length / 2, max_length - prompt) tokens (whisper.cc,
+    OpenNMT/CTranslate2#1856: openai's half-context sampling cap), so the length asked for is doubled.
+    """
     if max_new_tokens is None:
         return MAX_LENGTH
-    return min(MAX_LENGTH, max(1, int(max_new_tokens)) + len(PROMPT))
+    wanted = max(1, int(max_new_tokens))
+    return min(MAX_LENGTH, max(2 * wanted, wanted + len(PROMPT)))
 
 
 class Ct2Whisper:

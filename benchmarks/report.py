@@ -1,0 +1,138 @@
+"""Turn the raw measurements into ratios, fits, target verdicts and the markdown table (pure functions)."""
+
+from __future__ import annotations
+
+import bench_config as bc
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> dict:
+    """Least-squares line y = intercept + slope * x, with R^2 (1 = perfectly linear)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+    intercept = my - slope * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
+    return {"slope_s_per_audio_s": slope, "intercept_s": intercept, "r2": 1 - ss_res / ss_tot if ss_tot else 1.0}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def summarize_training(ours: dict, reference: dict, extra: dict) -> dict:
+    return {"case": ours["case"], "ours": ours, "reference": reference, **extra,
+            "speedup_audio": ratio(ours["audio_seconds_per_second"], reference["audio_seconds_per_second"]),
+            "speedup_tokens": ratio(ours["label_tokens_per_second"], reference["label_tokens_per_second"]),
+            "speedup_audio_per_cpu_second": ratio(ours["audio_seconds"] / ours["cpu_seconds"],
+                                                  reference["audio_seconds"] / reference["cpu_seconds"])}
+
+
+def summarize_scaling(result: dict) -> dict:
+    rows = result["rows"]
+    fit = linear_fit([r["audio_seconds"] for r in rows], [r["step_seconds"] for r in rows])
+    return result | {"fit": fit}
+
+
+def verdicts(summary: dict) -> list[dict]:
+    """One row per issue target: what was measured and whether it is met (None: not measured)."""
+    rows = []
+
+    def add(name, target, value, met, note=""):
+        rows.append({"target": name, "goal": target, "measured": value, "met": met, "note": note})
+
+    train = next((t for t in summary.get("training", []) if t["case"] == bc.TrainCase(bc.MOONSHINE).name), None)
+    speed = train and train["speedup_audio"]
+    add("training throughput vs Seq2SeqTrainer+PEFT (Moonshine base, default LoRA)", f">= {bc.TRAIN_SPEEDUP_TARGET}x",
+        _x(speed), None if speed is None else speed >= bc.TRAIN_SPEEDUP_TARGET)
+    for t in summary.get("transcription", []):
+        r = t["ratio"]
+        add(f"PyTorch transcription vs {t['reference']['runtime'].split(',')[0]} ({t['model']})", f">= {bc.TRANSCRIBE_RATIO_TARGET}x",
+            _x(r), None if r is None else r >= bc.TRANSCRIBE_RATIO_TARGET)
+    rss = summary.get("memory", {}).get("moonshine_lora_training_mb")
+    add("peak RSS of a Moonshine-base LoRA training run", f"<= {bc.TRAIN_RSS_TARGET_MB:.0f} MB",
+        None if rss is None else f"{rss:.0f} MB", None if rss is None else rss <= bc.TRAIN_RSS_TARGET_MB)
+    moon = next((s for s in summary.get("scaling", []) if s["model"] == bc.MOONSHINE), None)
+    r2 = moon and moon["fit"]["r2"]
+    add("step time linear in audio length (Moonshine)", f"R^2 >= {bc.LINEARITY_R2_TARGET}",
+        None if r2 is None else f"R^2 {r2:.3f}, {moon['fit']['slope_s_per_audio_s']:.3f} s per audio s",
+        None if r2 is None else r2 >= bc.LINEARITY_R2_TARGET)
+    exp = summary.get("export")
+    if exp and "speed_ratio_exported_vs_original" in exp:
+        add("exported ONNX speed vs the packaged original, onnxruntime", f">= {bc.EXPORT_SPEED_TARGET}x",
+            _x(exp["speed_ratio_exported_vs_original"]), exp["targets"]["speed_met"])
+        add("exported WER vs PyTorch merged model", f"within {bc.EXPORT_WER_GAP_TARGET} points",
+            f"{exp['wer_gap_points']:.2f} points", exp["targets"]["wer_met"])
+    else:
+        add("exported model speed / WER", "see export section", None, None, (exp or {}).get("error", "not run"))
+    return rows
+
+
+def _x(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}x"
+
+
+def _met(met) -> str:
+    return {True: "met", False: "NOT met", None: "not measured"}[met]
+
+
+def markdown(summary: dict) -> str:
+    out = [f"# Benchmarks ({summary['generated']}, {summary['machine']})", "",
+           "Every speed figure is a ratio of two things timed in the same `make bench` run on the same real "
+           "utterances, each in a fresh child process after one untimed warm-up step; each side of a comparison runs "
+           f"{summary['repeats']} times in A B B A order and its fastest run counts (other load on a shared machine only slows runs down).", "",
+           "## Targets", "", "| target | goal | measured | verdict |", "|---|---|---|---|"]
+    out += [f"| {v['target']} | {v['goal']} | {v['measured'] or '-'} | {_met(v['met'])}{' (' + v['note'] + ')' if v['note'] else ''} |"
+            for v in summary["targets"]]
+    if summary.get("training"):
+        out += ["", "## a. Training throughput: our `train_lora` vs `Seq2SeqTrainer` + PEFT", "",
+                "| case | ours audio s/s | reference audio s/s | ratio | ours tokens/s | reference tokens/s | ratio | ratio per CPU second | padded/real audio (reference) |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for t in summary["training"]:
+            o, r = t["ours"], t["reference"]
+            out.append(f"| {t['case']} | {o['audio_seconds_per_second']:.2f} | {r['audio_seconds_per_second']:.2f} | **{t['speedup_audio']:.2f}x** | "
+                       f"{o['label_tokens_per_second']:.1f} | {r['label_tokens_per_second']:.1f} | {t['speedup_tokens']:.2f}x | {t['speedup_audio_per_cpu_second']:.2f}x | "
+                       f"{r['padded_audio_seconds'] / r['audio_seconds']:.2f} |")
+        out += ["", summary["training_note"]]
+        for t in summary["training"]:
+            for name, side in t.get("candidates", {}).items():
+                out.append(f"- {t['case']}, {name}: {side['audio_seconds_per_second']:.2f} audio s/s "
+                           f"({side['audio_seconds_per_second'] / t['ours']['audio_seconds_per_second']:.2f}x ours); losses {_losses(side)} vs ours {_losses(t['ours'])}")
+    if summary.get("transcription"):
+        out += ["", "## b. Transcription speed (greedy, same audio)", "",
+                "| model | PyTorch audio s/s | PyTorch WER | reference runtime | reference audio s/s | reference WER | ratio |", "|---|---|---|---|---|---|---|"]
+        for t in summary["transcription"]:
+            p, r = t["pytorch"], t["reference"]
+            out.append(f"| {t['model']} | {p['audio_seconds_per_second']:.2f} | {100 * p['wer']:.2f}% | {r['runtime']} | "
+                       f"{r['audio_seconds_per_second']:.2f} | {100 * r['wer']:.2f}% | **{t['ratio']:.2f}x** |")
+    if summary.get("memory"):
+        out += ["", "## c. Peak RSS (each measurement's own child process)", "", "| process | peak RSS |", "|---|---|"]
+        out += [f"| {k.replace('_mb', '').replace('_', ' ')} | {v:.0f} MB |" for k, v in summary["memory"].items()]
+    if summary.get("scaling"):
+        out += ["", "## d. Training-step time vs audio length (forward + backward, batch 1, LoRA on attention)", "",
+                "| model | " + " | ".join(f"{r['audio_seconds']:.1f} s" for r in summary["scaling"][0]["rows"]) +
+                " | slope (s per audio s) | intercept | R^2 |", "|---|" + "---|" * (len(summary["scaling"][0]["rows"]) + 3)]
+        for s in summary["scaling"]:
+            f = s["fit"]
+            out.append(f"| {s['model']} | " + " | ".join(f"{r['step_seconds']:.2f} s" for r in s["rows"]) +
+                       f" | {f['slope_s_per_audio_s']:.3f} | {f['intercept_s']:.2f} s | {f['r2']:.3f} |")
+        out += ["", summary["scaling_note"]]
+    exp = summary.get("export")
+    if exp and "wer" in exp:
+        sp = exp["speed_audio_seconds_per_second"]
+        out += ["", "## e. Export (`lora-export --format onnx`, outputs/real_small_quick adapter)", "",
+                "| | WER | audio s/s in onnxruntime |", "|---|---|---|",
+                f"| exported (merged adapter) | {100 * exp['wer']['exported']['wer']:.2f}% | {sp['exported']:.2f} |",
+                f"| PyTorch merged model | {100 * exp['wer']['pytorch_merged']['wer']:.2f}% | (PyTorch, batch 1: {sp['pytorch_merged_batch1']:.2f}) |",
+                f"| original packaged .ort (base model) | {100 * exp['wer']['original_base_model']['wer']:.2f}% | {sp['original']:.2f} |",
+                "", f"Identical transcripts exported vs PyTorch: {100 * exp['identical_transcripts_vs_pytorch']:.0f}% of "
+                f"{exp['utterances']} utterances; speed ratio exported/original {exp['speed_ratio_exported_vs_original']:.2f}x."]
+    errors = summary.get("errors", [])
+    if errors:
+        out += ["", "## Errors", ""] + [f"- {e}" for e in errors]
+    return "\n".join(out) + "\n"
+
+
+def _losses(side: dict) -> str:
+    return "[" + ", ".join(f"{x:.4f}" for x in side["losses"]) + "]"

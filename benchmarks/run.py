@@ -1,0 +1,169 @@
+"""`make bench`: training throughput, transcription speed, peak memory, step time vs audio length and
+export parity, each against a reference measured in the same run; writes
+benchmarks/results/latest.json and latest.md (atomically).
+
+    uv run python benchmarks/run.py [--sections train,transcribe,scaling,export] [--candidates]
+
+`--candidates` also times our trainer with its encoder cache off and with bf16 autocast (the
+before/after evidence for trainer changes); the default bench leaves them out to stay short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_config as bc  # noqa: E402
+from children import ChildFailed, run_child  # noqa: E402
+from report import markdown, summarize_scaling, summarize_training, verdicts  # noqa: E402
+
+SECTIONS = ("train", "memory", "transcribe", "scaling", "export")
+DEFAULT_ADAPTER = "outputs/real_small_quick/lora_adapter"
+EXPORT_OUTPUT = "outputs/bench/export_onnx"
+TRAINING_NOTE = ("Same model, the same 14 real LibriSpeech utterances (features computed once for both), same LoRA config, "
+                 "micro-batch 4, 2 accumulation steps, 4 optimizer steps, lr 1e-3 with linear warm-up/decay, clipping 1.0, seed 42. "
+                 "The reference draws batches with the Trainer's default random sampler (the padded/real column is the padding "
+                 "it computes on); ours groups similar lengths. With LoRA on the decoder only, ours runs the frozen encoder "
+                 "once per distinct micro-batch (`lora.encoder_cache`), the reference every time.")
+SCALING_NOTE = ("Clips are whole real utterances of one LJSpeech speaker (9001), concatenated. Moonshine reads raw audio "
+                "without padding, so its encoder work grows with the clip; Whisper pads every clip to 30 s of log-mel, so its "
+                "step time is flat-ish and only the (short) decoder grows with the transcript: its slope is near zero "
+                "by construction and its R^2 says nothing about linearity.")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def measure(summary: dict, label: str, task: str, **args) -> dict | None:
+    started = time.perf_counter()
+    try:
+        result = run_child(task, **args)
+    except ChildFailed as exc:
+        summary["errors"].append(f"{label}: {exc}")
+        log(f"{label}: FAILED ({exc})")
+        return None
+    log(f"{label}: {time.perf_counter() - started:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MB")
+    return result
+
+
+def best_of(summary: dict, label: str, task: str, sides: tuple[str, str], repeats: int, side_key: str = "side", **args) -> dict:
+    """Each side run `repeats` times in A B B A ... order; per side the fastest run (a shared machine only
+    ever slows a run down), with the largest peak RSS seen."""
+    order = [sides[(i + i // 2) % 2] for i in range(2 * repeats)]  # A B B A A B ...
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for side in order:
+        result = measure(summary, f"{label} [{side}]", task, **args, **{side_key: side})
+        if result:
+            runs[side].append(result)
+    best = {}
+    for side, results in runs.items():
+        if results:
+            best[side] = max(results, key=lambda r: r["audio_seconds_per_second"]) | {
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                "runs_audio_seconds_per_second": [r["audio_seconds_per_second"] for r in results]}
+    return best
+
+
+def bench_training(summary: dict, candidates: bool, repeats: int) -> None:
+    summary["training"], summary["training_note"] = [], TRAINING_NOTE
+    for n, case in enumerate(bc.TRAIN_CASES):
+        args = dataclasses.asdict(case)
+        sides = ("ours", "reference") if n % 2 == 0 else ("reference", "ours")  # alternate who runs first
+        results = best_of(summary, f"train {case.name}", "train", sides, repeats, case=args)
+        extra = {}
+        if candidates:
+            names = ["ours_bf16"] + (["ours_no_encoder_cache"] if case.targets == "decoder" else [])
+            extra["candidates"] = {s: r for s in names if (r := measure(summary, f"train {case.name} [{s}]", "train", case=args, side=s))}
+        if "ours" in results and "reference" in results:
+            summary["training"].append(summarize_training(results["ours"], results["reference"], extra))
+        if case == bc.TrainCase(bc.MOONSHINE):
+            memory = summary.setdefault("memory", {})
+            for side, key in (("ours", "moonshine_lora_training_batch4"), ("reference", "moonshine_lora_training_batch4_seq2seqtrainer")):
+                if side in results:
+                    memory[f"{key}_mb"] = results[side]["peak_rss_mb"]
+
+
+def bench_memory(summary: dict) -> None:
+    """Peak RSS of a Moonshine-base LoRA run with the trainer's default micro-batch (1 x 4 accumulation)."""
+    result = measure(summary, "memory: Moonshine LoRA run, default micro-batch", "train",
+                     case=dataclasses.asdict(bc.MEMORY_CASE), side="ours")
+    if result:
+        summary.setdefault("memory", {})["moonshine_lora_training_mb"] = result["peak_rss_mb"]
+
+
+def bench_transcription(summary: dict, repeats: int) -> None:
+    summary["transcription"] = []
+    for model in (bc.MOONSHINE, bc.WHISPER):
+        results = best_of(summary, f"transcribe {model}", "transcribe", ("pytorch", "reference"), repeats, model_id=model)
+        if len(results) == 2:
+            pytorch, reference = results["pytorch"], results["reference"]
+            summary["transcription"].append({"model": model, "pytorch": pytorch, "reference": reference,
+                                             "ratio": pytorch["audio_seconds_per_second"] / reference["audio_seconds_per_second"]})
+            memory = summary.setdefault("memory", {})
+            memory[f"{model}_transcription_pytorch_mb"] = pytorch["peak_rss_mb"]
+            memory[f"{model}_transcription_reference_runtime_mb"] = reference["peak_rss_mb"]
+
+
+def bench_scaling(summary: dict) -> None:
+    summary["scaling"], summary["scaling_note"] = [], SCALING_NOTE
+    for model in (bc.MOONSHINE, bc.WHISPER):
+        result = measure(summary, f"step time vs length {model}", "scaling", model_id=model)
+        if result:
+            summary["scaling"].append(summarize_scaling(result))
+
+
+def bench_export(summary: dict, adapter_dir: str) -> None:
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        summary["export"] = {"error": f"no adapter at {adapter_dir} (`make demo` trains it)"}
+        return
+    result = measure(summary, "export onnx", "export", adapter_dir=adapter_dir, output=EXPORT_OUTPUT)
+    summary["export"] = result or {"error": "export failed (see errors)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side of each comparison (the fastest counts)")
+    parser.add_argument("--candidates", action="store_true", help="also time trainer variants (encoder cache off, bf16)")
+    parser.add_argument("--adapter-dir", default=DEFAULT_ADAPTER, help="adapter the export section exports")
+    parser.add_argument("--output-dir", default="benchmarks/results", help="where latest.json / latest.md go")
+    args = parser.parse_args(argv)
+    from lora.outputs import library_versions, write_json_atomic, write_text_atomic
+
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    started = time.perf_counter()
+    summary = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU", "repeats": args.repeats, "errors": []}
+    if "train" in sections:
+        bench_training(summary, args.candidates, args.repeats)
+    if "memory" in sections:
+        bench_memory(summary)
+    if "transcribe" in sections:
+        bench_transcription(summary, args.repeats)
+    if "scaling" in sections:
+        bench_scaling(summary)
+    if "export" in sections:
+        bench_export(summary, args.adapter_dir)
+    summary["wall_seconds"] = time.perf_counter() - started
+    summary["load_average_at_end"] = os.getloadavg()
+    summary["targets"] = verdicts(summary)
+    summary["versions"] = library_versions()
+    out = Path(args.output_dir)
+    write_json_atomic(out / "latest.json", summary)
+    text = markdown(summary) + f"\nWhole bench: {summary['wall_seconds']:.0f} s; load average at the end {summary['load_average_at_end'][0]:.1f} on {os.cpu_count()} cores.\n"
+    write_text_atomic(out / "latest.md", text)
+    print(text)
+    return 1 if summary["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The measurements, each run in its own child process by `run.py` (so each has its own peak RSS).
+
+Every task loads what it needs, does one untimed warm-up (first-call kernel and allocator set-up
+would otherwise land on whichever side runs first), then times only the work being compared.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import bench_config as bc
+from speech import speaker_clips, utterances
+
+TRAIN_SIDES = ("ours", "reference", "ours_no_encoder_cache", "ours_bf16")
+
+
+def _load(model_id: str):
+    from lora.model_utils import load_base, resolve_model_id
+
+    return load_base(resolve_model_id(model_id))
+
+
+def _with_lora(model, family, case: bc.TrainCase):
+    from lora.model_utils import attach_lora
+
+    targets = family.default_target_modules if case.targets == "all" else (bc.DECODER_ONLY[family.name],)
+    return attach_lora(model, case.lora_r, case.lora_alpha, case.lora_dropout, targets)
+
+
+def _step(model, batch) -> float:
+    """One forward + backward (gradients discarded); its wall time."""
+    start = time.perf_counter()
+    model(**batch).loss.backward()
+    seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def train(case: dict, side: str) -> dict:
+    """Train one `TrainCase` with our trainer or the Seq2SeqTrainer reference; throughput + losses."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from lora.data_loader import collate, length_grouped_batches, prepare_dataset
+    from lora.training import train_lora
+    from lora.training_config import TrainConfig
+
+    case = bc.TrainCase(**case)
+    set_seed(case.seed)
+    model, processor, family = _load(case.model)
+    examples = prepare_dataset(utterances(bc.SPEECH_DIR, bc.TRAIN_SUBSETS), processor, family)
+    model = _with_lora(model, family, case)
+    model.train()
+    longest = length_grouped_batches(examples, case.batch_size)[-1]
+    _step(model, collate([examples[i] for i in longest], family))  # warm-up, identical for every side
+    set_seed(case.seed)
+    cfg = TrainConfig(model_id=case.model, batch_size=case.batch_size, gradient_accumulation_steps=case.gradient_accumulation_steps,
+                      max_steps=case.max_steps, learning_rate=case.learning_rate, seed=case.seed, checkpoint_every=0,
+                      lora_r=case.lora_r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout)
+    cpu_start = time.process_time()  # CPU seconds: less sensitive than wall time to other load on the machine
+    if side == "reference":
+        from reference_trainer import train_reference
+
+        result = train_reference(model, family, examples, cfg)
+    else:
+        accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                                  mixed_precision="bf16" if side == "ours_bf16" else "no")
+        start = time.perf_counter()
+        out = train_lora(model, family, examples, cfg, accelerator, show_progress=False,
+                         cache_encoder=side != "ours_no_encoder_cache")
+        result = {"wall_seconds": time.perf_counter() - start, "audio_seconds": out.audio_seconds,
+                  "label_tokens": out.label_tokens, "losses": [row["loss"] for row in out.history]}
+    return result | {"case": case.name, "side": side, "threads": torch.get_num_threads(),
+                     "cpu_seconds": time.process_time() - cpu_start,
+                     "audio_seconds_per_second": result["audio_seconds"] / result["wall_seconds"],
+                     "label_tokens_per_second": result["label_tokens"] / result["wall_seconds"]}
+
+
+def transcribe(model_id: str, side: str, batch_size: int = 8) -> dict:
+    """Greedy transcription of the bench utterances by our PyTorch path or the reference runtime."""
+    from lora.data_loader import prepare_dataset
+    from lora.decoding import transcribe_examples
+    from lora.evaluation import score
+
+    rows = utterances(bc.SPEECH_DIR, bc.TRANSCRIBE_SUBSETS)
+    if side == "pytorch":
+        model, processor, family = _load(model_id)
+        examples = prepare_dataset(rows, processor, family)
+        transcribe_examples(model, processor, family, examples[:1])  # warm-up
+        start = time.perf_counter()
+        hyps = transcribe_examples(model, processor, family, examples, batch_size)
+        runtime = f"PyTorch transcribe_examples (batch {batch_size})"
+    else:
+        transcribe_all, runtime = _reference_runtime(model_id, batch_size)
+        audios = [u.samples() for u in rows]
+        transcribe_all(audios[:1])  # warm-up
+        start = time.perf_counter()
+        hyps = transcribe_all(audios)
+    wall = time.perf_counter() - start
+    audio_seconds = sum(len(u.samples()) for u in rows) / 16000
+    scored = score([u.id for u in rows], [u.text for u in rows], hyps)
+    return {"model": model_id, "side": side, "runtime": runtime, "utterances": len(rows), "audio_seconds": audio_seconds,
+            "wall_seconds": wall, "audio_seconds_per_second": audio_seconds / wall, "wer": scored["wer"],
+            "hypotheses": hyps}
+
+
+def _reference_runtime(model_id: str, batch_size: int):
+    """(transcribe clips -> texts, description) for the model's packaged original runtime, each used
+    at its best: ctranslate2 batches like our PyTorch path; the Moonshine graphs decode one clip at a time."""
+    from lora.families import FAMILIES
+
+    if model_id == bc.MOONSHINE:
+        from lora.importers.reference_ort import OrtMoonshine
+
+        ort = OrtMoonshine()
+        return (lambda audios: [ort.transcribe(a)[1] for a in audios]), "onnxruntime, packaged .ort graphs (OrtMoonshine, batch 1)"
+    from lora.importers.reference_ct2 import Ct2Whisper
+
+    ct2, family = Ct2Whisper(batch_size=batch_size), FAMILIES["whisper"]
+
+    def transcribe_all(audios):
+        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+        texts = [""] * len(audios)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            cap = family.max_new_tokens(max(len(audios[i]) for i in idx) / 16000)
+            for i, out in zip(idx, ct2.transcribe_batch([audios[i] for i in idx], cap)):
+                texts[i] = out.text
+        return texts
+
+    return transcribe_all, f"ctranslate2, packaged CTranslate2 dir (Ct2Whisper, length-sorted batches of {batch_size})"
+
+
+def scaling(model_id: str) -> dict:
+    """Training-step time (forward + backward, batch 1, LoRA on attention) per clip length."""
+    from lora.data_loader import collate, prepare_dataset
+
+    model, processor, family = _load(model_id)
+    clips = speaker_clips(bc.SPEECH_DIR, bc.SCALING_SPEAKER, bc.CLIP_SECONDS)
+    examples = prepare_dataset(clips, processor, family)
+    model = _with_lora(model, family, bc.TrainCase(model_id))
+    model.train()
+    rows = []
+    for clip, example in zip(clips, examples):
+        batch = collate([example], family)
+        _step(model, batch)  # warm-up at this shape
+        times = [_step(model, batch) for _ in range(bc.SCALING_REPEATS)]
+        rows.append({"clip": clip.id, "parts": clip.extra["parts"], "audio_seconds": example.seconds,
+                     "label_tokens": len(example.labels), "step_seconds": statistics.median(times), "all_seconds": times})
+    return {"model": model_id, "rows": rows}
+
+
+def export(adapter_dir: str, output: str) -> dict:
+    from pathlib import Path
+
+    from lora.exporting import ExportOptions, export_adapter
+
+    report = export_adapter(ExportOptions(Path(adapter_dir), "onnx", Path(output)))
+    return {k: v for k, v in report.items() if k not in {"samples", "versions"}}
