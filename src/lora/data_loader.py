@@ -102,6 +102,9 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     if not (choice.train_speakers or choice.eval_speakers):
         held = without_train_texts(held, train)
     held = select_balanced(held, choice.eval_samples, choice.seed + 1)
+    if len(held) < choice.eval_samples:
+        log.warning("only %d of %d requested eval utterances are usable (speaker-disjoint, transcript not trained on); "
+                    "WER on so few says little: add data or name --eval-speakers", len(held), choice.eval_samples)
     replay = replay_rows(choice.replay_subsets, choice.data_dir, held)
     log.info("data: %s (%s): %d train / %d eval / %d replay utterances", kind, where, len(train), len(held), len(replay))
     return TrainEvalData(train, held, {"kind": kind, "where": where, "train_split": choice.train_split}, replay)
