@@ -26,13 +26,18 @@ from children import ChildFailed, run_child  # noqa: E402
 from report import markdown, summarize_scaling, summarize_training, verdicts  # noqa: E402
 
 SECTIONS = ("train", "memory", "transcribe", "scaling", "export")
-DEFAULT_ADAPTER = "outputs/real_small_quick/lora_adapter"
-EXPORT_OUTPUT = "outputs/bench/export_onnx"
-TRAINING_NOTE = ("Same model, the same 14 real LibriSpeech utterances (features computed once for both), same LoRA config, "
-                 "micro-batch 4, 2 accumulation steps, 4 optimizer steps, lr 1e-3 with linear warm-up/decay, clipping 1.0, seed 42. "
-                 "The reference draws batches with the Trainer's default random sampler (the padded/real column is the padding "
-                 "it computes on); ours groups similar lengths. With LoRA on the decoder only, ours runs the frozen encoder "
-                 "once per distinct micro-batch (`lora.encoder_cache`), the reference every time.")
+# (format, adapter) pairs the export section exports; an adapter that is not there is reported as skipped.
+EXPORTS = (("onnx", "outputs/real_small_quick/lora_adapter"),  # `make demo`
+           ("ct2", "outputs/digits_whisper/lora_adapter"))  # `lora-digits --model-id whisper-tiny.en`
+TRAINING_NOTE = ("Same model, the same 14 real LibriSpeech utterances (features computed once for both), same LoRA config "
+                 "(r 8, alpha 16, dropout 0.05), micro-batch 4, 2 accumulation steps, 4 optimizer steps (about two epochs), "
+                 "lr 1e-3 with linear warm-up/decay, clipping 1.0, seed 42, 2 torch threads, warm-up step excluded. Where the "
+                 "two differ: (1) batching: the Trainer's default random sampler pads each batch to its longest clip, ours "
+                 "groups similar lengths (last column: audio computed on, padding included, over real audio); the Trainer's "
+                 "`group_by_length` needs an `input_ids`/length column and is not the default, so it is left off. Whisper "
+                 "pads every clip to 30 s, so batching cannot matter there and the two loops are expected to tie. "
+                 "(2) with LoRA on the decoder only, ours runs the frozen encoder once per distinct micro-batch "
+                 "(`lora.encoder_cache`, same losses), the reference every step.")
 SCALING_NOTE = ("Clips are whole real utterances of one LJSpeech speaker (9001), concatenated. Moonshine reads raw audio "
                 "without padding, so its encoder work grows with the clip; Whisper pads every clip to 30 s of log-mel, so its "
                 "step time is flat-ish and only the (short) decoder grows with the transcript: its slope is near zero "
@@ -55,13 +60,13 @@ def measure(summary: dict, label: str, task: str, **args) -> dict | None:
     return result
 
 
-def best_of(summary: dict, label: str, task: str, sides: tuple[str, str], repeats: int, side_key: str = "side", **args) -> dict:
+def best_of(summary: dict, label: str, task: str, sides: tuple[str, str], repeats: int, **args) -> dict:
     """Each side run `repeats` times in A B B A ... order; per side the fastest run (a shared machine only
     ever slows a run down), with the largest peak RSS seen."""
     order = [sides[(i + i // 2) % 2] for i in range(2 * repeats)]  # A B B A A B ...
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for side in order:
-        result = measure(summary, f"{label} [{side}]", task, **args, **{side_key: side})
+        result = measure(summary, f"{label} [{side}]", task, side=side, **args)
         if result:
             runs[side].append(result)
     best = {}
@@ -121,12 +126,14 @@ def bench_scaling(summary: dict) -> None:
             summary["scaling"].append(summarize_scaling(result))
 
 
-def bench_export(summary: dict, adapter_dir: str) -> None:
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        summary["export"] = {"error": f"no adapter at {adapter_dir} (`make demo` trains it)"}
-        return
-    result = measure(summary, "export onnx", "export", adapter_dir=adapter_dir, output=EXPORT_OUTPUT)
-    summary["export"] = result or {"error": "export failed (see errors)"}
+def bench_export(summary: dict, exports) -> None:
+    summary["export"] = []
+    for fmt, adapter_dir in exports:
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            summary["export"].append({"format": fmt, "adapter_dir": adapter_dir, "error": f"skipped: no adapter at {adapter_dir}"})
+            continue
+        result = measure(summary, f"export {fmt}", "export", adapter_dir=adapter_dir, fmt=fmt, output=f"outputs/bench/export_{fmt}")
+        summary["export"].append(result or {"format": fmt, "adapter_dir": adapter_dir, "error": "export failed (see errors)"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side of each comparison (the fastest counts)")
     parser.add_argument("--candidates", action="store_true", help="also time trainer variants (encoder cache off, bf16)")
-    parser.add_argument("--adapter-dir", default=DEFAULT_ADAPTER, help="adapter the export section exports")
+    parser.add_argument("--onnx-adapter", default=EXPORTS[0][1], help="Moonshine adapter the export section exports to ONNX")
+    parser.add_argument("--ct2-adapter", default=EXPORTS[1][1], help="Whisper adapter the export section exports to CTranslate2")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where latest.json / latest.md go")
     args = parser.parse_args(argv)
     from lora.outputs import library_versions, write_json_atomic, write_text_atomic
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if "scaling" in sections:
         bench_scaling(summary)
     if "export" in sections:
-        bench_export(summary, args.adapter_dir)
+        bench_export(summary, (("onnx", args.onnx_adapter), ("ct2", args.ct2_adapter)))
     summary["wall_seconds"] = time.perf_counter() - started
     summary["load_average_at_end"] = os.getloadavg()
     summary["targets"] = verdicts(summary)

@@ -71,35 +71,47 @@ def train(case: dict, side: str) -> dict:
         out = train_lora(model, family, examples, cfg, accelerator, show_progress=False,
                          cache_encoder=side != "ours_no_encoder_cache")
         result = {"wall_seconds": time.perf_counter() - start, "audio_seconds": out.audio_seconds,
-                  "label_tokens": out.label_tokens, "losses": [row["loss"] for row in out.history]}
+                  "label_tokens": out.label_tokens, "losses": [row["loss"] for row in out.history],
+                  "padded_audio_seconds": _padded_seconds(examples, cfg)}
     return result | {"case": case.name, "side": side, "threads": torch.get_num_threads(),
                      "cpu_seconds": time.process_time() - cpu_start,
                      "audio_seconds_per_second": result["audio_seconds"] / result["wall_seconds"],
                      "label_tokens_per_second": result["label_tokens"] / result["wall_seconds"]}
 
 
+def _padded_seconds(examples, cfg) -> float:
+    """Audio our trainer computed on, padding included (its micro-batch stream replayed)."""
+    from itertools import islice
+
+    from lora.training import micro_batches
+
+    stream = micro_batches(examples, cfg.batch_size, cfg.seed)
+    return sum(max(e.seconds for e in b) * len(b) for b in islice(stream, cfg.max_steps * cfg.gradient_accumulation_steps))
+
+
 def transcribe(model_id: str, side: str, batch_size: int = 8) -> dict:
-    """Greedy transcription of the bench utterances by our PyTorch path or the reference runtime."""
+    """Greedy transcription of the bench utterances by our PyTorch path or the reference runtime.
+    Both sides are timed from decoded 16 kHz samples to text (feature extraction included)."""
+    from dataclasses import replace
+
     from lora.data_loader import prepare_dataset
     from lora.decoding import transcribe_examples
     from lora.evaluation import score
 
-    rows = utterances(bc.SPEECH_DIR, bc.TRANSCRIBE_SUBSETS)
+    rows = [replace(u, audio=u.samples()) for u in utterances(bc.SPEECH_DIR, bc.TRANSCRIBE_SUBSETS)]
     if side == "pytorch":
         model, processor, family = _load(model_id)
-        examples = prepare_dataset(rows, processor, family)
-        transcribe_examples(model, processor, family, examples[:1])  # warm-up
+        transcribe_examples(model, processor, family, prepare_dataset(rows[:1], processor, family))  # warm-up
         start = time.perf_counter()
-        hyps = transcribe_examples(model, processor, family, examples, batch_size)
+        hyps = transcribe_examples(model, processor, family, prepare_dataset(rows, processor, family), batch_size)
         runtime = f"PyTorch transcribe_examples (batch {batch_size})"
     else:
         transcribe_all, runtime = _reference_runtime(model_id, batch_size)
-        audios = [u.samples() for u in rows]
-        transcribe_all(audios[:1])  # warm-up
+        transcribe_all([rows[0].audio])  # warm-up
         start = time.perf_counter()
-        hyps = transcribe_all(audios)
+        hyps = transcribe_all([u.audio for u in rows])
     wall = time.perf_counter() - start
-    audio_seconds = sum(len(u.samples()) for u in rows) / 16000
+    audio_seconds = sum(len(u.audio) for u in rows) / 16000
     scored = score([u.id for u in rows], [u.text for u in rows], hyps)
     return {"model": model_id, "side": side, "runtime": runtime, "utterances": len(rows), "audio_seconds": audio_seconds,
             "wall_seconds": wall, "audio_seconds_per_second": audio_seconds / wall, "wer": scored["wer"],
@@ -152,10 +164,10 @@ def scaling(model_id: str) -> dict:
     return {"model": model_id, "rows": rows}
 
 
-def export(adapter_dir: str, output: str) -> dict:
+def export(adapter_dir: str, fmt: str, output: str) -> dict:
     from pathlib import Path
 
     from lora.exporting import ExportOptions, export_adapter
 
-    report = export_adapter(ExportOptions(Path(adapter_dir), "onnx", Path(output)))
+    report = export_adapter(ExportOptions(Path(adapter_dir), fmt, Path(output)))
     return {k: v for k, v in report.items() if k not in {"samples", "versions"}}

@@ -78,19 +78,16 @@ def export_adapter(options: ExportOptions) -> dict:
 
 
 def _export_atomically(fmt, merged, output: Path) -> list[Path]:
+    from lora.outputs import quiet_progress_bars, replace_dir
+
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        fmt.export(merged.model, merged.processor, tmp)
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
+        with quiet_progress_bars():
+            fmt.export(merged.model, merged.processor, tmp)
+        replace_dir(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return sorted(p for p in output.iterdir() if p.is_file())
