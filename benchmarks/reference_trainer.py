@@ -50,8 +50,9 @@ class SpeechCollator:
         return batch
 
 
-def train_reference(model, family, examples, cfg) -> dict:
-    """Train `model` (already PEFT-wrapped) with Seq2SeqTrainer; wall time of `trainer.train()`."""
+def train_reference(model, family, examples, cfg, bf16: bool = False) -> dict:
+    """Train `model` (already PEFT-wrapped) with Seq2SeqTrainer; wall time of `trainer.train()`.
+    `bf16` turns on the Trainer's own bf16 autocast (`bf16=True`), for the like-for-like comparison."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     collator = SpeechCollator(family)
@@ -61,7 +62,7 @@ def train_reference(model, family, examples, cfg) -> dict:
             gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_steps=cfg.max_steps,
             learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             lr_scheduler_type="linear", warmup_steps=int(cfg.warmup_ratio * cfg.max_steps),
-            optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, use_cpu=True,
+            optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, bf16=bf16,
             eval_strategy="no", save_strategy="no", report_to=[], logging_steps=1, disable_tqdm=True,
             dataloader_num_workers=0, remove_unused_columns=False, label_names=["labels"],
         )

@@ -4,8 +4,8 @@ benchmarks/results/latest.json and latest.md (atomically).
 
     uv run python benchmarks/run.py [--sections train,transcribe,scaling,export] [--candidates]
 
-`--candidates` also times our trainer with its encoder cache off and with bf16 autocast (the
-before/after evidence for trainer changes); the default bench leaves them out to stay short.
+`--candidates` also times our trainer with its encoder cache off (the before/after evidence for the
+cache); the default bench leaves it out to stay short.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ TRAINING_NOTE = ("Same model, the same 14 real LibriSpeech utterances (features 
                  "(r 8, alpha 16, dropout 0.05), micro-batch 4, 2 accumulation steps, 4 optimizer steps (about two epochs), "
                  "lr 1e-3 with linear warm-up/decay, clipping 1.0, seed 42, 2 torch threads, warm-up step excluded. Where the "
                  "two differ: (1) batching: the Trainer's default random sampler pads each batch to its longest clip, ours "
-                 "groups similar lengths (last column: audio computed on, padding included, over real audio); the Trainer's "
+                 "groups similar lengths (last column: audio computed on, padding included, over real audio; for Whisper both "
+                 "really compute on 30 s per clip); the Trainer's "
                  "`group_by_length` needs an `input_ids`/length column and is not the default, so it is left off. Whisper "
                  "pads every clip to 30 s, so batching cannot matter there and the two loops are expected to tie. "
                  "(2) with LoRA on the decoder only, ours runs the frozen encoder once per distinct micro-batch "
-                 "(`lora.encoder_cache`, same losses), the reference every step.")
+                 "(`lora.encoder_cache`, same losses), the reference every step. (3) precision: ours trains in bf16 autocast "
+                 "by default where the CPU computes bf16 natively (AVX512-BF16/AMX; `--mixed-precision auto`), the Trainer in "
+                 "fp32 unless told `bf16=True`; both like-for-like pairs are timed too.")
 SCALING_NOTE = ("Clips are whole real utterances of one LJSpeech speaker (9001), concatenated. Moonshine reads raw audio "
                 "without padding, so its encoder work grows with the clip; Whisper pads every clip to 30 s of log-mel, so its "
                 "step time is flat-ish and only the (short) decoder grows with the transcript: its slope is near zero "
@@ -79,22 +82,30 @@ def best_of(summary: dict, label: str, task: str, sides: tuple[str, str], repeat
 
 
 def bench_training(summary: dict, candidates: bool, repeats: int) -> None:
+    """Per case: our default vs the reference's default, then the like-for-like pair at the other precision
+    (ours fp32 vs reference fp32 when our default is bf16; nothing more when our default is fp32 already)."""
     summary["training"], summary["training_note"] = [], TRAINING_NOTE
     for n, case in enumerate(bc.TRAIN_CASES):
         args = dataclasses.asdict(case)
         sides = ("ours", "reference") if n % 2 == 0 else ("reference", "ours")  # alternate who runs first
         results = best_of(summary, f"train {case.name}", "train", sides, repeats, case=args)
+        if "ours" not in results or "reference" not in results:
+            continue
         extra = {}
-        if candidates:
-            names = ["ours_bf16"] + (["ours_no_encoder_cache"] if case.targets == "decoder" else [])
-            extra["candidates"] = {s: r for s in names if (r := measure(summary, f"train {case.name} [{s}]", "train", case=args, side=s))}
-        if "ours" in results and "reference" in results:
-            summary["training"].append(summarize_training(results["ours"], results["reference"], extra))
+        if results["ours"]["precision"] != "no":
+            pair = best_of(summary, f"train {case.name}", "train", ("reference_bf16", "ours_fp32"), repeats, case=args)
+            if len(pair) == 2:
+                extra["like_for_like"] = {
+                    "fp32": summarize_training(pair["ours_fp32"], results["reference"], {}),
+                    results["ours"]["precision"]: summarize_training(results["ours"], pair["reference_bf16"], {})}
+        if candidates and case.targets == "decoder":
+            r = measure(summary, f"train {case.name} [ours_no_encoder_cache]", "train", case=args, side="ours_no_encoder_cache")
+            extra["candidates"] = {"ours_no_encoder_cache": r} if r else {}
+        summary["training"].append(summarize_training(results["ours"], results["reference"], extra))
         if case == bc.TrainCase(bc.MOONSHINE):
             memory = summary.setdefault("memory", {})
             for side, key in (("ours", "moonshine_lora_training_batch4"), ("reference", "moonshine_lora_training_batch4_seq2seqtrainer")):
-                if side in results:
-                    memory[f"{key}_mb"] = results[side]["peak_rss_mb"]
+                memory[f"{key}_mb"] = results[side]["peak_rss_mb"]
 
 
 def bench_memory(summary: dict) -> None:
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side of each comparison (the fastest counts)")
-    parser.add_argument("--candidates", action="store_true", help="also time trainer variants (encoder cache off, bf16)")
+    parser.add_argument("--candidates", action="store_true", help="also time our trainer with its encoder cache off (decoder-only cases)")
     parser.add_argument("--onnx-adapter", default=EXPORTS[0][1], help="Moonshine adapter the export section exports to ONNX")
     parser.add_argument("--ct2-adapter", default=EXPORTS[1][1], help="Whisper adapter the export section exports to CTranslate2")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where latest.json / latest.md go")

@@ -12,7 +12,10 @@ import time
 import bench_config as bc
 from speech import speaker_clips, utterances
 
-TRAIN_SIDES = ("ours", "reference", "ours_no_encoder_cache", "ours_bf16")
+# "ours": our trainer as `lora-train` runs it (default precision "auto": bf16 autocast where the CPU has
+# native bf16); "reference": Seq2SeqTrainer as its defaults run it (fp32). The like-for-like pairs:
+# "ours_fp32" vs "reference", and "ours" vs "reference_bf16" (the Trainer's own `bf16=True`).
+TRAIN_SIDES = ("ours", "reference", "ours_fp32", "reference_bf16", "ours_no_encoder_cache")
 
 
 def _load(model_id: str):
@@ -60,19 +63,22 @@ def train(case: dict, side: str) -> dict:
                       max_steps=case.max_steps, learning_rate=case.learning_rate, seed=case.seed, checkpoint_every=0,
                       lora_r=case.lora_r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout)
     cpu_start = time.process_time()  # CPU seconds: less sensitive than wall time to other load on the machine
-    if side == "reference":
+    if side.startswith("reference"):
         from reference_trainer import train_reference
 
-        result = train_reference(model, family, examples, cfg)
+        result = train_reference(model, family, examples, cfg, bf16=side == "reference_bf16")
+        result["precision"] = "bf16" if side == "reference_bf16" else "no"
     else:
-        accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                                  mixed_precision="bf16" if side == "ours_bf16" else "no")
+        from lora.runners.real_small import resolve_precision
+
+        precision = "no" if side == "ours_fp32" else resolve_precision(cfg.mixed_precision, cpu=True)[0]
+        accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=True)
         start = time.perf_counter()
         out = train_lora(model, family, examples, cfg, accelerator, show_progress=False,
                          cache_encoder=side != "ours_no_encoder_cache")
         result = {"wall_seconds": time.perf_counter() - start, "audio_seconds": out.audio_seconds,
                   "label_tokens": out.label_tokens, "losses": [row["loss"] for row in out.history],
-                  "padded_audio_seconds": _padded_seconds(examples, cfg)}
+                  "padded_audio_seconds": _padded_seconds(examples, cfg), "precision": precision}
     return result | {"case": case.name, "side": side, "threads": torch.get_num_threads(),
                      "cpu_seconds": time.process_time() - cpu_start,
                      "audio_seconds_per_second": result["audio_seconds"] / result["wall_seconds"],

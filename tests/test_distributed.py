@@ -41,7 +41,7 @@ def _args(model_dir, speech_dir, out, ga: int, dropout: float, *extra: str) -> l
     return [str(ROOT / "train_real_small.py"), "--model-id", str(model_dir), "--data-dir", str(speech_dir),
             "--dataset-samples", "12", "--eval-samples", "2", "--canary-samples", "1", "--eval-batch-size", "2",
             "--max-steps", str(STEPS), "--gradient-accumulation-steps", str(ga), "--lora-dropout", str(dropout),
-            "--quiet", "--output-dir", str(out), *extra]
+            "--mixed-precision", "no", "--quiet", "--output-dir", str(out), *extra]
 
 
 def _launch(args: list[str], processes: int = 2, *flags: str) -> subprocess.CompletedProcess:

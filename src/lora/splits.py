@@ -20,7 +20,12 @@ DEFAULT_EVAL_FRACTION = 0.25
 def split_by_speaker(
     utterances: list[Utterance], eval_fraction: float = DEFAULT_EVAL_FRACTION, seed: int = 42
 ) -> tuple[list[Utterance], list[Utterance]]:
-    """Split so that no speaker is in both parts; deterministic under `seed`."""
+    """Split so that no speaker is in both parts; deterministic under `seed`.
+
+    Eval speakers are drawn first from those who said something nobody else said: a speaker whose
+    every transcript is shared with others (a closed vocabulary such as spoken digits) would leave
+    no eval utterance once `without_train_texts` drops what training covers.
+    """
     speakers = sorted({u.speaker for u in utterances})
     if len(speakers) < 2:
         raise UserError(
@@ -28,11 +33,23 @@ def split_by_speaker(
             f"({', '.join(speakers) or 'none'}); add recordings from another speaker"
         )
     random.Random(seed).shuffle(speakers)
+    own = _speakers_with_own_texts(utterances)
+    speakers.sort(key=lambda s: s not in own)  # stable: the seeded order holds within each group
     n_eval = min(len(speakers) - 1, max(1, round(eval_fraction * len(speakers))))
     eval_speakers = set(speakers[:n_eval])
     train = [u for u in utterances if u.speaker not in eval_speakers]
     held = [u for u in utterances if u.speaker in eval_speakers]
     return train, held
+
+
+def _speakers_with_own_texts(utterances: list[Utterance]) -> set[str]:
+    """Speakers with at least one (normalised) transcript that no other speaker has."""
+    from lora.text import normalize_for_scoring
+
+    speakers_of: dict[str, set[str]] = defaultdict(set)
+    for u in utterances:
+        speakers_of[normalize_for_scoring(u.text)].add(u.speaker)
+    return {next(iter(who)) for who in speakers_of.values() if len(who) == 1}
 
 
 def select_balanced(utterances: list[Utterance], n: int, seed: int = 42) -> list[Utterance]:

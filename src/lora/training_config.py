@@ -39,6 +39,8 @@ class TrainConfig:
     replay_subsets: str | None = opt(None, "comma-separated general-speech folders of the data dir mixed into training "
                                      "to prevent forgetting (e.g. dev-clean,jfk); the canary then leaves their speakers out")
     replay_share: float = opt(0.15, "share of training utterances drawn from the replay folders")
+    join_clips: int = opt(1, "also train on runs of 2..N clips of one speaker joined end to end (1 = off): for "
+                             "one-word domains, so the model does not learn to stop after one word")
     max_steps: int = opt(40, "optimizer steps")
     batch_size: int = opt(1, "utterances per micro-batch")
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")
@@ -57,7 +59,7 @@ class TrainConfig:
     output_dir: str = opt("outputs/real_small", "run folder: real_metrics.json, lora_adapter/, processor/")
     checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")
     resume: bool = opt(False, "continue from output_dir/checkpoint (same options) instead of starting over")
-    mixed_precision: str = opt("no", "no, fp16 or bf16 (passed to accelerate where the hardware supports it)")
+    mixed_precision: str = opt("auto", "auto (bf16 where the device computes it natively, else fp32), no, fp16 or bf16")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")
 
