@@ -25,10 +25,16 @@ models/moonshine-base-en/lora_import.json: | setup
 poc: setup
 	$(RUN) python main.py
 
+QUICK_RUN := $(RUN) python train_real_small.py --train-split train.100 --dataset-samples 20 --max-steps 20 \
+		--gradient-accumulation-steps 4 --wer-batches 1 --output-dir $(QUICK)
+
+# The quick run's adapter, for `make bench`'s export section when `make demo` has not made one yet.
+$(QUICK)/lora_adapter/adapter_config.json: | setup models/moonshine-base-en/lora_import.json
+	$(QUICK_RUN)
+
 demo: setup models/moonshine-base-en/lora_import.json
 	$(RUN) python main.py
-	$(RUN) python train_real_small.py --train-split train.100 --dataset-samples 20 --max-steps 20 \
-		--gradient-accumulation-steps 4 --wer-batches 1 --output-dir $(QUICK)
+	$(QUICK_RUN)
 	$(RUN) python scripts/build_manifest.py --split test --samples 3 --output data/heldout_manifest.jsonl
 	$(RUN) python scripts/run_stt.py --adapter-dir $(QUICK)/lora_adapter --processor-dir $(QUICK)/processor \
 		--audio-list data/heldout_manifest.jsonl --output $(QUICK)/artifact_test.json
@@ -36,7 +42,7 @@ demo: setup models/moonshine-base-en/lora_import.json
 demo-digits: setup
 	$(RUN) lora-digits --speech-dir $(SPEECH)
 
-bench: setup
+bench: setup $(QUICK)/lora_adapter/adapter_config.json
 	$(RUN) python benchmarks/run.py
 
 report-screenshot: setup
