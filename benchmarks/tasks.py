@@ -69,7 +69,7 @@ def train(case: dict, side: str) -> dict:
         result = train_reference(model, family, examples, cfg, bf16=side == "reference_bf16")
         result["precision"] = "bf16" if side == "reference_bf16" else "no"
     else:
-        from lora.runners.real_small import resolve_precision
+        from lora.precision import resolve_precision
 
         precision = "no" if side == "ours_fp32" else resolve_precision(cfg.mixed_precision, cpu=True)[0]
         accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=True)

@@ -72,7 +72,7 @@ def main() -> None:
     from lora.decoding import assess
     from lora.model_utils import attach_lora, load_base, resolve_model_id
     from lora.outputs import write_json_atomic, write_text_atomic
-    from lora.runners.real_small import resolve_precision
+    from lora.precision import resolve_precision
     from lora.splits import mix_replay
     from lora.training import train_lora
     from lora.training_config import TrainConfig

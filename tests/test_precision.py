@@ -3,8 +3,8 @@
 import pytest
 
 from lora.errors import UserError
-from lora.runners import real_small
-from lora.runners.real_small import resolve_precision
+from lora import precision
+from lora.precision import resolve_precision
 
 
 @pytest.fixture(autouse=True)
@@ -14,12 +14,12 @@ def _no_launcher_env(monkeypatch):
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "no")])
 def test_auto_follows_the_hardware(monkeypatch, native, expected):
-    monkeypatch.setattr(real_small, "native_bf16", lambda cpu: native)
+    monkeypatch.setattr(precision, "native_bf16", lambda cpu: native)
     assert resolve_precision("auto", cpu=True) == (expected, None)
 
 
 def test_a_launcher_choice_beats_auto(monkeypatch):
-    monkeypatch.setattr(real_small, "native_bf16", lambda cpu: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda cpu: True)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert resolve_precision("auto", cpu=True) == ("no", None)
 
@@ -34,4 +34,4 @@ def test_explicit_choices_are_kept_or_explained():
 
 
 def test_native_bf16_answers_a_bool_on_this_machine():
-    assert isinstance(real_small.native_bf16(cpu=True), bool)
+    assert isinstance(precision.native_bf16(cpu=True), bool)

@@ -14,7 +14,7 @@ import numpy as np
 
 from lora.errors import UserError
 from lora.exporting.moonshine_onnx import DECODER_FILE, ENCODER_FILE, cross_names, past_names, present_names
-from lora.importers.reference_ort import max_new_tokens
+from lora.importers.reference_ort import cpu_sessions, max_new_tokens
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
@@ -22,7 +22,6 @@ CONFIG_FILE = "config.json"
 
 class OnnxMoonshine:
     def __init__(self, model_dir: str | Path, threads: int | None = None):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.model_dir = Path(model_dir)
@@ -34,12 +33,7 @@ class OnnxMoonshine:
         self.heads = config["decoder_num_key_value_heads"]
         self.head_dim = config["hidden_size"] // config["decoder_num_attention_heads"]
         self.bos, self.eos = config["decoder_start_token_id"], config["eos_token_id"]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(self.model_dir / ENCODER_FILE), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(self.model_dir / DECODER_FILE), options, providers=providers)
+        self.encoder, self.decoder = cpu_sessions(self.model_dir, (ENCODER_FILE, DECODER_FILE), threads)
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / TOKENIZER_FILE))
 
     def generate(self, audio: np.ndarray, max_tokens: int | None = None) -> list[int]:

@@ -32,6 +32,16 @@ def max_new_tokens(num_samples: int, sampling_rate: int = SAMPLE_RATE) -> int:
     return max(MIN_NEW_TOKENS, math.ceil(TOKENS_PER_SECOND * num_samples / sampling_rate))
 
 
+def cpu_sessions(model_dir: Path, names: tuple[str, ...], threads: int | None = None) -> list:
+    """One onnxruntime CPU session per graph file in `model_dir` (shared by the packaged and exported runners)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return [ort.InferenceSession(str(model_dir / name), options, providers=["CPUExecutionProvider"]) for name in names]
+
+
 def packaged_model_dir() -> Path:
     """`moonshine_cpp/models/base-en` of the installed package (no import of its broken module)."""
     from importlib import util
@@ -46,18 +56,11 @@ class OrtMoonshine:
     """Greedy Moonshine transcription with ONNX Runtime on the packaged graphs (CPU)."""
 
     def __init__(self, model_dir: str | Path | None = None, threads: int | None = None):
-        import onnxruntime as ort
-
         self.model_dir = Path(model_dir) if model_dir else packaged_model_dir()
         for name in (ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE):
             if not (self.model_dir / name).is_file():
                 raise UserError(f"{self.model_dir / name}: missing Moonshine model file")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(self.model_dir / ENCODER_FILE), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(self.model_dir / DECODER_FILE), options, providers=providers)
+        self.encoder, self.decoder = cpu_sessions(self.model_dir, (ENCODER_FILE, DECODER_FILE), threads)
         self.output_names = [o.name for o in self.decoder.get_outputs()]
         self.records = read_records(self.model_dir / TOKENIZER_FILE)
 
