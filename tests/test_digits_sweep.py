@@ -1,0 +1,40 @@
+"""The digits sweep's selection rule (recipes/digits_sweep.py), on made-up result rows."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "recipes" / "digits_sweep.py"
+_spec = importlib.util.spec_from_file_location("digits_sweep", _PATH)
+sweep = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sweep)
+
+
+def row(valid, forget, seconds, **extra):
+    return {"valid_wer": valid, "valid_loss": valid, "forget_wer": forget, "train_seconds": seconds} | extra
+
+
+def test_lowest_validation_wer_within_both_budgets_wins():
+    rows = [row(0.02, 0.013, 694, name="all"), row(0.04, 0.013, 150, name="decoder"),
+            row(0.01, 0.05, 100, name="forgets")]
+    assert sweep.choose(rows, baseline_forget_wer=0.013)["name"] == "decoder"
+
+
+def test_over_time_budget_is_not_eligible_but_fast_enough_is():
+    budget = sweep.TRAIN_BUDGET_S
+    rows = [row(0.02, 0.0, budget + 1, name="slow"), row(0.06, 0.0, budget, name="at budget")]
+    assert sweep.choose(rows, 0.0)["name"] == "at budget"
+
+
+def test_nothing_within_budgets_falls_back_to_least_forgetting():
+    rows = [row(0.02, 0.05, 50, name="a"), row(0.09, 0.03, 900, name="b")]
+    assert sweep.choose(rows, 0.0)["name"] == "b"
+
+
+@pytest.mark.parametrize("family,name", [("whisper", "default"), ("whisper", "fast"), ("moonshine", "default")])
+def test_every_grid_point_is_complete(family, name):
+    keys = {"learning_rate", "lora_r", "lora_alpha", "targets", "max_steps", "replay_share", "join_clips"}
+    points = list(sweep.grid(family, name))
+    assert points and all(keys <= set(p) for p in points)
+    assert all(p["targets"] in ("all", "decoder", "encoder") for p in points)
