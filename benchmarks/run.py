@@ -33,9 +33,7 @@ TRAINING_NOTE = ("Same model, the same 14 real LibriSpeech utterances (features 
                  "(r 8, alpha 16, dropout 0.05), micro-batch 4, 2 accumulation steps, 4 optimizer steps (about two epochs), "
                  "lr 1e-3 with linear warm-up/decay, clipping 1.0, seed 42, 2 torch threads, warm-up step excluded. Where the "
                  "two differ: (1) batching: the Trainer's default random sampler pads each batch to its longest clip, ours "
-                 "groups similar lengths and, on a single CPU process, runs each clip of a micro-batch unpadded on its own "
-                 "with token-weighted gradients (`--split-micro-batches auto`; `ours_padded` below is the same trainer "
-                 "with it off) (last column: audio computed on, padding included, over real audio; for Whisper both "
+                 "groups similar lengths (last column: audio computed on, padding included, over real audio; for Whisper both "
                  "really compute on 30 s per clip); the Trainer's "
                  "`group_by_length` needs an `input_ids`/length column and is not the default, so it is left off. Whisper "
                  "pads every clip to 30 s, so batching cannot matter there and the two loops are expected to tie. "
@@ -100,15 +98,9 @@ def bench_training(summary: dict, candidates: bool, repeats: int) -> None:
                 extra["like_for_like"] = {
                     "fp32": summarize_training(pair["ours_fp32"], results["reference"], {}),
                     results["ours"]["precision"]: summarize_training(results["ours"], pair["reference_bf16"], {})}
-        extra["candidates"] = {}
-        if case.model != bc.WHISPER:  # the ablation of split micro-batches (Whisper's input is 30 s either way)
-            runs = [measure(summary, f"train {case.name} [ours_padded]", "train", case=args, side="ours_padded") for _ in range(repeats)]
-            if any(runs):
-                extra["candidates"]["ours_padded"] = max((r for r in runs if r), key=lambda r: r["audio_seconds_per_second"])
         if candidates and case.targets == "decoder":
             r = measure(summary, f"train {case.name} [ours_no_encoder_cache]", "train", case=args, side="ours_no_encoder_cache")
-            if r:
-                extra["candidates"]["ours_no_encoder_cache"] = r
+            extra["candidates"] = {"ours_no_encoder_cache": r} if r else {}
         summary["training"].append(summarize_training(results["ours"], results["reference"], extra))
         if case == bc.TrainCase(bc.MOONSHINE):
             memory = summary.setdefault("memory", {})

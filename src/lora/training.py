@@ -26,7 +26,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per optimizer step
     wall_seconds: float = 0.0
     audio_seconds: float = 0.0  # audio seen by all processes' micro-batches
-    computed_audio_seconds: float = 0.0  # the same with the padding each forward pass computed on (this process)
     label_tokens: int = 0
 
 
@@ -46,53 +45,6 @@ def _micro_batch_seed(seed: int, position: int) -> int:
     like the micro-batch itself: the masks then do not depend on how many processes share a step, nor
     on where a run resumed (a checkpoint holds rank 0's RNG state only)."""
     return (seed * 2**32 + position) % 2**63
-
-
-def split_micro_batches(setting: str, family, accelerator) -> bool:
-    """Whether each utterance of a micro-batch runs on its own. On a CPU, a batch of one costs the
-    same per frame as a padded batch but computes no padding (measured in `make bench`); on a GPU,
-    batching is what keeps the device busy. Under several processes the extra backward passes would
-    each all-reduce, so splitting stays single-process."""
-    from lora.errors import UserError
-
-    if setting not in ("auto", "yes", "no"):
-        raise UserError(f"--split-micro-batches {setting!r}: expected auto, yes or no")
-    if setting == "yes" and accelerator.num_processes > 1:
-        raise UserError("--split-micro-batches yes needs a single process; use auto or no under accelerate launch/torchrun")
-    if setting == "auto":
-        return accelerator.device.type == "cpu" and accelerator.num_processes == 1 and not family.fixed_input_length
-    return setting == "yes"
-
-
-# A micro-batch is split only when padding would add more than this share of compute: for clips of
-# nearly one length (e.g. spoken digits, all ~0.5 s) the per-call overhead of batches of one outweighs it.
-SPLIT_MIN_PADDING = 0.10
-
-
-def _pieces(batch_examples: list[Example], split: bool) -> list[list[Example]]:
-    """The micro-batch as one padded piece, or as one piece per utterance when splitting pays."""
-    real = sum(e.seconds for e in batch_examples)
-    padded = max(e.seconds for e in batch_examples) * len(batch_examples)
-    if split and len(batch_examples) > 1 and padded > (1 + SPLIT_MIN_PADDING) * real:
-        return [[e] for e in batch_examples]
-    return [batch_examples]
-
-
-def _backward(model, family, accelerator, encoder_cache, pieces: list[list[Example]], result: TrainResult):
-    """Forward + backward of one micro-batch given as pieces; its loss (the token mean over all pieces)."""
-    batch_tokens = sum(len(e.labels) for piece in pieces for e in piece)
-    loss = 0.0
-    for piece in pieces:
-        batch = {k: v.to(accelerator.device) for k, v in collate(piece, family).items()}
-        if encoder_cache is not None:
-            batch = encoder_cache.model_inputs(piece, batch)
-        piece_loss = model(**batch).loss  # mean over the piece's label tokens
-        if len(pieces) > 1:  # weighted so the sum is the whole micro-batch's token mean
-            piece_loss = piece_loss * (sum(len(e.labels) for e in piece) / batch_tokens)
-        accelerator.backward(piece_loss)
-        loss = loss + piece_loss.detach()
-        result.computed_audio_seconds += max(e.seconds for e in piece) * len(piece)
-    return loss
 
 
 def _step_totals(accelerator, losses: list, seconds: float, tokens: int) -> tuple[float, float, int]:
@@ -132,7 +84,6 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
     model.train()
     bare = accelerator.unwrap_model(model)
     encoder_cache = EncoderCache(bare, family.input_key, accelerator.autocast) if cache_encoder and encoder_is_fixed(bare) else None
-    split = split_micro_batches(cfg.split_micro_batches, family, accelerator)
     stream = micro_batches(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
     result = TrainResult()
     first_step = 1
@@ -153,8 +104,12 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
             batch_examples = next(stream)
             local = (step - 1) * cfg.gradient_accumulation_steps + micro
             torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
+            batch = {k: v.to(accelerator.device) for k, v in collate(batch_examples, family).items()}
+            if encoder_cache is not None:
+                batch = encoder_cache.model_inputs(batch_examples, batch)
             with accelerator.accumulate(model):
-                loss = _backward(model, family, accelerator, encoder_cache, _pieces(batch_examples, split), result)
+                loss = model(**batch).loss
+                accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()

@@ -59,9 +59,6 @@ class TrainConfig:
     output_dir: str = opt("outputs/real_small", "run folder: real_metrics.json, lora_adapter/, processor/")
     checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")
     resume: bool = opt(False, "continue from output_dir/checkpoint (same options) instead of starting over")
-    split_micro_batches: str = opt("auto", "run each utterance of a micro-batch on its own, unpadded, with the "
-                                             "gradient token-weighted as the padded batch's: auto (on a single CPU "
-                                             "process, for models whose input length varies), yes, no")
     mixed_precision: str = opt("auto", "auto (bf16 where the device computes it natively, else fp32), no, fp16 or bf16")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")

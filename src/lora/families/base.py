@@ -25,7 +25,6 @@ class ModelFamily(ABC):
     input_key: str  # "input_values" (raw audio) or "input_features" (log-mel)
     default_target_modules: tuple[str, ...]
     target_policy: str  # default training-target text policy (see lora.text)
-    fixed_input_length: bool = False  # True where every input is padded to one length (Whisper's 30 s)
     tokens_per_second: float = 13.0  # cap for generation length per second of audio
     min_new_tokens_cap: int = 8
 

@@ -38,7 +38,6 @@ WHISPER = WhisperFamily(
     input_key="input_features",
     default_target_modules=("q_proj", "k_proj", "v_proj", "out_proj"),
     target_policy="sentence",
-    fixed_input_length=True,
     tokens_per_second=6.0,
     min_new_tokens_cap=12,
 )
