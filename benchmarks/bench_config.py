@@ -16,8 +16,6 @@ TRANSCRIBE_SUBSETS = ("test-clean", "dev-clean")
 SCALING_SPEAKER = "9001"  # LJSpeech: one speaker, 11 utterances, 61 s: enough to build 20 s clips
 CLIP_SECONDS = (2.0, 5.0, 10.0, 20.0)
 SCALING_REPEATS = 3  # timed steps per clip length (after one untimed warm-up step); the median is kept
-DECODER_ONLY = {"moonshine": r"model\.decoder\..*\.(q_proj|k_proj|v_proj|o_proj)",
-                "whisper": r"model\.decoder\..*\.(q_proj|k_proj|v_proj|out_proj)"}
 
 # The targets.
 TRAIN_SPEEDUP_TARGET = 1.5  # ours / Seq2SeqTrainer+PEFT, audio seconds per wall second

@@ -27,7 +27,7 @@ def _load(model_id: str):
 def _with_lora(model, family, case: bc.TrainCase):
     from lora.model_utils import attach_lora
 
-    targets = family.default_target_modules if case.targets == "all" else (bc.DECODER_ONLY[family.name],)
+    targets = family.default_target_modules if case.targets == "all" else (family.attention_in("decoder"),)
     return attach_lora(model, case.lora_r, case.lora_alpha, case.lora_dropout, targets)
 
 

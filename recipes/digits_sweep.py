@@ -41,10 +41,6 @@ FORGET_BUDGET = 0.01  # WER rise on the forgetting check (the recipe's canary ta
 # `make demo-digits` measures the recipe's own.
 TRAIN_BUDGET_S = 300.0
 MODELS = {"moonshine": "moonshine-base-en", "whisper": "whisper-tiny.en"}
-ONLY = {"decoder": {"moonshine": r"model\.decoder\..*\.(q_proj|k_proj|v_proj|o_proj)",
-                    "whisper": r"model\.decoder\..*\.(q_proj|k_proj|v_proj|out_proj)"},
-        "encoder": {"moonshine": r"model\.encoder\..*\.(q_proj|k_proj|v_proj|o_proj)",
-                    "whisper": r"model\.encoder\..*\.(q_proj|k_proj|v_proj|out_proj)"}}
 
 
 def grid(family: str, name: str = "default"):
@@ -119,7 +115,7 @@ def main() -> None:
     for point in grid(args.family, args.grid):
         set_seed(42)
         where = point["targets"]
-        targets = family.default_target_modules if where == "all" else (ONLY[where][args.family],)
+        targets = family.default_target_modules if where == "all" else (family.attention_in(where),)
         model = attach_lora(copy.deepcopy(base), point["lora_r"], point["lora_alpha"], 0.05, targets)
         cfg = replace(TrainConfig(), batch_size=8, gradient_accumulation_steps=1, learning_rate=point["learning_rate"],
                       max_steps=point["max_steps"], checkpoint_every=0)

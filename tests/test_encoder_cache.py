@@ -8,9 +8,6 @@ import pytest
 
 from lora.encoder_cache import EncoderCache, encoder_is_fixed
 
-DECODER_ONLY = {"moonshine": r"model\.decoder\..*\.(q_proj|k_proj|v_proj|o_proj)",
-                "whisper": r"model\.decoder\..*\.(q_proj|k_proj|v_proj|out_proj)"}
-
 
 def _setup(model_dir, utterances, targets=None, seed=0):
     from accelerate.utils import set_seed
@@ -21,7 +18,7 @@ def _setup(model_dir, utterances, targets=None, seed=0):
     set_seed(seed)
     model, processor, family = load_base(resolve_model_id(str(model_dir)))
     examples = prepare_dataset(utterances, processor, family)
-    model = attach_lora(model, 4, 8, 0.1, targets or (DECODER_ONLY[family.name],))
+    model = attach_lora(model, 4, 8, 0.1, targets or (family.attention_in("decoder"),))
     return model, family, examples
 
 

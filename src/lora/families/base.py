@@ -47,6 +47,11 @@ class ModelFamily(ABC):
     def target(self, text: str, policy: str | None = None) -> str:
         return target_text(text, policy or self.target_policy)
 
+    # -- LoRA placement ---------------------------------------------------------------------
+    def attention_in(self, part: str) -> str:
+        """PEFT target regex: the default attention projections of the "encoder" or "decoder" only."""
+        return rf"model\.{part}\..*\.({'|'.join(self.default_target_modules)})"
+
     # -- generation --------------------------------------------------------------------------
     def max_new_tokens(self, seconds: float) -> int:
         """Cap decode length from audio length so a model cannot run away on silence."""
