@@ -14,6 +14,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from lora.families import pad_labels
+
 
 class ExampleDataset:
     """Map-style dataset over `lora.data_loader.Example`s (features computed once, as ours)."""
@@ -40,7 +42,6 @@ class SpeechCollator:
     seen: list = field(default_factory=list)
 
     def __call__(self, items: list[dict]) -> dict:
-        from lora.families import pad_labels
 
         self.audio_seconds += sum(x["seconds"] for x in items)
         self.label_tokens += sum(len(x["labels"]) for x in items)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_config as bc  # noqa: E402
 from children import ChildFailed, run_child  # noqa: E402
+from lora.core.outputs import library_versions, write_json_atomic, write_text_atomic
 from report import markdown, summarize_scaling, summarize_training, verdicts  # noqa: E402
 
 SECTIONS = ("train", "memory", "transcribe", "scaling", "export")
@@ -156,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct2-adapter", default=EXPORTS[1][1], help="Whisper adapter the export section exports to CTranslate2")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where latest.json / latest.md go")
     args = parser.parse_args(argv)
-    from lora.outputs import library_versions, write_json_atomic, write_text_atomic
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     started = time.perf_counter()

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lora.data.records import Utterance, read_librispeech_dir
+
 MAX_PARTS = 4  # utterances per clip at most
 TOLERANCE = 0.1  # a clip within 10% of the asked length counts as that length
 
 
 def utterances(speech_dir: str, subsets) -> list:
-    from lora.utterances import read_librispeech_dir
 
     return read_librispeech_dir(Path(speech_dir), list(subsets))
 
@@ -36,7 +37,6 @@ def closest_combination(durations: list[float], target: float, max_parts: int = 
 
 def speaker_clips(speech_dir: str, speaker: str, lengths) -> list:
     """One `Utterance` per requested length, each the concatenation of real utterances of `speaker`."""
-    from lora.utterances import Utterance, read_librispeech_dir
 
     rows = sorted((u for u in read_librispeech_dir(Path(speech_dir)) if u.speaker == speaker), key=lambda u: u.id)
     if not rows:

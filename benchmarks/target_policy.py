@@ -1,6 +1,6 @@
 """Which training-target text style do the pretrained models already expect?
 
-For each imported model and each policy of `lora.text.TARGET_POLICIES`, the mean cross-entropy per
+For each imported model and each policy of `lora.core.text.TARGET_POLICIES`, the mean cross-entropy per
 label token (teacher forcing) of the pretrained model on the real LibriSpeech utterances of the
 speech folder. The lowest loss is the style the model was trained on: fine-tuning on it starts
 from the model's own habits instead of first re-learning casing. Writes a markdown table.
@@ -13,14 +13,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lora.core.outputs import write_text_atomic
+from lora.core.text import TARGET_POLICIES
+from lora.data.records import read_librispeech_dir
+from lora.data_loader import prepare_dataset
+from lora.decoding import eval_loss
+from lora.model_utils import load_base, resolve_model_id
+
 MODELS = ("moonshine-base-en", "whisper-tiny.en")
 
 
 def measure(model_id: str, utterances) -> dict[str, float]:
-    from lora.data_loader import prepare_dataset
-    from lora.decoding import eval_loss
-    from lora.model_utils import load_base, resolve_model_id
-    from lora.text import TARGET_POLICIES
 
     model, processor, family = load_base(resolve_model_id(model_id))
     return {policy: eval_loss(model, family, prepare_dataset(utterances, processor, family, policy))
@@ -33,9 +36,6 @@ def main() -> None:
     parser.add_argument("--output", default="benchmarks/results/target_policy.md")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model ids")
     args = parser.parse_args()
-    from lora.outputs import write_text_atomic
-    from lora.text import TARGET_POLICIES
-    from lora.utterances import read_librispeech_dir
 
     utterances = read_librispeech_dir(Path(args.speech_dir), ["test-clean", "dev-clean"])
     lines = [f"Mean loss per label token of the pretrained models on {len(utterances)} real LibriSpeech utterances "

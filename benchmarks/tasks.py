@@ -10,6 +10,17 @@ import statistics
 import time
 
 import bench_config as bc
+from lora.core.precision import resolve_precision
+from lora.data_loader import BatchPlan, LoaderOptions, collate, length_grouped_batches, prepare_dataset
+from lora.decoding import transcribe_examples
+from lora.evaluation import score
+from lora.export import ExportOptions, export_adapter
+from lora.families import family_for
+from lora.families.moonshine.reference import OrtMoonshine
+from lora.families.whisper.reference import Ct2Whisper
+from lora.model_utils import attach_lora, load_base, resolve_model_id
+from lora.training import example_source, train_lora
+from lora.training_config import TrainConfig
 from speech import speaker_clips, utterances
 
 # "ours": our trainer as `lora-train` runs it (default precision "auto": bf16 autocast where the CPU has
@@ -19,13 +30,11 @@ TRAIN_SIDES = ("ours", "reference", "ours_fp32", "reference_bf16", "ours_no_enco
 
 
 def _load(model_id: str):
-    from lora.model_utils import load_base, resolve_model_id
 
     return load_base(resolve_model_id(model_id))
 
 
 def _with_lora(model, family, case: bc.TrainCase):
-    from lora.model_utils import attach_lora
 
     targets = family.default_target_modules if case.targets == "all" else (family.attention_in("decoder"),)
     return attach_lora(model, case.lora_r, case.lora_alpha, case.lora_dropout, targets)
@@ -46,9 +55,6 @@ def train(case: dict, side: str) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from lora.data_loader import collate, length_grouped_batches, prepare_dataset
-    from lora.training import train_lora
-    from lora.training_config import TrainConfig
 
     case = bc.TrainCase(**case)
     set_seed(case.seed)
@@ -69,12 +75,12 @@ def train(case: dict, side: str) -> dict:
         result = train_reference(model, family, examples, cfg, bf16=side == "reference_bf16")
         result["precision"] = "bf16" if side == "reference_bf16" else "no"
     else:
-        from lora.precision import resolve_precision
 
         precision = "no" if side == "ours_fp32" else resolve_precision(cfg.mixed_precision, cpu=True)[0]
         accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=True)
         start = time.perf_counter()
-        out = train_lora(model, family, examples, cfg, accelerator, show_progress=False,
+        source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))
+        out = train_lora(model, family, source, cfg, accelerator, show_progress=False,
                          cache_encoder=side != "ours_no_encoder_cache")
         result = {"wall_seconds": time.perf_counter() - start, "audio_seconds": out.audio_seconds,
                   "label_tokens": out.label_tokens, "losses": [row["loss"] for row in out.history],
@@ -89,9 +95,10 @@ def _padded_seconds(examples, cfg) -> float:
     """Audio our trainer computed on, padding included (its micro-batch stream replayed)."""
     from itertools import islice
 
-    from lora.training import micro_batches
+    import numpy as np
 
-    stream = micro_batches(examples, cfg.batch_size, cfg.seed)
+    plan = BatchPlan(np.array([e.seconds for e in examples], dtype=np.float32), cfg.batch_size, seed=cfg.seed)
+    stream = ([examples[i] for i in idx] for idx in plan)
     return sum(max(e.seconds for e in b) * len(b) for b in islice(stream, cfg.max_steps * cfg.gradient_accumulation_steps))
 
 
@@ -100,9 +107,6 @@ def transcribe(model_id: str, side: str, batch_size: int = 8) -> dict:
     Both sides are timed from decoded 16 kHz samples to text (feature extraction included)."""
     from dataclasses import replace
 
-    from lora.data_loader import prepare_dataset
-    from lora.decoding import transcribe_examples
-    from lora.evaluation import score
 
     rows = [replace(u, audio=u.samples()) for u in utterances(bc.SPEECH_DIR, bc.TRANSCRIBE_SUBSETS)]
     if side == "pytorch":
@@ -127,16 +131,13 @@ def transcribe(model_id: str, side: str, batch_size: int = 8) -> dict:
 def _reference_runtime(model_id: str, batch_size: int):
     """(transcribe clips -> texts, description) for the model's packaged original runtime, each used
     at its best: ctranslate2 batches like our PyTorch path; the Moonshine graphs decode one clip at a time."""
-    from lora.families import FAMILIES
 
     if model_id == bc.MOONSHINE:
-        from lora.importers.reference_ort import OrtMoonshine
 
         ort = OrtMoonshine()
         return (lambda audios: [ort.transcribe(a)[1] for a in audios]), "onnxruntime, packaged .ort graphs (OrtMoonshine, batch 1)"
-    from lora.importers.reference_ct2 import Ct2Whisper
 
-    ct2, family = Ct2Whisper(batch_size=batch_size), FAMILIES["whisper"]
+    ct2, family = Ct2Whisper(batch_size=batch_size), family_for("whisper")
 
     def transcribe_all(audios):
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
@@ -153,7 +154,6 @@ def _reference_runtime(model_id: str, batch_size: int):
 
 def scaling(model_id: str) -> dict:
     """Training-step time (forward + backward, batch 1, LoRA on attention) per clip length."""
-    from lora.data_loader import collate, prepare_dataset
 
     model, processor, family = _load(model_id)
     clips = speaker_clips(bc.SPEECH_DIR, bc.SCALING_SPEAKER, bc.CLIP_SECONDS)
@@ -173,7 +173,6 @@ def scaling(model_id: str) -> dict:
 def export(adapter_dir: str, fmt: str, output: str) -> dict:
     from pathlib import Path
 
-    from lora.exporting import ExportOptions, export_adapter
 
     report = export_adapter(ExportOptions(Path(adapter_dir), fmt, Path(output)))
     return {k: v for k, v in report.items() if k not in {"samples", "versions"}}

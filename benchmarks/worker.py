@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from lora.core.outputs import write_json_atomic
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # generate() repeats advisory warnings per batch
 
 
@@ -15,7 +17,6 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     import tasks
-    from lora.outputs import write_json_atomic
 
     task, args, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     write_json_atomic(out, getattr(tasks, task)(**args))

@@ -27,6 +27,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from lora.core.outputs import write_json_atomic, write_text_atomic
+from lora.core.precision import resolve_precision
+from lora.data.clip_joining import with_joined_clips
+from lora.data.records import read_librispeech_dir
+from lora.data.resolve import DataChoice, resolve_data
+from lora.data.selection import mix_replay
+from lora.data_loader import LoaderOptions, prepare_dataset
+from lora.decoding import assess
+from lora.model_utils import attach_lora, load_base, resolve_model_id
+from lora.training import example_source, train_lora
+from lora.training_config import TrainConfig
+
 SWEEP_TRAIN = ("9201", "9202", "9203")
 SWEEP_VALID = ("9204",)
 SWEEP_REPLAY = ("3752", "9101")  # dev-clean 3752 + the JFK clip (speaker 9101)
@@ -84,16 +96,6 @@ def main() -> None:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from lora.clip_joining import with_joined_clips
-    from lora.data_loader import DataChoice, prepare_dataset, resolve_data
-    from lora.decoding import assess
-    from lora.model_utils import attach_lora, load_base, resolve_model_id
-    from lora.outputs import write_json_atomic, write_text_atomic
-    from lora.precision import resolve_precision
-    from lora.splits import mix_replay
-    from lora.training import train_lora
-    from lora.training_config import TrainConfig
-    from lora.utterances import read_librispeech_dir
 
     base, processor, family = load_base(resolve_model_id(MODELS[args.family]))
     data = resolve_data(DataChoice(data_dir=args.speech_dir, dataset_samples=150, eval_samples=50,
@@ -120,8 +122,9 @@ def main() -> None:
         cfg = replace(TrainConfig(), batch_size=8, gradient_accumulation_steps=1, learning_rate=point["learning_rate"],
                       max_steps=point["max_steps"], checkpoint_every=0)
         started = time.perf_counter()
-        train_lora(model, family, mix_replay(joined[point["join_clips"]], replay, point["replay_share"]), cfg,
-                   Accelerator(mixed_precision=precision, cpu=True), show_progress=False)
+        examples = mix_replay(joined[point["join_clips"]], replay, point["replay_share"])
+        source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))
+        train_lora(model, family, source, cfg, Accelerator(mixed_precision=precision, cpu=True), show_progress=False)
         seconds = time.perf_counter() - started
         rows.append(point | measure(model) | {"train_seconds": seconds})
         print(rows[-1], flush=True)

@@ -26,21 +26,21 @@ def speech_dir() -> Path:
 @pytest.fixture(scope="session")
 def librispeech_utterances(speech_dir):
     """The real LibriSpeech utterances of the shared folder (test-clean + dev-clean)."""
-    from lora.utterances import read_librispeech_dir
+    from lora.data.records import read_librispeech_dir
 
     return read_librispeech_dir(speech_dir, list(LIBRISPEECH_SUBSETS))
 
 
 @pytest.fixture(scope="session")
 def moonshine_dir() -> Path:
-    from lora.importers import cached_import
+    from lora.importing import cached_import
 
     return cached_import("moonshine-base-en", progress=lambda m: None)
 
 
 @pytest.fixture(scope="session")
 def whisper_dir() -> Path:
-    from lora.importers import cached_import
+    from lora.importing import cached_import
 
     return cached_import("whisper-tiny.en", progress=lambda m: None)
 

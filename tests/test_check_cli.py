@@ -58,7 +58,7 @@ def test_shared_speech_is_clean(speech_dir, tmp_path):
 def test_help_does_not_import_torch(tmp_path):
     code = ("import sys; from lora.scripts import check\n"
             "try:\n    check.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "import lora.manifest, lora.preflight, lora.audio_check\n"
+            "import lora.data.manifest, lora.data.preflight, lora.data.audio_probe\n"
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "MANIFEST_OR_DIR" in done.stdout

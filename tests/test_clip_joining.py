@@ -1,7 +1,7 @@
 import numpy as np
 
-from lora.clip_joining import with_joined_clips
-from lora.utterances import Utterance
+from lora.data.clip_joining import with_joined_clips
+from lora.data.records import Utterance
 
 
 def _clips(speaker: str, n: int) -> list[Utterance]:

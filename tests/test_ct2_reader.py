@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from lora.errors import UserError
-from lora.importers.ct2_reader import bfloat16_to_float32, read_ct2_model
+from lora.core.errors import UserError
+from lora.weight_formats.ct2_reader import bfloat16_to_float32, read_ct2_model
 
 DTYPE_IDS = {"float32": 0, "int8": 1, "int16": 2, "int32": 3, "float16": 4, "bfloat16": 5}
 

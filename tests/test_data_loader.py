@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from lora.data_loader import DataChoice, collate, length_grouped_batches, prepare_dataset, resolve_data
-from lora.sources import hub_stream
-from lora.splits import select_balanced, split_by_speaker
-from lora.errors import UserError
-from lora.utterances import Utterance, split_folder
+from lora.core.errors import UserError
+from lora.data.records import Utterance, split_folder
+from lora.data.resolve import DataChoice, resolve_data
+from lora.data.selection import select_balanced, split_by_speaker
+from lora.data.sources import hub_stream
+from lora.data_loader import collate, length_grouped_batches, prepare_dataset
 
 
 def _utts(speakers, per=3):

@@ -25,12 +25,14 @@ def _setup(model_dir, utterances, targets=None, seed=0):
 def _train(model_dir, utterances, cache: bool) -> tuple[list[float], int]:
     from accelerate import Accelerator
 
-    from lora.training import train_lora
+    from lora.data_loader import LoaderOptions
+    from lora.training import example_source, train_lora
     from lora.training_config import TrainConfig
 
     model, family, examples = _setup(model_dir, utterances)
     cfg = TrainConfig(batch_size=2, gradient_accumulation_steps=2, max_steps=3, checkpoint_every=0, seed=0)
-    result = train_lora(model, family, examples, cfg, Accelerator(gradient_accumulation_steps=2), show_progress=False,
+    source = example_source(examples, family, LoaderOptions(batch_size=2, seed=0))
+    result = train_lora(model, family, source, cfg, Accelerator(gradient_accumulation_steps=2), show_progress=False,
                         cache_encoder=cache)
     return [row["loss"] for row in result.history], len(examples)
 
@@ -52,7 +54,7 @@ def test_cache_reuses_batches(tiny_moonshine, four_utterances):
     model, family, examples = _setup(tiny_moonshine, four_utterances)
     cache = EncoderCache(model, family.input_key)
     for _ in range(3):
-        inputs = cache.model_inputs(examples[:2], collate(examples[:2], family))
+        inputs = cache.model_inputs((0, 1), collate(examples[:2], family))
     assert cache.hits == 2 and set(inputs) == {"encoder_outputs", "labels"}
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lora.errors import UserError
+from lora.core.errors import UserError
 
 TWO_UTTERANCES = 2
 MAX_TOKENS = 12
@@ -61,8 +61,8 @@ def pytorch_tokens(merged, audio) -> list[int]:
 
 @pytest.mark.parametrize("fmt,family", [("onnx", "moonshine"), ("ct2", "whisper")])
 def test_export_matches_pytorch_greedy_tokens(fmt, family, request, utterances, tmp_path):
-    from lora.exporting import REPORT_FILE, ExportOptions, export_adapter
-    from lora.exporting.merge import load_merged
+    from lora.export import REPORT_FILE, ExportOptions, export_adapter
+    from lora.export.merge import load_merged
 
     adapter = make_adapter(request.getfixturevalue(f"tiny_{family}"), family, tmp_path / "adapter")
     out = tmp_path / "exported"
@@ -75,18 +75,18 @@ def test_export_matches_pytorch_greedy_tokens(fmt, family, request, utterances, 
         audio = u.samples()
         expected = pytorch_tokens(merged, audio)
         if fmt == "onnx":
-            from lora.exporting.onnx_moonshine import OnnxMoonshine
+            from lora.families.moonshine.onnx_runtime import OnnxMoonshine
 
             got = OnnxMoonshine(out).generate(audio, MAX_TOKENS)
         else:
-            from lora.importers.reference_ct2 import Ct2Whisper
+            from lora.families.whisper.reference import Ct2Whisper
 
             got = list(Ct2Whisper(out).transcribe(audio, MAX_TOKENS).ids)
         assert got == expected, u.id
 
 
 def test_export_user_errors(tiny_moonshine, tmp_path):
-    from lora.exporting import ExportOptions, export_adapter
+    from lora.export import ExportOptions, export_adapter
 
     with pytest.raises(UserError, match="no such directory"):
         export_adapter(ExportOptions(tmp_path / "missing", "onnx", tmp_path / "out"))

@@ -55,7 +55,7 @@ def converted(moonshine_dir):
 
 @pytest.fixture(scope="module")
 def reference():
-    from lora.importers.reference_ort import OrtMoonshine
+    from lora.families.moonshine.reference import OrtMoonshine
 
     return OrtMoonshine()
 
@@ -64,7 +64,7 @@ def reference():
 def pairs(converted, reference, librispeech_utterances) -> list[Pair]:
     import torch
 
-    from lora.importers.reference_ort import max_new_tokens
+    from lora.families.moonshine.reference import max_new_tokens
 
     model, processor = converted
     eos = model.generation_config.eos_token_id
@@ -87,7 +87,7 @@ def test_saved_weights_are_the_dequantised_graph_values(moonshine_dir):
     from safetensors.numpy import load_file
     from transformers import AutoModelForSpeechSeq2Seq
 
-    from lora.importers import moonshine
+    from lora.families.moonshine import importer as moonshine
 
     model, info = AutoModelForSpeechSeq2Seq.from_pretrained(moonshine_dir, output_loading_info=True)
     assert not any(info.get(key) for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"))
@@ -140,9 +140,9 @@ def test_tokenizer_matches_the_package_tokenizer(pairs, converted):
     """
     from sentencepiece import SentencePieceProcessor
 
-    from lora.importers.reference_ort import packaged_model_dir
-    from lora.importers.spm_vocab import package_decode, piece_strings, read_records, sentencepiece_proto
-    from lora.text import target_text
+    from lora.core.text import target_text
+    from lora.families.moonshine.reference import packaged_model_dir
+    from lora.weight_formats.spm_vocab import package_decode, piece_strings, read_records, sentencepiece_proto
 
     tokenizer = converted[1].tokenizer
     records = read_records(packaged_model_dir() / "tokenizer.bin")
@@ -159,7 +159,7 @@ def test_tokenizer_matches_the_package_tokenizer(pairs, converted):
 
 
 def test_import_is_idempotent(moonshine_dir):
-    from lora.importers import import_model
+    from lora.importing import import_model
 
     before = {p.name: p.stat().st_mtime_ns for p in moonshine_dir.iterdir()}
     messages: list[str] = []

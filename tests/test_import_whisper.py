@@ -9,11 +9,9 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from lora.errors import UserError
-from lora.importers import import_model
-from lora.importers.ct2_reader import read_ct2_model
-from lora.importers.reference_ct2 import Ct2Whisper
-from lora.importers.whisper import (
+from lora.core.errors import UserError
+from lora.core.text import normalize_for_scoring
+from lora.families.whisper.importer import (
     EOT,
     NO_TIMESTAMPS,
     SOT,
@@ -23,7 +21,9 @@ from lora.importers.whisper import (
     package_dir,
     state_dict,
 )
-from lora.text import normalize_for_scoring
+from lora.families.whisper.reference import Ct2Whisper
+from lora.importing import import_model
+from lora.weight_formats.ct2_reader import read_ct2_model
 
 
 @pytest.fixture(scope="module")

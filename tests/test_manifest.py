@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lora.errors import UserError
-from lora.manifest import AUDIO_KEYS, ID_KEYS, SPEAKER_KEYS, TEXT_KEYS, read_source
+from lora.core.errors import UserError
+from lora.data.manifest import AUDIO_KEYS, ID_KEYS, SPEAKER_KEYS, TEXT_KEYS, read_source
 from messy_audio import write_audio, write_jsonl
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import pytest
 
 from lora import model_utils
-from lora.errors import UserError
+from lora.core.errors import UserError
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from lora.errors import UserError
-from lora.importers.moonshine_weights import hf_key, module_path
-from lora.importers.reference_ort import MIN_NEW_TOKENS, max_new_tokens
-from lora.importers.spm_vocab import derive_merges, package_decode, piece_strings, read_records
+from lora.core.errors import UserError
+from lora.families.moonshine.family import MOONSHINE
+from lora.families.moonshine.reference import max_new_tokens
+from lora.families.moonshine.weights import hf_key, module_path
+from lora.weight_formats.spm_vocab import derive_merges, package_decode, piece_strings, read_records
 
 
 @pytest.mark.parametrize(
@@ -58,6 +59,6 @@ def test_merges_follow_vocab_order_with_space_runs_last():
 
 
 def test_generation_cap():
-    assert max_new_tokens(0) == MIN_NEW_TOKENS
+    assert max_new_tokens(0) == MOONSHINE.min_new_tokens_cap
     assert max_new_tokens(16000 * 10) == 130
     assert max_new_tokens(16000 * 10 + 1) == 131

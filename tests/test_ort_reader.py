@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lora.errors import UserError
-from lora.importers.ort_fold import fold_scopes
-from lora.importers.ort_reader import OrtGraph, OrtNode, parse_ort_bytes, read_ort_model
+from lora.core.errors import UserError
+from lora.weight_formats.ort_fold import fold_scopes
+from lora.weight_formats.ort_reader import OrtGraph, OrtNode, parse_ort_bytes, read_ort_model
 
 RNG = np.random.default_rng(0)
 INITS = {

@@ -2,9 +2,9 @@
 
 import pytest
 
-from lora.errors import UserError
-from lora import precision
-from lora.precision import resolve_precision
+from lora.core import precision
+from lora.core.errors import UserError
+from lora.core.precision import resolve_precision
 
 
 @pytest.fixture(autouse=True)

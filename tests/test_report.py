@@ -1,4 +1,4 @@
-"""lora.report on realistic metrics dicts: files written, PNGs valid, raw text escaped, verdicts shown,
+"""lora.report.content on realistic metrics dicts: files written, PNGs valid, raw text escaped, verdicts shown,
 optional parts (canary, loss history) absent without errors; and a headless-Chromium render check."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lora.report import REPORT_HTML, REPORT_MD, write_report
+from lora.report.content import REPORT_HTML, REPORT_MD, write_report
 from lora.scripts.screenshot import chromium_path, screenshot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

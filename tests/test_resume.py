@@ -59,7 +59,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_moonshine, tmp_path):
 
 def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
     from lora.checkpoint import OutputLock
-    from lora.errors import UserError
+    from lora.core.errors import UserError
 
     with OutputLock(tmp_path):
         with pytest.raises(UserError, match="another run is writing"):

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from lora.manifest import read_source
+from lora.core.text import normalize_for_scoring
+from lora.data.manifest import read_source
+from lora.data.records import Utterance
 from lora.scripts.run_stt import leakage_warnings, main
-from lora.text import normalize_for_scoring
-from lora.utterances import Utterance
 
 
 def test_manifest_with_inline_audio_and_with_paths(tmp_path, speech_dir):

@@ -1,6 +1,6 @@
 import pytest
 
-from lora.text import normalize_for_scoring, target_text
+from lora.core.text import normalize_for_scoring, target_text
 
 
 def test_target_policies():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lora.errors import UserError
-from lora.outputs import replace_dir
+from lora.core.errors import UserError
+from lora.core.outputs import replace_dir
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"

@@ -1,150 +1,312 @@
-"""Sources -> `Utterance` records -> speaker-disjoint splits -> `Example`s -> padded batches.
+"""The streaming data loader: records -> worker processes (decode, resample, featurise, tokenise)
+-> padded micro-batches, one at a time. Nothing holds the corpus's audio or features.
 
-Three real-audio sources, tried in this order unless the user names one:
-  1. a manifest (`--manifest`, any format `lora.manifest` reads),
-  2. a local LibriSpeech-layout folder (`--data-dir`),
-  3. `librispeech_asr` streamed from the Hugging Face hub (audio kept undecoded, decoded with
-     soundfile) when the hub is reachable,
-  4. `$LORA_SPEECH_DIR`, else `../shared/speech`.
-Never silence, noise or synthetic audio: when nothing real is found the run stops with a message.
+    records (id, audio path or samples, text, duration from the file header)
+      -> `ClipTable`      compact columns (numpy), cheap to fork into workers
+      -> `BatchPlan`      micro-batches capped by clips (`--batch-size`) and padded audio seconds
+                          (`--max-batch-seconds`), similar lengths together, order shuffled per
+                          epoch from (seed, epoch), every world-th batch to each process
+      -> `ClipDataset`    in a `torch.utils.data.DataLoader` worker: one row -> model input + labels,
+                          or the reason it failed (quarantined on the fly; training goes on)
+      -> `collate_rows`   the family's padding + -100-padded labels, with the rows' ids and seconds
+
+The plan is a pure function of (durations, caps, seed, epoch, rank, world): a resumed run skips to
+the exact micro-batch where it stopped without loading the ones before it. Evaluation sets are small
+and stay in memory as `Example`s (`lora.data.batches`).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from lora.audio import SAMPLE_RATE
-from lora.errors import UserError
-from lora.paths import default_speech_dir
-from lora.manifest import read_source
-from lora.sources import HUB_DATASET, HUB_EVAL_SPLIT, checked, hub_stream, local_pools, replay_rows
-from lora.splits import select_balanced, split_by_named_speakers, split_by_speaker, without_train_texts
-from lora.utterances import Utterance
+from lora.core.audio import SAMPLE_RATE
+from lora.data.batches import Example, collate, length_grouped_batches, prepare_dataset
+from lora.data.manifest import BadRow
+from lora.data.records import Utterance
+from lora.families import pad_labels
 
 log = logging.getLogger("lora")
 
 
 @dataclass(frozen=True)
-class DataChoice:
-    """What the user asked for; `resolve_data` turns it into train/eval utterances."""
+class LoaderOptions:
+    """How micro-batches are made (all from `TrainConfig`)."""
 
-    train_split: str = "train.100"
-    data_dir: str | None = None
-    manifest: str | None = None
-    dataset_samples: int = 40
-    eval_samples: int = 8
+    batch_size: int = 1  # clips per micro-batch at most
+    max_batch_seconds: float = 0.0  # padded audio seconds per micro-batch at most (0 = clips only)
     seed: int = 42
-    train_speakers: tuple[str, ...] = ()
-    eval_speakers: tuple[str, ...] = ()
-    use_hub: bool = True
-    replay_subsets: tuple[str, ...] = ()  # general-speech folders mixed into training (forgetting control)
-    quarantine_path: str | None = None  # where preflight lists unusable rows
+    num_workers: int = 0  # DataLoader worker processes (0 = in this process)
+    pin_memory: bool = False  # page-locked batches for non-blocking copies to a GPU
+    prefetch_factor: int = 4  # batches each worker prepares ahead
 
 
-@dataclass
-class TrainEvalData:
-    train: list[Utterance]
-    eval: list[Utterance]
-    source: dict = field(default_factory=dict)  # recorded as `data_source` in the metrics
-    replay: list[Utterance] = field(default_factory=list)  # general speech mixed into training
-
-
-@dataclass
-class Example:
-    """One utterance ready for the model: features computed once, labels tokenised once."""
-
-    id: str
-    speaker: str
-    text: str
-    inputs: np.ndarray
-    labels: list[int]
-    seconds: float
-
-
-def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
-    """Pick the source, split speaker-disjointly and sample train/eval utterances."""
-    held: list[Utterance] | None = None
-    bad = ()
-    if choice.manifest:
-        read = read_source(Path(choice.manifest))
-        pool, bad, kind, where = list(read.rows), read.bad, "manifest", read.source
-    elif choice.data_dir:
-        pool, held, where = local_pools(Path(choice.data_dir), choice.train_split)
-        kind = "local_dir"
-    elif choice.use_hub and hub_ok:
-        pool = hub_stream(choice.train_split, choice.dataset_samples * 4, choice.seed)
-        held = hub_stream(HUB_EVAL_SPLIT, choice.eval_samples * 4, choice.seed)
-        kind, where = "hub", f"{HUB_DATASET}:{choice.train_split}"
-    else:
-        root = default_speech_dir()
-        if root is None:
-            raise UserError(
-                "no speech data: the hub is unreachable and neither --data-dir, --manifest, "
-                "$LORA_SPEECH_DIR nor ../shared/speech exists"
-            )
-        pool, held, where = local_pools(root, choice.train_split)
-        kind = "local_default"
-    if kind != "hub":  # streamed rows are decoded as they arrive; local files are checked first
-        pool = checked(pool, bad, choice.quarantine_path, where)
-        held = checked(held, (), None, where) if held is not None else None
-    if choice.train_speakers or choice.eval_speakers:
-        train, held = split_by_named_speakers(pool + (held or []), choice.train_speakers, choice.eval_speakers)
-    elif held is None:
-        train, held = split_by_speaker(pool, seed=choice.seed)
-    else:
-        train = pool
-    train = select_balanced(train, choice.dataset_samples, choice.seed)
-    if not (choice.train_speakers or choice.eval_speakers):
-        held = without_train_texts(held, train)
-    held = select_balanced(held, choice.eval_samples, choice.seed + 1)
-    if len(held) < choice.eval_samples:
-        log.warning("only %d of %d requested eval utterances are usable (speaker-disjoint, transcript not trained on); "
-                    "WER on so few says little: add data or name --eval-speakers", len(held), choice.eval_samples)
-    replay = replay_rows(choice.replay_subsets, choice.data_dir, held)
-    log.info("data: %s (%s): %d train / %d eval / %d replay utterances", kind, where, len(train), len(held), len(replay))
-    return TrainEvalData(train, held, {"kind": kind, "where": where, "train_split": choice.train_split}, replay)
+def default_num_workers() -> int:
+    """One worker per spare core, at most 8: the main process keeps a core for the model."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 # ---------------------------------------------------------------------------------------------
-# examples and batches
+# compact rows
 
 
-def prepare_dataset(utterances: list[Utterance], processor, family, policy: str | None = None) -> list[Example]:
-    """Decode, featurise and tokenise every utterance once (reused across epochs and evals)."""
-    examples = []
-    for u in utterances:
-        samples = u.samples()
-        examples.append(
-            Example(
-                id=u.id,
-                speaker=u.speaker,
-                text=u.text,
-                inputs=family.featurize(processor, samples),
-                labels=family.label_ids(processor.tokenizer, u.text, policy),
-                seconds=len(samples) / SAMPLE_RATE,
-            )
-        )
-    return examples
+class StringColumn:
+    """Many strings as one UTF-8 buffer plus offsets: two numpy arrays instead of N Python objects,
+    so a 10^5-row corpus costs megabytes and forking workers copies nothing (no refcounts touched)."""
+
+    def __init__(self, values: list[str]):
+        encoded = [v.encode("utf-8") for v in values]
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self.offsets[1:])
+        self.buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self.buffer[self.offsets[i]: self.offsets[i + 1]].tobytes().decode("utf-8")
 
 
-def length_grouped_batches(examples: list[Example], batch_size: int, seed: int | None = None) -> list[list[int]]:
-    """Index batches of similar length (less padding); batch order shuffled when `seed` is set."""
-    order = sorted(range(len(examples)), key=lambda i: examples[i].seconds)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+class OriginColumn:
+    """`file:line` origins as (index of the file, line): the file names of a corpus are few."""
+
+    def __init__(self, origins: list[str]):
+        files: dict[str, int] = {}
+        self.lines = np.zeros(len(origins), dtype=np.int64)
+        self.file_index = np.zeros(len(origins), dtype=np.int32)
+        for i, origin in enumerate(origins):
+            head, _, tail = origin.rpartition(":")
+            if head and tail.isdigit():
+                self.lines[i] = int(tail)
+            else:
+                head, self.lines[i] = origin, -1
+            self.file_index[i] = files.setdefault(head, len(files))
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, i: int) -> str:
+        line = int(self.lines[i])
+        head = self.files[self.file_index[i]]
+        return head if line < 0 else f"{head}:{line}"
+
+
+@dataclass
+class ClipTable:
+    """The training rows as columns. Audio is a path (string column) or, for manifests with inline
+    samples, an entry of `inline` (small corpora only: those samples are in the manifest anyway)."""
+
+    ids: StringColumn
+    texts: StringColumn
+    origins: OriginColumn
+    audio_paths: StringColumn  # "" where the audio is inline
+    seconds: np.ndarray  # float32, from the header (preflight); 0 when unknown
+    sampling_rates: np.ndarray  # int32, of inline audio
+    inline: dict[int, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, rows: list[Utterance]) -> ClipTable:
+        paths, inline = [], {}
+        for i, u in enumerate(rows):
+            if isinstance(u.audio, str | os.PathLike):
+                paths.append(os.fspath(u.audio))
+            else:
+                paths.append("")
+                inline[i] = u.audio
+        return cls(StringColumn([u.id for u in rows]), StringColumn([u.text for u in rows]),
+                   OriginColumn([u.origin for u in rows]), StringColumn(paths),
+                   np.array([record_seconds(u) for u in rows], dtype=np.float32),
+                   np.array([u.sampling_rate for u in rows], dtype=np.int32), inline)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def record(self, i: int) -> Utterance:
+        path = self.audio_paths[i]
+        return Utterance(self.ids[i], "", self.texts[i], path if path else self.inline[i],
+                         int(self.sampling_rates[i]), self.origins[i])
+
+    @property
+    def hours(self) -> float:
+        return float(self.seconds.sum()) / 3600.0
+
+
+def record_seconds(u: Utterance) -> float:
+    """A row's duration without decoding it: preflight's measure, else the header, else the samples."""
+    if "seconds" in u.extra:
+        return float(u.extra["seconds"])
+    if isinstance(u.audio, np.ndarray | list):
+        return len(u.audio) / u.sampling_rate
+    import soundfile as sf  # deferred: only rows that skipped preflight get here
+
+    info = sf.info(io.BytesIO(u.audio) if isinstance(u.audio, bytes | bytearray) else os.fspath(u.audio))
+    return info.frames / info.samplerate
+
+
+# ---------------------------------------------------------------------------------------------
+# the batch plan (pure)
+
+
+def plan_epoch(seconds: np.ndarray, batch_size: int, max_batch_seconds: float = 0.0,
+               padded_seconds=None, seed: int | None = None) -> list[list[int]]:
+    """Micro-batches of one epoch: rows sorted by duration, filled up to `batch_size` clips and
+    `max_batch_seconds` of padded audio (clips x the longest; `padded_seconds` maps a duration to
+    what the family really feeds, e.g. Whisper's fixed 30 s), then the batch order shuffled with
+    `seed` (None keeps it sorted). A clip longer than the cap gets a batch of its own.
+
+    The composition is the same every epoch (only the order changes), so a frozen encoder's output
+    can be reused per batch (`lora.encoder_cache`).
+    """
+    pad = padded_seconds or (lambda s: s)
+    order = np.argsort(seconds, kind="stable")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order.tolist():
+        cost = (len(current) + 1) * pad(float(seconds[i]))
+        if current and (len(current) >= batch_size or (max_batch_seconds > 0 and cost > max_batch_seconds)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
     if seed is not None:
         random.Random(seed).shuffle(batches)
     return batches
 
 
-def collate(examples: list[Example], family) -> dict:
-    """Model-ready tensors: the family's padded inputs plus -100-padded labels."""
-    from lora.families import pad_labels
+@dataclass
+class BatchPlan:
+    """The endless micro-batch stream of one process: epoch e is `plan_epoch` shuffled with seed+e;
+    process `rank` of `world` takes every world-th batch; the first `skip` of its batches are passed
+    over without loading (resume). Iterating it yields row-index lists (a DataLoader batch sampler)."""
 
-    batch = family.pad_inputs([e.inputs for e in examples])
-    batch["labels"] = pad_labels([e.labels for e in examples])
-    return batch
+    seconds: np.ndarray
+    batch_size: int
+    max_batch_seconds: float = 0.0
+    seed: int = 42
+    rank: int = 0
+    world: int = 1
+    skip: int = 0
+    padded_seconds: object = None
+
+    def __post_init__(self):
+        self._base = plan_epoch(self.seconds, self.batch_size, self.max_batch_seconds, self.padded_seconds)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self._base)
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        batches = list(self._base)
+        random.Random(self.seed + epoch).shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, position, mine = 0, 0, 0
+        while True:
+            for batch in self.epoch(epoch):
+                if position % self.world == self.rank:
+                    if mine >= self.skip:
+                        yield batch
+                    mine += 1
+                position += 1
+            epoch += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# worker side
+
+
+@dataclass(frozen=True)
+class LoadedRow:
+    row: int
+    inputs: np.ndarray | None = None
+    labels: list[int] | None = None
+    seconds: float = 0.0
+    problem: tuple[str, str] | None = None  # (reason, detail) when the row could not be loaded
+
+
+class ClipDataset:
+    """Map-style dataset over a `ClipTable`: index -> `LoadedRow` (runs in the loader's workers)."""
+
+    def __init__(self, table: ClipTable, processor, family, policy: str | None = None):
+        self.table, self.processor, self.family, self.policy = table, processor, family, policy
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> LoadedRow:
+        u = self.table.record(i)
+        try:
+            samples = u.samples()
+        except Exception as exc:  # one bad file must not stop the run: it is quarantined instead
+            return LoadedRow(i, problem=("cannot decode", f"{type(exc).__name__}: {exc}"))
+        if samples.size == 0:
+            return LoadedRow(i, problem=("no samples", "0 frames after decoding"))
+        if not np.isfinite(samples).all():
+            return LoadedRow(i, problem=("non-finite samples", "NaN or inf in the decoded audio"))
+        inputs = self.family.featurize(self.processor, samples)
+        labels = self.family.label_ids(self.processor.tokenizer, u.text, self.policy)
+        return LoadedRow(i, inputs, labels, len(samples) / SAMPLE_RATE)
+
+
+@dataclass
+class LoadedBatch:
+    """One micro-batch: model tensors plus what the trainer counts and reports."""
+
+    tensors: dict
+    rows: tuple[int, ...]
+    seconds: float
+    tokens: int
+    bad: list[BadRow]
+
+
+class _Collate:
+    """Picklable collate function (workers receive it): pads the good rows, lists the bad ones."""
+
+    def __init__(self, family, table: ClipTable):
+        self.family, self.table = family, table
+
+    def __call__(self, items: list[LoadedRow]) -> LoadedBatch:
+        good = [r for r in items if r.problem is None]
+        bad = [BadRow(self.table.origins[r.row], r.problem[0], self.table.ids[r.row], r.problem[1])
+               for r in items if r.problem is not None]
+        tensors = {}
+        if good:
+            tensors = self.family.pad_inputs([r.inputs for r in good])
+            tensors["labels"] = pad_labels([r.labels for r in good])
+        return LoadedBatch(tensors, tuple(r.row for r in good), sum(r.seconds for r in good),
+                           sum(len(r.labels) for r in good), bad)
+
+
+def make_loader(table: ClipTable, processor, family, policy: str | None, options: LoaderOptions,
+                rank: int = 0, world: int = 1, skip: int = 0):
+    """A `torch.utils.data.DataLoader` yielding `LoadedBatch`es forever (see `BatchPlan`)."""
+    from torch.utils.data import DataLoader  # deferred: torch is heavy and --help must stay fast
+
+    plan = BatchPlan(table.seconds, options.batch_size, options.max_batch_seconds, options.seed, rank, world, skip,
+                     family.padded_seconds)
+    workers = options.num_workers
+    extra = {"prefetch_factor": options.prefetch_factor, "persistent_workers": False} if workers > 0 else {}
+    loader = DataLoader(ClipDataset(table, processor, family, policy), batch_sampler=plan,
+                        collate_fn=_Collate(family, table), num_workers=workers, pin_memory=options.pin_memory,
+                        worker_init_fn=_worker_init if workers > 0 else None, **extra)
+    return loader, plan
+
+
+def _worker_init(_worker_id: int) -> None:
+    """One thread per worker: N workers x M torch/numpy threads would oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+__all__ = ["BatchPlan", "ClipDataset", "ClipTable", "Example", "LoadedBatch", "LoaderOptions", "StringColumn",
+           "collate", "default_num_workers", "length_grouped_batches", "make_loader", "plan_epoch", "prepare_dataset"]

@@ -6,7 +6,8 @@ clip of each batch (the family's tokens-per-second cap): Moonshine otherwise run
 
 from __future__ import annotations
 
-from lora.data_loader import Example, length_grouped_batches
+from lora.data_loader import Example, collate, length_grouped_batches
+from lora.evaluation import score
 
 
 def transcribe_examples(model, processor, family, examples: list[Example], batch_size: int = 8) -> list[str]:
@@ -31,7 +32,6 @@ def eval_loss(model, family, examples: list[Example], batch_size: int = 8) -> fl
     """Token-weighted mean cross-entropy of the labels under teacher forcing."""
     import torch
 
-    from lora.data_loader import collate
 
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
@@ -46,7 +46,6 @@ def eval_loss(model, family, examples: list[Example], batch_size: int = 8) -> fl
 
 def assess(model, processor, family, loss_examples: list[Example], wer_examples: list[Example], batch_size: int = 8) -> dict:
     """Eval loss on `loss_examples` and scored transcripts of `wer_examples` (one model state)."""
-    from lora.evaluation import score
 
     hyps = transcribe_examples(model, processor, family, wer_examples, batch_size)
     scores = score([e.id for e in wer_examples], [e.text for e in wer_examples], hyps)

@@ -37,7 +37,7 @@ def encoder_is_fixed(model) -> bool:
 
 
 class EncoderCache:
-    """Encoder outputs per micro-batch (by member identity), computed without autograd."""
+    """Encoder outputs per micro-batch (keyed by its rows), computed without autograd."""
 
     def __init__(self, model, input_key: str, autocast: Callable[[], AbstractContextManager] = nullcontext,
                  max_bytes: int = MAX_CACHE_BYTES):
@@ -53,7 +53,7 @@ class EncoderCache:
         """`batch` with the audio inputs replaced by `encoder_outputs` (labels kept)."""
         import torch
 
-        key = tuple(id(m) for m in members)
+        key = tuple(members)  # row indices: the same micro-batch recurs every epoch (fixed composition)
         encoded = self.store.get(key)
         if encoded is None:
             inputs = {k: v for k, v in batch.items() if k in (self.input_key, "attention_mask")}

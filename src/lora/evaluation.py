@@ -1,7 +1,7 @@
 """Metrics from (reference, hypothesis) pairs: normalised WER/CER, per-utterance errors, a paired
 bootstrap of the before/after difference, and loss summaries. Knows nothing of where data came from.
 
-WER/CER use jiwer on text normalised with the Whisper English normaliser (lora.text); the raw
+WER/CER use jiwer on text normalised with the Whisper English normaliser (lora.core.text); the raw
 strings are kept in every per-utterance record.
 """
 
@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 
-from lora.text import normalize_for_scoring
+from lora.core.text import normalize_for_scoring
 
 BOOTSTRAP_RESAMPLES = 1000
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import shutil
+import socket
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lora.errors import UserError
-from lora.outputs import replace_dir
-from lora.importers import IMPORTS, cached_import, is_import_name
+from lora.core.errors import UserError
+from lora.core.outputs import replace_dir
+from lora.families import family_for
+from lora.importing import cached_import, imports, is_import_name
 
 log = logging.getLogger("lora")
 
@@ -55,7 +56,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def offline_choices() -> str:
-    names = ", ".join(f"--model-id {n}" for n in IMPORTS)
+    names = ", ".join(f"--model-id {n}" for n in imports())
     return f"offline choices: {names}, or --model-id /path/to/a/transformers/directory"
 
 
@@ -93,10 +94,8 @@ def load_base(resolved: ResolvedModel):
     """(model, processor, family) for a resolved model; float32, eval mode."""
     import torch
     from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
-
     from transformers.utils import logging as hf_logging
 
-    from lora.families import family_for
 
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar on every load is noise
     try:

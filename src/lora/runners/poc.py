@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 
-from lora.cli import run_cli, setup_logging
+from lora import pipeline
+from lora.core.cli import run_cli, setup_logging
+from lora.data_loader import prepare_dataset
+from lora.training import example_source, train_lora
+from lora.training_config import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lora poc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-id", default="auto", help="hub id, local dir or import name (default: auto)")
     parser.add_argument("--data-dir", default=None, help="LibriSpeech-layout folder (default: ../shared/speech)")
     parser.add_argument("--samples", type=int, default=4, help="real utterances to fit")
@@ -24,24 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> list[float]:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from lora.data_loader import DataChoice, prepare_dataset, resolve_data
-    from lora.model_utils import attach_lora, load_base, resolve_model_id
-    from lora.training import train_lora
-    from lora.training_config import TrainConfig
-
-    cfg = TrainConfig(model_id=args.model_id, data_dir=args.data_dir, dataset_samples=args.samples, max_steps=args.steps,
-                      batch_size=args.samples, gradient_accumulation_steps=1, learning_rate=args.learning_rate,
-                      warmup_ratio=0.0, lora_dropout=0.0, seed=args.seed)
-    set_seed(cfg.seed)
-    model, processor, family = load_base(resolve_model_id(cfg.model_id))
-    data = resolve_data(DataChoice(data_dir=cfg.data_dir, dataset_samples=cfg.dataset_samples, eval_samples=1, seed=cfg.seed,
-                                   use_hub=False), hub_ok=False)
-    examples = prepare_dataset(data.train, processor, family)
-    model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, family.default_target_modules)
-    result = train_lora(model, family, examples, cfg, Accelerator(), show_progress=False)
+    cfg = TrainConfig(model_id=args.model_id, data_dir=args.data_dir, dataset_samples=args.samples, eval_samples=1,
+                      max_steps=args.steps, batch_size=args.samples, gradient_accumulation_steps=1,
+                      learning_rate=args.learning_rate, warmup_ratio=0.0, lora_dropout=0.0, seed=args.seed, checkpoint_every=0)
+    session = pipeline.start(cfg, cpu=True)
+    lm = pipeline.load_model(cfg)
+    selected = pipeline.select_data(cfg, use_hub=False)
+    examples = prepare_dataset(selected.data.train, lm.processor, lm.family)  # a handful: kept in memory
+    model, _ = pipeline.attach(lm.model, cfg, lm.family)
+    source = example_source(examples, lm.family, pipeline.loader_options(cfg, "cpu"))
+    result = train_lora(model, lm.family, source, cfg, session.accelerator, show_progress=False)
     losses = [row["loss"] for row in result.history]
     for row in result.history:
         print(f"step {row['step']:2d}  loss {row['loss']:.4f}")

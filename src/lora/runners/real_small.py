@@ -1,8 +1,9 @@
 """The real small run: baseline -> LoRA fine-tune -> tuned, on real speech, with honest numbers.
 
-Steps (as README lists them): resolve the model; pick real utterances with train/eval speakers
-disjoint; compute features and labels once; measure the baseline (eval loss + WER); attach LoRA and
-train; measure again; save `lora_adapter/`, `processor/` and `real_metrics.json`.
+Steps (as README lists them, each a stage of `lora.pipeline`): load the model; pick real utterances
+with train/eval speakers disjoint; stream the training rows through the loader's workers; measure the
+baseline (eval loss + WER, canary); attach LoRA and train; measure again; save `lora_adapter/`,
+`processor/`, `real_metrics.json` and the report.
 """
 
 from __future__ import annotations
@@ -11,25 +12,20 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from lora.cli import run_cli, setup_logging
-from lora.errors import UserError
-from lora.paths import default_speech_dir
-from lora.training_config import TrainConfig, add_dataclass_args, config_from_args, split_csv
+from lora import pipeline
+from lora.checkpoint import OutputLock
+from lora.core.cli import run_cli, setup_logging
+from lora.core.errors import UserError
+from lora.results import RealMetrics
+from lora.training_config import TrainConfig, add_dataclass_args, config_from_args
 
 log = logging.getLogger("lora")
 
-# Under several processes the others wait in DDP's first broadcast while the main process measures
-# the baseline (and the canary) alone. torch's default collective timeout (10 min NCCL, 30 min gloo)
-# is shorter than a large baseline on CPU, so the wait gets this instead.
-COLLECTIVE_TIMEOUT_S = 3 * 3600
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="train_real_small.py",
+        prog="lora train",
         description="LoRA fine-tune a small speech recogniser on a few dozen real utterances and report "
         "baseline vs tuned eval loss and WER on speaker-disjoint held-out speech.",
     )
@@ -37,118 +33,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(cfg: TrainConfig) -> dict:
-    from datetime import timedelta
-
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, set_seed
-
-    from lora.data_loader import DataChoice, prepare_dataset, resolve_data
-    from lora.sources import canary_utterances, read_manifest_rows
-    from lora.clip_joining import with_joined_clips
-    from lora.precision import resolve_precision
-    from lora.splits import check_leakage, mix_replay
-    from lora.decoding import assess
-    from lora.evaluation import compare, paired_bootstrap, summarize_losses
-    from lora.model_utils import attach_lora, hub_reachable, load_base, resolve_model_id, save_adapter, save_processor
-    from lora.outputs import library_versions, peak_rss_mb, write_json_atomic
-    from lora.report import write_report
-    from lora.training import train_lora
-
+def run(cfg: TrainConfig) -> RealMetrics | None:
+    """The steps of README's "real small run", in order; returns the metrics (None on other ranks)."""
     started = time.perf_counter()
     _check_launch()
-    cpu = _cpu_only()
-    precision, precision_note = resolve_precision(cfg.mixed_precision, cpu)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=cpu,
-                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))])
-    if not accelerator.is_main_process:
-        log.setLevel(logging.WARNING)  # N copies of every info line say nothing more than one
-    elif precision_note:
-        log.warning("mixed precision: %s", precision_note)
-    set_seed(cfg.seed)
-    # The first use of an imported model converts it into the cache, and N processes converting into
-    # one folder at once trip over each other's temp folders: the main process goes first (a shared
-    # cache), then each machine's first process (a per-machine cache), then the rest just load it.
-    with accelerator.main_process_first(), accelerator.local_main_process_first():
-        resolved = resolve_model_id(cfg.model_id)
-        model, processor, family = load_base(resolved)
-    data = resolve_data(
-        DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.dataset_samples, cfg.eval_samples, cfg.seed,
-                   split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers),
-                   replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl")),
-        hub_ok=hub_reachable() if not (cfg.data_dir or cfg.manifest) else False,
-    )
-    leaks = check_leakage(data.train, data.eval, cfg.allow_shared_speakers, cfg.allow_shared_text)
-    if cfg.canary:
-        canary = read_manifest_rows(cfg.canary)
-    else:
-        seen = data.train + data.replay + data.eval
-        canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), seen, cfg.canary_samples, cfg.seed)
-    policy = cfg.target_policy or family.target_policy
-    train_rows = with_joined_clips(data.train, cfg.join_clips, cfg.seed)
-    train_examples = mix_replay(prepare_dataset(train_rows, processor, family, policy),
-                                prepare_dataset(data.replay, processor, family, policy), cfg.replay_share)
-    eval_examples = prepare_dataset(data.eval, processor, family, policy)
-    canary_examples = prepare_dataset(canary, processor, family, policy)
-    wer_examples = eval_examples[: cfg.wer_batches * cfg.eval_batch_size] if cfg.wer_batches else eval_examples
-    model.to(accelerator.device)
-
-    main = accelerator.is_main_process
-    baseline = assess(model, processor, family, eval_examples, wer_examples, cfg.eval_batch_size) if main else {}
-    canary_before = assess(model, processor, family, canary_examples, canary_examples, cfg.eval_batch_size) if main and canary else {}
-    targets = cfg.target_module_list or family.default_target_modules
-    model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets)
-    result = train_lora(model, family, train_examples, cfg, accelerator, show_progress=not cfg.quiet, run_dir=Path(cfg.output_dir))
-    model = accelerator.unwrap_model(model)
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return {}
-    tuned = assess(model, processor, family, eval_examples, wer_examples, cfg.eval_batch_size)
-    canary_after = assess(model, processor, family, canary_examples, canary_examples, cfg.eval_batch_size) if canary else {}
-
+    session = pipeline.start(cfg, _cpu_only(), started)
+    main = session.accelerator.is_main_process
+    lm = pipeline.load_model(cfg, session)                                    # 1. the model
+    selected = pipeline.select_data(cfg)                                      # 2. speaker-disjoint data
+    options = pipeline.loader_options(cfg, session.accelerator.device.type)
+    source, table = pipeline.train_batches(selected, lm, cfg, options)         #    streamed training rows
+    cfg = pipeline.steps_for(cfg, source.batches_per_epoch, session.accelerator.num_processes)
+    sets = pipeline.eval_sets(selected, lm, cfg)                               #    eval + canary (small)
+    lm.model.to(session.accelerator.device)
+    before = pipeline.measure(lm, lm.model, sets, cfg) if main else None       # 3. baseline
+    model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 4. LoRA
+    if cfg.compile:
+        model = pipeline.compiled(model)
+    result = pipeline.train(model, lm, source, cfg, session)                   # 5. train
+    model = session.accelerator.unwrap_model(model)
+    session.accelerator.wait_for_everyone()
+    if not main:
+        return None
+    after = pipeline.measure(lm, model, sets, cfg)                             # 6. tuned
     out = Path(cfg.output_dir)
-    run_info = resolved.record() | {
-        "family": family.name, "target_policy": policy, "target_modules": list(targets),
-        "train_ids": [u.id for u in data.train + data.replay],
-        "train_speakers": sorted({u.speaker for u in data.train + data.replay}),
-        "replay_ids": [u.id for u in data.replay],
-        "joined_train_utterances": len(train_rows) - len(data.train),
-    }
-    save_adapter(model, out / "lora_adapter", run_info)
-    save_processor(processor, out / "processor")
-    metrics = run_info | {
-        "data_source": data.source,
-        "eval_ids": [u.id for u in data.eval],
-        "eval_speakers": sorted({u.speaker for u in data.eval}),
-        "leakage": leaks,
-        "config": asdict(cfg),
-        "world_size": accelerator.num_processes,
-        "device": str(accelerator.device),
-        "mixed_precision": precision, "mixed_precision_note": precision_note,
-        "train_loss": summarize_losses([r["loss"] for r in result.history]),
-        "train_loss_history": result.history,
-        "baseline_eval_loss": baseline["eval_loss"],
-        "tuned_eval_loss": tuned["eval_loss"],
-        "wer": tuned["wer"], "cer": tuned["cer"],
-        "baseline_wer": baseline["wer"], "tuned_wer": tuned["wer"],
-        "baseline_cer": baseline["cer"], "tuned_cer": tuned["cer"],
-        "wer_utterances": len(wer_examples),
-        "wer_delta_ci95": paired_bootstrap(baseline["samples"], tuned["samples"], seed=cfg.seed),
-        "samples": compare(baseline, tuned),
-        "canary": _canary_record(canary, canary_before, canary_after, cfg.canary),
-        "canary_wer_before": canary_before.get("wer"), "canary_wer_after": canary_after.get("wer"),
-        "train_audio_seconds": sum(e.seconds for e in train_examples),
-        "eval_audio_seconds": sum(e.seconds for e in eval_examples),
-        "train_wall_seconds": result.wall_seconds,
-        "train_audio_seconds_per_second": result.audio_seconds / max(result.wall_seconds, 1e-9),
-        "wall_seconds": time.perf_counter() - started,
-        "peak_rss_mb": peak_rss_mb(),
-        "torch_threads": torch.get_num_threads(),
-        "versions": library_versions(),
-    }
-    write_json_atomic(out / "real_metrics.json", metrics)
-    write_report(metrics, out)
+    info = pipeline.run_info(lm, selected, cfg, targets)
+    pipeline.save(model, lm, out, info)                                        # 7. adapter + processor
+    scale = pipeline.scale_facts(selected, table, source, options, result, session, model, cfg)
+    metrics = pipeline.metrics(info, lm, selected, sets, cfg, session, before, after, result, scale)
+    pipeline.report(metrics, out)                                              # 8. metrics + report
     _print_summary(metrics, out)
     return metrics
 
@@ -185,39 +98,28 @@ def _launch_rank() -> int:
     return get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0)
 
 
-def _canary_record(canary, before: dict, after: dict, manifest: str | None) -> dict:
-    from lora.evaluation import compare, paired_bootstrap
-
-    if not canary:
-        return {"utterances": 0, "source": manifest or "none found"}
-    return {
-        "source": manifest or "local LibriSpeech/LJSpeech subsets, unseen speakers",
-        "utterances": len(canary), "ids": [u.id for u in canary],
-        "wer_before": before["wer"], "wer_after": after["wer"], "cer_before": before["cer"], "cer_after": after["cer"],
-        "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
-        "wer_delta_ci95": paired_bootstrap(before["samples"], after["samples"]),
-        "samples": compare(before, after),
-    }
-
-
 def _fmt(value, pct: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{100 * value:.1f}%" if pct else f"{value:.3f}"
 
 
-def _print_summary(m: dict, out: Path) -> None:
-    ci = m["wer_delta_ci95"]
-    interval = f"[{100 * ci['ci95'][0]:+.1f}, {100 * ci['ci95'][1]:+.1f}] pts" if ci.get("ci95") else "n/a"
-    print(f"model        {m['model_id_used']} ({m['model_source']})")
-    print(f"train loss   {_fmt(m['train_loss'])} (mean of {len(m['train_loss_history'])} steps)")
-    print(f"eval loss    {_fmt(m['baseline_eval_loss'])} -> {_fmt(m['tuned_eval_loss'])}")
-    print(f"WER          {_fmt(m['baseline_wer'], True)} -> {_fmt(m['tuned_wer'], True)} on {m['wer_utterances']} held-out utterances; "
-          f"change 95% CI {interval}: {ci['verdict']}")
-    if m["canary"]["utterances"]:
-        print(f"canary WER   {_fmt(m['canary_wer_before'], True)} -> {_fmt(m['canary_wer_after'], True)} "
-              f"on {m['canary']['utterances']} general-speech utterances (forgetting check)")
-    print(f"wall time    {m['wall_seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB")
+def _print_summary(m: RealMetrics, out: Path) -> None:
+    ci = m.wer_delta_ci95
+    interval = f"[{100 * ci.ci95[0]:+.1f}, {100 * ci.ci95[1]:+.1f}] pts" if ci.ci95 else "n/a"
+    print(f"model        {m.model_id_used} ({m.model_source})")
+    print(f"train loss   {_fmt(m.train_loss)} (mean of {len(m.train_loss_history)} steps)")
+    print(f"eval loss    {_fmt(m.baseline_eval_loss)} -> {_fmt(m.tuned_eval_loss)}")
+    print(f"WER          {_fmt(m.baseline_wer, True)} -> {_fmt(m.tuned_wer, True)} on {m.wer_utterances} held-out utterances; "
+          f"change 95% CI {interval}: {ci.verdict}")
+    if m.canary.utterances:
+        print(f"canary WER   {_fmt(m.canary.wer_before, True)} -> {_fmt(m.canary.wer_after, True)} "
+              f"on {m.canary.utterances} general-speech utterances (forgetting check)")
+    s = m.scale
+    print(f"data         {s.train_rows} training rows ({s.train_hours:.2f} h) of a {s.corpus_rows}-row corpus "
+          f"({s.corpus_hours:.2f} h); first step after {_fmt(s.seconds_to_first_step)} s; "
+          f"{m.train_audio_seconds_per_second:.1f} audio s/s")
+    print(f"wall time    {m.wall_seconds:.1f} s, peak RSS {m.peak_rss_mb:.0f} MB (largest loader worker {m.peak_rss_workers_mb:.0f} MB)")
     print(f"wrote        {out / 'real_metrics.json'}, {out / 'report.html'}, {out / 'lora_adapter'}, {out / 'processor'}")
 
 
@@ -228,13 +130,12 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
-def run_locked(cfg: TrainConfig) -> dict:
+def run_locked(cfg: TrainConfig) -> RealMetrics | None:
     """`run` holding the output folder's lock, so two runs cannot write one folder.
 
     Only the main process (rank 0) locks and writes; the other processes of the same run would
     otherwise find the folder locked by their own rank 0.
     """
-    from lora.checkpoint import OutputLock
 
     if _launch_rank() != 0:
         return run(cfg)

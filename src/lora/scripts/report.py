@@ -12,13 +12,14 @@ import argparse
 import json
 from pathlib import Path
 
-from lora.cli import run_cli
-from lora.errors import UserError
+from lora.core.cli import run_cli
+from lora.core.errors import UserError
+from lora.report.content import write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
     parts = __doc__.split("\n\n")
-    parser = argparse.ArgumentParser(prog="lora-report", description=parts[1], epilog=parts[2])
+    parser = argparse.ArgumentParser(prog="lora report", description=parts[1], epilog=parts[2])
     parser.add_argument("metrics", type=Path, metavar="METRICS_JSON", help="real_metrics.json or eval.json")
     parser.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
                         help="where to write the report (default: the metrics file's folder)")
@@ -43,7 +44,6 @@ def read_metrics(path: Path) -> dict:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     metrics = read_metrics(args.metrics)
-    from lora.report import write_report
 
     written = write_report(metrics, args.output_dir or args.metrics.parent)
     for path in written.values():

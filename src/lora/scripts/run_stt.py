@@ -12,14 +12,22 @@ import argparse
 import logging
 from pathlib import Path
 
-from lora.cli import run_cli, setup_logging
-from lora.errors import UserError
+from lora.core.audio import SAMPLE_RATE
+from lora.core.cli import run_cli, setup_logging
+from lora.core.errors import UserError
+from lora.data.manifest import read_source
+from lora.data.preflight import preflight
+from lora.data_loader import Example
+from lora.decoding import transcribe_examples
+from lora.evaluation import score
+from lora.model_utils import load_with_adapter
+from lora.results import SttArtifact, write_result
 
 log = logging.getLogger("lora")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_stt.py", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1])
     parser.add_argument("--adapter-dir", required=True, help="a run's lora_adapter/ folder")
     parser.add_argument("--processor-dir", default=None, help="a run's processor/ folder (default: the base model's)")
     parser.add_argument("--audio-list", required=True, help="manifest (JSONL/JSON/CSV/TSV) or a text file of audio paths")
@@ -43,19 +51,12 @@ def leakage_warnings(rows, run_info: dict) -> list[str]:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
-    from lora.manifest import read_source
 
     read = read_source(Path(args.audio_list))
     if not read.rows:
         raise UserError(f"{args.audio_list}: the manifest has no usable rows; add at least one audio entry")
-    from lora.preflight import preflight
 
     report = preflight(read.rows, read.bad, require_text=False, quiet=True, source=read.source)
-    from lora.data_loader import Example
-    from lora.decoding import transcribe_examples
-    from lora.evaluation import score
-    from lora.model_utils import load_with_adapter
-    from lora.outputs import write_json_atomic
 
     model, processor, family, resolved, info = load_with_adapter(Path(args.adapter_dir), args.model_id)
     if args.processor_dir:
@@ -71,17 +72,15 @@ def _main(argv: list[str] | None) -> int:
         except Exception as exc:  # one unreadable file must not lose the others
             errors.append({"id": u.id, "origin": u.origin, "reason": f"cannot decode audio: {exc}"})
             continue
-        examples.append(Example(u.id, u.speaker, u.text, family.featurize(processor, samples), [], len(samples) / 16000))
+        examples.append(Example(u.id, u.speaker, u.text, family.featurize(processor, samples), [], len(samples) / SAMPLE_RATE))
     hyps = transcribe_examples(model, processor, family, examples, args.batch_size)
     scored = [i for i, e in enumerate(examples) if e.text.strip()]
     result = score([examples[i].id for i in scored], [examples[i].text for i in scored], [hyps[i] for i in scored])
     per_id = {s["id"]: s["wer"] for s in result["samples"]}
     samples = [{"id": e.id, "reference": e.text or None, "hypothesis": h, "wer": per_id.get(e.id)} for e, h in zip(examples, hyps)]
-    artifact = resolved.record() | {
-        "adapter_dir": str(args.adapter_dir), "processor_dir": args.processor_dir,
-        "samples": samples, "wer": result["wer"], "cer": result["cer"], "errors": errors,
-    }
-    write_json_atomic(args.output, artifact)
+    artifact = SttArtifact(**resolved.record(), adapter_dir=str(args.adapter_dir), processor_dir=args.processor_dir,
+                           samples=samples, wer=result["wer"], cer=result["cer"], errors=errors)
+    write_result(args.output, artifact)
     wer = "n/a (no references)" if result["wer"] is None else f"{100 * result['wer']:.1f}%"
     print(f"transcribed {len(examples)} utterances, WER {wer}, {len(errors)} errors -> {args.output}")
     return 0

@@ -1,0 +1,43 @@
+"""Shared CLI plumbing: logging set-up and the one-line error contract.
+
+Deliberately imports nothing heavy so `--help` stays fast (torch is imported inside commands).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+
+from lora.core.errors import EXIT_USER_ERROR, UserError
+
+log = logging.getLogger("lora")
+
+
+def setup_logging(quiet: bool = False, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else getattr(logging, level.upper(), logging.INFO),
+        format="[lora] %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    if level.upper() != "DEBUG":
+        # transformers' generate() repeats the same advisory warnings every batch; keep real errors.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported
+        # peft calls a transformers API that transformers 5 marks deprecated, on every get_peft_model.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run `main(argv)`; turn `UserError` into one stderr line and exit code 2."""
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)

@@ -1,0 +1,13 @@
+"""User-facing errors: one clear line and exit code 2, never a traceback.
+
+Anything raised as `UserError` is caught by the CLI wrapper (`lora.core.cli.run_cli`) and printed
+as `error: <message>`; the message should say which file/line, what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Bad input or an unreachable resource the user can fix; printed as one line, exit 2."""

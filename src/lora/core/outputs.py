@@ -1,0 +1,102 @@
+"""Writing results: atomic JSON/text files and the run facts every metrics file carries."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+TRACKED_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "jiwer", "onnxruntime", "ctranslate2")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write via a temp file in the same folder + rename: readers never see half a file."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Binary twin of write_text_atomic (PNG plots): temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any other file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    return write_text_atomic(path, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_children_mb() -> float:
+    """Peak resident memory of the largest finished child process (data-loader workers)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def library_versions() -> dict:
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Move a fully written temp folder into place; an existing folder is swapped out, then removed."""
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+@contextmanager
+def quiet_progress_bars():
+    """No transformers tqdm bars (save/load) while we report our own progress lines."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()

@@ -1,0 +1,54 @@
+"""Text in two roles: the training-target policy and the scoring normaliser. Knows no audio or models.
+
+Scoring uses the Whisper English normaliser from the `whisper-normalizer` PyPI package, a
+maintained verbatim extraction of openai/whisper's `normalizers/english.py` (+ its spelling map),
+so our WER is comparable with published Whisper/Moonshine figures without depending on the
+whole `openai-whisper` package (which pulls its own torch/triton/tiktoken stack).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+TARGET_POLICIES = ("raw", "lower", "sentence", "normalized")
+
+
+@lru_cache(maxsize=1)
+def _english_normalizer():
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+@lru_cache(maxsize=1 << 16)
+def normalize_for_scoring(text: str) -> str:
+    """Whisper English normalisation: case, punctuation, spelling, numbers ("two" == "2").
+
+    Cached: speaker splits and leakage checks normalise every transcript of a corpus, often twice,
+    and corpora repeat transcripts (~0.3 ms each uncached)."""
+    return _english_normalizer()(text or "")
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def target_text(text: str, policy: str) -> str:
+    """The string a model is trained to emit for transcript `text` under `policy`.
+
+    - raw: as given (LibriSpeech is UPPERCASE without punctuation)
+    - lower: lower case
+    - sentence: first letter upper, rest lower, standalone "i" upper (how the models were trained)
+    - normalized: the scoring normaliser's output
+    """
+    text = _SPACES.sub(" ", (text or "").strip())
+    if policy == "raw":
+        return text
+    if policy == "lower":
+        return text.lower()
+    if policy == "sentence":
+        lowered = re.sub(r"\bi\b", "I", text.lower())
+        return lowered[:1].upper() + lowered[1:]
+    if policy == "normalized":
+        return normalize_for_scoring(text)
+    raise ValueError(f"unknown target policy {policy!r}; choose one of {TARGET_POLICIES}")

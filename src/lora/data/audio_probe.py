@@ -1,0 +1,150 @@
+"""Is one utterance's audio usable, and how long is it? The per-row probe behind `lora.data.preflight`.
+
+Decoding is the expensive part of a preflight, so each row is decoded once: the header is read
+first (a 10-minute file is rejected without decoding it), then the samples, which are checked
+for truncation and NaN/inf and then dropped (only the duration is kept). Any sample rate and any
+channel count is fine: `lora.core.audio` converts them later. A file's extension is ignored; what
+libsndfile recognises in the bytes decides (a FLAC named `.wav` is fine, text named `.wav` is not).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Reasons (short categories, counted in reports); the probe's `detail` says what exactly was found.
+MISSING_FILE = "missing file"
+NOT_A_FILE = "not a file"
+EMPTY_FILE = "empty file"
+UNREADABLE_FILE = "unreadable file"
+UNDECODABLE = "cannot decode"
+TRUNCATED = "truncated file"
+NO_SAMPLES = "no samples"
+NON_FINITE = "non-finite samples"
+TOO_SHORT = "too short"
+TOO_LONG = "too long"
+
+# libsndfile's header log says `data : 64000 (should be 31978)` when a WAV's data chunk claims
+# more bytes than the file holds. Streaming recorders write placeholder sizes (0, 0xFFFFFFFF)
+# and fix them up at the end; a size at or above this is a placeholder, not a truncation.
+_WAV_DATA_LOG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+PLACEHOLDER_SIZE = 0x7FFF0000
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Duration in seconds, or the reason (and detail) why the audio is unusable."""
+
+    seconds: float = 0.0
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def probe_audio(audio, sampling_rate: int, min_seconds: float, max_seconds: float, decode: bool = True) -> Probe:
+    """Probe a path, raw encoded bytes or inline samples (frames[, channels]) at `sampling_rate`.
+
+    `decode=False` reads the header only (at scale: the full decode then happens in the data
+    loader's workers, which quarantine a row that fails it while training goes on)."""
+    if isinstance(audio, np.ndarray | list):
+        return check_samples(np.asarray(audio, dtype=np.float32), sampling_rate, min_seconds, max_seconds)
+    if isinstance(audio, bytes | bytearray):
+        if not audio:
+            return Probe(0.0, EMPTY_FILE, "0 bytes of encoded audio")
+        return _probe_encoded(lambda: io.BytesIO(audio), min_seconds, max_seconds, decode)
+    path = Path(audio)
+    problem = _file_problem(path)
+    if problem:
+        return problem
+    return _probe_encoded(lambda: str(path), min_seconds, max_seconds, decode)
+
+
+def _file_problem(path: Path) -> Probe | None:
+    """Existence, type, size and permission, before libsndfile gets a vague look at it."""
+    if not path.exists():
+        return Probe(0.0, MISSING_FILE, str(path))
+    if path.is_dir():
+        return Probe(0.0, NOT_A_FILE, f"{path} is a directory")
+    if not path.is_file():
+        return Probe(0.0, NOT_A_FILE, f"{path} is not a regular file")
+    if path.stat().st_size == 0:
+        return Probe(0.0, EMPTY_FILE, f"{path} has 0 bytes")
+    if not os.access(path, os.R_OK):
+        return Probe(0.0, UNREADABLE_FILE, f"no read permission on {path}")
+    return None
+
+
+def _probe_encoded(open_source, min_seconds: float, max_seconds: float, decode: bool = True) -> Probe:
+    """Header first (cheap bounds check), then one full decode to catch truncation and NaN/inf."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(open_source())
+    except Exception as exc:  # libsndfile's message is the useful part, whatever the class
+        return Probe(0.0, UNDECODABLE, _sndfile_message(exc))
+    truncated = _declared_truncation(info.extra_info)
+    if truncated:
+        return Probe(0.0, TRUNCATED, truncated)
+    if info.frames <= 0:
+        return Probe(0.0, NO_SAMPLES, f"0 frames in the {info.format} file")
+    seconds = info.frames / info.samplerate
+    bounds = _bounds_problem(seconds, min_seconds, max_seconds)
+    if bounds:
+        return bounds
+    if not decode:
+        return Probe(seconds)
+    try:
+        samples, rate = sf.read(open_source(), dtype="float32", always_2d=True)
+    except Exception as exc:
+        return Probe(0.0, UNDECODABLE, _sndfile_message(exc))
+    if len(samples) < info.frames:
+        return Probe(0.0, TRUNCATED, f"decoded {len(samples)} of the {info.frames} frames its header declares")
+    return check_samples(samples, rate, min_seconds, max_seconds)
+
+
+def check_samples(samples: np.ndarray, sampling_rate: int, min_seconds: float, max_seconds: float) -> Probe:
+    """Checks shared by decoded files and inline arrays: empty, NaN/inf, duration bounds."""
+    if samples.ndim not in (1, 2):
+        return Probe(0.0, UNDECODABLE, f"samples have {samples.ndim} dimensions; expected frames[, channels]")
+    frames = samples.shape[0]
+    if frames == 0 or samples.size == 0:
+        return Probe(0.0, NO_SAMPLES, "0 frames")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(samples.size - np.count_nonzero(finite))
+        return Probe(0.0, NON_FINITE, f"{bad} of {samples.size} samples are NaN or inf")
+    seconds = frames / sampling_rate
+    return _bounds_problem(seconds, min_seconds, max_seconds) or Probe(seconds)
+
+
+def _bounds_problem(seconds: float, min_seconds: float, max_seconds: float) -> Probe | None:
+    if seconds < min_seconds:
+        return Probe(seconds, TOO_SHORT, f"{seconds:.3f} s < {min_seconds:g} s")
+    if seconds > max_seconds:
+        return Probe(seconds, TOO_LONG, f"{seconds:.1f} s > {max_seconds:g} s; cut long recordings into clips with "
+                     "`lora segment --audio FILE --transcript TEXT` (or transcribe them with `lora stt`, any length)")
+    return None
+
+
+def _declared_truncation(header_log: str) -> str | None:
+    """A WAV whose data chunk is cut short decodes "fine" to a prefix whose transcript no longer fits."""
+    match = _WAV_DATA_LOG.search(header_log or "")
+    if match:
+        declared, present = int(match[1]), int(match[2])
+        if present < declared < PLACEHOLDER_SIZE:
+            return f"the WAV header declares {declared} bytes of audio, the file holds {present}"
+    return None
+
+
+def _sndfile_message(exc: Exception) -> str:
+    """libsndfile's own words without the `Error opening '<path>': ` prefix the path repeats."""
+    message = getattr(exc, "error_string", None) or str(exc)
+    return re.sub(r"^Error\s*:\s*", "", message.strip()).rstrip(".") or type(exc).__name__

@@ -1,0 +1,202 @@
+"""Manifest text -> raw rows `(line, fields)`: the syntax layer of `lora.data.manifest`.
+
+Knows JSONL, JSON lists, CSV/TSV with a header and plain path lists; knows nothing of aliases,
+audio or `Utterance`. Every row keeps the 1-based line it starts on, so every later message can
+say `file:line`. Problems that make the whole file unreadable raise `UserError`; a single row
+that cannot be turned into fields comes back as a `RawRow` with `problem` set, for quarantine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lora.core.errors import UserError
+
+# Extension -> format. `.json` and `.jsonl` are both sniffed by their first character, because
+# people save JSON lists as `.jsonl` and JSON lines as `.json` all the time.
+FORMATS = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+    ".csv": "csv", ".tsv": "tsv",
+    ".txt": "list", ".lst": "list", ".list": "list",
+}
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif"})
+SUPPORTED = ".jsonl, .json, .csv, .tsv or .txt (one audio path per line)"
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One row before interpretation: its line, its fields (a dict) or why it has none."""
+
+    line: int
+    fields: dict | None = None
+    problem: str = ""  # short reason when `fields` is None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The rows of one file, plus the header of a CSV/TSV (None for other formats)."""
+
+    rows: tuple[RawRow, ...]
+    header: tuple[str, ...] | None = None
+    header_line: int = 0
+
+
+def manifest_format(path: Path) -> str:
+    """The format a manifest file's name announces; raises on names no reader handles."""
+    if path.name.endswith(".trans.txt"):
+        raise UserError(f"{path}: a LibriSpeech transcript file; pass the LibriSpeech root folder instead")
+    suffix = path.suffix.lower()
+    if suffix in AUDIO_EXTENSIONS:
+        raise UserError(f"{path}: an audio file, not a manifest; list audio paths in a .txt file (one per line)")
+    if suffix not in FORMATS:
+        raise UserError(f"{path}: unknown manifest extension {suffix or '(none)'!r}; use {SUPPORTED}")
+    return FORMATS[suffix]
+
+
+def decode_utf8(path: Path, data: bytes) -> str:
+    """Text of a manifest; a non-UTF-8 byte is reported with its line (BOM tolerated)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); re-save the manifest as UTF-8"
+        ) from None
+
+
+def parse_rows(path: Path, text: str, fmt: str) -> Parsed:
+    """Dispatch on format; JSON-family files are sniffed by their first non-blank character."""
+    if fmt in ("json", "jsonl"):
+        first = text.lstrip()[:1]
+        as_list = first == "[" or (fmt == "json" and first not in ("{", ""))
+        if fmt == "json" and first == "{" and "\n" in text.strip():
+            _refuse_json_object(path, text)
+        return Parsed(tuple(parse_json_list(path, text) if as_list else parse_jsonl(path, text)))
+    if fmt in ("csv", "tsv"):
+        return parse_table(path, text, "\t" if fmt == "tsv" else ",")
+    return Parsed(tuple(parse_path_list(text)))
+
+
+def _refuse_json_object(path: Path, text: str) -> None:
+    """A pretty-printed `{...}` document is not JSON lines; say so instead of a column-2 error."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return  # not one document: read it as JSON lines, which reports the bad line
+    keys = ", ".join(map(str, list(document)[:5])) if isinstance(document, dict) else ""
+    raise UserError(f"{path}:1: expected a JSON list of objects, found one JSON object (keys: {keys}); "
+                    "put the rows in a top-level [ ... ] or write one object per line (.jsonl)")
+
+
+def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> UserError:
+    return UserError(
+        f"{path}:{exc.lineno + line_offset}: invalid JSON at column {exc.colno} ({exc.msg}); "
+        "fix or delete that line"
+    )
+
+
+def _as_row(line: int, value) -> RawRow:
+    if isinstance(value, dict):
+        return RawRow(line, value)
+    kind = type(value).__name__ if value is not None else "null"
+    return RawRow(line, None, "not an object", f"row is a JSON {kind}; expected an object like {{\"audio\": ...}}")
+
+
+def parse_jsonl(path: Path, text: str) -> list[RawRow]:
+    """One JSON object per line; blank lines skipped. A syntax error stops the read."""
+    return list(iter_jsonl(path, text))
+
+
+def iter_jsonl(path: Path, text: str):
+    """`parse_jsonl` one row at a time (large manifests are never held as rows twice).
+
+    Split on "\\n" only: `str.splitlines` would also split on U+2028 and friends, which JSON
+    leaves unescaped inside strings.
+    """
+    start, lineno = 0, 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line = text[start:end]
+        lineno += 1
+        start = end + 1
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _json_error(path, exc, lineno - 1) from None
+        yield _as_row(lineno, value)
+
+
+def parse_json_list(path: Path, text: str) -> list[RawRow]:
+    """A JSON list of objects; each row gets the line its object starts on."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _json_error(path, exc) from None
+    if not isinstance(document, list):
+        raise UserError(f"{path}:1: expected a JSON list of objects, found a JSON {type(document).__name__}; "
+                        "wrap the rows in [ ... ] or write one object per line (.jsonl)")
+    return [_as_row(line, value) for line, value in zip(_element_lines(text), document)]
+
+
+def _element_lines(text: str):
+    """Start line of each top-level list element (the text is already known to be valid JSON)."""
+    decoder, index, line, counted = json.JSONDecoder(), text.index("[") + 1, 1, 0
+    while True:
+        while index < len(text) and text[index] in " \t\r\n,":
+            index += 1
+        if index >= len(text) or text[index] == "]":
+            return
+        line += text.count("\n", counted, index)
+        counted = index
+        yield line
+        _, index = decoder.raw_decode(text, index)
+
+
+def parse_table(path: Path, text: str, delimiter: str) -> Parsed:
+    """CSV (quoted fields allowed) or TSV (no quoting: texts keep their quote marks), with a header.
+
+    A row with the wrong number of fields is a bad row, not a file error: it is usually one
+    unquoted comma in one transcript.
+    """
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    header: list[str] | None = None
+    rows: list[RawRow] = []
+    start = header_line = 1
+    try:
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not record or not any(field.strip() for field in record):
+                continue
+            if header is None:
+                header, header_line = [name.strip() for name in record], line
+                continue
+            if len(record) != len(header):
+                hint = (" (an unquoted delimiter in a field?)" if len(record) > len(header)
+                        else " (an unclosed quote?)" if any("\n" in field for field in record) else "")
+                rows.append(RawRow(line, None, "wrong number of fields",
+                                   f"{len(record)} fields but the header has {len(header)}{hint}"))
+                continue
+            rows.append(RawRow(line, dict(zip(header, record))))
+    except csv.Error as exc:
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        raise UserError(f"{path}:{reader.line_num}: unreadable {kind} ({exc}); fix the quoting on that line") from None
+    return Parsed(tuple(rows), tuple(header) if header is not None else None, header_line)
+
+
+def parse_path_list(text: str) -> list[RawRow]:
+    """One audio path per line; blank lines and `#` comments skipped; no transcripts."""
+    rows = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            rows.append(RawRow(lineno, {"audio": entry}))
+    return rows

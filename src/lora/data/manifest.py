@@ -1,0 +1,308 @@
+"""Any manifest or speech folder -> `Utterance`s: the one reader every command uses.
+
+`read_source(path)` (alias `read_manifest`) accepts
+  * JSONL, a JSON list, CSV or TSV with a header (`lora.data.formats` does the syntax),
+  * a plain list of audio paths (`.txt`/`.lst`/`.list`, one per line; no transcripts),
+  * a LibriSpeech-layout folder (`<subset>/<speaker>/<chapter>/*.trans.txt`),
+  * a folder holding `manifest.jsonl` (or `.json`/`.csv`/`.tsv`).
+A folder that has the LibriSpeech layout is read as LibriSpeech even when it also holds a
+manifest: the `*.trans.txt` files sit beside the audio they describe, while a manifest is a
+derived copy that can go stale. Point at the manifest file itself to read it instead.
+
+Field names are matched case-insensitively through aliases (see the `*_KEYS` constants). Paths
+are relative to the manifest's folder. Rows are returned as they are: whether the audio exists
+and decodes is `lora.data.preflight`'s job. Only rows that cannot be interpreted at all (not an
+object, wrong field count, no audio field, ...) come back as `BadRow`s for preflight to
+quarantine. Whole-file problems raise `UserError` as `file:line: what is wrong; what to do`.
+
+Every row's `origin` is `file:line`; its `extra` holds the row's other fields plus `has_text`
+(False for path lists and rows with no text field: nothing to check or score against) and
+`derived_id` (True when the id was taken from the file name).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from lora.core.audio import SAMPLE_RATE
+from lora.core.errors import UserError
+from lora.data.formats import SUPPORTED, Parsed, RawRow, decode_utf8, iter_jsonl, manifest_format, parse_rows
+from lora.data.records import Utterance, read_librispeech_dir
+
+AUDIO_KEYS = ("audio", "path", "audio_filepath", "file")
+TEXT_KEYS = ("text", "transcript", "sentence")
+SPEAKER_KEYS = ("speaker", "speaker_id")
+ID_KEYS = ("id", "utt_id")
+RATE_KEYS = ("sampling_rate", "sample_rate", "sr")
+SUBSET_KEYS = ("subset",)
+FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest.tsv")
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that will not be used, and why. `reason` is a short category (counted in reports);
+    `detail` says what exactly was found."""
+
+    origin: str
+    reason: str
+    id: str = ""
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{self.origin}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+    def record(self) -> dict:
+        """The quarantine.jsonl object for this row."""
+        return {"origin": self.origin, "id": self.id, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ManifestRead:
+    """What a source yielded: interpretable rows, uninterpretable rows, and what was read."""
+
+    rows: tuple[Utterance, ...]
+    bad: tuple[BadRow, ...] = ()
+    source: str = ""
+    kind: str = ""  # jsonl | json | csv | tsv | list | librispeech
+
+
+class _Bad(Exception):
+    """Internal: this row cannot be interpreted (reason, detail)."""
+
+
+def read_source(path: str | Path) -> ManifestRead:
+    """Read a manifest file or a speech folder; see the module docstring for the rules."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _read_folder(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; pass a manifest ({SUPPORTED}) or a LibriSpeech-layout folder")
+    fmt = manifest_format(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the manifest ({exc.strerror or exc}); check its permissions") from None
+    text = decode_utf8(path, data)
+    del data
+    if fmt == "jsonl" and text.lstrip()[:1] == "{":
+        # JSON lines, the format of large corpora: rows are read one at a time, never all held raw.
+        raws, parsed = iter_jsonl(path, text), None
+    else:
+        parsed = parse_rows(path, text, fmt)
+        _require_rows(path, parsed)
+        _require_audio_field(path, parsed)
+        raws = parsed.rows
+    rows: list[Utterance] = []
+    bad: list[BadRow] = []
+    seen = _Seen()
+    for raw in raws:
+        seen.note(raw)
+        result = _interpret(raw, path, has_text=fmt != "list", shared=seen.shared)
+        (bad if isinstance(result, BadRow) else rows).append(result)
+    if parsed is None:
+        seen.require(path)
+    return ManifestRead(tuple(_unique_derived_ids(rows, path.parent)), tuple(bad), str(path), fmt)
+
+
+class _Seen:
+    """What a streamed read must still check once it has seen every row (the checks `parse_rows`
+    callers make up front), and one shared copy of each repeated string (transcripts, speakers,
+    paths: a 10^5-row corpus repeats them a lot)."""
+
+    def __init__(self):
+        self.rows, self.first_object, self.any_audio = 0, None, False
+        self.shared: dict = {}
+
+    def note(self, raw: RawRow) -> None:
+        self.rows += 1
+        if raw.fields is not None:
+            if self.first_object is None:
+                self.first_object = raw
+            if not self.any_audio and set(_normalise(raw.fields)) & set(AUDIO_KEYS):
+                self.any_audio = True
+
+    def require(self, path: Path) -> None:
+        _require_rows(path, Parsed((), None) if not self.rows else Parsed((RawRow(0),)))
+        if self.first_object is not None and not self.any_audio:
+            found = ", ".join(map(str, self.first_object.fields)) or "no fields"
+            raise UserError(f"{path}:{self.first_object.line}: no row has an audio field (expected one of "
+                            f"{', '.join(AUDIO_KEYS)}; found {found}); rename the key that holds the audio")
+
+
+read_manifest = read_source
+
+
+def _read_folder(root: Path) -> ManifestRead:
+    """LibriSpeech layout first (see module docstring), else a manifest file inside the folder."""
+    if next(root.glob("*/*/*/*.trans.txt"), None) or next(root.glob("*/*/*.trans.txt"), None):
+        rows = read_librispeech_dir(root)
+        if not rows:
+            raise UserError(f"{root}: LibriSpeech transcripts found but no audio next to them; "
+                            "put each <id>.flac beside its *.trans.txt")
+        return ManifestRead(tuple(rows), (), str(root), "librispeech")
+    for name in FOLDER_MANIFESTS:
+        if (root / name).is_file():
+            return read_source(root / name)
+    raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt) nor a "
+                    f"manifest.jsonl; pass a manifest file or a LibriSpeech-layout folder")
+
+
+def _require_rows(path: Path, parsed: Parsed) -> None:
+    if parsed.rows:
+        return
+    if parsed.header is not None:
+        raise UserError(f"{path}:{parsed.header_line}: only a header, no rows; add one row per utterance")
+    raise UserError(f"{path}: empty manifest (no rows); add one row per utterance")
+
+
+def _require_audio_field(path: Path, parsed: Parsed) -> None:
+    """No audio column anywhere is a file problem (a renamed column), not N row problems."""
+    if parsed.header is not None:
+        columns = [name.lower() for name in parsed.header]
+        if not set(columns) & set(AUDIO_KEYS):
+            raise UserError(f"{path}:{parsed.header_line}: no audio column (expected one of {', '.join(AUDIO_KEYS)}; "
+                            f"found {', '.join(parsed.header)}); rename the column that holds the audio paths")
+        return
+    objects = [raw for raw in parsed.rows if raw.fields is not None]
+    if objects and not any(set(_normalise(raw.fields)) & set(AUDIO_KEYS) for raw in objects):
+        found = ", ".join(map(str, objects[0].fields)) or "no fields"
+        raise UserError(f"{path}:{objects[0].line}: no row has an audio field (expected one of "
+                        f"{', '.join(AUDIO_KEYS)}; found {found}); rename the key that holds the audio")
+
+
+def _normalise(fields: dict) -> dict:
+    """Keys stripped and lower-cased; on a clash the first spelling wins."""
+    out: dict = {}
+    for key, value in fields.items():
+        out.setdefault(str(key).strip().lower(), value)
+    return out
+
+
+def _pick(fields: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if key in fields:
+            return key, fields[key]
+    return None, None
+
+
+def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = None) -> Utterance | BadRow:
+    origin = f"{path}:{raw.line}"
+    if raw.fields is None:
+        return BadRow(origin, raw.problem, detail=raw.detail)
+    fields = _normalise(raw.fields)
+    row_id = ""
+    try:
+        row_id = _scalar(fields, ID_KEYS, "id").strip()
+        audio_key, value = _pick(fields, AUDIO_KEYS)
+        if audio_key is None:
+            raise _Bad("no audio field", f"expected one of {', '.join(AUDIO_KEYS)}")
+        audio, rate = _audio(value, fields, path.parent, shared)
+        text_key, _ = _pick(fields, TEXT_KEYS)
+        text = _scalar(fields, TEXT_KEYS, "text")
+        speaker = _scalar(fields, SPEAKER_KEYS, "speaker").strip()
+        subset = _scalar(fields, SUBSET_KEYS, "subset").strip()
+    except _Bad as bad:
+        return BadRow(origin, bad.args[0], row_id, bad.args[1])
+    used = {audio_key, text_key, *ID_KEYS, *SPEAKER_KEYS, *SUBSET_KEYS, *RATE_KEYS}
+    if shared is not None:  # one object per distinct string
+        text, speaker = shared.setdefault(text, text), shared.setdefault(speaker, speaker)
+    extra = {k: v for k, v in fields.items() if k not in used}
+    extra["has_text"] = has_text and text_key is not None
+    derived = not row_id
+    if derived:
+        row_id = Path(audio).stem if isinstance(audio, Path) else f"{path.stem}-{raw.line}"
+    extra["derived_id"] = derived
+    if shared is not None:
+        extra = _shared_extra(extra, shared)
+    return Utterance(id=row_id, speaker=speaker, text=text, audio=audio, sampling_rate=rate,
+                     origin=origin, subset=subset, extra=extra)
+
+
+def _shared_extra(extra: dict, shared: dict) -> dict:
+    """One dict for rows whose other fields are equal (repeats of a clip): rows differ in id and
+    line, rarely in these. Later writers (preflight's `seconds`) write the same value for the same file."""
+    try:
+        key = ("extra", tuple(sorted(extra.items())))
+        hash(key)
+    except TypeError:  # a list or dict among the values: keep the row's own
+        return extra
+    return shared.setdefault(key, extra)
+
+
+def _scalar(fields: dict, keys: tuple[str, ...], what: str) -> str:
+    """A text-like field as str: absent/null -> "", numbers -> their digits, containers -> bad row."""
+    _, value = _pick(fields, keys)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise _Bad(f"bad {what} field", f"expected a string, got a JSON {type(value).__name__}")
+
+
+def _audio(value, fields: dict, folder: Path, shared: dict | None = None) -> tuple[Path | np.ndarray, int]:
+    """(path relative to the manifest folder | inline samples, sampling rate)."""
+    if isinstance(value, dict):  # Hugging Face style: {"array": [...], "sampling_rate": N} or {"path": ...}
+        if "array" in value:
+            return _inline(value["array"], value.get("sampling_rate", _pick(fields, RATE_KEYS)[1]))
+        if not isinstance(value.get("path"), str):
+            raise _Bad("bad audio field", "an audio object needs a 'path' string or an 'array' of samples")
+        value = value["path"]
+    if value is None:
+        raise _Bad("no audio", "the audio field is null")
+    if isinstance(value, str):
+        entry = value.strip()
+        if not entry:
+            raise _Bad("no audio", "the audio path is empty")
+        if shared is None:
+            return folder / Path(entry).expanduser(), SAMPLE_RATE
+        key = ("path", entry)
+        if key not in shared:
+            shared[key] = folder / Path(entry).expanduser()
+        return shared[key], SAMPLE_RATE
+    if isinstance(value, list):
+        return _inline(value, _pick(fields, RATE_KEYS)[1])
+    raise _Bad("bad audio field", f"expected a path or a list of samples, got a JSON {type(value).__name__}")
+
+
+def _inline(samples, rate) -> tuple[np.ndarray, int]:
+    try:
+        array = np.asarray(samples, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise _Bad("bad inline audio", "audio must be a list of numbers, or of [left, right] frames") from None
+    if array.ndim not in (1, 2):
+        raise _Bad("bad inline audio", f"audio has {array.ndim} dimensions; expected samples or frames")
+    return array, _rate(rate)
+
+
+def _rate(value) -> int:
+    if value is None:
+        return SAMPLE_RATE
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if isinstance(value, bool) or not (rate > 0 and rate == int(rate)):
+        raise _Bad("bad sampling rate", f"{value!r} is not a positive whole number of Hz")
+    return int(rate)
+
+
+def _unique_derived_ids(rows: list[Utterance], folder: Path) -> list[Utterance]:
+    """Ids taken from file names clash when two folders hold `1.wav`; those use the relative path.
+
+    The same path listed twice still yields the same id, which preflight reports as a duplicate.
+    """
+    counts = Counter(u.id for u in rows if u.extra.get("derived_id") and isinstance(u.audio, Path))
+    out = []
+    for u in rows:
+        if u.extra.get("derived_id") and isinstance(u.audio, Path) and counts[u.id] > 1:
+            u = replace(u, id=Path(os.path.relpath(u.audio, folder)).with_suffix("").as_posix())
+        out.append(u)
+    return out

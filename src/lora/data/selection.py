@@ -1,0 +1,129 @@
+"""Choosing utterances: speaker-disjoint splits, balanced picks, leakage rules, replay mixing.
+
+Pure functions over `Utterance` lists (no I/O), so every rule here is cheap to test.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+
+from lora.core.errors import UserError
+from lora.core.text import normalize_for_scoring
+from lora.data.records import Utterance
+
+log = logging.getLogger("lora")
+
+DEFAULT_EVAL_FRACTION = 0.25
+
+
+def split_by_speaker(
+    utterances: list[Utterance], eval_fraction: float = DEFAULT_EVAL_FRACTION, seed: int = 42
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Split so that no speaker is in both parts; deterministic under `seed`.
+
+    Eval speakers are drawn first from those who said something nobody else said: a speaker whose
+    every transcript is shared with others (a closed vocabulary such as spoken digits) would leave
+    no eval utterance once `without_train_texts` drops what training covers.
+    """
+    speakers = sorted({u.speaker for u in utterances})
+    if len(speakers) < 2:
+        raise UserError(
+            f"need at least two speakers for a speaker-disjoint train/eval split, found {len(speakers)} "
+            f"({', '.join(speakers) or 'none'}); add recordings from another speaker"
+        )
+    random.Random(seed).shuffle(speakers)
+    own = _speakers_with_own_texts(utterances)
+    speakers.sort(key=lambda s: s not in own)  # stable: the seeded order holds within each group
+    n_eval = min(len(speakers) - 1, max(1, round(eval_fraction * len(speakers))))
+    eval_speakers = set(speakers[:n_eval])
+    train = [u for u in utterances if u.speaker not in eval_speakers]
+    held = [u for u in utterances if u.speaker in eval_speakers]
+    return train, held
+
+
+def _speakers_with_own_texts(utterances: list[Utterance]) -> set[str]:
+    """Speakers with at least one (normalised) transcript that no other speaker has."""
+
+    speakers_of: dict[str, set[str]] = defaultdict(set)
+    for u in utterances:
+        speakers_of[normalize_for_scoring(u.text)].add(u.speaker)
+    return {next(iter(who)) for who in speakers_of.values() if len(who) == 1}
+
+
+def select_balanced(utterances: list[Utterance], n: int, seed: int = 42) -> list[Utterance]:
+    """Up to `n` utterances, round-robin over speakers so no single speaker dominates."""
+    rng = random.Random(seed)
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in sorted(utterances, key=lambda u: u.id):
+        by_speaker[u.speaker].append(u)
+    queues = [by_speaker[s] for s in sorted(by_speaker)]
+    for q in queues:
+        rng.shuffle(q)
+    rng.shuffle(queues)
+    chosen: list[Utterance] = []
+    while len(chosen) < n and any(queues):
+        for q in queues:
+            if q and len(chosen) < n:
+                chosen.append(q.pop())
+    return chosen
+
+
+def split_by_named_speakers(
+    utterances: list[Utterance], train_speakers, eval_speakers
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Explicit speaker lists (e.g. a recipe's); refuses overlap."""
+    overlap = set(train_speakers) & set(eval_speakers)
+    if overlap:
+        raise UserError(f"speakers {sorted(overlap)} are in both --train-speakers and --eval-speakers")
+    train = [u for u in utterances if u.speaker in set(train_speakers)]
+    held = [u for u in utterances if u.speaker in set(eval_speakers)]
+    for name, part, wanted in (("train", train, train_speakers), ("eval", held, eval_speakers)):
+        if not part:
+            raise UserError(f"no utterances found for {name} speakers {list(wanted)}")
+    return train, held
+
+
+def without_train_texts(held: list[Utterance], train: list[Utterance]) -> list[Utterance]:
+    """Eval candidates whose transcript was not trained on (when we choose the split ourselves)."""
+
+    seen = {normalize_for_scoring(u.text) for u in train}
+    kept = [u for u in held if normalize_for_scoring(u.text) not in seen]
+    if len(kept) < len(held):
+        log.info("left %d eval candidates out: their transcript is also in the training set", len(held) - len(kept))
+    return kept
+
+
+def mix_replay(train: list, replay: list, share: float) -> list:
+    """Training examples with `replay` repeated so it makes up about `share` of the utterances."""
+    if not replay or share <= 0:
+        return list(train)
+    wanted = round(share * len(train) / (1 - share))
+    copies = max(1, round(wanted / len(replay)))
+    return list(train) + list(replay) * copies
+
+
+def leakage(train: list[Utterance], held: list[Utterance]) -> dict:
+    """Speakers and identical (normalised) transcripts present in both train and eval."""
+
+    speakers = sorted({u.speaker for u in train} & {u.speaker for u in held})
+    texts = sorted({normalize_for_scoring(u.text) for u in train} & {normalize_for_scoring(u.text) for u in held})
+    return {"shared_speakers": speakers, "shared_texts": texts}
+
+
+def check_leakage(train: list[Utterance], held: list[Utterance], allow_shared_speakers: bool = False,
+                  allow_shared_text: bool = False) -> dict:
+    """Refuse a split whose eval part shares speakers or transcripts with training (override flags)."""
+    found = leakage(train, held)
+    if found["shared_speakers"] and not allow_shared_speakers:
+        raise UserError(
+            f"speaker leakage: speaker(s) {', '.join(found['shared_speakers'][:5])} are in both train and eval; "
+            "use disjoint speakers (or --allow-shared-speakers to override)"
+        )
+    if found["shared_texts"] and not allow_shared_text:
+        raise UserError(
+            f"transcript leakage: {len(found['shared_texts'])} identical transcript(s) in train and eval "
+            f"(e.g. {found['shared_texts'][0]!r}); use other utterances (or --allow-shared-text for closed vocabularies)"
+        )
+    return found

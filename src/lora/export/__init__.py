@@ -1,0 +1,97 @@
+"""`lora-export`: merge a LoRA adapter into its base model, export it for an on-device runtime, and
+check the export (WER against the PyTorch model, speed against the original in the same runtime).
+
+    onnx  Moonshine -> encoder.onnx + KV-cached decoder.onnx for onnxruntime (`moonshine_onnx`)
+    ct2   Whisper   -> a CTranslate2 directory (`whisper_ct2`)
+
+The exported files are written to a temporary sibling folder and renamed into place, then
+`export_report.json` is written atomically beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lora.core.errors import UserError
+from lora.core.outputs import (
+    library_versions,
+    quiet_progress_bars,
+    replace_dir,
+)
+from lora.core.paths import default_speech_dir
+from lora.data.records import list_subsets, read_librispeech_dir
+from lora.data.sources import read_manifest_rows
+from lora.export.formats import export_format
+from lora.export.merge import load_merged, recorded_family
+from lora.export.parity import measure_parity
+from lora.families import resolve_callable
+from lora.results import ExportReport, to_dict, write_result
+
+REPORT_FILE = "export_report.json"
+LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    adapter_dir: Path
+    format: str
+    output: Path
+    model_id: str | None = None  # base model; default: the one the adapter records
+    manifest: str | None = None  # parity utterances; default: LibriSpeech folders of the speech dir
+    max_samples: int = 0  # cap on parity utterances (0 = all)
+
+
+def parity_rows(manifest: str | None, max_samples: int = 0) -> tuple[list, str]:
+    """Real utterances (with transcripts) for the parity check, and where they came from."""
+
+    if manifest:
+        rows, where = read_manifest_rows(manifest), manifest
+    else:
+        root = default_speech_dir()
+        subsets = [s for s in list_subsets(root) if s.startswith(LIBRISPEECH_PREFIXES)] if root else []
+        if not subsets:
+            raise UserError("no parity utterances: pass --manifest (no LibriSpeech folders in $LORA_SPEECH_DIR or ../shared/speech)")
+        rows, where = read_librispeech_dir(root, subsets), f"{root} [{'+'.join(subsets)}]"
+    rows = rows[:max_samples] if max_samples else rows
+    if not rows:
+        raise UserError(f"{where}: no usable utterances for the parity check")
+    return rows, where
+
+
+def export_adapter(options: ExportOptions) -> dict:
+    """Merge, export, check; returns the report written to `output/export_report.json`."""
+
+    fmt = export_format(options.format, recorded_family(options.adapter_dir))
+    rows, where = parity_rows(options.manifest, options.max_samples)
+    merged = load_merged(options.adapter_dir, options.model_id)
+    fmt = export_format(options.format, merged.family.name)  # the loaded model has the last word
+    started = time.perf_counter()
+    files = _export_atomically(fmt, merged, Path(options.output))
+    export_seconds = time.perf_counter() - started
+    parity = measure_parity(fmt, Path(options.output), merged, rows)
+    report = ExportReport(
+        format=fmt.name, family=fmt.family, runtime=fmt.runtime, original=fmt.original,
+        adapter_dir=str(options.adapter_dir), **merged.base, output=str(options.output),
+        files={f.name: f.stat().st_size for f in files}, export_seconds=export_seconds,
+        parity_data=where, **parity, versions=library_versions())
+    write_result(Path(options.output) / REPORT_FILE, report)
+    return to_dict(report)
+
+
+def _export_atomically(fmt, merged, output: Path) -> list[Path]:
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with quiet_progress_bars():
+            resolve_callable(fmt.export)(merged.model, merged.processor, tmp)
+        replace_dir(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(p for p in output.iterdir() if p.is_file())

@@ -1,0 +1,42 @@
+"""Moonshine: raw 16 kHz audio in (no mel, no 30 s padding), Llama-style SentencePiece labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lora.core.audio import SAMPLE_RATE
+from lora.families.base import ModelFamily
+
+
+@dataclass(frozen=True)
+class MoonshineFamily(ModelFamily):
+    def featurize(self, processor, samples: np.ndarray) -> np.ndarray:
+        feats = processor.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")
+        return np.asarray(feats["input_values"][0], dtype=np.float32)
+
+    def pad_inputs(self, inputs: list[np.ndarray]) -> dict:
+        """Dynamic padding to the longest clip of the batch, with a mask."""
+        import torch
+
+        width = max(len(x) for x in inputs)
+        values = torch.zeros((len(inputs), width), dtype=torch.float32)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for i, x in enumerate(inputs):
+            values[i, : len(x)] = torch.from_numpy(x)
+            mask[i, : len(x)] = 1
+        return {"input_values": values, "attention_mask": mask}
+
+    def label_ids(self, tokenizer, text: str, policy: str | None = None) -> list[int]:
+        """Text tokens + eos; the model prepends bos (decoder start) itself when shifting."""
+        ids = tokenizer(self.target(text, policy), add_special_tokens=False).input_ids
+        return list(ids) + [tokenizer.eos_token_id]
+
+
+MOONSHINE = MoonshineFamily(
+    name="moonshine",
+    input_key="input_values",
+    default_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+    target_policy="sentence",
+)

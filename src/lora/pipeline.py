@@ -1,0 +1,312 @@
+"""The stages of a run, as named functions every runner, recipe, benchmark and test calls:
+
+    start        accelerator, precision, seed
+    load_model   resolve --model-id, load the base model, processor and family
+    select_data  sources -> checked records -> speaker-disjoint train / eval / replay, canary
+    train_batches  the training rows as a streaming batch source (workers decode as it trains)
+    eval_sets    eval / WER / canary examples (small: prepared in memory)
+    measure      eval loss + WER (+ canary) of the model as it is
+    attach       LoRA on the target modules
+    train        optimizer steps over the batch source
+    save         lora_adapter/ (PEFT, safetensors) and processor/
+    metrics      the typed `RealMetrics` of the run
+    report       real_metrics.json, report.md/html, plots
+
+This file knows the order of the stages, not how any stage works inside.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+
+from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic
+from lora.core.paths import default_speech_dir
+from lora.core.precision import resolve_precision
+from lora.data.clip_joining import with_joined_clips
+from lora.data.manifest import BadRow
+from lora.data.preflight import write_quarantine
+from lora.data.records import Utterance
+from lora.data.resolve import DataChoice, TrainEvalData, resolve_data
+from lora.data.selection import check_leakage, mix_replay
+from lora.data.sources import canary_utterances, read_manifest_rows
+from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_workers, prepare_dataset, record_seconds
+from lora.decoding import assess
+from lora.evaluation import compare, paired_bootstrap, summarize_losses
+from lora.model_utils import ResolvedModel, attach_lora, hub_reachable, load_base, resolve_model_id, save_adapter, save_processor
+from lora.report.content import write_report
+from lora.results import CanaryResult, RealMetrics, ScaleFacts, WerChange, to_dict
+from lora.training import BatchSource, TrainResult, streaming_source, train_lora
+from lora.training_config import TrainConfig, split_csv
+
+log = logging.getLogger("lora")
+
+# Under several processes the others wait in DDP's first broadcast while the main process measures
+# the baseline (and the canary) alone. torch's default collective timeout (10 min NCCL, 30 min gloo)
+# is shorter than a large baseline on CPU, so the wait gets this instead.
+COLLECTIVE_TIMEOUT_S = 3 * 3600
+# Above this many training rows, train_ids are not listed in the metrics (only counted): the file
+# would be megabytes of ids.
+MAX_LISTED_IDS = 20_000
+
+
+@dataclass
+class Session:
+    accelerator: object
+    precision: str
+    precision_note: str | None
+    started: float  # time.perf_counter() at the start of the run
+    cpu: bool
+
+
+@dataclass
+class LoadedModel:
+    resolved: ResolvedModel
+    model: object
+    processor: object
+    family: object
+
+
+@dataclass
+class TrainSummary:
+    """What the metrics and the adapter record about the training rows, taken before the rows
+    themselves are handed to the loader (and let go: a large corpus is not kept twice)."""
+
+    ids: list[str]  # listed up to MAX_LISTED_IDS rows, else empty
+    speakers: list[str]
+    replay_ids: list[str]
+    joined: int  # joined-clip rows added (`--join-clips`)
+    rows: int
+    seconds: float
+
+
+@dataclass
+class SelectedData:
+    data: TrainEvalData
+    canary: list[Utterance]
+    leaks: dict
+    train_rows: list[Utterance]  # training rows after clip joining and replay mixing (emptied by train_batches)
+    summary: TrainSummary
+
+
+@dataclass
+class EvalSets:
+    eval: list[Example]
+    wer: list[Example]
+    canary: list[Example]
+
+
+@dataclass
+class Measurement:
+    """eval loss + WER of one model state on the eval set, and on the canary."""
+
+    eval: dict
+    canary: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+
+def start(cfg: TrainConfig, cpu: bool, started: float | None = None) -> Session:
+    """The accelerator (one process or several), mixed precision chosen for the device, the seed."""
+    from accelerate import Accelerator  # deferred: heavy
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
+
+    precision, note = resolve_precision(cfg.mixed_precision, cpu)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=cpu,
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))])
+    if not accelerator.is_main_process:
+        log.setLevel(logging.WARNING)  # N copies of every info line say nothing more than one
+    elif note:
+        log.warning("mixed precision: %s", note)
+    set_seed(cfg.seed)
+    return Session(accelerator, precision, note, started if started is not None else time.perf_counter(), cpu)
+
+
+def load_model(cfg: TrainConfig, session: Session | None = None) -> LoadedModel:
+    """Resolve `--model-id` and load it. Under several processes the main process converts an
+    imported model first (a shared cache), then each machine's first process, then the rest load it."""
+    if session is None:
+        resolved = resolve_model_id(cfg.model_id)
+        return LoadedModel(resolved, *load_base(resolved))
+    accelerator = session.accelerator
+    with accelerator.main_process_first(), accelerator.local_main_process_first():
+        resolved = resolve_model_id(cfg.model_id)
+        model, processor, family = load_base(resolved)  # transformers picks SDPA attention where the model has it
+    return LoadedModel(resolved, model, processor, family)
+
+
+def select_data(cfg: TrainConfig, use_hub: bool = True) -> SelectedData:
+    """Train / eval / replay rows (speaker-disjoint, leakage refused) and the canary."""
+    local = bool(cfg.data_dir or cfg.manifest)
+    data = resolve_data(
+        DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.dataset_samples, cfg.eval_samples, cfg.seed,
+                   split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers), use_hub=use_hub,
+                   replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl")),
+        hub_ok=hub_reachable() if use_hub and not local else False,
+    )
+    leaks = check_leakage(data.train, data.eval, cfg.allow_shared_speakers, cfg.allow_shared_text)
+    if cfg.canary:
+        canary = read_manifest_rows(cfg.canary)
+    else:
+        seen = data.train + data.replay + data.eval
+        canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), seen, cfg.canary_samples, cfg.seed)
+    joined = with_joined_clips(data.train, cfg.join_clips, cfg.seed)
+    train_rows = mix_replay(joined, data.replay, cfg.replay_share)
+    trained = data.train + data.replay
+    summary = TrainSummary(
+        ids=[u.id for u in trained] if len(trained) <= MAX_LISTED_IDS else [],
+        speakers=sorted({u.speaker for u in trained}), replay_ids=[u.id for u in data.replay][:MAX_LISTED_IDS],
+        joined=len(joined) - len(data.train), rows=len(train_rows), seconds=sum(record_seconds(u) for u in train_rows))
+    return SelectedData(data, canary, leaks, train_rows, summary)
+
+
+def loader_options(cfg: TrainConfig, device_type: str) -> LoaderOptions:
+    workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
+    return LoaderOptions(cfg.batch_size, cfg.max_batch_seconds, cfg.seed, workers, pin_memory=device_type == "cuda")
+
+
+def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, options: LoaderOptions) -> tuple[BatchSource, ClipTable]:
+    """The training rows as compact columns, streamed through the loader's workers."""
+    table = ClipTable.from_records(selected.train_rows)
+    selected.train_rows, selected.data.train = [], []  # the table holds them now, in a fraction of the memory
+    policy = cfg.target_policy or lm.family.target_policy
+    return streaming_source(table, lm.processor, lm.family, policy, options), table
+
+
+def eval_sets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> EvalSets:
+    policy = cfg.target_policy or lm.family.target_policy
+    eval_examples = prepare_dataset(selected.data.eval, lm.processor, lm.family, policy)
+    canary = prepare_dataset(selected.canary, lm.processor, lm.family, policy)
+    wer = eval_examples[: cfg.wer_batches * cfg.eval_batch_size] if cfg.wer_batches else eval_examples
+    return EvalSets(eval_examples, wer, canary)
+
+
+def measure(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig) -> Measurement:
+    result = assess(model, lm.processor, lm.family, sets.eval, sets.wer, cfg.eval_batch_size)
+    canary = assess(model, lm.processor, lm.family, sets.canary, sets.canary, cfg.eval_batch_size) if sets.canary else {}
+    return Measurement(result, canary)
+
+
+def attach(model, cfg: TrainConfig, family):
+    targets = cfg.target_module_list or family.default_target_modules
+    return attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets), tuple(targets)
+
+
+def steps_for(cfg: TrainConfig, batches_per_epoch: int, world: int) -> TrainConfig:
+    """`--num-epochs` turned into optimizer steps (the scheduler needs the count up front)."""
+    if cfg.num_epochs <= 0:
+        return cfg
+    steps = max(1, math.ceil(cfg.num_epochs * batches_per_epoch / (cfg.gradient_accumulation_steps * world)))
+    log.info("%g epoch(s) of %d micro-batches = %d optimizer steps", cfg.num_epochs, batches_per_epoch, steps)
+    return replace(cfg, max_steps=steps)
+
+
+def train(model, lm: LoadedModel, source: BatchSource, cfg: TrainConfig, session: Session) -> TrainResult:
+    out = Path(cfg.output_dir)
+    quarantine = out / "quarantine.jsonl"
+    upfront = _read_quarantine(quarantine)
+
+    def on_bad(rows: list[BadRow]) -> None:
+        if session.accelerator.is_main_process:
+            write_quarantine(quarantine, upfront + rows)
+
+    return train_lora(model, lm.family, source, cfg, session.accelerator, show_progress=not cfg.quiet, run_dir=out,
+                      on_bad=on_bad)
+
+
+def save(model, lm: LoadedModel, out: Path, run_info: dict) -> None:
+    save_adapter(model, out / "lora_adapter", run_info)
+    save_processor(lm.processor, out / "processor")
+
+
+def run_info(lm: LoadedModel, selected: SelectedData, cfg: TrainConfig, targets: tuple[str, ...]) -> dict:
+    """What the adapter records about its run (lora_run.json): model, targets, training speakers/ids."""
+    s = selected.summary
+    return lm.resolved.record() | {
+        "family": lm.family.name, "target_policy": cfg.target_policy or lm.family.target_policy,
+        "target_modules": list(targets), "train_ids": s.ids, "train_speakers": s.speakers,
+        "replay_ids": s.replay_ids, "joined_train_utterances": s.joined,
+    }
+
+
+def canary_result(canary: list[Utterance], before: dict, after: dict, manifest: str | None) -> CanaryResult:
+    if not canary:
+        return CanaryResult(source=manifest or "none found", utterances=0)
+    return CanaryResult(
+        source=manifest or "local LibriSpeech/LJSpeech subsets, unseen speakers", utterances=len(canary),
+        ids=[u.id for u in canary], wer_before=before["wer"], wer_after=after["wer"], cer_before=before["cer"],
+        cer_after=after["cer"], eval_loss_before=before["eval_loss"], eval_loss_after=after["eval_loss"],
+        wer_delta_ci95=WerChange(**paired_bootstrap(before["samples"], after["samples"])), samples=compare(before, after))
+
+
+def metrics(info: dict, lm: LoadedModel, selected: SelectedData, sets: EvalSets, cfg: TrainConfig, session: Session,
+            before: Measurement, after: Measurement, result: TrainResult, scale: ScaleFacts) -> RealMetrics:
+    import torch  # deferred: heavy
+
+    losses = [r["loss"] for r in result.history]
+    return RealMetrics(
+        **info, data_source=selected.data.source,
+        eval_ids=[u.id for u in selected.data.eval], eval_speakers=sorted({u.speaker for u in selected.data.eval}),
+        leakage=selected.leaks, config=asdict(cfg), world_size=session.accelerator.num_processes,
+        device=str(session.accelerator.device), mixed_precision=session.precision, mixed_precision_note=session.precision_note,
+        train_loss=summarize_losses(losses), train_loss_history=result.history,
+        non_finite_steps=sum(1 for x in losses if not math.isfinite(x)),
+        baseline_eval_loss=before.eval["eval_loss"], tuned_eval_loss=after.eval["eval_loss"],
+        baseline_wer=before.eval["wer"], tuned_wer=after.eval["wer"], baseline_cer=before.eval["cer"], tuned_cer=after.eval["cer"],
+        wer_utterances=len(sets.wer),
+        wer_delta_ci95=WerChange(**paired_bootstrap(before.eval["samples"], after.eval["samples"], seed=cfg.seed)),
+        samples=compare(before.eval, after.eval),
+        canary=canary_result(selected.canary, before.canary, after.canary, cfg.canary),
+        train_audio_seconds=selected.summary.seconds, eval_audio_seconds=sum(e.seconds for e in sets.eval),
+        train_wall_seconds=result.wall_seconds,
+        train_audio_seconds_per_second=result.audio_seconds / max(result.wall_seconds, 1e-9),
+        wall_seconds=time.perf_counter() - session.started, peak_rss_mb=peak_rss_mb(),
+        peak_rss_workers_mb=peak_rss_children_mb(), torch_threads=torch.get_num_threads(), versions=library_versions(),
+        scale=scale,
+    )
+
+
+def compiled(model):
+    """`torch.compile` of the model (opt-in): worth its warm-up only on long GPU runs."""
+    import torch  # deferred: heavy
+
+    return torch.compile(model)
+
+
+def scale_facts(selected: SelectedData, table: ClipTable, source: BatchSource, options: LoaderOptions, result: TrainResult,
+                session: Session, model, cfg: TrainConfig) -> ScaleFacts:
+    src = selected.data.source
+    first = result.first_step_wall - session.started if result.first_step_wall is not None else None
+    return ScaleFacts(
+        corpus_rows=src.get("corpus_rows", 0), corpus_hours=src.get("corpus_hours", 0.0), train_rows=len(table),
+        train_hours=table.hours, repeated_rows=src.get("repeated_rows", 0),
+        micro_batches_per_epoch=source.batches_per_epoch, max_batch_seconds=cfg.max_batch_seconds,
+        loader_workers=options.num_workers, seconds_to_first_step=first,
+        quarantined_while_training=len(result.quarantined),
+        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "unknown")), compiled=cfg.compile)
+
+
+def report(result: RealMetrics, out: Path) -> None:
+    data = to_dict(result)
+    write_json_atomic(out / "real_metrics.json", data)
+    write_report(data, out)
+
+
+def _read_quarantine(path: Path) -> list[BadRow]:
+    """Rows preflight already quarantined (the loader's finds are added to them)."""
+    import json
+
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            d = json.loads(line)
+            rows.append(BadRow(d["origin"], d["reason"], d.get("id", ""), d.get("detail", "")))
+    return rows

@@ -1,0 +1,236 @@
+"""The typed schema of every file a command writes: one dataclass per file, with a schema version.
+
+Writers build these objects and call `write_result`; readers (the report, summaries, the digits
+table) call `read_result` and use attributes, so renaming a figure is one edit here plus its users.
+Per-utterance rows, the run config and library versions stay plain dicts/lists inside.
+
+    real_metrics.json    RealMetrics    (lora train / train_real_small.py)
+    eval.json            EvalResult     (lora eval)
+    artifact_test.json   SttArtifact    (lora stt / scripts/run_stt.py)
+    export_report.json   ExportReport   (lora export)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lora.core.errors import UserError
+from lora.core.outputs import write_json_atomic
+
+SCHEMA_VERSION = 2
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WerChange:
+    """Paired bootstrap of WER(after) - WER(before): `verdict` improved / worse / no significant change."""
+
+    delta: float | None
+    ci95: list[float] | None
+    verdict: str
+    resamples: int = 0
+    seed: int = 0
+    method: str = "utterance"  # "utterance" or "speaker-clustered"
+
+
+@dataclass(frozen=True)
+class CanaryResult:
+    """General speech scored before and after training: the forgetting check."""
+
+    source: str
+    utterances: int
+    ids: list[str] = field(default_factory=list)
+    wer_before: float | None = None
+    wer_after: float | None = None
+    cer_before: float | None = None
+    cer_after: float | None = None
+    eval_loss_before: float | None = None
+    eval_loss_after: float | None = None
+    wer_delta_ci95: WerChange | None = None
+    samples: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScaleFacts:
+    """How the run coped with its corpus: size, start-up, loader, on-the-fly quarantine."""
+
+    corpus_rows: int  # usable rows of the source before selection
+    corpus_hours: float
+    train_rows: int  # rows the batch plan draws from (after selection, joining, replay)
+    train_hours: float
+    repeated_rows: int  # rows repeating another row's file, transcript and speaker (scale corpora)
+    micro_batches_per_epoch: int
+    max_batch_seconds: float
+    loader_workers: int
+    seconds_to_first_step: float | None  # from the start of the run to the end of the first optimizer step
+    quarantined_while_training: int  # rows the loader's workers could not load (kept out, run went on)
+    attention: str  # the attention kernel transformers chose (sdpa, eager, ...)
+    compiled: bool
+
+
+@dataclass(frozen=True)
+class RealMetrics:
+    """`real_metrics.json`: baseline -> LoRA -> tuned on speaker-disjoint held-out speech."""
+
+    model_id_requested: str
+    model_id_used: str
+    model_source: str
+    model_path: str
+    family: str
+    target_policy: str
+    target_modules: list[str]
+    data_source: dict
+    train_ids: list[str]
+    train_speakers: list[str]
+    replay_ids: list[str]
+    joined_train_utterances: int
+    eval_ids: list[str]
+    eval_speakers: list[str]
+    leakage: dict
+    config: dict
+    world_size: int
+    device: str
+    mixed_precision: str
+    mixed_precision_note: str | None
+    train_loss: float | None  # mean over the finite logged steps
+    train_loss_history: list[dict]
+    non_finite_steps: int  # logged steps whose loss was NaN/inf (the run stops at the first)
+    baseline_eval_loss: float
+    tuned_eval_loss: float
+    baseline_wer: float | None
+    tuned_wer: float | None
+    baseline_cer: float | None
+    tuned_cer: float | None
+    wer_utterances: int
+    wer_delta_ci95: WerChange
+    samples: list[dict]
+    canary: CanaryResult
+    train_audio_seconds: float  # the training rows' audio (one pass)
+    eval_audio_seconds: float
+    train_wall_seconds: float
+    train_audio_seconds_per_second: float  # audio seen by the optimizer steps / training wall time
+    wall_seconds: float
+    peak_rss_mb: float  # this process
+    peak_rss_workers_mb: float  # the largest data-loader worker (they are separate processes)
+    torch_threads: int
+    versions: dict
+    scale: ScaleFacts
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """`eval.json`: one model (+ adapter) on one manifest or folder."""
+
+    model_id_requested: str
+    model_id_used: str
+    model_source: str
+    model_path: str
+    adapter_dir: str | None
+    family: str
+    data: str
+    utterances: int
+    audio_seconds: float
+    wer: float | None
+    cer: float | None
+    wer_ci95: list[float] | None
+    eval_loss: float
+    substitutions: int
+    deletions: int
+    insertions: int
+    ref_words: int
+    samples: list[dict]
+    wall_seconds: float
+    versions: dict
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class SttArtifact:
+    """`artifact_test.json`: transcripts of a manifest or path list (the seed's keys: samples, wer, errors)."""
+
+    model_id_requested: str
+    model_id_used: str
+    model_source: str
+    model_path: str
+    adapter_dir: str
+    processor_dir: str | None
+    samples: list[dict]  # id, reference (None without one), hypothesis, wer
+    wer: float | None
+    cer: float | None
+    errors: list[dict]  # id, origin, reason: rows that could not be transcribed
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """`export_report.json`: what was exported and how it compares with PyTorch and the original."""
+
+    format: str
+    family: str
+    runtime: str
+    original: str
+    adapter_dir: str
+    model_id_requested: str  # the base model the adapter was merged into
+    model_id_used: str
+    model_source: str
+    model_path: str
+    output: str
+    files: dict[str, int]
+    export_seconds: float
+    parity_data: str
+    utterances: int
+    audio_seconds: float
+    wer: dict  # pytorch_merged / exported / original_base_model -> {wer, cer, ref_words}
+    wer_gap_points: float
+    identical_transcripts_vs_pytorch: float
+    speed_audio_seconds_per_second: dict
+    speed_ratio_exported_vs_original: float
+    targets: dict
+    samples: list[dict]
+    versions: dict
+    schema_version: int = SCHEMA_VERSION
+
+
+def to_dict(result) -> dict:
+    return dataclasses.asdict(result)
+
+
+def write_result(path: str | Path, result) -> Path:
+    """Write a result dataclass as JSON, atomically."""
+    return write_json_atomic(path, to_dict(result))
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a result dataclass (nested WerChange/CanaryResult included); unknown keys are an error."""
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise UserError(f"{cls.__name__}: unknown key(s) {unknown}; the file was written by another version of lora")
+    values = dict(data)
+    for name, nested in (("wer_delta_ci95", WerChange), ("canary", CanaryResult), ("scale", ScaleFacts)):
+        if isinstance(values.get(name), dict) and name in hints:
+            values[name] = from_dict(nested, values[name])
+    return cls(**values)
+
+
+def read_result(path: str | Path, cls: type[T]) -> T:
+    """Read a result file into its dataclass, with a one-line error when it is missing or malformed."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror}); run the command that writes it first") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); the file is damaged, run the command again") from None
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {data.get('schema_version')!r}, this lora reads {SCHEMA_VERSION}; "
+                        "run the command again with this version")
+    try:
+        return from_dict(cls, data)
+    except TypeError as exc:
+        raise UserError(f"{path}: does not match {cls.__name__} ({exc}); run the command again") from None

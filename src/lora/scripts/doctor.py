@@ -1,0 +1,56 @@
+"""`lora doctor`: print the environment a run would see (versions, threads, GPU, hub, offline models)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lora.core.cli import run_cli
+from lora.core.outputs import library_versions
+from lora.core.paths import default_speech_dir, imported_models_dir
+from lora.importing import imports, read_record
+from lora.model_utils import hub_reachable
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="lora doctor", description=__doc__.split(":", 1)[1].strip())
+
+
+def doctor() -> list[tuple[str, str]]:
+    from importlib import metadata
+
+    import torch
+
+
+    rows = [(name, str(version)) for name, version in library_versions().items()]
+    rows.append(("cpu cores / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"))
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    rows.append(("gpu", ", ".join(gpus) or "none (CPU training)"))
+    rows.append(("hugging face hub", "reachable" if hub_reachable() else "unreachable (offline: use import names)"))
+    for name, spec in imports().items():
+        package = spec.package
+        try:
+            installed = f"{package} {metadata.version(package)} installed"
+        except metadata.PackageNotFoundError:
+            installed = f"{package} NOT installed"
+        cached = "converted" if read_record(imported_models_dir() / name) else "not yet converted (first use converts)"
+        rows.append((f"offline model {name}", f"{installed}; {cached} in {imported_models_dir()}"))
+    rows.append(("speech folder", str(default_speech_dir() or "none ($LORA_SPEECH_DIR or ../shared/speech)")))
+    return rows
+
+
+def _main(argv: list[str] | None) -> int:
+    build_parser().parse_args(argv)
+    rows = doctor()
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
