@@ -160,3 +160,32 @@ def test_real_generate_of_a_tiny_moonshine(tiny_moonshine, speech_dir):
     assert guard.stopped == {0}  # 10.4 s allows 84 copies: the long row runs to the cap
     assert eos not in guarded[1, prompt:].tolist()
     assert trim_token_loops(row0, seconds[0], special_ids=frozenset({eos})) == row0[:1]
+
+
+def test_real_generate_of_a_tiny_whisper(tiny_whisper, speech_dir):
+    """Whisper's own generate (forced prompt tokens) takes the guard too: only the 0.3 s row is stopped."""
+    import torch
+    from transformers import (
+        AutoModelForSpeechSeq2Seq,
+        AutoProcessor,
+        LogitsProcessorList,
+    )
+
+    from lora.families import family_for
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_whisper).eval()
+    processor = AutoProcessor.from_pretrained(tiny_whisper)
+    family = family_for(model.config.model_type)
+    paths = ["fsdd/9201/1/9201-1-0000.flac", "test-clean/1089/134686/1089-134686-0000.flac"]
+    clips = [sf.read(speech_dir / p, dtype="float32")[0] for p in paths]
+    inputs = family.pad_inputs([family.featurize(processor, c) for c in clips])
+    eos = model.generation_config.eos_token_id
+    with torch.inference_mode():
+        plain = model.generate(**inputs, max_new_tokens=40, do_sample=False)
+        guard = LoopGuardLogitsProcessor([len(c) / 16000 for c in clips], eos_token_id=eos)
+        guarded = model.generate(**inputs, max_new_tokens=40, do_sample=False, logits_processor=LogitsProcessorList([guard]))
+    assert eos not in plain[0].tolist()  # the random model loops to the cap
+    assert guard.stopped == {0}
+    row0 = guarded[0].tolist()
+    assert eos in row0 and row0.index(eos) < 10
+    assert eos not in guarded[1].tolist()

@@ -14,9 +14,9 @@ at least k x n / units_per_second seconds. A run of copies is a loop when
 
 `min_repeats` (3) is a floor because people do say "no no no" or "zero zero zero" (phone numbers)
 in any length of audio. Defaults and why:
-  * words: 4 words/s. Read speech in ../shared/speech runs at 2-3.5 words/s over a sentence
-    (LibriSpeech, LJSpeech, JFK); the FSDD clips reach 7 words/s, but each is one word (k = 1,
-    below the floor). 4/s still catches the loop that matters: "zero" x 8 on 0.5 s is k = 8 >
+  * words: 4 words/s. The sentences of ../shared/speech run at 1.6-3.7 words/s (test-clean
+    2.3-3.1, dev-clean 1.6-3.7, LJSpeech 2.0-3.1, JFK 2.0); the FSDD clips reach 7 words/s, but
+    each is one word (k = 1, below the floor). 4/s still catches the loop that matters: "zero" x 8 on 0.5 s is k = 8 >
     max(3, ceil(2)) = 3.
   * tokens: 8 tokens/s (subword tokenizers split a word into 1-2 tokens), same floor; "zero" x 8
     on 0.5 s is caught whether "zero" is one token (8 > max(3, 4)) or two (8 > max(3, 2)).
