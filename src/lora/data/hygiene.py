@@ -101,8 +101,6 @@ class HygieneOptions:
         "help": "quarantine when the transcript has fewer letters/digits per second of audio"})
     max_chars_per_second: float = field(default=40.0, metadata={
         "help": "quarantine when the transcript has more letters/digits per second of audio"})
-    max_cer: float = field(default=0.8, metadata={
-        "help": "verify_with_model: warn when the reference model's CER against the transcript exceeds this"})
 
 
 @dataclass(frozen=True)
