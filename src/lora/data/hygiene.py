@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lora.manifest import BadRow
 from lora.text import normalize_for_scoring
 
 QUARANTINE = "quarantine"
@@ -315,6 +316,16 @@ def verify_with_model(rows: Iterable[tuple[str, np.ndarray, str]],
                                                 f"reference model heard {hyp!r} for {text!r} (CER {cer:.2f} > {max_cer:g})",
                                                 "likely mislabelled: listen to the clip and fix or drop the transcript")))
     return flagged
+
+
+def quarantine_row(origin: str, row_id: str, findings: Sequence[Finding]) -> BadRow | None:
+    """The `lora.manifest.BadRow` (for `lora.preflight.write_quarantine`) of a row with a quarantine
+    finding, reason `hygiene: <check>`; None when the row only has warnings or nothing."""
+    bad = [f for f in findings if f.severity == QUARANTINE]
+    if not bad:
+        return None
+    detail = "; ".join(f"{f.check}: {f.detail}; {f.advice}" for f in bad)
+    return BadRow(origin=origin, reason=f"hygiene: {bad[0].check}", id=row_id, detail=detail)
 
 
 def summarize(findings: Sequence[Finding]) -> dict[str, int]:
