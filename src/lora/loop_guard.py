@@ -1,0 +1,160 @@
+"""Decode loop guard: stop a hypothesis when an n-gram repeats more often than the audio allows.
+
+Seq2seq recognisers (Moonshine especially, Whisper too) can fall into a loop on short or silent
+clips: "zero zero zero zero zero zero zero zero" for a 0.5 s "zero". The length cap of
+`ModelFamily.max_new_tokens` bounds the damage but still lets the loop fill the cap, and the
+Whisper normaliser then folds the loop into "00000000" (one substitution), so WER barely shows it
+(see `lora.style_metrics.raw_insertions`).
+
+The rule. With S seconds of audio, a speaker says at most `units_per_second` x S units (words, or
+tokens for the token-level guard). k consecutive copies of an n-gram are k x n units, so they need
+at least k x n / units_per_second seconds. A run of copies is a loop when
+
+    k > allowed(n) = max(min_repeats, ceil(units_per_second x S / n)),   for n = 1 .. max_ngram.
+
+`min_repeats` (3) is a floor because people do say "no no no" or "zero zero zero" (phone numbers)
+in any length of audio. Defaults and why:
+  * words: 4 words/s. The sentences of ../shared/speech run at 1.6-3.7 words/s (test-clean
+    2.3-3.1, dev-clean 1.6-3.7, LJSpeech 2.0-3.1, JFK 2.0); the FSDD clips reach 7 words/s, but
+    each is one word (k = 1, below the floor). 4/s still catches the loop that matters: "zero" x 8 on 0.5 s is k = 8 >
+    max(3, ceil(2)) = 3.
+  * tokens: 8 tokens/s (subword tokenizers split a word into 1-2 tokens), same floor; "zero" x 8
+    on 0.5 s is caught whether "zero" is one token (8 > max(3, 4)) or two (8 > max(3, 2)).
+  The test suite checks that no transcript of ../shared/speech (326, with their real durations)
+  fires, at the word level and at the token level of both real tokenizers.
+
+Where to cut: at the end of the first copy of the looping n-gram (one copy kept): a run long
+enough to fire is evidence that everything after the first copy is the loop.
+
+Three ways to use it:
+  * `loop_cut(units, seconds, options)`: pure; index to cut the unit list at, or None;
+  * `LoopGuardLogitsProcessor`: for `model.generate` (transformers), batch-aware with per-row audio
+    seconds; a row whose generated tokens end in a loop gets EOS forced, the others go on. The
+    tokens of the loop already emitted stay; decode and pass through `trim_loops` (or cut the ids
+    with `loop_cut`) to keep one copy;
+  * `trim_loops(text, seconds)`: post hoc, on decoded text, for exported models (ONNX Runtime,
+    CTranslate2). CTranslate2's own `no_repeat_ngram_size` forbids any repeat of an n-gram
+    anywhere (it breaks "zero zero seven") and `repetition_penalty` reweights every repeated token;
+    neither knows the audio length, so prefer `trim_loops` on its outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LoopGuardOptions:
+    """How many consecutive copies of an n-gram the audio length allows (see the module docstring)."""
+
+    units_per_second: float = field(default=4.0, metadata={
+        "help": "most units (words, or tokens for the token guard) a speaker says per second of audio"})
+    min_repeats: int = field(default=3, metadata={
+        "help": "consecutive copies always allowed, whatever the length ('no no no')"})
+    max_ngram: int = field(default=4, metadata={"help": "longest repeated n-gram looked for"})
+
+    def allowed(self, n: int, seconds: float) -> int:
+        """Most consecutive copies of an n-gram that `seconds` of audio can hold."""
+        return max(self.min_repeats, math.ceil(self.units_per_second * max(seconds, 0.0) / n))
+
+
+WORD_GUARD = LoopGuardOptions()
+TOKEN_GUARD = LoopGuardOptions(units_per_second=8.0)
+
+_WORD = re.compile(r"\S+")
+
+
+def loop_cut(units: Sequence[Hashable], seconds: float, options: LoopGuardOptions = WORD_GUARD) -> int | None:
+    """Index to cut `units` at (one copy of the looping n-gram kept), or None when there is no loop.
+
+    The earliest cut over all n = 1..max_ngram and all runs wins.
+    """
+    units = list(units)
+    size = len(units)
+    best: int | None = None
+    for n in range(1, options.max_ngram + 1):
+        if size < 2 * n:
+            break
+        allowed = options.allowed(n, seconds)
+        # same[i]: units[i] == units[i + n]; run[i]: how many `same` in a row from i
+        run = [0] * (size - n + 1)
+        for i in range(size - n - 1, -1, -1):
+            run[i] = run[i + 1] + 1 if units[i] == units[i + n] else 0
+        for p in range(size - n + 1):
+            if 1 + run[p] // n > allowed:
+                best = p + n if best is None else min(best, p + n)
+                break  # later runs of this n cut later
+    return best
+
+
+def ends_in_loop(units: Sequence[Hashable], seconds: float, options: LoopGuardOptions) -> bool:
+    """Do `units` end in a run of copies that exceeds `allowed`? (The streaming check, O(len x max_ngram).)"""
+    units = list(units)
+    for n in range(1, options.max_ngram + 1):
+        allowed = options.allowed(n, seconds)
+        if len(units) < (allowed + 1) * n:
+            continue
+        tail = units[-n:]
+        copies, end = 1, len(units) - n
+        while end - n >= 0 and units[end - n:end] == tail:
+            copies += 1
+            end -= n
+            if copies > allowed:
+                return True
+    return False
+
+
+def _word_key(word: str) -> str:
+    """Words compare by letters and digits only: "zero," "Zero" and "zero." are one word."""
+    return "".join(ch for ch in word.lower() if ch.isalnum()) or word
+
+
+def trim_loops(text: str, seconds: float, options: LoopGuardOptions = WORD_GUARD) -> str:
+    """Cut a decoded hypothesis after the first copy of a looping word n-gram; unchanged otherwise."""
+    words = list(_WORD.finditer(text or ""))
+    cut = loop_cut([_word_key(m.group()) for m in words], seconds, options)
+    if cut is None:
+        return text
+    return text[:words[cut - 1].end()]
+
+
+class LoopGuardLogitsProcessor:
+    """transformers LogitsProcessor: force EOS on rows whose generated tokens end in a loop.
+
+    `seconds[i]` is the audio length of batch row i (beams of a row share it). The prompt
+    (decoder start / forced tokens) present at the first call is not checked. Pass it as
+    `model.generate(..., logits_processor=LogitsProcessorList([guard]))`; build a new one per batch.
+    """
+
+    def __init__(self, seconds: Sequence[float], eos_token_id: int, options: LoopGuardOptions = TOKEN_GUARD) -> None:
+        self.seconds = [float(s) for s in seconds]
+        self.eos_token_id = int(eos_token_id)
+        self.options = options
+        self.prompt_length: int | None = None
+        self.stopped: set[int] = set()  # batch rows (not beams) that were stopped for looping
+
+    def __call__(self, input_ids, scores):
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]
+        rows = input_ids.shape[0]
+        if rows % len(self.seconds):
+            raise ValueError(f"{rows} decoder rows for {len(self.seconds)} audio lengths")
+        per_row = rows // len(self.seconds)
+        generated = input_ids[:, self.prompt_length:].tolist()
+        for r, ids in enumerate(generated):
+            if ids and ids[-1] != self.eos_token_id and ends_in_loop(ids, self.seconds[r // per_row], self.options):
+                scores[r, :] = -math.inf
+                scores[r, self.eos_token_id] = 0.0
+                self.stopped.add(r // per_row)
+        return scores
+
+
+def trim_token_loops(ids: Sequence[int], seconds: float, options: LoopGuardOptions = TOKEN_GUARD,
+                     special_ids: frozenset[int] = frozenset()) -> list[int]:
+    """Cut a generated id sequence after the first copy of a looping token n-gram (special ids ignored)."""
+    content = [i for i in ids if i not in special_ids]
+    cut = loop_cut(content, seconds, options)
+    return content if cut is None else content[:cut]

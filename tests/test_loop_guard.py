@@ -1,0 +1,191 @@
+"""The decode loop guard: catches loops longer than the audio allows, never fires on the real references."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+
+from lora.loop_guard import (
+    TOKEN_GUARD,
+    WORD_GUARD,
+    LoopGuardLogitsProcessor,
+    LoopGuardOptions,
+    ends_in_loop,
+    loop_cut,
+    trim_loops,
+    trim_token_loops,
+)
+
+LOOP = "zero zero zero zero zero zero zero zero"
+
+
+def real_rows(speech_dir) -> list[dict]:
+    return [json.loads(line) for line in (speech_dir / "manifest.jsonl").read_text().splitlines() if line]
+
+
+def test_the_digit_loop_is_cut_to_one_copy():
+    assert loop_cut(LOOP.split(), 0.5) == 1
+    assert trim_loops(LOOP, 0.5) == "zero"
+
+
+@pytest.mark.parametrize("text, seconds, expected", [
+    ("zero zero zero", 0.5, "zero zero zero"),  # the floor: people say "no no no"
+    ("zero zero zero zero", 0.5, "zero"),  # 4 > max(3, ceil(2))
+    (LOOP, 2.0, LOOP),  # 2 s can hold 8 words
+    (LOOP, 1.5, "zero"),  # 8 > ceil(4 x 1.5) = 6
+    ("i know i know i know i know i know", 1.0, "i know"),  # a bigram loop: 5 copies > 3
+    ("and so my fellow americans ask not ask not ask not ask not ask not", 2.0, "and so my fellow americans ask not"),  # 5 > max(3, ceil(4 x 2 / 2))
+    ("Zero, zero. ZERO zero zero zero zero zero", 0.5, "Zero,"),  # compared by letters only, text kept
+    ("the cat sat on the mat", 0.5, "the cat sat on the mat"),  # too many words, but no repetition
+    ("", 0.5, ""),
+])
+def test_trim_loops(text, seconds, expected):
+    assert trim_loops(text, seconds) == expected
+
+
+def test_allowed_copies_grow_with_audio_and_shrink_with_ngram_length():
+    assert [WORD_GUARD.allowed(1, s) for s in (0.2, 1.0, 2.5, 10.0)] == [3, 4, 10, 40]
+    assert [WORD_GUARD.allowed(n, 10.0) for n in (1, 2, 3, 4)] == [40, 20, 14, 10]
+    assert LoopGuardOptions(min_repeats=1).allowed(1, 0.1) == 1
+
+
+def test_earliest_cut_wins():
+    units = ["a", "b"] + ["c"] * 6 + ["d", "e"] * 6
+    assert loop_cut(units, 0.5) == 3
+
+
+def test_ends_in_loop_is_the_streaming_check():
+    assert ends_in_loop([5] * 5, 0.5, TOKEN_GUARD)  # 5 > max(3, ceil(8 x 0.5)) = 4
+    assert not ends_in_loop([5] * 4, 0.5, TOKEN_GUARD)
+    assert not ends_in_loop([5] * 5 + [6], 0.5, TOKEN_GUARD)  # the loop has to be at the end
+    assert ends_in_loop([7, 8] * 4, 0.5, TOKEN_GUARD)  # bigram: 4 > max(3, 2)
+
+
+def test_trim_token_loops_ignores_special_ids():
+    assert trim_token_loops([50257, 11, 11, 11, 11, 11, 50256], 0.3, special_ids=frozenset({50256, 50257})) == [11]
+    assert trim_token_loops([11, 12, 13], 0.3) == [11, 12, 13]
+
+
+def test_no_real_reference_fires_at_word_level(speech_dir):
+    rows = real_rows(speech_dir)
+    assert len(rows) == 326
+    fired = [(r["id"], r["text"]) for r in rows if loop_cut([w.lower() for w in r["text"].split()], r["seconds"]) is not None]
+    assert fired == []
+    # and the fastest real clips do exceed the word rate, so it is the floor and the n-gram rule that protect them
+    assert max(len(r["text"].split()) / r["seconds"] for r in rows) > WORD_GUARD.units_per_second
+
+
+@pytest.mark.parametrize("model", ["moonshine-base-en", "whisper-tiny.en"])
+def test_no_real_reference_fires_at_token_level(speech_dir, model):
+    from transformers import AutoTokenizer
+
+    from lora.importers import cached_import
+
+    tokenizer = AutoTokenizer.from_pretrained(cached_import(model, progress=lambda m: None))
+    rows = real_rows(speech_dir)
+    fired = []
+    for row in rows:
+        for text in (row["text"], row["text"].lower(), " " + row["text"].lower()):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            if loop_cut(ids, row["seconds"], TOKEN_GUARD) is not None:
+                fired.append((row["id"], text))
+    assert fired == []
+    loop_ids = tokenizer.encode(" " + LOOP, add_special_tokens=False)
+    assert loop_cut(loop_ids, 0.5, TOKEN_GUARD) is not None
+
+
+def test_processor_forces_eos_only_on_the_looping_row():
+    import torch
+
+    eos, vocab = 2, 10
+    # A tiny fake decoder: row 0 loops on token 7, row 1 counts 3, 4, 5, 6, 3, 4, ... (no loop at 10 s).
+    guard = LoopGuardLogitsProcessor([0.5, 10.0], eos_token_id=eos)
+    ids = torch.tensor([[1], [1]])
+    for step in range(12):
+        scores = torch.zeros(2, vocab)
+        scores[0, 7] = 5.0
+        scores[1, 3 + step % 4] = 5.0
+        scores = guard(ids, scores)
+        nxt = scores.argmax(dim=-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+    row0, row1 = ids[0, 1:].tolist(), ids[1, 1:].tolist()
+    assert row0[:6] == [7, 7, 7, 7, 7, eos]  # allowed(1, 0.5 s) = 4 copies, the 5th triggers EOS
+    assert eos not in row1
+    assert guard.stopped == {0}
+
+
+def test_processor_maps_beams_to_their_row():
+    import torch
+
+    guard = LoopGuardLogitsProcessor([0.5, 10.0], eos_token_id=2)
+    guard.prompt_length = 1
+    ids = torch.tensor([[1, 7, 7, 7, 7, 7]] * 4)  # 2 rows x 2 beams, all looping
+    scores = guard(ids, torch.zeros(4, 10))
+    assert scores[:2].argmax(dim=-1).tolist() == [2, 2]  # row 0 (0.5 s): stopped
+    assert torch.isfinite(scores[2:]).all()  # row 1 (10 s): 5 copies are allowed
+    with pytest.raises(ValueError, match="3 decoder rows for 2 audio lengths"):
+        guard(ids[:3], torch.zeros(3, 10))
+
+
+def test_real_generate_of_a_tiny_moonshine(tiny_moonshine, speech_dir):
+    """A random-initialised Moonshine loops (it repeats one token): the guard stops the 0.3 s row early."""
+    import torch
+    from transformers import (
+        AutoModelForSpeechSeq2Seq,
+        AutoProcessor,
+        LogitsProcessorList,
+    )
+
+    from lora.families import family_for
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine).eval()
+    processor = AutoProcessor.from_pretrained(tiny_moonshine)
+    family = family_for(model.config.model_type)
+    paths = ["fsdd/9201/1/9201-1-0000.flac", "test-clean/1089/134686/1089-134686-0000.flac"]
+    clips = [sf.read(speech_dir / p, dtype="float32")[0] for p in paths]
+    seconds = [len(c) / 16000 for c in clips]
+    inputs = family.pad_inputs([family.featurize(processor, c) for c in clips])
+    eos = model.generation_config.eos_token_id
+    with torch.inference_mode():
+        plain = model.generate(**inputs, max_new_tokens=40, do_sample=False)
+        guard = LoopGuardLogitsProcessor(seconds, eos_token_id=eos)
+        guarded = model.generate(**inputs, max_new_tokens=40, do_sample=False, logits_processor=LogitsProcessorList([guard]))
+    prompt = guard.prompt_length
+    assert plain.shape[1] == prompt + 40 and eos not in plain[:, prompt:].tolist()[0]  # it loops to the cap
+    row0 = guarded[0, prompt:].tolist()
+    assert TOKEN_GUARD.allowed(1, seconds[0]) == 3  # 0.30 s: max(3, ceil(8 x 0.3))
+    assert row0.index(eos) == 4  # the 4th copy triggered EOS
+    assert guard.stopped == {0}  # 10.4 s allows 84 copies: the long row runs to the cap
+    assert eos not in guarded[1, prompt:].tolist()
+    assert trim_token_loops(row0, seconds[0], special_ids=frozenset({eos})) == row0[:1]
+
+
+def test_real_generate_of_a_tiny_whisper(tiny_whisper, speech_dir):
+    """Whisper's own generate (forced prompt tokens) takes the guard too: only the 0.3 s row is stopped."""
+    import torch
+    from transformers import (
+        AutoModelForSpeechSeq2Seq,
+        AutoProcessor,
+        LogitsProcessorList,
+    )
+
+    from lora.families import family_for
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_whisper).eval()
+    processor = AutoProcessor.from_pretrained(tiny_whisper)
+    family = family_for(model.config.model_type)
+    paths = ["fsdd/9201/1/9201-1-0000.flac", "test-clean/1089/134686/1089-134686-0000.flac"]
+    clips = [sf.read(speech_dir / p, dtype="float32")[0] for p in paths]
+    inputs = family.pad_inputs([family.featurize(processor, c) for c in clips])
+    eos = model.generation_config.eos_token_id
+    with torch.inference_mode():
+        plain = model.generate(**inputs, max_new_tokens=40, do_sample=False)
+        guard = LoopGuardLogitsProcessor([len(c) / 16000 for c in clips], eos_token_id=eos)
+        guarded = model.generate(**inputs, max_new_tokens=40, do_sample=False, logits_processor=LogitsProcessorList([guard]))
+    assert eos not in plain[0].tolist()  # the random model loops to the cap
+    assert guard.stopped == {0}
+    row0 = guarded[0].tolist()
+    assert eos in row0 and row0.index(eos) < 10
+    assert eos not in guarded[1].tolist()
