@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from lora.audio import load_audio
+from lora.data import hf_sources
 from lora.data.hf_sources import (
     DatasetRead,
     HFSourceOptions,
@@ -255,6 +256,7 @@ def test_hub_streaming_mocked(clips, monkeypatch):
         return _hf_dataset(clips).cast_column("audio", datasets.Audio()).to_iterable_dataset()
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(hf_sources, "hub_reachable", lambda: True)
     assert detect_dataset_format("someone/speech-set") == "hub"
     read = read_dataset("someone/speech-set", HFSourceOptions(split="train", config_name="en", max_rows=5))
     assert calls == [("someone/speech-set", "en", "train", True)]
@@ -269,11 +271,25 @@ def test_hub_failure_is_one_user_error(monkeypatch):
         raise ConnectionError("Couldn't reach 'someone/speech-set' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setattr(hf_sources, "hub_reachable", lambda: True)
     with pytest.raises(UserError) as info:
         read_dataset("someone/speech-set")
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("cannot read hub dataset 'someone/speech-set' split 'train': Couldn't reach")
+
+
+def test_unreachable_hub_fails_fast_without_calling_datasets(monkeypatch):
+    import datasets
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("load_dataset called although the hub is unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", must_not_run)
+    monkeypatch.setattr(hf_sources, "hub_reachable", lambda: False)
+    with pytest.raises(UserError, match="^data/af: no local file or folder of that name, and the Hugging Face hub "
+                                        "is unreachable"):
+        read_dataset("data/af")
 
 
 def test_unknown_paths(tmp_path):

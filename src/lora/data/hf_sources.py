@@ -35,6 +35,7 @@ import numpy as np
 from lora.errors import UserError
 from lora.manifest import BadRow
 from lora.manifest_formats import decode_utf8, parse_rows
+from lora.model_utils import hub_reachable
 from lora.utterances import Utterance
 
 log = logging.getLogger("lora")
@@ -480,6 +481,9 @@ def read_hub(spec: str, options: HFSourceOptions) -> DatasetRead:
     """A hub dataset, streamed (nothing downloaded up front); audio cast to undecoded bytes."""
     import datasets  # deferred: see _cast_audio_lazy
 
+    if not hub_reachable():  # one fast probe; the hub client would retry for half a minute first
+        raise UserError(f"{spec}: no local file or folder of that name, and the Hugging Face hub is unreachable "
+                        "to stream it as a dataset; pass a local dataset folder")
     try:
         stream = datasets.load_dataset(spec, options.config_name, split=options.split, streaming=True)
         columns = choose_columns(_stream_columns(stream), options, f"hub dataset {spec}")
