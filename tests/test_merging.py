@@ -101,7 +101,7 @@ def test_merged_equals_adapter_on_real_audio(tiny_model_dir, speech_dir, tmp_pat
     assert _pipeline_texts(out, utterances, family, examples) == merged_texts
 
     card = ModelCard.load(out / "README.md")
-    assert card.data.library_name == "peft" and family.name in card.data.tags
+    assert card.data.library_name == "transformers" and family.name in card.data.tags
     assert "| before (base model) | 50.0% |" in card.text and "**improved**" in card.text
     record = json.loads((out / MERGE_RECORD).read_text())
     assert record["family"] == family.name and record["base"]["model_id_used"] == str(Path(tiny_model_dir).resolve())

@@ -72,6 +72,12 @@ def test_missing_values_say_not_recorded(info):
     assert f"```\n{NOT_RECORDED}\n```" in text
 
 
+def test_merged_model_is_a_transformers_library_card(info):
+    card = build_model_card(info | {"merged": True})
+    assert card.data.library_name == "transformers"
+    assert "merged into the base weights (a plain transformers model)" in card.text
+
+
 def test_portable_ids():
     assert portable_base_id({"model_id_used": "whisper-tiny.en", "model_source": "import"}) == "openai/whisper-tiny.en"
     assert portable_base_id({"model_id_used": "openai/whisper-base", "model_source": "hub"}) == "openai/whisper-base"

@@ -2,7 +2,7 @@
 
 `build_model_card(info)` takes the run record (`real_metrics.json`, or the smaller `lora_run.json`
 plus whatever metrics are known) and returns a `huggingface_hub.ModelCard`: YAML metadata
-(`library_name: peft`, `base_model` as a portable hub id, tags, `pipeline_tag`) and a body with
+(`library_name: peft`, or `transformers` for a merged model; `base_model` as a portable hub id, tags, `pipeline_tag`) and a body with
 the base model, the data, before/after WER with its 95% interval and verdict, the canary
 (forgetting) check, the command line and the library versions. A value the record lacks is
 printed as "not recorded": never a guess. `write_model_card(dir, info)` writes `dir/README.md`
@@ -85,7 +85,9 @@ def card_metadata(info: Mapping) -> ModelCardData:
     family = info.get("family")
     tags = [*BASE_TAGS, *([family] if family else [])]
     base = portable_base_id(info)
-    return ModelCardData(library_name="peft", base_model=base, tags=tags, pipeline_tag=PIPELINE_TAG,
+    # an adapter needs PEFT to load; a merged folder is a plain transformers model
+    library = "transformers" if info.get("merged") else "peft"
+    return ModelCardData(library_name=library, base_model=base, tags=tags, pipeline_tag=PIPELINE_TAG,
                          language=info.get("language") or "en")
 
 

@@ -9,7 +9,8 @@
     a struct `{bytes, path}` (the `datasets.Audio` storage) or a plain path string,
   * a Common Voice release folder (`<split>.tsv` or `validated.tsv` + `clips/`; speakers from
     `client_id`, text from `sentence`),
-  * a hub dataset name (streamed with `datasets.load_dataset(name, streaming=True)`),
+  * a hub dataset name (streamed with `datasets.load_dataset(name, streaming=True)` after one fast
+    reachability probe; any hub failure is one `UserError` line, never substitute data),
   * a `datasets.Dataset`, `IterableDataset` or `DatasetDict` object passed from Python.
 Audio columns are cast to `datasets.Audio(decode=False)` wherever `datasets` reads them, and
 Parquet/Arrow/CSV files are read without `datasets` at all, so nothing here needs torchcodec or
