@@ -1,0 +1,147 @@
+"""merge_adapter: the merged folder computes what base + adapter computes, and the ASR pipeline loads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from lora.errors import UserError
+from lora.merging import MERGE_RECORD, RUN_METRICS_FILE, merge_adapter
+
+LIBRISPEECH = ("test-clean", "dev-clean")
+
+
+def _utterances(speech_dir: Path, n: int, shortest: bool = False):
+    """Real LibriSpeech utterances; the shortest ones keep random-weight decoding (runs to the cap) quick."""
+    from lora.utterances import read_librispeech_dir
+
+    rows = read_librispeech_dir(speech_dir, list(LIBRISPEECH))
+    if shortest:
+        rows = sorted(rows, key=lambda u: len(u.samples()))
+    return rows[:n]
+
+
+def _save_adapter(base: str, run_dir: Path, b_std: float, train_on=None) -> Path:
+    """A LoRA adapter on `base` whose B matrices are non-zero (random, or a few real optimizer steps)."""
+    import torch
+
+    from lora.data_loader import collate, prepare_dataset
+    from lora.model_utils import attach_lora, load_base, resolve_model_id, save_adapter
+
+    resolved = resolve_model_id(base)
+    model, processor, family = load_base(resolved)
+    torch.manual_seed(0)
+    model = attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=family.default_target_modules)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=b_std)
+    if train_on:
+        examples = prepare_dataset(train_on, processor, family)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        model.train()
+        for _ in range(2):
+            loss = model(**collate(examples, family)).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        model.eval()
+    info = resolved.record() | {"family": family.name, "target_modules": list(family.default_target_modules),
+                                "train_ids": [u.id for u in train_on or []]}
+    save_adapter(model, run_dir / "lora_adapter", info)
+    return run_dir / "lora_adapter"
+
+
+def _pipeline_texts(model_dir: Path, utterances, family, examples) -> list[str]:
+    from transformers import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(model_dir), device="cpu")
+    return [asr(u.samples(), generate_kwargs=family.generate_kwargs(e.seconds))["text"].strip()
+            for u, e in zip(utterances, examples)]
+
+
+def test_merged_equals_adapter_on_real_audio(tiny_model_dir, speech_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    from lora.data_loader import collate, prepare_dataset
+    from lora.decoding import transcribe_examples
+    from lora.model_utils import load_with_adapter
+
+    adapter = _save_adapter(str(tiny_model_dir), tmp_path / "run", b_std=0.5)
+    (tmp_path / "run" / RUN_METRICS_FILE).write_text(json.dumps({"baseline_wer": 0.5, "tuned_wer": 0.25,
+                                                                 "wer_delta_ci95": {"verdict": "improved"}}))
+    out = merge_adapter(adapter, tmp_path / "merged")
+    for name in ("config.json", "model.safetensors", "generation_config.json", "preprocessor_config.json",
+                 "processor_config.json", "tokenizer.json", "README.md", MERGE_RECORD):
+        assert (out / name).is_file(), name
+    assert not (out / "adapter_config.json").exists()
+    assert not list(tmp_path.glob(".merged.tmp-*"))
+
+    peft_model, processor, family, _, _ = load_with_adapter(adapter)
+    merged = AutoModelForSpeechSeq2Seq.from_pretrained(out, dtype=torch.float32).eval()
+    merged_processor = AutoProcessor.from_pretrained(out)
+    utterances = _utterances(speech_dir, 2, shortest=True)
+    examples = prepare_dataset(utterances, processor, family)
+    batch = collate(examples, family)
+    with torch.inference_mode():
+        expected = peft_model(**batch).logits
+        base_only = peft_model.get_base_model()
+        with peft_model.disable_adapter():
+            unadapted = base_only(**batch).logits
+        got = merged(**batch).logits
+    assert not torch.allclose(expected, unadapted, atol=1e-3), "the adapter must change the outputs"
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    # Greedy text from random weights flips on 1e-6 near-ties, so adapter-vs-merged equality is the
+    # logits check above; here the stock pipeline must decode the merged folder as our decoder does.
+    merged_texts = transcribe_examples(merged, merged_processor, family, examples, batch_size=1)
+    assert _pipeline_texts(out, utterances, family, examples) == merged_texts
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and family.name in card.data.tags
+    assert "| before (base model) | 50.0% |" in card.text and "**improved**" in card.text
+    record = json.loads((out / MERGE_RECORD).read_text())
+    assert record["family"] == family.name and record["base"]["model_id_used"] == str(Path(tiny_model_dir).resolve())
+
+
+def test_refuses_to_overwrite_other_folders(tiny_moonshine, tmp_path):
+    adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep")
+    with pytest.raises(UserError, match="exists and is not a merged model folder"):
+        merge_adapter(adapter, tmp_path / "precious")
+    with pytest.raises(UserError, match="is the adapter folder itself"):
+        merge_adapter(adapter, adapter)
+    first = merge_adapter(adapter, tmp_path / "merged")
+    assert merge_adapter(adapter, first) == first  # a merged folder is replaced
+    assert (first / "model.safetensors").is_file()
+
+
+def test_unreadable_run_metrics_is_a_user_error(tiny_moonshine, tmp_path):
+    adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
+    (tmp_path / "run" / RUN_METRICS_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="unreadable run metrics"):
+        merge_adapter(adapter, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("import_name", ["moonshine-base-en", "whisper-tiny.en"])
+def test_pipeline_on_real_merged_model(import_name, speech_dir, tmp_path):
+    """Real weights, two optimizer steps on two real clips, merge, then the stock ASR pipeline."""
+    from lora.data_loader import prepare_dataset
+    from lora.decoding import transcribe_examples
+    from lora.model_utils import load_with_adapter
+
+    utterances = _utterances(speech_dir, 5)
+    adapter = _save_adapter(import_name, tmp_path / "run", b_std=0.0, train_on=utterances[3:5])
+    out = merge_adapter(adapter, tmp_path / "merged")
+    peft_model, processor, family, _, _ = load_with_adapter(adapter)
+    examples = prepare_dataset(utterances[:3], processor, family)
+    ours = transcribe_examples(peft_model, processor, family, examples)
+    assert all(ours), ours
+    assert _pipeline_texts(out, utterances[:3], family, examples) == ours
+    assert ModelCard.load(out / "README.md").data.base_model in {"UsefulSensors/moonshine-base", "openai/whisper-tiny.en"}
