@@ -5,7 +5,7 @@ RUN := $(UV) run
 SPEECH ?= ../shared/speech
 QUICK := outputs/real_small_quick
 
-.PHONY: setup test test-fast demo poc demo-digits bench report-screenshot clean
+.PHONY: setup lint test test-fast demo poc demo-digits bench report-screenshot clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -13,7 +13,11 @@ $(UV):
 setup: $(UV)
 	$(UV) sync --frozen --quiet || $(UV) sync --quiet
 
-test: setup
+lint: setup
+	$(RUN) ruff check src tests benchmarks recipes scripts main.py train_real_small.py
+	$(RUN) lint-imports
+
+test: setup lint
 	$(RUN) pytest -q
 
 test-fast: setup

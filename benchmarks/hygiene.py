@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from lora.core.outputs import library_versions, write_json_atomic, write_text_atomic
 from lora.data.hygiene import (
     CHECKS,
     DuplicateTracker,
@@ -35,7 +36,6 @@ from lora.data.hygiene import (
     summarize,
     verify_with_model,
 )
-from lora.outputs import library_versions, write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,7 +56,7 @@ def tokenizers_under_test() -> dict:
     from tokenizers import Tokenizer  # the same vocabulary, without its byte fallback
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from lora.importers import cached_import
+    from lora.importing import cached_import
 
     found = {}
     for name in ("moonshine-base-en", "whisper-tiny.en"):

@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from lora.errors import EXIT_USER_ERROR, UserError
-from lora.outputs import replace_dir
+from lora.core.errors import EXIT_USER_ERROR, UserError
+from lora.core.outputs import replace_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEECH_DIR = Path(os.environ.get("LORA_SPEECH_DIR") or ROOT.parent / "shared" / "speech")

@@ -343,7 +343,7 @@ def test_verify_with_the_real_moonshine(clips):
 
 def test_quarantined_rows_become_bad_rows_for_the_quarantine_file(clips, tmp_path):
     from lora.data.hygiene import quarantine_row
-    from lora.preflight import write_quarantine
+    from lora.data.preflight import write_quarantine
 
     silent = check_clip(clips[DIGIT] * 0, RATE, "")
     row = quarantine_row("manifest.jsonl:7", "9201-1-0000", silent)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lora.audio import load_audio
+from lora.core.audio import load_audio
+from lora.core.errors import UserError
 from lora.data import hf_sources
 from lora.data.hf_sources import (
     DatasetRead,
@@ -18,7 +19,6 @@ from lora.data.hf_sources import (
     detect_dataset_format,
     read_dataset,
 )
-from lora.errors import UserError
 
 SUBSETS = ("test-clean", "dev-clean", "ljspeech", "jfk")
 PER_SUBSET = 2

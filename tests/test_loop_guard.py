@@ -81,7 +81,7 @@ def test_no_real_reference_fires_at_word_level(speech_dir):
 def test_no_real_reference_fires_at_token_level(speech_dir, model):
     from transformers import AutoTokenizer
 
-    from lora.importers import cached_import
+    from lora.importing import cached_import
 
     tokenizer = AutoTokenizer.from_pretrained(cached_import(model, progress=lambda m: None))
     rows = real_rows(speech_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lora.audio import load_audio
+from lora.core.audio import load_audio
 from lora.data.hf_sources import detect_dataset_format, read_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_audiofolder.py"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from lora.errors import UserError
+from lora.core.errors import UserError
 from lora.merging import MERGE_RECORD, RUN_METRICS_FILE, merge_adapter
 
 LIBRISPEECH = ("test-clean", "dev-clean")
@@ -16,7 +16,7 @@ LIBRISPEECH = ("test-clean", "dev-clean")
 
 def _utterances(speech_dir: Path, n: int, shortest: bool = False):
     """Real LibriSpeech utterances; the shortest ones keep random-weight decoding (runs to the cap) quick."""
-    from lora.utterances import read_librispeech_dir
+    from lora.data.records import read_librispeech_dir
 
     rows = read_librispeech_dir(speech_dir, list(LIBRISPEECH))
     if shortest:

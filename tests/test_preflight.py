@@ -51,7 +51,7 @@ CASES = [
     ("null_text", lambda d: {"audio": write_audio(d / "nt.wav").name, "text": None}, "empty text", r"empty"),
     ("whitespace_text", lambda d: {"audio": write_audio(d / "wt.wav").name, "text": " \t\u3000"}, "whitespace-only text", r"only whitespace"),
     ("duplicate_id", lambda d: {"id": "good", "audio": write_audio(d / "dup.wav").name, "text": "a"}, "duplicate id", r"'good' first at .*manifest\.jsonl:1$"),
-    ("duplicate_audio", lambda d: {"audio": "sub/../good.wav", "text": "a"}, "duplicate audio", r"same file as 'good' at .*manifest\.jsonl:1$"),
+    ("duplicate_audio", lambda d: {"audio": "sub/../good.wav", "text": "b"}, "duplicate audio", r"same file as 'good' at .*manifest\.jsonl:1, with another transcript$"),
     # -- bad: inline audio
     ("inline_empty", lambda d: {"audio": [], "text": "a"}, "no samples", r"^0 frames$"),
     ("inline_nan", lambda d: {"audio": [0.0] * 4000 + [math.nan], "text": "a"}, "non-finite samples", r"^1 of 4001"),

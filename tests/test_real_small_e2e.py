@@ -13,10 +13,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run_dir(moonshine_dir, tmp_path_factory):
+def run_dir(moonshine_dir, speech_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("real_small")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train_real_small.py"), "--model-id", "moonshine-base-en", "--dataset-samples", "8",
+    proc = subprocess.run(  # --data-dir named: with the hub reachable the data source would otherwise differ
+        [sys.executable, str(ROOT / "train_real_small.py"), "--model-id", "moonshine-base-en", "--data-dir", str(speech_dir),
+         "--dataset-samples", "8",
          "--eval-samples", "4", "--canary-samples", "2", "--max-steps", "4", "--gradient-accumulation-steps", "2",
          "--wer-batches", "1", "--eval-batch-size", "4", "--quiet", "--output-dir", str(out)],
         capture_output=True, text=True, cwd=ROOT)
@@ -29,11 +30,14 @@ def test_metrics_are_complete_and_honest(run_dir):
     assert m["model_id_requested"] == "moonshine-base-en" and m["model_source"] == "import"
     assert m["train_loss"] > 0 and len(m["train_loss_history"]) == 4
     assert math.isfinite(m["baseline_eval_loss"]) and math.isfinite(m["tuned_eval_loss"])
-    assert 0 <= m["baseline_wer"] and 0 <= m["tuned_wer"] and m["wer"] == m["tuned_wer"]
+    assert 0 <= m["baseline_wer"] and 0 <= m["tuned_wer"] and "wer" not in m  # no alias keys
+    assert m["schema_version"] == 2 and m["non_finite_steps"] == 0
     assert not set(m["train_speakers"]) & set(m["eval_speakers"])
     assert len(m["samples"]) == 4 and {"reference", "hypothesis_before", "hypothesis_after"} <= set(m["samples"][0])
     assert m["wer_delta_ci95"]["verdict"] in {"improved", "worse", "no significant change"}
-    assert m["canary_wer_before"] is not None and m["canary_wer_after"] is not None
+    assert m["canary"]["wer_before"] is not None and m["canary"]["wer_after"] is not None
+    assert m["data_source"]["train_split_used"] != m["data_source"]["train_split_requested"]  # no train-clean-100 here
+    assert m["scale"]["seconds_to_first_step"] > 0 and m["scale"]["train_rows"] == 8
     assert m["data_source"]["kind"] in {"local_default", "local_dir"} and m["peak_rss_mb"] > 0
     assert m["train_audio_seconds"] > 0 and m["versions"]["torch"]
     assert (run_dir / "lora_adapter" / "adapter_model.safetensors").is_file()

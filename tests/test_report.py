@@ -52,7 +52,6 @@ def run_metrics() -> dict:
         "canary": {"wer_before": 0.05, "wer_after": 0.054, "cer_before": 0.02, "cer_after": 0.021, "utterances": 4,
                    "source": "LibriSpeech test-clean, unseen speakers",
                    "wer_delta_ci95": {"delta": 0.004, "ci95": [-0.01, 0.02], "verdict": "no significant change"}},
-        "canary_wer_before": 0.05, "canary_wer_after": 0.054,
         "train_audio_seconds": 300.5, "eval_audio_seconds": 22.1, "train_wall_seconds": 12.3, "wall_seconds": 40.2,
         "peak_rss_mb": 2048.0, "versions": {"python": "3.11.7", "torch": "2.6.0"},
     }
@@ -105,8 +104,7 @@ def test_full_run_report(tmp_path):
 
 def test_no_canary_no_history_no_interval(tmp_path):
     metrics = run_metrics()
-    for key in ("canary", "canary_wer_before", "canary_wer_after"):
-        del metrics[key]
+    del metrics["canary"]
     metrics["train_loss_history"] = []
     metrics["train_loss"] = None
     metrics["wer_delta_ci95"] = {"delta": None, "ci95": None, "verdict": "not enough data", "resamples": 0}
@@ -121,7 +119,7 @@ def test_no_canary_no_history_no_interval(tmp_path):
 
 def test_canary_null_and_sparse_metrics(tmp_path):
     """An old or half-written metrics file: nulls and missing keys read as n/a, never a crash."""
-    sparse = {"model_id_used": "m", "baseline_wer": None, "tuned_wer": None, "canary": None, "canary_wer_before": None,
+    sparse = {"model_id_used": "m", "baseline_wer": None, "tuned_wer": None, "canary": None,
               "samples": [], "train_loss_history": None}
     written = write_report(sparse, tmp_path)
     page = written[REPORT_HTML].read_text(encoding="utf-8")

@@ -1,5 +1,6 @@
-"""Kill a training subprocess with SIGKILL at a random step, resume it, and compare the adapter
-with an uninterrupted run of the same seed (real speech, tiny random model from the real config)."""
+"""Kill a training subprocess with SIGKILL mid-epoch while its data-loader workers run, resume it, and
+compare the adapter with an uninterrupted run of the same seed (real speech from the shared folder,
+named explicitly so a reachable hub changes nothing; tiny random model from the real config)."""
 
 import json
 import os
@@ -16,9 +17,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 24
 
 
+SPEECH_DIR = os.environ.get("LORA_SPEECH_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "speech")
+KILL_SEED = 20261126  # the kill step is drawn from a fixed seed: a failure can be replayed
+
+
 def _cmd(model_dir, out):
-    return [sys.executable, os.path.join(ROOT, "train_real_small.py"), "--model-id", str(model_dir),
-            "--dataset-samples", "6", "--eval-samples", "2", "--canary-samples", "1", "--max-steps", str(STEPS),
+    return [sys.executable, os.path.join(ROOT, "train_real_small.py"), "--model-id", str(model_dir), "--data-dir", SPEECH_DIR,
+            "--dataset-samples", "7", "--eval-samples", "2", "--canary-samples", "1", "--max-steps", str(STEPS),
+            "--batch-size", "2", "--max-batch-seconds", "12", "--num-workers", "1",
             "--gradient-accumulation-steps", "2", "--checkpoint-every", "1", "--lora-dropout", "0.1",
             "--quiet", "--output-dir", str(out)]
 
@@ -34,7 +40,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_moonshine, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_cmd(tiny_moonshine, full), check=True, capture_output=True)
 
-    kill_at = random.Random().randint(3, STEPS - 6)
+    kill_at = random.Random(KILL_SEED).randint(3, STEPS - 6)
     proc = subprocess.Popen(_cmd(tiny_moonshine, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while _checkpoint_step(killed) < kill_at and proc.poll() is None and time.time() < deadline:

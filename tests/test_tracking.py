@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lora import tracking
-from lora.errors import UserError
+from lora.core.errors import UserError
 from lora.tracking import Tracker, TrackingOptions, parse_report_to, scalar_values
 
 

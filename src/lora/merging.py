@@ -18,15 +18,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lora.errors import UserError
-from lora.exporting.merge import load_merged
-from lora.model_card import write_model_card
-from lora.outputs import (
+from lora.core.errors import UserError
+from lora.core.outputs import (
     library_versions,
     quiet_progress_bars,
     replace_dir,
     write_json_atomic,
 )
+from lora.export.merge import load_merged
+from lora.model_card import write_model_card
 
 MERGE_RECORD = "lora_merge.json"
 RUN_METRICS_FILE = "real_metrics.json"  # the run folder's metrics, one level above lora_adapter/

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lora.outputs import write_text_atomic
+from lora.core.outputs import write_text_atomic
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard, ModelCardData
@@ -25,7 +25,7 @@ CARD_FILE = "README.md"
 NOT_RECORDED = "not recorded"
 PIPELINE_TAG = "automatic-speech-recognition"
 BASE_TAGS = ("lora", PIPELINE_TAG)
-# import names (lora.importers) -> the hub model they are converted from: the id anyone can load
+# import names (lora.importing) -> the hub model they are converted from: the id anyone can load
 PORTABLE_IDS = {
     "moonshine-base-en": "UsefulSensors/moonshine-base",
     "whisper-tiny.en": "openai/whisper-tiny.en",

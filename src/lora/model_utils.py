@@ -12,13 +12,11 @@ import json
 import logging
 import os
 import shutil
-import socket
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlparse
 
 from lora.core.errors import UserError
+from lora.core.hub import hub_reachable
 from lora.core.outputs import replace_dir
 from lora.families import family_for
 from lora.importing import cached_import, imports, is_import_name
@@ -40,19 +38,6 @@ class ResolvedModel:
 
     def record(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "path"} | {"model_path": self.path}
-
-
-@lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One fast TCP probe of the hub endpoint (the hub client itself retries for ~25 s)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def offline_choices() -> str:

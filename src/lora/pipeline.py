@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+from lora.core.hub import hub_reachable
 from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic
 from lora.core.paths import default_speech_dir
 from lora.core.precision import resolve_precision
@@ -37,7 +38,7 @@ from lora.data.sources import canary_utterances, read_manifest_rows
 from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_workers, prepare_dataset, record_seconds
 from lora.decoding import assess
 from lora.evaluation import compare, paired_bootstrap, summarize_losses
-from lora.model_utils import ResolvedModel, attach_lora, hub_reachable, load_base, resolve_model_id, save_adapter, save_processor
+from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_model_id, save_adapter, save_processor
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, WerChange, to_dict
 from lora.training import BatchSource, TrainResult, streaming_source, train_lora

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from lora.errors import UserError
+from lora.core.errors import UserError
 
 NONE = "none"
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lora.errors import UserError
-from lora.manifest import BadRow
-from lora.manifest_formats import decode_utf8, parse_rows
-from lora.model_utils import hub_reachable
-from lora.utterances import Utterance
+from lora.core.errors import UserError
+from lora.core.hub import hub_reachable
+from lora.data.formats import decode_utf8, parse_rows
+from lora.data.manifest import BadRow
+from lora.data.records import Utterance
 
 log = logging.getLogger("lora")
 

@@ -1,7 +1,7 @@
 """Data hygiene: is a decoded clip and its transcript fit to train or score on? Named checks, each
 with a threshold, a message that says what is wrong, and advice on what to do.
 
-`lora.preflight` answers "can this row be read at all?" (file exists, decodes, not truncated, has
+`lora.data.preflight` answers "can this row be read at all?" (file exists, decodes, not truncated, has
 text). This module runs after it, on decoded samples, and answers "does this row teach the model
 something true?". Each check returns a `Finding(check, severity, detail, advice)`.
 
@@ -43,7 +43,7 @@ Checks and why each one quarantines or warns:
   than the transcript it is scored on); warn when only characters the scoring normaliser drops
   anyway (punctuation, symbols) are lost.
 * `no_samples` / `non_finite` (quarantine): no samples, or NaN/inf; the statistics above would be
-  meaningless. Normally `lora.preflight` has already quarantined these.
+  meaningless. Normally `lora.data.preflight` has already quarantined these.
 * `model_disagrees` (see `verify_with_model`, warn): a reference model's CER against the transcript
   is above `max_cer` (0.8): likely mislabelled. Warn, not quarantine: the pretrained model is weak
   exactly on the domains one fine-tunes for (the FSDD isolated digits), so quarantining by its
@@ -62,8 +62,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lora.manifest import BadRow
-from lora.text import normalize_for_scoring
+from lora.core.text import normalize_for_scoring
+from lora.data.manifest import BadRow
 
 QUARANTINE = "quarantine"
 WARN = "warn"
@@ -127,7 +127,7 @@ def written_chars(text: str) -> int:
 
 
 def mono(samples: np.ndarray) -> np.ndarray:
-    """(frames[, channels]) -> mono float64 mix, the signal a model sees after `lora.audio.to_mono_16k`."""
+    """(frames[, channels]) -> mono float64 mix, the signal a model sees after `lora.core.audio.to_mono_16k`."""
     audio = np.asarray(samples, dtype=np.float64)
     if audio.ndim == 2:
         return audio.mean(axis=1)
@@ -319,7 +319,7 @@ def verify_with_model(rows: Iterable[tuple[str, np.ndarray, str]],
 
 
 def quarantine_row(origin: str, row_id: str, findings: Sequence[Finding]) -> BadRow | None:
-    """The `lora.manifest.BadRow` (for `lora.preflight.write_quarantine`) of a row with a quarantine
+    """The `lora.data.manifest.BadRow` (for `lora.data.preflight.write_quarantine`) of a row with a quarantine
     finding, reason `hygiene: <check>`; None when the row only has warnings or nothing."""
     bad = [f for f in findings if f.severity == QUARANTINE]
     if not bad:

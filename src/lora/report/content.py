@@ -110,7 +110,7 @@ def single_rows(samples: list[dict]) -> tuple:
 # ---- sections (pure: metrics -> blocks) -------------------------------------------------------
 
 def model_name(m: dict) -> str:
-    return str(m.get("model_id_used") or m.get("model_id_requested") or m.get("model_id") or "unknown model")
+    return str(m.get("model_id_used") or "unknown model")
 
 
 def data_line(m: dict) -> str:
@@ -144,7 +144,7 @@ def results(m: dict) -> list[tuple]:
     pairs = [("Eval loss", m.get("baseline_eval_loss"), m.get("tuned_eval_loss"), fixed, _signed_loss),
              ("WER", m.get("baseline_wer"), m.get("tuned_wer"), pct, pts),
              ("CER", m.get("baseline_cer"), m.get("tuned_cer"), pct, pts)]
-    cw = (canary.get("wer_before", m.get("canary_wer_before")), canary.get("wer_after", m.get("canary_wer_after")))
+    cw = (canary.get("wer_before"), canary.get("wer_after"))
     if cw != (None, None):
         pairs.append(("Canary WER (forgetting)", *cw, pct, pts))
     if canary.get("cer_before") is not None:
@@ -170,8 +170,8 @@ def significance(m: dict) -> list[tuple]:
 def forgetting(m: dict) -> list[tuple]:
     """Canary = general speech the run never trained on: a rise in its WER means forgetting."""
     canary = m.get("canary") or {}
-    before = canary.get("wer_before", m.get("canary_wer_before"))
-    after = canary.get("wer_after", m.get("canary_wer_after"))
+    before = canary.get("wer_before")
+    after = canary.get("wer_after")
     blocks: list[tuple] = [("h", 2, "Forgetting (canary set)")]
     if before is None and after is None:
         return blocks + [("p", "No canary set was scored in this run, so forgetting was not measured.")]

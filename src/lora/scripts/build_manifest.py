@@ -14,12 +14,12 @@ from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
+from lora.core.hub import hub_reachable
 from lora.core.outputs import write_text_atomic
 from lora.core.paths import default_speech_dir
 from lora.data.records import list_subsets, read_librispeech_dir, split_folder
 from lora.data.selection import select_balanced
 from lora.data.sources import hub_stream
-from lora.model_utils import hub_reachable
 
 log = logging.getLogger("lora")
 

@@ -6,10 +6,10 @@ import argparse
 import os
 
 from lora.core.cli import run_cli
+from lora.core.hub import hub_reachable
 from lora.core.outputs import library_versions
 from lora.core.paths import default_speech_dir, imported_models_dir
 from lora.importing import imports, read_record
-from lora.model_utils import hub_reachable
 
 
 def build_parser() -> argparse.ArgumentParser:

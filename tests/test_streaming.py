@@ -1,0 +1,138 @@
+"""The streaming data path: duration-capped batch plans, resumable positions, worker processes that
+decode real clips and quarantine bad ones on the fly, header-only preflight with its cache, repeats."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from lora.data.preflight import header_check, preflight
+from lora.data.records import Utterance, read_librispeech_dir
+from lora.data_loader import BatchPlan, ClipTable, LoaderOptions, OriginColumn, StringColumn, make_loader, plan_epoch
+
+
+def test_plan_caps_clips_and_padded_seconds_and_covers_every_row_once():
+    seconds = np.array([0.5, 9.0, 1.0, 3.0, 2.0, 8.0, 0.7, 4.0], dtype=np.float32)
+    batches = plan_epoch(seconds, batch_size=3, max_batch_seconds=10.0)
+    assert sorted(i for b in batches for i in b) == list(range(len(seconds)))
+    for b in batches:
+        assert len(b) <= 3
+        longest = max(seconds[i] for i in b)
+        assert len(b) * longest <= 10.0 or len(b) == 1  # a clip over the cap rides alone
+    # Whisper-like padding: every clip costs 30 s, so a 60 s cap means 2 clips
+    padded = plan_epoch(seconds, batch_size=8, max_batch_seconds=60.0, padded_seconds=lambda s: max(s, 30.0))
+    assert all(len(b) <= 2 for b in padded)
+
+
+def test_plan_order_is_deterministic_per_seed_and_epoch_and_composition_is_fixed():
+    seconds = np.random.default_rng(0).uniform(0.3, 15, size=200).astype(np.float32)
+    a = BatchPlan(seconds, 4, 20.0, seed=7)
+    b = BatchPlan(seconds, 4, 20.0, seed=7)
+    assert a.epoch(0) == b.epoch(0) and a.epoch(1) != a.epoch(0)
+    assert sorted(map(tuple, a.epoch(0))) == sorted(map(tuple, a.epoch(3)))  # same batches, new order
+
+
+def test_resume_skip_and_sharding_take_the_same_stream():
+    from itertools import islice
+
+    seconds = np.random.default_rng(1).uniform(0.3, 15, size=50).astype(np.float32)
+    whole = list(islice(iter(BatchPlan(seconds, 3, seed=5)), 40))
+    resumed = list(islice(iter(BatchPlan(seconds, 3, seed=5, skip=17)), 23))
+    assert resumed == whole[17:]
+    ranks = [list(islice(iter(BatchPlan(seconds, 3, seed=5, rank=r, world=2)), 20)) for r in (0, 1)]
+    assert [x for pair in zip(*ranks) for x in pair] == whole
+
+
+def test_columns_round_trip_strings_and_origins():
+    values = ["a", "", "Grüße", "x" * 1000, "naïve – ok"]
+    col = StringColumn(values)
+    assert [col[i] for i in range(len(col))] == values
+    origins = ["/m/manifest.jsonl:3", "/m/manifest.jsonl:17", "hub:librispeech_asr/clean/train", "/x/a.trans.txt:2"]
+    oc = OriginColumn(origins)
+    assert [oc[i] for i in range(len(oc))] == origins and len(oc.files) == 3
+
+
+@pytest.fixture(scope="module")
+def real_rows(speech_dir):
+    return read_librispeech_dir(speech_dir, ["dev-clean"])[:6]
+
+
+def _table_with_bad_file(real_rows, tmp_path):
+    rows = list(real_rows)
+    broken = tmp_path / "broken.flac"
+    shutil.copy(rows[0].audio, broken)
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 3])  # cut mid-stream: the header still reads, the decode fails
+    rows.append(Utterance("broken-1", rows[0].speaker, rows[0].text, broken, origin=f"{tmp_path}/m.jsonl:7"))
+    report = header_check(rows, quiet=True, cache=False)
+    assert len(report.good) == 7  # the header of the cut file looks fine: the workers will find out
+    return ClipTable.from_records(list(report.good))
+
+
+def test_workers_load_real_clips_and_quarantine_a_bad_one_on_the_fly(real_rows, tiny_moonshine, tmp_path):
+    from lora.model_utils import load_base, resolve_model_id
+
+    _, processor, family = load_base(resolve_model_id(str(tiny_moonshine)))
+    table = _table_with_bad_file(real_rows, tmp_path)
+    loader, plan = make_loader(table, processor, family, None, LoaderOptions(batch_size=2, num_workers=2, seed=3))
+    seen, bad = set(), []
+    it = iter(loader)
+    for _ in range(plan.batches_per_epoch):
+        batch = next(it)
+        seen.update(batch.rows)
+        bad += batch.bad
+        if batch.rows:
+            assert batch.tensors["input_values"].shape[0] == len(batch.rows)
+            assert (batch.tensors["labels"] != -100).sum() == batch.tokens
+    it._shutdown_workers()
+    assert seen == set(range(6))  # every real clip loaded once in the epoch
+    assert [(b.id, b.reason) for b in bad] == [("broken-1", "cannot decode")]
+    assert bad[0].origin.endswith("m.jsonl:7")
+
+
+def test_header_preflight_uses_its_cache_and_repeats_are_kept(real_rows, tmp_path, monkeypatch):
+    import lora.data.preflight as pf
+
+    monkeypatch.setenv("LORA_HOME", str(tmp_path / "home"))
+    rows = [Utterance(u.id, u.speaker, u.text, u.audio) for u in real_rows]
+    repeat = Utterance(rows[0].id + "~r1", rows[0].speaker, rows[0].text, rows[0].audio)
+    clash = Utterance("clash", rows[0].speaker, "ANOTHER TRANSCRIPT", rows[0].audio)
+    first = header_check(rows + [repeat, clash], quiet=True)
+    assert first.repeats == 1 and [b.reason for b in first.bad] == ["duplicate audio"]
+    assert "another transcript" in first.bad[0].detail
+    assert all(u.extra["seconds"] > 0 for u in first.good)
+
+    def no_probe(*args, **kwargs):  # a second run over the same files must not open them again
+        raise AssertionError("probed a cached file")
+
+    monkeypatch.setattr(pf, "probe_audio", no_probe)
+    again = [Utterance(u.id, u.speaker, u.text, u.audio) for u in real_rows]
+    second = header_check(again, quiet=True)
+    assert [u.extra["seconds"] for u in second.good] == [u.extra["seconds"] for u in first.good[:6]]
+
+
+def test_full_preflight_decodes_and_header_mode_does_not(real_rows, tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_HOME", str(tmp_path / "home"))
+    broken = tmp_path / "cut.flac"
+    shutil.copy(real_rows[1].audio, broken)
+    broken.write_bytes(broken.read_bytes()[:4000])
+    row = [Utterance("cut", "s", "TEXT", broken)]
+    assert len(header_check(row, quiet=True).good) == 1
+    full = preflight([Utterance("cut", "s", "TEXT", broken)], min_good=0, quiet=True)
+    assert [b.reason for b in full.bad] == ["cannot decode"]
+
+
+def test_scale_manifest_rows_repeat_real_clips(speech_dir, tmp_path):
+    from lora.scripts.scale_manifest import main
+
+    out = tmp_path / "scale.jsonl"
+    assert main(["--hours", "0.2", "--output", str(out), "--speech-dir", str(speech_dir)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r["seconds"] for r in rows) >= 0.2 * 3600
+    assert len({r["id"] for r in rows}) == len(rows)  # repeats have their own ids
+    assert all(r["repeat_of"] == r["id"].split("~r")[0] for r in rows)
+    originals = {r["repeat_of"] for r in rows}
+    assert len(originals) == 326  # every real clip of the folder, none made up
