@@ -194,3 +194,19 @@ def write_clips(
                      "seconds": round((b - a) / SAMPLE_RATE, 3), "source": source,
                      "start_s": round(clip.start_s, 3), "end_s": round(clip.end_s, 3)})
     return write_text_atomic(out_dir / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def word_placement_accuracy(result: SegmentResult, word_times: list[float], tolerance_s: float = 0.5) -> float:
+    """Share of reference words whose clip (kept or quarantined) spans their known time, +- `tolerance_s`.
+
+    `word_times[i]` is when word i of the transcript is spoken (e.g. estimated from known utterance
+    boundaries); a word assigned to no clip counts as misplaced.
+    """
+    if not word_times:
+        raise ValueError("no reference words to place")
+    placed = result.word_chunks()
+    good = sum(
+        1 for i, t in enumerate(word_times)
+        if i in placed and placed[i].start_s - tolerance_s <= t <= placed[i].end_s + tolerance_s
+    )
+    return good / len(word_times)
