@@ -131,12 +131,21 @@ def test_vad_finds_the_pauses_of_a_real_61s_join(ljspeech, ljspeech_speech):
     assert all(b - a <= 30 * S for a, b in chunks)
 
 
-def test_vad_leaves_torch_thread_count_alone(ljspeech):
-    import torch
+def test_vad_leaves_torch_thread_count_alone(speech_dir):
+    # a fresh process: importing silero_vad sets torch's thread count to 1 process-wide
+    import subprocess
+    import sys
 
-    before = torch.get_num_threads()
-    detect_speech(ljspeech.samples[: 5 * S])
-    assert torch.get_num_threads() == before
+    code = (
+        "import sys, torch; torch.set_num_threads(3)\n"
+        "from lora.audio import load_audio; from lora.longform import detect_speech\n"
+        "found = detect_speech(load_audio(sys.argv[1]))\n"
+        "print(len(found), torch.get_num_threads())\n"
+    )
+    audio = speech_dir / "ljspeech" / "9001" / "1" / "9001-1-0001.flac"
+    out = subprocess.run([sys.executable, "-c", code, str(audio)], capture_output=True, text=True, check=True)
+    regions, threads = map(int, out.stdout.split())
+    assert regions >= 1 and threads == 3
 
 
 # --- decoding and stitching --------------------------------------------------------------------

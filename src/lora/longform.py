@@ -139,28 +139,31 @@ def plan_chunks(
 
 
 @lru_cache(maxsize=1)
-def _vad_model():
+def _silero():
     # torch/silero imported here: keeps `--help` fast. Importing silero_vad calls
-    # torch.set_num_threads(1) for the whole process; the caller's thread count is restored, and
-    # the ONNX session itself runs with 1 intra-op and 1 inter-op thread (silero's OnnxWrapper).
+    # torch.set_num_threads(1) for the whole process; the caller's thread count is restored. The
+    # ONNX session itself runs with 1 intra-op and 1 inter-op thread (silero's OnnxWrapper).
     import torch
 
     threads = torch.get_num_threads()
-    from silero_vad import load_silero_vad
+    import silero_vad
 
     torch.set_num_threads(threads)
-    return load_silero_vad(onnx=True)
+    return silero_vad
+
+
+@lru_cache(maxsize=1)
+def _vad_model():
+    return _silero().load_silero_vad(onnx=True)
 
 
 def detect_speech(samples: np.ndarray, options: VadOptions = VadOptions()) -> list[tuple[int, int]]:
     """Speech regions of 16 kHz float samples as (start, end) sample indices (silero-vad, ONNX)."""
     import torch  # silero's get_speech_timestamps takes a torch tensor
-    from silero_vad import get_speech_timestamps
 
-    model = _vad_model()
-    stamps = get_speech_timestamps(
+    stamps = _silero().get_speech_timestamps(
         torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)),
-        model,
+        _vad_model(),
         threshold=options.threshold,
         sampling_rate=SAMPLE_RATE,
         min_speech_duration_ms=options.min_speech_ms,
