@@ -136,9 +136,8 @@ def bench_model(model_name: str, recs, speech: dict, batch_size: int) -> dict:
         t0 = time.perf_counter()
         long = transcribe_long(rec.samples, memo, options)  # VAD included in the timing
         t_long = time.perf_counter() - t0
+        # the normaliser can count a joined transcript's words differently (numbers across a join): own counts
         e_long, words_long = word_errors([rec.text], [long.text], digits)
-        if words_long != words:
-            raise RuntimeError(f"{rec.id}: {words} reference words one by one but {words_long} joined")
         segmentation = {}
         for max_s in SEGMENT_MAX_CHUNK_S:
             seg_options = SegmentOptions(longform=LongformOptions(max_chunk_s=max_s, batch_size=batch_size))
@@ -152,10 +151,10 @@ def bench_model(model_name: str, recs, speech: dict, batch_size: int) -> dict:
             }
         rows.append({
             "recording": rec.id, "corpus": corpus, "speaker": rec.speaker, "utterances": len(utts),
-            "seconds": round(rec.seconds, 3), "ref_words": words,
+            "seconds": round(rec.seconds, 3), "ref_words": words, "ref_words_long": words_long,
             "scoring": "digit tokens" if digits else "whisper normaliser",
             "wer_one_by_one": e_one / words, "errors_one_by_one": e_one,
-            "wer_long": e_long / words, "errors_long": e_long,
+            "wer_long": e_long / words_long, "errors_long": e_long,
             "seconds_one_by_one": round(t_one, 3), "seconds_long": round(t_long, 3),
             "throughput_one_by_one": rec.seconds / t_one, "throughput_long": rec.seconds / t_long,
             "chunks": len(long.segments), "chunk_seconds": [round(s.end_s - s.start_s, 2) for s in long.segments],
@@ -179,7 +178,7 @@ def pooled(rows: list[dict]) -> dict:
     return {
         "recordings": len(rows), "audio_seconds": round(audio, 3), "ref_words": words,
         "wer_one_by_one": sum(r["errors_one_by_one"] for r in rows) / words,
-        "wer_long": sum(r["errors_long"] for r in rows) / words,
+        "wer_long": sum(r["errors_long"] for r in rows) / sum(r["ref_words_long"] for r in rows),
         "throughput_one_by_one": audio / sum(r["seconds_one_by_one"] for r in rows),
         "throughput_long": audio / sum(r["seconds_long"] for r in rows),
         "segmentation": segmentation,
