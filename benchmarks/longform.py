@@ -152,6 +152,7 @@ def bench_model(model_name: str, recs, speech: dict, batch_size: int) -> dict:
         rows.append({
             "recording": rec.id, "corpus": corpus, "speaker": rec.speaker, "utterances": len(utts),
             "seconds": round(rec.seconds, 3), "ref_words": words, "ref_words_long": words_long,
+            "transcript_words": len(rec.text.split()),
             "scoring": "digit tokens" if digits else "whisper normaliser",
             "wer_one_by_one": e_one / words, "errors_one_by_one": e_one,
             "wer_long": e_long / words_long, "errors_long": e_long,
@@ -169,9 +170,9 @@ def pooled(rows: list[dict]) -> dict:
     audio = sum(r["seconds"] for r in rows)
     segmentation = {}
     for key in rows[0]["segmentation"]:
-        segs = [(r["segmentation"][key], r["ref_words"]) for r in rows]
+        segs = [(r["segmentation"][key], r["transcript_words"]) for r in rows]
         segmentation[key] = {
-            "placement_accuracy": sum(s["placement_accuracy"] * w for s, w in segs) / words,
+            "placement_accuracy": sum(s["placement_accuracy"] * w for s, w in segs) / sum(w for _, w in segs),
             "clips_kept": sum(s["clips_kept"] for s, _ in segs),
             "clips_quarantined": sum(s["clips_quarantined"] for s, _ in segs),
         }
