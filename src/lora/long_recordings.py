@@ -1,0 +1,68 @@
+"""Long real recordings made by joining consecutive utterances of one speaker, end to end.
+
+For testing and benchmarking the long-form path (lora.longform, lora.segmenting) on real speech
+whose transcript and utterance boundaries are known: the joined transcript is the utterances'
+transcripts in order, and utterance k spans `bounds[k]` seconds of the joined audio.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from lora.audio import SAMPLE_RATE
+from lora.utterances import Utterance
+
+
+@dataclass(frozen=True)
+class JoinedRecording:
+    id: str
+    speaker: str
+    samples: np.ndarray
+    utterances: tuple[Utterance, ...]
+    bounds: tuple[tuple[float, float], ...]  # (start_s, end_s) of each utterance in `samples`
+
+    @property
+    def text(self) -> str:
+        return " ".join(u.text for u in self.utterances)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+    def word_times(self) -> list[float]:
+        """Estimated centre time of every word of `text`: its character position within its utterance,
+        spread linearly over the utterance's span (no word timestamps exist for the sources)."""
+        times: list[float] = []
+        for u, (start, end) in zip(self.utterances, self.bounds):
+            words = u.text.split()
+            total = max(sum(len(w) for w in words) + len(words) - 1, 1)
+            offset = 0
+            for w in words:
+                times.append(start + (end - start) * (offset + len(w) / 2) / total)
+                offset += len(w) + 1
+        return times
+
+
+def join_utterances(recording_id: str, utterances: list[Utterance]) -> JoinedRecording:
+    """The utterances' audio concatenated in the order given (one speaker expected)."""
+    if not utterances:
+        raise ValueError("nothing to join")
+    speakers = {u.speaker for u in utterances}
+    if len(speakers) != 1:
+        raise ValueError(f"{recording_id}: utterances of several speakers {sorted(speakers)}")
+    parts = [u.samples() for u in utterances]
+    ends = np.cumsum([len(p) for p in parts]) / SAMPLE_RATE
+    starts = np.concatenate([[0.0], ends[:-1]])
+    return JoinedRecording(recording_id, utterances[0].speaker, np.concatenate(parts), tuple(utterances),
+                           tuple((float(a), float(b)) for a, b in zip(starts, ends)))
+
+
+def chapter_groups(utterances: list[Utterance]) -> dict[str, list[Utterance]]:
+    """LibriSpeech-style ids `<speaker>-<chapter>-<n>` grouped by `<speaker>-<chapter>`, each sorted by id."""
+    groups: dict[str, list[Utterance]] = defaultdict(list)
+    for u in sorted(utterances, key=lambda u: u.id):
+        groups[u.id.rsplit("-", 1)[0]].append(u)
+    return dict(groups)

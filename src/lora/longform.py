@@ -1,0 +1,253 @@
+"""Long-form transcription: voice activity detection, a chunk planner, batched chunk decoding, subtitles.
+
+Pipeline for a recording of any length (16 kHz float32 mono samples):
+  1. `detect_speech`: silero-vad (ONNX) speech regions, in samples.
+  2. `plan_chunks`: pure. Groups speech regions into chunks of at most `max_chunk_s` (30 s: Whisper's
+     window). A chunk runs from the start of its first region to the end of its last, so cuts always
+     fall in pauses between regions. Regions are packed greedily; when the next region would overflow
+     the chunk, the cut goes in the longest pause among those that leave the chunk at least
+     `min_fill` (half) full, else in the last pause. Only a single region longer than the maximum is
+     cut inside speech: at the centre of the lowest-energy 100 ms window (10 ms hop) among windows
+     whose centre lies in the second half of the allowed span, repeatedly until every piece fits.
+  3. `transcribe_long`: chunks decoded by any batched transcriber `transcribe_batch(list[np.ndarray])
+     -> list[str]` (PyTorch model via `torch_transcriber`, an exported ONNX model, CTranslate2...),
+     `batch_size` chunks per call; texts joined with single spaces; one `Segment` per chunk.
+  4. `to_srt` / `to_vtt`: subtitle files from segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from lora.audio import SAMPLE_RATE
+
+ENERGY_WINDOW_S = 0.1  # window for cutting inside an over-long speech region
+ENERGY_HOP_S = 0.01
+
+TranscribeBatch = Callable[[list[np.ndarray]], list[str]]
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """silero-vad `get_speech_timestamps` settings (its defaults, except a wider speech pad)."""
+
+    threshold: float = 0.5
+    min_speech_ms: int = 250
+    min_silence_ms: int = 100
+    speech_pad_ms: int = 60
+
+
+@dataclass(frozen=True)
+class LongformOptions:
+    """How a long recording is cut and decoded."""
+
+    max_chunk_s: float = 30.0
+    min_fill: float = 0.5  # a cut may not leave a chunk less full than this share of max_chunk_s (if avoidable)
+    batch_size: int = 8
+    vad: VadOptions = field(default_factory=VadOptions)
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class LongTranscript:
+    text: str
+    segments: tuple[Segment, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# pure chunk planning
+
+
+def _lowest_energy_cut(samples: np.ndarray, start: int, end: int) -> int:
+    """Centre of the quietest 100 ms window among centres start, start+10 ms, ..., <= end."""
+    half = int(ENERGY_WINDOW_S * SAMPLE_RATE) // 2
+    lo, hi = max(start - half, 0), min(end + half, len(samples))
+    squared = np.concatenate([[0.0], np.cumsum(np.asarray(samples[lo:hi], dtype=np.float64) ** 2)])
+    centres = np.arange(start, end + 1, int(ENERGY_HOP_S * SAMPLE_RATE))
+    a = np.clip(centres - half, lo, hi) - lo
+    b = np.clip(centres + half, lo, hi) - lo
+    return int(centres[np.argmin(squared[b] - squared[a])])
+
+
+def split_long_region(region: tuple[int, int], max_len: int, samples: np.ndarray) -> list[tuple[int, int]]:
+    """Cut one speech region longer than `max_len` samples at low-energy points into pieces <= max_len."""
+    start, end = region
+    pieces = []
+    while end - start > max_len:
+        cut = _lowest_energy_cut(samples, start + max_len // 2, start + max_len)
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, end))
+    return pieces
+
+
+def plan_chunks(
+    speech: Sequence[tuple[int, int]],
+    total: int,
+    max_chunk_s: float = 30.0,
+    samples: np.ndarray | None = None,
+    min_fill: float = 0.5,
+) -> list[tuple[int, int]]:
+    """(start, end) sample spans of chunks <= `max_chunk_s` covering every speech region, in order.
+
+    `speech` is sorted, non-overlapping (start, end) samples, clipped to [0, total]. `samples` is
+    needed only when one region is longer than the maximum (ValueError otherwise).
+    """
+    max_len = round(max_chunk_s * SAMPLE_RATE)
+    regions: list[tuple[int, int]] = []
+    for start, end in speech:
+        start, end = max(0, int(start)), min(total, int(end))
+        if end <= start:
+            continue
+        if regions and start < regions[-1][1]:
+            raise ValueError(f"speech regions overlap or are unsorted at sample {start}")
+        if end - start > max_len:
+            if samples is None:
+                raise ValueError(f"a speech region of {(end - start) / SAMPLE_RATE:.1f} s exceeds max_chunk_s; "
+                                 "pass the samples so it can be cut at its quietest point")
+            regions.extend(split_long_region((start, end), max_len, samples))
+        else:
+            regions.append((start, end))
+    chunks: list[tuple[int, int]] = []
+    first = 0
+    while first < len(regions):
+        last = first  # extend while the chunk still fits
+        while last + 1 < len(regions) and regions[last + 1][1] - regions[first][0] <= max_len:
+            last += 1
+        if last + 1 < len(regions) and last > first:
+            # cut after region k (first <= k <= last): the longest pause that leaves the chunk min_fill full
+            floor = regions[first][0] + min_fill * max_len
+            candidates = [k for k in range(first, last + 1) if regions[k][1] >= floor] or [last]
+            last = max(candidates, key=lambda k: (regions[k + 1][0] - regions[k][1], k))
+        chunks.append((regions[first][0], regions[last][1]))
+        first = last + 1
+    return chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# VAD
+
+
+@lru_cache(maxsize=1)
+def _silero():
+    # torch/silero imported here: keeps `--help` fast. Importing silero_vad calls
+    # torch.set_num_threads(1) for the whole process; the caller's thread count is restored. The
+    # ONNX session itself runs with 1 intra-op and 1 inter-op thread (silero's OnnxWrapper).
+    import torch
+
+    threads = torch.get_num_threads()
+    import silero_vad
+
+    torch.set_num_threads(threads)
+    return silero_vad
+
+
+@lru_cache(maxsize=1)
+def _vad_model():
+    return _silero().load_silero_vad(onnx=True)
+
+
+def detect_speech(samples: np.ndarray, options: VadOptions = VadOptions()) -> list[tuple[int, int]]:
+    """Speech regions of 16 kHz float samples as (start, end) sample indices (silero-vad, ONNX)."""
+    import torch  # silero's get_speech_timestamps takes a torch tensor
+
+    stamps = _silero().get_speech_timestamps(
+        torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)),
+        _vad_model(),
+        threshold=options.threshold,
+        sampling_rate=SAMPLE_RATE,
+        min_speech_duration_ms=options.min_speech_ms,
+        min_silence_duration_ms=options.min_silence_ms,
+        speech_pad_ms=options.speech_pad_ms,
+    )
+    return [(int(s["start"]), int(s["end"])) for s in stamps]
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+
+def decode_chunks(samples: np.ndarray, chunks: Sequence[tuple[int, int]], transcribe_batch: TranscribeBatch,
+                  batch_size: int = 8) -> list[str]:
+    """One stripped text per chunk, `batch_size` chunks per `transcribe_batch` call."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts: list[str] = []
+    for i in range(0, len(chunks), batch_size):
+        batch = [samples[a:b] for a, b in chunks[i : i + batch_size]]
+        out = transcribe_batch(batch)
+        if len(out) != len(batch):
+            raise ValueError(f"transcribe_batch returned {len(out)} texts for {len(batch)} chunks")
+        texts.extend(t.strip() for t in out)
+    return texts
+
+
+def transcribe_long(
+    samples: np.ndarray,
+    transcribe_batch: TranscribeBatch,
+    options: LongformOptions = LongformOptions(),
+    speech: Sequence[tuple[int, int]] | None = None,
+) -> LongTranscript:
+    """Transcript of a recording of any length: VAD -> chunks <= max_chunk_s -> batched decoding.
+
+    `speech` skips the VAD when the speech regions are already known (sample indices).
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if speech is None:
+        speech = detect_speech(samples, options.vad)
+    chunks = plan_chunks(speech, len(samples), options.max_chunk_s, samples, options.min_fill)
+    texts = decode_chunks(samples, chunks, transcribe_batch, options.batch_size)
+    segments = tuple(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, t) for (a, b), t in zip(chunks, texts))
+    return LongTranscript(" ".join(t for t in texts if t), segments)
+
+
+def torch_transcriber(model, processor, family, batch_size: int = 8) -> TranscribeBatch:
+    """A `transcribe_batch` callable for a loaded PyTorch model (greedy, `lora.decoding`)."""
+    from lora.data_loader import prepare_dataset
+    from lora.decoding import transcribe_examples
+    from lora.utterances import Utterance
+
+    def transcribe_batch(chunks: list[np.ndarray]) -> list[str]:
+        utts = [Utterance(id=f"chunk-{i}", speaker="", text="", audio=np.asarray(c, dtype=np.float32))
+                for i, c in enumerate(chunks)]
+        return transcribe_examples(model, processor, family, prepare_dataset(utts, processor, family), batch_size)
+
+    return transcribe_batch
+
+
+# ---------------------------------------------------------------------------------------------
+# subtitles
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
+
+
+def to_srt(segments: Sequence[Segment]) -> str:
+    """SubRip: numbered cues `HH:MM:SS,mmm --> HH:MM:SS,mmm`, blank line between cues; empty texts skipped."""
+    cues = [s for s in segments if s.text.strip()]
+    return "".join(
+        f"{n}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{s.text.strip()}\n\n"
+        for n, s in enumerate(cues, 1)
+    )
+
+
+def to_vtt(segments: Sequence[Segment]) -> str:
+    """WebVTT: `WEBVTT` header, cues `HH:MM:SS.mmm --> HH:MM:SS.mmm`; empty texts skipped."""
+    cues = [s for s in segments if s.text.strip()]
+    body = "".join(f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n{s.text.strip()}\n\n" for s in cues)
+    return "WEBVTT\n\n" + body

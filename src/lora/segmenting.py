@@ -1,0 +1,212 @@
+"""Cut a long recording with one transcript into training clips, and write them with a manifest.
+
+`segment_recording(samples, transcript, transcribe_batch, options)`:
+  1. VAD chunks of at most `max_chunk_s` (lora.longform: speech regions, cut in pauses);
+  2. a base-model hypothesis per chunk (any batched transcriber);
+  3. the chunk hypotheses' words, concatenated in time order, are aligned to the transcript's words
+     (lora.data.alignment, word edit distance);
+  4. every reference word goes to a chunk: a word paired with a hypothesis word (match or
+     substitution) goes to that word's chunk; an unpaired (deleted) word goes to the chunk of the
+     nearest paired reference word in alignment order (steps through the alignment, insertions
+     included), the earlier side on a tie. The alignment is monotonic, so each chunk gets a
+     contiguous run of reference words;
+  5. each chunk's CER (normalised, lora.evaluation.score) between its hypothesis and its reference
+     words; chunks with CER > `max_cer`, no reference words or no hypothesis are quarantined with
+     the reason.
+`write_clips` writes the kept clips as 16 kHz 16-bit FLAC/WAV under `<out>/clips/` and
+`<out>/manifest.jsonl` (rows id, audio (relative to the manifest), text, speaker, seconds, source,
+start_s, end_s), every file atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lora.audio import SAMPLE_RATE
+from lora.data.alignment import DELETION, INSERTION, align_words
+from lora.evaluation import score
+from lora.longform import (
+    LongformOptions,
+    TranscribeBatch,
+    decode_chunks,
+    detect_speech,
+    plan_chunks,
+)
+from lora.outputs import write_bytes_atomic, write_text_atomic
+
+AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    max_cer: float = 0.2
+    longform: LongformOptions = field(default_factory=LongformOptions)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One chunk of the recording with its share of the transcript.
+
+    `word_start:word_end` are the indices (end exclusive) of its words in `transcript.split()`.
+    """
+
+    start_s: float
+    end_s: float
+    text: str
+    cer: float | None  # None when there is no reference text to score against
+    hypothesis: str
+    word_start: int
+    word_end: int
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    clip: Clip
+    reason: str
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    clips: tuple[Clip, ...]
+    quarantined: tuple[Quarantined, ...]
+
+    def word_chunks(self) -> dict[int, Clip]:
+        """Reference word index -> the clip (kept or quarantined) it was assigned to."""
+        every = [*self.clips, *(q.clip for q in self.quarantined)]
+        return {i: c for c in every for i in range(c.word_start, c.word_end)}
+
+
+def assign_words(n_ref: int, hyp_chunk: list[int], pairs) -> list[int]:
+    """Chunk index of every reference word, from an alignment of the reference to the hypothesis words.
+
+    `hyp_chunk[j]` is the chunk of hypothesis word j. Deleted reference words take the chunk of
+    the nearest paired reference word in alignment order (earlier on a tie). ValueError when no
+    reference word is paired (the hypothesis is empty): there is nothing to place words by.
+    """
+    anchors: list[tuple[int, int]] = []  # (alignment position, chunk) of every paired ref word
+    for pos, p in enumerate(pairs):
+        if p.op not in (DELETION, INSERTION):
+            anchors.append((pos, hyp_chunk[p.hyp_index]))
+    if n_ref and not anchors:
+        raise ValueError("no reference word aligns to any hypothesis word; cannot place the transcript")
+    chunk_of = [-1] * n_ref
+    k = 0  # index of the first anchor at or after pos
+    for pos, p in enumerate(pairs):
+        while k < len(anchors) and anchors[k][0] < pos:
+            k += 1
+        if p.ref_index is None:
+            continue
+        if p.op != DELETION:
+            chunk_of[p.ref_index] = hyp_chunk[p.hyp_index]
+            continue
+        before = anchors[k - 1] if k > 0 else None
+        after = anchors[k] if k < len(anchors) else None
+        if after is None or (before is not None and pos - before[0] <= after[0] - pos):
+            chunk_of[p.ref_index] = before[1]
+        else:
+            chunk_of[p.ref_index] = after[1]
+    return chunk_of
+
+
+def _cer(reference: str, hypothesis: str) -> float | None:
+    if not reference.strip():
+        return None
+    return float(score(["clip"], [reference], [hypothesis])["cer"])
+
+
+def segment_recording(
+    samples: np.ndarray,
+    transcript: str,
+    transcribe_batch: TranscribeBatch,
+    options: SegmentOptions = SegmentOptions(),
+    speech: list[tuple[int, int]] | None = None,
+) -> SegmentResult:
+    """Clips of a long recording with the transcript words each holds; poor matches quarantined.
+
+    `speech` skips the VAD when the speech regions (sample indices) are already known.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    lf = options.longform
+    if speech is None:
+        speech = detect_speech(samples, lf.vad)
+    chunks = plan_chunks(speech, len(samples), lf.max_chunk_s, samples, lf.min_fill)
+    hyps = decode_chunks(samples, chunks, transcribe_batch, lf.batch_size)
+    hyp_words, hyp_chunk = [], []
+    for c, text in enumerate(hyps):
+        words = text.split()
+        hyp_words.extend(words)
+        hyp_chunk.extend([c] * len(words))
+    ref_words = transcript.split()
+    chunk_of = assign_words(len(ref_words), hyp_chunk, align_words(ref_words, hyp_words))
+    clips, quarantined = [], []
+    for c, ((a, b), hyp) in enumerate(zip(chunks, hyps)):
+        idx = [i for i, k in enumerate(chunk_of) if k == c]
+        start, end = (idx[0], idx[-1] + 1) if idx else (0, 0)
+        text = " ".join(ref_words[start:end])
+        clip = Clip(a / SAMPLE_RATE, b / SAMPLE_RATE, text, _cer(text, hyp), hyp, start, end)
+        if not text:
+            quarantined.append(Quarantined(clip, "no reference words assigned"))
+        elif not hyp:
+            quarantined.append(Quarantined(clip, "empty hypothesis"))
+        elif clip.cer > options.max_cer:
+            quarantined.append(Quarantined(clip, f"cer {clip.cer:.3f} > max_cer {options.max_cer}"))
+        else:
+            clips.append(clip)
+    return SegmentResult(tuple(clips), tuple(quarantined))
+
+
+def _encoded(samples: np.ndarray, fmt: str) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(samples, dtype=np.float32), SAMPLE_RATE, format=AUDIO_FORMATS[fmt], subtype="PCM_16")
+    return buf.getvalue()
+
+
+def write_clips(
+    samples: np.ndarray,
+    clips: list[Clip] | tuple[Clip, ...],
+    out_dir: str | Path,
+    recording_id: str,
+    speaker: str = "",
+    source: str = "",
+    audio_format: str = "flac",
+) -> Path:
+    """Write each clip's audio to `<out_dir>/clips/<recording_id>-<nnnn>.<fmt>` and the manifest.
+
+    Returns the manifest path (`<out_dir>/manifest.jsonl`); audio paths in it are relative to it.
+    """
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"audio_format must be one of {sorted(AUDIO_FORMATS)}, got {audio_format!r}")
+    out_dir = Path(out_dir)
+    rows = []
+    for n, clip in enumerate(clips):
+        clip_id = f"{recording_id}-{n:04d}"
+        rel = f"clips/{clip_id}.{audio_format}"
+        a, b = round(clip.start_s * SAMPLE_RATE), round(clip.end_s * SAMPLE_RATE)
+        write_bytes_atomic(out_dir / rel, _encoded(samples[a:b], audio_format))
+        rows.append({"id": clip_id, "audio": rel, "text": clip.text, "speaker": speaker,
+                     "seconds": round((b - a) / SAMPLE_RATE, 3), "source": source,
+                     "start_s": round(clip.start_s, 3), "end_s": round(clip.end_s, 3)})
+    return write_text_atomic(out_dir / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def word_placement_accuracy(result: SegmentResult, word_times: list[float], tolerance_s: float = 0.5) -> float:
+    """Share of reference words whose clip (kept or quarantined) spans their known time, +- `tolerance_s`.
+
+    `word_times[i]` is when word i of the transcript is spoken (e.g. estimated from known utterance
+    boundaries); a word assigned to no clip counts as misplaced.
+    """
+    if not word_times:
+        raise ValueError("no reference words to place")
+    placed = result.word_chunks()
+    good = sum(
+        1 for i, t in enumerate(word_times)
+        if i in placed and placed[i].start_s - tolerance_s <= t <= placed[i].end_s + tolerance_s
+    )
+    return good / len(word_times)
