@@ -3,7 +3,7 @@
     uv run python benchmarks/longform.py [--models moonshine-base-en,whisper-tiny.en] [--batch-size 8]
 
 Long recordings are consecutive real utterances of one speaker joined end to end
-(lora.long_recordings): the 11 LJSpeech utterances (61 s), each LibriSpeech chapter of
+(lora.data.long_recordings): the 11 LJSpeech utterances (61 s), each LibriSpeech chapter of
 ../shared/speech (test-clean, dev-clean), and every FSDD take of speaker 9201 in id order (0..9
 five times: a counting sequence). For each family and recording it measures
   * WER of the long-form path (VAD -> chunks <= 30 s -> batched decoding, lora.longform) on the
@@ -60,8 +60,8 @@ def speech_dir() -> Path:
 
 def recordings(root: Path) -> list[tuple[str, object]]:
     """(corpus, JoinedRecording) for every long recording the bench uses."""
-    from lora.long_recordings import chapter_groups, join_utterances
-    from lora.utterances import read_librispeech_dir
+    from lora.data.long_recordings import chapter_groups, join_utterances
+    from lora.data.records import read_librispeech_dir
 
     out = []
     for rec_id, utts in chapter_groups(read_librispeech_dir(root, [LJSPEECH_SUBSET])).items():
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from lora.core.outputs import library_versions, write_json_atomic, write_text_atomic
     from lora.longform import VadOptions, detect_speech
-    from lora.outputs import library_versions, write_json_atomic, write_text_atomic
 
     recs = recordings(speech_dir())
     speech = {rec.id: detect_speech(rec.samples, VadOptions()) for _, rec in recs}  # for segmentation

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lora.audio import SAMPLE_RATE
-from lora.long_recordings import JoinedRecording, chapter_groups, join_utterances
+from lora.core.audio import SAMPLE_RATE
+from lora.data.long_recordings import JoinedRecording, chapter_groups, join_utterances
 from lora.longform import (
     ENERGY_WINDOW_S,
     LongformOptions,
@@ -34,7 +34,7 @@ def samples_of(spans_s):
 @pytest.fixture(scope="module")
 def ljspeech(speech_dir) -> JoinedRecording:
     """The 11 LJSpeech utterances of ../shared/speech joined in order (one speaker, 61 s)."""
-    from lora.utterances import read_librispeech_dir
+    from lora.data.records import read_librispeech_dir
 
     groups = chapter_groups(read_librispeech_dir(speech_dir, ["ljspeech"]))
     assert list(groups) == ["9001-1"]
@@ -138,7 +138,7 @@ def test_vad_leaves_torch_thread_count_alone(speech_dir):
 
     code = (
         "import sys, torch; torch.set_num_threads(3)\n"
-        "from lora.audio import load_audio; from lora.longform import detect_speech\n"
+        "from lora.core.audio import load_audio; from lora.longform import detect_speech\n"
         "found = detect_speech(load_audio(sys.argv[1]))\n"
         "print(len(found), torch.get_num_threads())\n"
     )

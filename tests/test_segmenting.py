@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lora.audio import SAMPLE_RATE
+from lora.core.audio import SAMPLE_RATE
 from lora.data.alignment import align_words
-from lora.long_recordings import JoinedRecording, chapter_groups, join_utterances
+from lora.data.long_recordings import JoinedRecording, chapter_groups, join_utterances
 from lora.longform import LongformOptions, detect_speech, plan_chunks
 from lora.segmenting import (
     Clip,
@@ -28,7 +28,7 @@ S = SAMPLE_RATE
 @pytest.fixture(scope="module")
 def ljspeech(speech_dir) -> JoinedRecording:
     """The 11 LJSpeech utterances of ../shared/speech joined in order (one speaker, 61 s)."""
-    from lora.utterances import read_librispeech_dir
+    from lora.data.records import read_librispeech_dir
 
     return join_utterances("9001-1", chapter_groups(read_librispeech_dir(speech_dir, ["ljspeech"]))["9001-1"])
 
@@ -131,7 +131,7 @@ def test_a_chunk_with_no_hypothesis_gets_no_words_and_its_neighbours_fail_the_ce
 
 @pytest.mark.parametrize("audio_format", ["flac", "wav"])
 def test_write_clips_audio_and_manifest(ljspeech, tmp_path, audio_format):
-    from lora.manifest import read_source
+    from lora.data.manifest import read_source
 
     clips = [Clip(0.25, 4.0, "PRINTING IN THE ONLY SENSE", 0.0, "printing in the only sense", 0, 5),
              Clip(9.7, 11.5, "IN BEING COMPARATIVELY MODERN", 0.0, "in being comparatively modern", 5, 9)]

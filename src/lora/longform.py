@@ -23,7 +23,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from lora.audio import SAMPLE_RATE
+from lora.core.audio import SAMPLE_RATE
+from lora.data.records import Utterance
+from lora.data_loader import prepare_dataset
+from lora.decoding import transcribe_examples
 
 ENERGY_WINDOW_S = 0.1  # window for cutting inside an over-long speech region
 ENERGY_HOP_S = 0.01
@@ -213,9 +216,6 @@ def transcribe_long(
 
 def torch_transcriber(model, processor, family, batch_size: int = 8) -> TranscribeBatch:
     """A `transcribe_batch` callable for a loaded PyTorch model (greedy, `lora.decoding`)."""
-    from lora.data_loader import prepare_dataset
-    from lora.decoding import transcribe_examples
-    from lora.utterances import Utterance
 
     def transcribe_batch(chunks: list[np.ndarray]) -> list[str]:
         utts = [Utterance(id=f"chunk-{i}", speaker="", text="", audio=np.asarray(c, dtype=np.float32))

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lora.audio import SAMPLE_RATE
+from lora.core.audio import SAMPLE_RATE
+from lora.core.outputs import write_bytes_atomic, write_text_atomic
 from lora.data.alignment import DELETION, INSERTION, align_words
 from lora.evaluation import score
 from lora.longform import (
@@ -37,7 +38,6 @@ from lora.longform import (
     detect_speech,
     plan_chunks,
 )
-from lora.outputs import write_bytes_atomic, write_text_atomic
 
 AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lora.audio import SAMPLE_RATE
-from lora.utterances import Utterance
+from lora.core.audio import SAMPLE_RATE
+from lora.data.records import Utterance
 
 
 @dataclass(frozen=True)
