@@ -45,6 +45,7 @@ class LoaderOptions:
     num_workers: int = 0  # DataLoader worker processes (0 = in this process)
     pin_memory: bool = False  # page-locked batches for non-blocking copies to a GPU
     prefetch_factor: int = 4  # batches each worker prepares ahead
+    features_on_device: bool = False  # workers hand over raw audio; the family featurises on the GPU
 
 
 def default_num_workers() -> int:
@@ -236,8 +237,9 @@ class LoadedRow:
 class ClipDataset:
     """Map-style dataset over a `ClipTable`: index -> `LoadedRow` (runs in the loader's workers)."""
 
-    def __init__(self, table: ClipTable, processor, family, policy: str | None = None):
+    def __init__(self, table: ClipTable, processor, family, policy: str | None = None, raw: bool = False):
         self.table, self.processor, self.family, self.policy = table, processor, family, policy
+        self.raw = raw  # hand over `family.raw_input` (features computed on the device)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -252,7 +254,8 @@ class ClipDataset:
             return LoadedRow(i, problem=("no samples", "0 frames after decoding"))
         if not np.isfinite(samples).all():
             return LoadedRow(i, problem=("non-finite samples", "NaN or inf in the decoded audio"))
-        inputs = self.family.featurize(self.processor, samples)
+        raw = self.family.raw_input(self.processor, samples) if self.raw else None
+        inputs = raw if raw is not None else self.family.featurize(self.processor, samples)
         labels = self.family.label_ids(self.processor.tokenizer, u.text, self.policy)
         return LoadedRow(i, inputs, labels, len(samples) / SAMPLE_RATE)
 
@@ -271,15 +274,23 @@ class LoadedBatch:
 class _Collate:
     """Picklable collate function (workers receive it): pads the good rows, lists the bad ones."""
 
-    def __init__(self, family, table: ClipTable):
-        self.family, self.table = family, table
+    def __init__(self, family, table: ClipTable, raw: bool = False):
+        self.family, self.table, self.raw = family, table, raw
 
     def __call__(self, items: list[LoadedRow]) -> LoadedBatch:
         good = [r for r in items if r.problem is None]
         bad = [BadRow(self.table.origins[r.row], r.problem[0], self.table.ids[r.row], r.problem[1])
                for r in items if r.problem is not None]
         tensors = {}
-        if good:
+        if good and self.raw:
+            import torch  # deferred: heavy (the worker has it loaded already)
+
+            audio = np.zeros((len(good), max(len(r.inputs) for r in good)), dtype=np.float32)
+            for i, r in enumerate(good):  # zero padding, as the family's features expect (NumPy: see pad_inputs)
+                audio[i, : len(r.inputs)] = r.inputs
+            tensors = {"raw_audio": torch.from_numpy(audio)}
+            tensors["labels"] = pad_labels([r.labels for r in good])
+        elif good:
             tensors = self.family.pad_inputs([r.inputs for r in good])
             tensors["labels"] = pad_labels([r.labels for r in good])
         return LoadedBatch(tensors, tuple(r.row for r in good), sum(r.seconds for r in good),
@@ -295,8 +306,9 @@ def make_loader(table: ClipTable, processor, family, policy: str | None, options
                      family.padded_seconds)
     workers = options.num_workers
     extra = {"prefetch_factor": options.prefetch_factor, "persistent_workers": False} if workers > 0 else {}
-    loader = DataLoader(ClipDataset(table, processor, family, policy), batch_sampler=plan,
-                        collate_fn=_Collate(family, table), num_workers=workers, pin_memory=options.pin_memory,
+    raw = options.features_on_device and family.raw_input(processor, np.zeros(1, np.float32)) is not None
+    loader = DataLoader(ClipDataset(table, processor, family, policy, raw), batch_sampler=plan,
+                        collate_fn=_Collate(family, table, raw), num_workers=workers, pin_memory=options.pin_memory,
                         worker_init_fn=_worker_init if workers > 0 else None, **extra)
     return loader, plan
 

@@ -50,6 +50,8 @@ def streaming_source(table: ClipTable, processor, family, policy: str | None, op
 
     open_stream.batches_per_epoch = BatchPlan(table.seconds, options.batch_size, options.max_batch_seconds,
                                               padded_seconds=family.padded_seconds).batches_per_epoch
+    if options.features_on_device:
+        open_stream.on_device = lambda batch: family.device_features(processor, batch)
     return open_stream
 
 
@@ -79,16 +81,27 @@ def _micro_batch_seed(seed: int, position: int) -> int:
     return (seed * 2**32 + position) % 2**63
 
 
-def _step_totals(accelerator, losses: list, seconds: float, tokens: int) -> tuple[float, float, int]:
-    """(mean loss, audio seconds, label tokens) of one optimizer step over all processes, in one
-    all-reduce: every process then logs and checkpoints the whole step, not just its own shard."""
+def _step_totals(accelerator, losses: list, seconds: float, tokens: int):
+    """(loss sum over processes, audio seconds, label tokens) of one optimizer step, in one all-reduce
+    and left on the device: every process then logs and checkpoints the whole step, and reading the
+    numbers (a device sync) can wait until the next step is queued (`_Pending`)."""
     import torch
 
     device = losses[0].device
     local = torch.stack([torch.stack(losses).float().mean(), torch.tensor(seconds, device=device),
                          torch.tensor(float(tokens), device=device)])
-    total = accelerator.reduce(local, reduction="sum")
-    return float(total[0]) / accelerator.num_processes, float(total[1]), round(float(total[2]))
+    return accelerator.reduce(local, reduction="sum")
+
+
+@dataclass
+class _Pending:
+    """A step whose totals are still on the device. Reading them right away would make the host
+    wait for the GPU every step, with nothing queued behind it; reading them one step later keeps
+    the next step's work queued while the GPU finishes this one."""
+
+    step: int
+    totals: object  # device tensor from _step_totals
+    lr: float
 
 
 def _next_good(stream: Iterator[LoadedBatch], result: TrainResult, on_bad) -> LoadedBatch:
@@ -151,7 +164,26 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     bar = tqdm(total=cfg.max_steps, initial=first_step - 1, desc="train", unit="step",
                disable=not (show_progress and accelerator.is_main_process))
     non_blocking = accelerator.device.type == "cuda"
+    on_device = getattr(source, "on_device", lambda batch: batch)  # e.g. Whisper's log-mel on the GPU
     start = time.perf_counter()
+    pending: _Pending | None = None
+
+    def record(done: _Pending) -> None:
+        loss_sum, step_seconds, step_tokens = done.totals.tolist()  # the one host-device sync of a step
+        step_loss = loss_sum / accelerator.num_processes
+        if not math.isfinite(step_loss):
+            kept = f"; the last good checkpoint is in {run_dir / 'checkpoint'}" if run_dir is not None and read_state(run_dir) else ""
+            raise UserError(f"step {done.step}: the training loss is {step_loss} (not finite), so the run stopped{kept}; "
+                            "lower --learning-rate, check the quarantine for bad rows, or try --mixed-precision no")
+        result.audio_seconds += step_seconds
+        result.label_tokens += round(step_tokens)
+        if result.first_step_wall is None:
+            result.first_step_wall = time.perf_counter()
+        result.history.append({"step": done.step, "loss": step_loss, "lr": done.lr, "elapsed_s": time.perf_counter() - start,
+                               "audio_seconds": step_seconds})
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        bar.update(1)
+
     for step in range(first_step, cfg.max_steps + 1):
         losses, seconds, tokens = [], 0.0, 0
         for micro in range(cfg.gradient_accumulation_steps):
@@ -159,6 +191,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             local = (step - 1) * cfg.gradient_accumulation_steps + micro
             torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
             batch = {k: v.to(accelerator.device, non_blocking=non_blocking) for k, v in loaded.tensors.items()}
+            batch = on_device(batch)
             if encoder_cache is not None:
                 batch = encoder_cache.model_inputs(loaded.rows, batch)
             with accelerator.accumulate(model):
@@ -173,26 +206,19 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             losses.append(loss.detach())
             seconds += loaded.seconds
             tokens += loaded.tokens
-        step_loss, step_seconds, step_tokens = _step_totals(accelerator, losses, seconds, tokens)
-        if not math.isfinite(step_loss):
-            kept = f"; the last good checkpoint is in {run_dir / 'checkpoint'}" if run_dir is not None and read_state(run_dir) else ""
-            raise UserError(f"step {step}: the training loss is {step_loss} (not finite), so the run stopped{kept}; "
-                            "lower --learning-rate, check the quarantine for bad rows, or try --mixed-precision no")
-        result.audio_seconds += step_seconds
-        result.label_tokens += step_tokens
-        if result.first_step_wall is None:
-            result.first_step_wall = time.perf_counter()
-        row = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start,
-               "audio_seconds": step_seconds}
-        result.history.append(row)
-        bar.set_postfix(loss=f"{step_loss:.3f}")
-        bar.update(1)
+        if pending is not None:
+            record(pending)
+        pending = _Pending(step, _step_totals(accelerator, losses, seconds, tokens), scheduler.get_last_lr()[0])
         if run_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            record(pending)
+            pending = None
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, {
                     "step": step, "history": result.history, "audio_seconds": result.audio_seconds,
                     "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
+    if pending is not None:
+        record(pending)
     bar.close()
     result.wall_seconds = time.perf_counter() - start
     getattr(stream, "_shutdown_workers", lambda: None)()  # workers end now (their peak RSS is then counted)

@@ -83,6 +83,16 @@ class ModelFamily(ABC):
         """Audio seconds the model really processes for a clip of `seconds` (batch caps count this)."""
         return seconds
 
+    # -- features computed on the training device (optional) -----------------------------------
+    def raw_input(self, processor, samples: np.ndarray) -> np.ndarray | None:
+        """What a loader worker hands over when the features are computed on the GPU instead
+        (`device_features`); None: this family's features are cheap, the worker computes them."""
+        return None
+
+    def device_features(self, processor, batch: dict) -> dict:
+        """Turn a batch of `raw_input`s (key "raw_audio", on the device) into model inputs."""
+        return batch
+
     # -- LoRA placement ---------------------------------------------------------------------
     def attention_in(self, part: str) -> str:
         """PEFT target regex: the default attention projections of the "encoder" or "decoder" only."""
@@ -98,14 +108,15 @@ class ModelFamily(ABC):
 
 
 def pad_labels(labels: list[list[int]]):
-    """Right-pad label lists with IGNORE_INDEX into a LongTensor."""
+    """Right-pad label lists with IGNORE_INDEX into a LongTensor (padded in NumPy: faster, see
+    the Moonshine family's `pad_inputs`)."""
     import torch
 
     width = max(len(x) for x in labels)
-    out = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
+    out = np.full((len(labels), width), IGNORE_INDEX, dtype=np.int64)
     for i, ids in enumerate(labels):
-        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return out
+        out[i, : len(ids)] = ids
+    return torch.from_numpy(out)
 
 
 def seconds_of(samples: np.ndarray) -> float:

