@@ -17,6 +17,15 @@ SCALING_SPEAKER = "9001"  # LJSpeech: one speaker, 11 utterances, 61 s: enough t
 CLIP_SECONDS = (2.0, 5.0, 10.0, 20.0)
 SCALING_REPEATS = 3  # timed steps per clip length (after one untimed warm-up step); the median is kept
 
+# Scale section: real-clip manifests of these sizes (scripts/scale_manifest.py), a 50-step Moonshine
+# base run on each with 60 s of audio per micro-batch; the 100 h one twice (cold, then warm preflight cache).
+SCALE_HOURS = (1, 10, 100)
+SCALE_STEPS = 50
+SCALE_BATCH_SECONDS = 60.0
+SCALE_RSS_TARGET_MB = 3072.0
+SCALE_RSS_SPREAD = 0.10  # within 10% of each other
+FIRST_STEP_COLD_S, FIRST_STEP_WARM_S = 60.0, 10.0
+
 # The targets.
 TRAIN_SPEEDUP_TARGET = 1.5  # ours / Seq2SeqTrainer+PEFT, audio seconds per wall second
 TRANSCRIBE_RATIO_TARGET = 0.5  # PyTorch / reference runtime, audio seconds per wall second

@@ -3,9 +3,10 @@
 Why: "fast" only means something next to what people would otherwise write. This is the idiomatic
 Hugging Face recipe: a torch `Dataset` of precomputed features + labels, a padding `DataCollator`,
 `Seq2SeqTrainingArguments` with the same learning rate, schedule, micro-batch, accumulation, steps,
-clipping and seed as our run, no evaluation, no saving, no reporting, no worker processes. It pads
-with the same family functions ours uses, so the two differ only in the training loop and in how
-batches are drawn (the Trainer's default random sampler; ours groups similar lengths).
+clipping and seed as our run, no evaluation, no saving, no reporting, at its best settings: its own
+length grouping (`LengthGroupedSampler` over the clips' durations), dataloader worker processes, and
+the same precision as ours. It pads with the same family functions ours uses, so the two differ only
+in the training loop and in how batches are drawn.
 """
 
 from __future__ import annotations
@@ -51,10 +52,19 @@ class SpeechCollator:
         return batch
 
 
-def train_reference(model, family, examples, cfg, bf16: bool = False) -> dict:
+def _group_by_length(args_class) -> dict:
+    """The Trainer's length grouping, as this transformers version spells it."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(args_class)}
+    return {"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in names else {"group_by_length": True}
+
+
+def train_reference(model, family, examples, cfg, bf16: bool = False, workers: int = 0) -> dict:
     """Train `model` (already PEFT-wrapped) with Seq2SeqTrainer; wall time of `trainer.train()`.
     `bf16` turns on the Trainer's own bf16 autocast (`bf16=True`), for the like-for-like comparison."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     collator = SpeechCollator(family)
     with tempfile.TemporaryDirectory(prefix="ref_trainer_") as out:
@@ -65,12 +75,31 @@ def train_reference(model, family, examples, cfg, bf16: bool = False) -> dict:
             lr_scheduler_type="linear", warmup_steps=int(cfg.warmup_ratio * cfg.max_steps),
             optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, bf16=bf16,
             eval_strategy="no", save_strategy="no", report_to=[], logging_steps=1, disable_tqdm=True,
-            dataloader_num_workers=0, remove_unused_columns=False, label_names=["labels"],
+            dataloader_num_workers=workers, remove_unused_columns=False, label_names=["labels"],
+            **_group_by_length(Seq2SeqTrainingArguments),
         )
-        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=ExampleDataset(examples), data_collator=collator)
+        dataset = ExampleDataset(examples)
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+        lengths = [e.seconds for e in examples]
+        order: list[int] = []
+
+        class Recording(LengthGroupedSampler):
+            """The Trainer's own length grouping over the clips' durations, recording what it drew
+            (the collator runs in the worker processes, so it cannot count for us)."""
+
+            def __iter__(self):
+                indices = list(super().__iter__())
+                order.extend(indices)
+                return iter(indices)
+
+        trainer._get_train_sampler = lambda *a, **k: Recording(cfg.batch_size, dataset=dataset, lengths=lengths)
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    return {"wall_seconds": wall, "audio_seconds": collator.audio_seconds, "label_tokens": collator.label_tokens,
-            "padded_audio_seconds": collator.padded_seconds, "losses": losses}
+    used = order[: cfg.max_steps * cfg.gradient_accumulation_steps * cfg.batch_size]
+    batches = [used[i: i + cfg.batch_size] for i in range(0, len(used), cfg.batch_size)]
+    return {"wall_seconds": wall, "audio_seconds": sum(examples[i].seconds for i in used),
+            "label_tokens": sum(len(examples[i].labels) for i in used),
+            "padded_audio_seconds": sum(max(examples[i].seconds for i in b) * len(b) for b in batches), "losses": losses,
+            "workers": workers, "sampler": "LengthGroupedSampler (group by length)"}

@@ -11,7 +11,7 @@ import time
 
 import bench_config as bc
 from lora.core.precision import resolve_precision
-from lora.data_loader import BatchPlan, LoaderOptions, collate, length_grouped_batches, prepare_dataset
+from lora.data_loader import BatchPlan, LoaderOptions, collate, default_num_workers, length_grouped_batches, prepare_dataset
 from lora.decoding import transcribe_examples
 from lora.evaluation import score
 from lora.export import ExportOptions, export_adapter
@@ -72,7 +72,7 @@ def train(case: dict, side: str) -> dict:
     if side.startswith("reference"):
         from reference_trainer import train_reference
 
-        result = train_reference(model, family, examples, cfg, bf16=side == "reference_bf16")
+        result = train_reference(model, family, examples, cfg, bf16=side == "reference_bf16", workers=default_num_workers())
         result["precision"] = "bf16" if side == "reference_bf16" else "no"
     else:
 
@@ -176,3 +176,20 @@ def export(adapter_dir: str, fmt: str, output: str) -> dict:
 
     report = export_adapter(ExportOptions(Path(adapter_dir), fmt, Path(output)))
     return {k: v for k, v in report.items() if k not in {"samples", "versions"}}
+
+
+def scale_run(manifest: str, output_dir: str, steps: int, max_batch_seconds: float, cache: str) -> dict:
+    """One `lora train` run on an N-hour manifest (in this child: its peak RSS is the run's)."""
+    import os
+
+    from lora.results import to_dict
+    from lora.runners.real_small import run
+
+    os.environ["LORA_PREFLIGHT_CACHE"] = cache
+    cfg = TrainConfig(manifest=manifest, max_steps=steps, max_batch_seconds=max_batch_seconds, batch_size=256,
+                      gradient_accumulation_steps=1, eval_samples=2, canary_samples=2, wer_batches=1, eval_batch_size=2,
+                      checkpoint_every=0, output_dir=output_dir, quiet=True)
+    m = run(cfg)
+    return {"manifest": manifest, "scale": to_dict(m.scale), "peak_rss_mb_in_run": m.peak_rss_mb,
+            "peak_rss_workers_mb": m.peak_rss_workers_mb, "train_audio_seconds_per_second": m.train_audio_seconds_per_second,
+            "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds, "train_loss": m.train_loss}

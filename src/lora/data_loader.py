@@ -74,6 +74,22 @@ class StringColumn:
         return self.buffer[self.offsets[i]: self.offsets[i + 1]].tobytes().decode("utf-8")
 
 
+class RepeatedStrings:
+    """Strings with many repeats (audio paths, transcripts of a corpus that reuses clips): each
+    distinct string once, plus an int32 code per row."""
+
+    def __init__(self, values: list[str]):
+        index: dict[str, int] = {}
+        self.codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values))
+        self.values = StringColumn(list(index))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> str:
+        return self.values[int(self.codes[i])]
+
+
 class OriginColumn:
     """`file:line` origins as (index of the file, line): the file names of a corpus are few."""
 
@@ -105,9 +121,9 @@ class ClipTable:
     samples, an entry of `inline` (small corpora only: those samples are in the manifest anyway)."""
 
     ids: StringColumn
-    texts: StringColumn
+    texts: RepeatedStrings
     origins: OriginColumn
-    audio_paths: StringColumn  # "" where the audio is inline
+    audio_paths: RepeatedStrings  # "" where the audio is inline
     seconds: np.ndarray  # float32, from the header (preflight); 0 when unknown
     sampling_rates: np.ndarray  # int32, of inline audio
     inline: dict[int, object] = field(default_factory=dict)
@@ -121,8 +137,8 @@ class ClipTable:
             else:
                 paths.append("")
                 inline[i] = u.audio
-        return cls(StringColumn([u.id for u in rows]), StringColumn([u.text for u in rows]),
-                   OriginColumn([u.origin for u in rows]), StringColumn(paths),
+        return cls(StringColumn([u.id for u in rows]), RepeatedStrings([u.text for u in rows]),
+                   OriginColumn([u.origin for u in rows]), RepeatedStrings(paths),
                    np.array([record_seconds(u) for u in rows], dtype=np.float32),
                    np.array([u.sampling_rate for u in rows], dtype=np.int32), inline)
 
@@ -320,5 +336,5 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-__all__ = ["BatchPlan", "ClipDataset", "ClipTable", "Example", "LoadedBatch", "LoaderOptions", "StringColumn",
+__all__ = ["BatchPlan", "ClipDataset", "ClipTable", "Example", "LoadedBatch", "LoaderOptions", "RepeatedStrings", "StringColumn",
            "collate", "default_num_workers", "length_grouped_batches", "make_loader", "plan_epoch", "prepare_dataset"]

@@ -62,6 +62,7 @@ class Session:
     precision_note: str | None
     started: float  # time.perf_counter() at the start of the run
     cpu: bool
+    baseline_seconds: float = 0.0  # time spent measuring the baseline (set by `measure_baseline`)
 
 
 @dataclass
@@ -195,6 +196,16 @@ def measure(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig) -> Measure
     return Measurement(result, canary)
 
 
+def measure_baseline(lm: LoadedModel, sets: EvalSets, cfg: TrainConfig, session: Session) -> Measurement | None:
+    """The model before training (main process only; the others wait in the first collective)."""
+    if not session.accelerator.is_main_process:
+        return None
+    start = time.perf_counter()
+    result = measure(lm, lm.model, sets, cfg)
+    session.baseline_seconds = time.perf_counter() - start
+    return result
+
+
 def attach(model, cfg: TrainConfig, family):
     targets = cfg.target_module_list or family.default_target_modules
     return attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets), tuple(targets)
@@ -289,7 +300,7 @@ def scale_facts(selected: SelectedData, table: ClipTable, source: BatchSource, o
         corpus_rows=src.get("corpus_rows", 0), corpus_hours=src.get("corpus_hours", 0.0), train_rows=len(table),
         train_hours=table.hours, repeated_rows=src.get("repeated_rows", 0),
         micro_batches_per_epoch=source.batches_per_epoch, max_batch_seconds=cfg.max_batch_seconds,
-        loader_workers=options.num_workers, seconds_to_first_step=first,
+        loader_workers=options.num_workers, seconds_to_first_step=first, baseline_seconds=session.baseline_seconds,
         quarantined_while_training=len(result.quarantined),
         attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "unknown")), compiled=cfg.compile)
 

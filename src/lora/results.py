@@ -67,6 +67,7 @@ class ScaleFacts:
     max_batch_seconds: float
     loader_workers: int
     seconds_to_first_step: float | None  # from the start of the run to the end of the first optimizer step
+    baseline_seconds: float  # of that, measuring the baseline (eval set + canary) before training
     quarantined_while_training: int  # rows the loader's workers could not load (kept out, run went on)
     attention: str  # the attention kernel transformers chose (sdpa, eager, ...)
     compiled: bool

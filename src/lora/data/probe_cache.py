@@ -36,7 +36,8 @@ class ProbeCache:
     """`get`/`put` probe results of audio files; a no-op when `path` is None."""
 
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else lora_home() / CACHE_FILE
+        default = os.environ.get("LORA_PREFLIGHT_CACHE") or lora_home() / CACHE_FILE  # env: benches start cold
+        self.path = Path(path) if path is not None else Path(default)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.execute(SCHEMA)

@@ -46,7 +46,7 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     cfg = pipeline.steps_for(cfg, source.batches_per_epoch, session.accelerator.num_processes)
     sets = pipeline.eval_sets(selected, lm, cfg)                               #    eval + canary (small)
     lm.model.to(session.accelerator.device)
-    before = pipeline.measure(lm, lm.model, sets, cfg) if main else None       # 3. baseline
+    before = pipeline.measure_baseline(lm, sets, cfg, session)                 # 3. baseline
     model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 4. LoRA
     if cfg.compile:
         model = pipeline.compiled(model)
