@@ -47,3 +47,14 @@ def test_compare_lists_regressions_first():
     after = score(["a", "b"], ["one two", "three four"], ["one", "three four"])
     rows = compare(before, after)
     assert rows[0]["id"] == "a" and rows[0]["wer_change"] > 0
+
+
+def test_bootstrap_is_paired():
+    """Each resample takes the same utterances before and after: when every utterance improves by
+    exactly one error the interval has zero width, though the per-model WERs vary a lot across
+    utterances (an unpaired resample of the two sides would give a wide interval)."""
+    before = [{"errors": e + 1, "ref_words": 10} for e in (0, 9, 2, 7, 4, 5, 1, 8)]
+    after = [{"errors": b["errors"] - 1, "ref_words": 10} for b in before]
+    result = paired_bootstrap(before, after, seed=3)
+    assert result["ci95"][0] == result["ci95"][1] == result["delta"] == -0.1
+    assert result["verdict"] == "improved"

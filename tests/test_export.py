@@ -71,6 +71,7 @@ def test_export_matches_pytorch_greedy_tokens(fmt, family, request, utterances, 
     assert set(report["wer"]) == {"pytorch_merged", "exported", "original_base_model"}
 
     merged = load_merged(adapter)
+    _assert_adapter_changes_the_model(merged, request.getfixturevalue(f"tiny_{family}"), utterances[0].samples())
     for u in utterances:
         audio = u.samples()
         expected = pytorch_tokens(merged, audio)
@@ -83,6 +84,22 @@ def test_export_matches_pytorch_greedy_tokens(fmt, family, request, utterances, 
 
             got = list(Ct2Whisper(out).transcribe(audio, MAX_TOKENS).ids)
         assert got == expected, u.id
+
+
+def _assert_adapter_changes_the_model(merged, base_dir, audio) -> None:
+    """The merged weights are not the base model's: the same audio gives other logits (so an export
+    that silently dropped the adapter would fail the token comparison against this model)."""
+    import torch
+
+    from lora.model_utils import load_base, resolve_model_id
+
+    base, _, _ = load_base(resolve_model_id(str(base_dir)))
+    inputs = merged.family.pad_inputs([merged.family.featurize(merged.processor, audio)])
+    start = torch.tensor([[merged.model.generation_config.decoder_start_token_id]])
+    with torch.no_grad():
+        a = merged.model(**inputs, decoder_input_ids=start).logits
+        b = base(**inputs, decoder_input_ids=start).logits
+    assert not torch.allclose(a, b, atol=1e-4)
 
 
 def test_export_user_errors(tiny_moonshine, tmp_path):

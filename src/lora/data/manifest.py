@@ -218,17 +218,17 @@ def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = No
     if derived:
         row_id = Path(audio).stem if isinstance(audio, Path) else f"{path.stem}-{raw.line}"
     extra["derived_id"] = derived
-    if shared is not None:
-        extra = _shared_extra(extra, shared)
+    if shared is not None and isinstance(audio, Path):
+        extra = _shared_extra(extra, audio, shared)
     return Utterance(id=row_id, speaker=speaker, text=text, audio=audio, sampling_rate=rate,
                      origin=origin, subset=subset, extra=extra)
 
 
-def _shared_extra(extra: dict, shared: dict) -> dict:
-    """One dict for rows whose other fields are equal (repeats of a clip): rows differ in id and
-    line, rarely in these. Later writers (preflight's `seconds`) write the same value for the same file."""
+def _shared_extra(extra: dict, audio: Path, shared: dict) -> dict:
+    """One dict for rows of the same audio file whose other fields are equal too (repeats of a clip):
+    later writers (preflight's `seconds`) write the same value for the same file."""
     try:
-        key = ("extra", tuple(sorted(extra.items())))
+        key = ("extra", audio, tuple(sorted(extra.items())))
         hash(key)
     except TypeError:  # a list or dict among the values: keep the row's own
         return extra

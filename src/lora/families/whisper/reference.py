@@ -64,8 +64,13 @@ class Ct2Whisper:
 
 
         self.model_dir = Path(model_dir) if model_dir else package_dir()
+        # intra_threads=0 means "4" to ctranslate2 whatever the cores: on a 2-core machine that is twice
+        # oversubscribed. Pin it like torch (its thread count), so both runtimes get the same cores.
+        import torch
+
+        self.threads = threads or torch.get_num_threads()
         self.model = ctranslate2.models.Whisper(str(self.model_dir), device=device, compute_type=compute_type,
-                                                intra_threads=threads)
+                                                intra_threads=self.threads)
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.feature_extractor = WhisperFeatureExtractor(feature_size=self.model.n_mels)
         self.batch_size = batch_size
