@@ -67,12 +67,17 @@ def source_checksum(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+CONVERSION_FILES = ("importer.py", "weights.py")  # of a family folder: the code that writes the weights
+
+
 def converter_checksum(name: str) -> str:
-    """Hash of the conversion code (this file, the weight-format readers and the family folder):
-    a changed reader or converter re-converts cached imports."""
+    """Hash of the conversion code (this file, the weight-format readers, the family's importer and
+    weight map): a changed reader or converter re-converts cached imports; a change elsewhere in the
+    family (features, decoding, export) does not."""
     family_dir = Path(importlib.import_module(imports()[name].converter).__file__).parent
     readers = Path(importlib.import_module("lora.weight_formats").__file__).parent
-    return source_checksum([Path(__file__), *readers.glob("*.py"), *family_dir.glob("*.py")])
+    own = [family_dir / f for f in CONVERSION_FILES if (family_dir / f).is_file()]
+    return source_checksum([Path(__file__), *readers.glob("*.py"), *own])
 
 
 def read_record(out_dir: Path) -> dict | None:
