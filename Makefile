@@ -5,7 +5,7 @@ RUN := $(UV) run
 SPEECH ?= ../shared/speech
 QUICK := outputs/real_small_quick
 
-.PHONY: setup lint test test-fast demo poc demo-digits bench report-screenshot clean
+.PHONY: setup lint test test-fast demo poc demo-digits bench bench-gpu report-screenshot clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -48,6 +48,12 @@ demo-digits: setup
 
 bench: setup $(QUICK)/lora_adapter/adapter_config.json
 	$(RUN) python benchmarks/run.py
+
+# GPU throughput bench on any CUDA machine with this tree: random-initialised models from the imported
+# configs (the real weights are not needed for speed), real FLAC clips of the speech folder.
+bench-gpu: setup models/moonshine-base-en/lora_import.json
+	$(RUN) lora import whisper-tiny.en --output models/whisper-tiny.en
+	$(RUN) python benchmarks/gpu.py --models-dir models --speech-dir $(SPEECH)
 
 report-screenshot: setup
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

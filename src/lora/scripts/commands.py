@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("lora.scripts.report", "render report.md/html + plots from a run folder"),
     "export": ("lora.scripts.export", "merge an adapter and export to ONNX (Moonshine) or CTranslate2 (Whisper)"),
     "digits": ("lora.runners.digits", "the domain-adaptation recipe on spoken digits, both families"),
+    "scale-manifest": ("lora.scripts.scale_manifest", "an N-hour manifest of real clips (repeated) for scale tests"),
 }
 
 
