@@ -22,7 +22,7 @@ from lora.core.outputs import replace_dir
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 # Config fields that must match for a resume to continue the same run.
-RESUME_KEYS = ("model_id", "seed", "batch_size", "gradient_accumulation_steps", "learning_rate", "lora_r",
+RESUME_KEYS = ("model_id", "seed", "batch_size", "max_batch_seconds", "gradient_accumulation_steps", "learning_rate", "lora_r",
                "lora_alpha", "lora_dropout", "target_modules", "dataset_samples", "train_split", "data_dir", "manifest")
 
 

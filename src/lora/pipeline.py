@@ -171,7 +171,7 @@ def select_data(cfg: TrainConfig, use_hub: bool = True) -> SelectedData:
 def loader_options(cfg: TrainConfig, device_type: str) -> LoaderOptions:
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     cuda = device_type == "cuda"
-    return LoaderOptions(cfg.batch_size, cfg.max_batch_seconds, cfg.seed, workers, pin_memory=cuda, features_on_device=cuda)
+    return LoaderOptions(cfg.clips_per_batch, cfg.max_batch_seconds, cfg.seed, workers, pin_memory=cuda, features_on_device=cuda)
 
 
 def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, options: LoaderOptions) -> tuple[BatchSource, ClipTable]:

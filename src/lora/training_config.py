@@ -18,6 +18,8 @@ from pathlib import Path
 
 from lora.core.errors import UserError
 
+MAX_AUTO_CLIPS = 1024  # clip cap of a micro-batch when only --max-batch-seconds bounds it
+
 
 def opt(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
@@ -46,7 +48,8 @@ class TrainConfig:
                              "one-word domains, so the model does not learn to stop after one word")
     max_steps: int = opt(40, "optimizer steps (ignored when --num-epochs is set)")
     num_epochs: float = opt(0.0, "passes over the training rows; sets the number of steps (0 = use --max-steps)")
-    batch_size: int = opt(1, "utterances per micro-batch at most")
+    batch_size: int = opt(0, "utterances per micro-batch at most (0 = automatic: 1, the seed's micro-batch, or with "
+                          "--max-batch-seconds as many as fit, up to 1024)")
     max_batch_seconds: float = opt(0.0, "padded audio seconds per micro-batch at most (similar lengths batched together; "
                                    "Whisper counts 30 s per clip); 0 = --batch-size clips")
     num_workers: int = opt(-1, "data loader worker processes that decode and featurise (-1 = one per spare core, at most 8; "
@@ -71,6 +74,13 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model (GPU; worth it for long runs)")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")
+
+    @property
+    def clips_per_batch(self) -> int:
+        """The clip cap of a micro-batch: --batch-size, else 1 (the seed's), else up to 1024 under a seconds cap."""
+        if self.batch_size:
+            return self.batch_size
+        return MAX_AUTO_CLIPS if self.max_batch_seconds > 0 else 1
 
     @property
     def target_module_list(self) -> tuple[str, ...] | None:
@@ -206,7 +216,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     rules = [
         (cfg.max_steps >= 1 or cfg.num_epochs > 0, "--max-steps must be >= 1 (or set --num-epochs)"),
         (cfg.num_epochs >= 0, "--num-epochs must be >= 0"),
-        (cfg.batch_size >= 1, "--batch-size must be >= 1"),
+        (cfg.batch_size >= 0, "--batch-size must be >= 1 (or 0 for automatic)"),
         (cfg.max_batch_seconds >= 0, "--max-batch-seconds must be >= 0 (0 = off)"),
         (cfg.gradient_accumulation_steps >= 1, "--gradient-accumulation-steps must be >= 1"),
         (cfg.eval_batch_size >= 1, "--eval-batch-size must be >= 1"),
