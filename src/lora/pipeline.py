@@ -147,7 +147,7 @@ def select_data(cfg: TrainConfig, use_hub: bool = True) -> SelectedData:
     """Train / eval / replay rows (speaker-disjoint, leakage refused) and the canary."""
     local = bool(cfg.data_dir or cfg.manifest)
     data = resolve_data(
-        DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.dataset_samples, cfg.eval_samples, cfg.seed,
+        DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.training_rows, cfg.eval_samples, cfg.seed,
                    split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers), use_hub=use_hub,
                    replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl")),
         hub_ok=hub_reachable() if use_hub and not local else False,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lora.core.errors import UserError
 
+DEFAULT_SAMPLES = 40  # training rows drawn from the default speech source (the seed's small run)
 MAX_AUTO_CLIPS = 1024  # clip cap of a micro-batch when only --max-batch-seconds bounds it
 
 
@@ -32,7 +33,8 @@ class TrainConfig:
     train_split: str = opt("train.100", "LibriSpeech split to train on (train.100 -> train-clean-100; any folder name works)")
     data_dir: str | None = opt(None, "local LibriSpeech-layout folder (default: hub, then $LORA_SPEECH_DIR, then ../shared/speech)")
     manifest: str | None = opt(None, "training manifest (JSONL/JSON/CSV/TSV/path list); split by speaker for eval")
-    dataset_samples: int = opt(40, "number of training utterances (0 or 'all' = every usable row)")
+    dataset_samples: int | None = opt(None, "number of training utterances ('all' or 0 = every usable row; default: "
+                                      "all rows of a --manifest/--dataset you name, else 40 of the default speech)")
     eval_samples: int = opt(8, "number of held-out (speaker-disjoint) evaluation utterances")
     train_speakers: str | None = opt(None, "comma-separated speakers to train on (overrides the random speaker split)")
     eval_speakers: str | None = opt(None, "comma-separated speakers to evaluate on")
@@ -74,6 +76,13 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model (GPU; worth it for long runs)")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")
+
+    @property
+    def training_rows(self) -> int:
+        """--dataset-samples resolved: 0 (all) for data the user named, 40 for the default source."""
+        if self.dataset_samples is not None:
+            return self.dataset_samples
+        return 0 if self.manifest or getattr(self, "dataset", None) else DEFAULT_SAMPLES
 
     @property
     def clips_per_batch(self) -> int:
