@@ -1,8 +1,9 @@
 """The stages of a run, as named functions every runner, recipe, benchmark and test calls:
 
     start        accelerator, precision, seed
-    load_model   resolve --model-id, load the base model, processor and family
     select_data  sources -> checked records -> speaker-disjoint train / eval / replay, canary
+                 (before the model: a large corpus's records come and go before the weights arrive)
+    load_model   resolve --model-id, load the base model, processor and family
     train_batches  the training rows as a streaming batch source (workers decode as it trains)
     eval_sets    eval / WER / canary examples (small: prepared in memory)
     measure      eval loss + WER (+ canary) of the model as it is
@@ -17,6 +18,7 @@ This file knows the order of the stages, not how any stage works inside.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -178,6 +180,7 @@ def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, opt
     """The training rows as compact columns, streamed through the loader's workers."""
     table = ClipTable.from_records(selected.train_rows)
     selected.train_rows, selected.data.train = [], []  # the table holds them now, in a fraction of the memory
+    gc.collect()
     policy = cfg.target_policy or lm.family.target_policy
     return streaming_source(table, lm.processor, lm.family, policy, options), table
 

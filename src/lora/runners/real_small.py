@@ -39,8 +39,8 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     _check_launch()
     session = pipeline.start(cfg, _cpu_only(), started)
     main = session.accelerator.is_main_process
-    lm = pipeline.load_model(cfg, session)                                    # 1. the model
-    selected = pipeline.select_data(cfg)                                      # 2. speaker-disjoint data
+    selected = pipeline.select_data(cfg)                                      # 1. speaker-disjoint data
+    lm = pipeline.load_model(cfg, session)                                    # 2. the model
     options = pipeline.loader_options(cfg, session.accelerator.device.type)
     source, table = pipeline.train_batches(selected, lm, cfg, options)         #    streamed training rows
     cfg = pipeline.steps_for(cfg, source.batches_per_epoch, session.accelerator.num_processes)
