@@ -219,16 +219,20 @@ def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = No
         row_id = Path(audio).stem if isinstance(audio, Path) else f"{path.stem}-{raw.line}"
     extra["derived_id"] = derived
     if shared is not None:
-        extra = _shared_extra(extra, shared)
+        extra = _shared_extra(extra, shared, audio)
     return Utterance(id=row_id, speaker=speaker, text=text, audio=audio, sampling_rate=rate,
                      origin=origin, subset=subset, extra=extra)
 
 
-def _shared_extra(extra: dict, shared: dict) -> dict:
-    """One dict for rows whose other fields are equal (repeats of a clip): rows differ in id and
-    line, rarely in these. Later writers (preflight's `seconds`) write the same value for the same file."""
+def _shared_extra(extra: dict, shared: dict, audio) -> dict:
+    """One dict for rows of the same audio file whose other fields are equal (repeats of a clip): rows
+    differ in id and line, rarely in these. Later writers (preflight's `seconds`) write the same value
+    for the same file. The audio is part of the key: rows of different files never share (each has
+    its own duration)."""
+    if not isinstance(audio, str | Path):
+        return extra
     try:
-        key = ("extra", tuple(sorted(extra.items())))
+        key = ("extra", str(audio), tuple(sorted(extra.items())))
         hash(key)
     except TypeError:  # a list or dict among the values: keep the row's own
         return extra
