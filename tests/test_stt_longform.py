@@ -102,3 +102,21 @@ def test_an_hour_of_real_speech(tmp_path, speech_dir, tiny_moonshine):
     assert speech / artifact["samples"][0]["seconds"] > 0.8  # LJSpeech is read speech: little silence
     print(f"hour: {len(segs)} segments in {time.perf_counter() - started:.0f} s")
     assert np.all(np.diff([s["start_s"] for s in segs]) > 0)
+
+
+def test_eval_scores_long_clips_through_the_long_form_path(tmp_path, speech_dir, tiny_moonshine):
+    from lora.results import EvalResult
+    from lora.scripts import evaluate
+
+    flac, text = joined_flac(speech_dir, tmp_path / "long.flac", 40)
+    short = next((speech_dir / "jfk").rglob("*.flac"))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "long", "audio": str(flac), "text": text, "speaker": "9001"}) + "\n"
+                        + json.dumps({"id": "jfk", "audio": str(short), "text": "And so, my fellow Americans, ask not what "
+                                      "your country can do for you, ask what you can do for your country.", "speaker": "9101"}) + "\n")
+    out = tmp_path / "eval" / "eval.json"
+    assert evaluate.main(["--model-id", str(tiny_moonshine), "--manifest", str(manifest), "--output", str(out), "--quiet"]) == 0
+    result = read_result(out, EvalResult)
+    assert result.utterances == 1 and [s["id"] for s in result.samples] == ["jfk"]
+    assert [x["id"] for x in result.long_form] == ["long"] and len(result.long_form[0]["segments"]) >= 2
+    assert result.long_form_wer == result.long_form[0]["wer"] and result.long_form_wer is not None

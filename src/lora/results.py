@@ -147,6 +147,11 @@ class EvalResult:
     wall_seconds: float
     versions: dict
     schema_version: int = SCHEMA_VERSION
+    # clips over 30 s, transcribed by the long-form path (lora.longform) and scored apart (no eval
+    # loss: the models take 30 s at most): id, seconds, reference, hypothesis, wer, segments
+    # [{start_s, end_s, text}]; long_form_wer pools their word errors (None without such clips)
+    long_form: list[dict] = field(default_factory=list)
+    long_form_wer: float | None = None
 
 
 @dataclass(frozen=True)

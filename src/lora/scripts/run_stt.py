@@ -1,4 +1,4 @@
-"""`lora stt (--audio FILE... | --audio-list MANIFEST) (--model-id M | --adapter-dir D | --exported DIR) --output artifact.json [--srt PATH] [--vtt PATH]`
+"""`lora stt (--audio FILE... | --audio-list LIST) (--model-id M | --adapter-dir D | --exported DIR) --output OUT.json [--srt P] [--vtt P]`
 
 Transcribes audio files of any length, or a manifest (audio as float arrays or file paths) or a plain
 list of audio paths, with a base model alone (--model-id), a base model + LoRA adapter (--adapter-dir;
