@@ -135,3 +135,22 @@ def test_tokenizer_check(tmp_path, speech_dir, moonshine_dir):
 @pytest.mark.parametrize("flag", ["--silent-rms", "--clipped-warn-share", "--min-chars-per-second", "--max-chars-per-second"])
 def test_every_hygiene_option_has_a_flag(flag):
     assert flag in check.build_parser().format_help()
+
+
+def test_loader_workers_quarantine_silent_and_dc_rows(speech_dir, tiny_moonshine):
+    """The header-only path's full decode happens in the loader: the cheap audio checks run there."""
+    from lora.data.records import Utterance
+    from lora.data_loader import ClipDataset, ClipTable
+    from lora.model_utils import ResolvedModel, load_base
+
+    _, processor, family = load_base(ResolvedModel("tiny", "tiny", "local", str(tiny_moonshine)))
+    real = _real(speech_dir, 1)[0]
+    samples, _ = sf.read(real["audio"], dtype="float32")
+    rows = [Utterance("ok", "s", real["text"], real["audio"]),
+            Utterance("quiet", "s", real["text"], samples * 1e-3),  # a real sentence at -60 dB
+            Utterance("offset", "s", real["text"], samples + 0.2)]  # the same with a DC offset
+    dataset = ClipDataset(ClipTable.from_records(rows), processor, family)
+    loaded = [dataset[i] for i in range(3)]
+    assert loaded[0].problem is None and loaded[0].inputs is not None
+    assert loaded[1].problem[0] == "hygiene: silent" and "RMS" in loaded[1].problem[1]
+    assert loaded[2].problem[0] == "hygiene: dc_constant" and "DC offset" in loaded[2].problem[1]

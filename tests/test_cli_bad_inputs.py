@@ -137,3 +137,20 @@ def test_cli_subprocess_one_line_no_traceback(argv, expected, tmp_path):
     lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[lora]")]
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], done.stderr
+
+
+def test_rows_over_30_s_are_refused_naming_lora_segment(tmp_path, speech_dir, capsys):
+    """What training sees (the same preflight): a real 61 s recording is refused with the way out."""
+    from lora.data.sources import read_manifest_rows
+
+    assert join_utterances.main(["--data-dir", str(speech_dir), "--subset", "ljspeech", "--output",
+                                 str(tmp_path / "long.flac"), "--quiet"]) == 0
+    manifest = tmp_path / "long.jsonl"
+    manifest.write_text(json.dumps({"audio": "long.flac", "text": (tmp_path / "long.txt").read_text().strip()}) + "\n")
+    capsys.readouterr()
+    assert check.main([str(manifest), "--quiet", "--require-text"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too long" in err[0] and "`lora segment --audio FILE --transcript TEXT`" in err[0]
+    with pytest.raises(Exception, match="lora segment") as info:
+        read_manifest_rows(manifest)
+    assert type(info.value).__name__ == "UserError"
