@@ -28,6 +28,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.data.batches import Example, collate, length_grouped_batches, prepare_dataset
+from lora.data.hygiene import QUARANTINE, HygieneOptions, audio_findings
 from lora.data.manifest import BadRow
 from lora.data.records import Utterance
 from lora.families import pad_labels
@@ -250,6 +251,9 @@ class LoadedRow:
     problem: tuple[str, str] | None = None  # (reason, detail) when the row could not be loaded
 
 
+LOADER_HYGIENE = HygieneOptions()  # the loader's workers use the default thresholds (lora check can tune them)
+
+
 class ClipDataset:
     """Map-style dataset over a `ClipTable`: index -> `LoadedRow` (runs in the loader's workers)."""
 
@@ -270,6 +274,10 @@ class ClipDataset:
             return LoadedRow(i, problem=("no samples", "0 frames after decoding"))
         if not np.isfinite(samples).all():
             return LoadedRow(i, problem=("non-finite samples", "NaN or inf in the decoded audio"))
+        # the cheap hygiene checks (silent, dc_constant, clipped: a few passes over the samples)
+        bad = [f for f in audio_findings(samples, LOADER_HYGIENE) if f.severity == QUARANTINE]
+        if bad:
+            return LoadedRow(i, problem=(f"hygiene: {bad[0].check}", f"{bad[0].detail}; {bad[0].advice}"))
         raw = self.family.raw_input(self.processor, samples) if self.raw else None
         inputs = raw if raw is not None else self.family.featurize(self.processor, samples)
         labels = self.family.label_ids(self.processor.tokenizer, u.text, self.policy)

@@ -20,16 +20,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
+from lora.core.errors import UserError
 from lora.data.records import Utterance
 from lora.data_loader import prepare_dataset
 from lora.decoding import transcribe_examples
+from lora.families import all_exports, resolve_callable
 
 ENERGY_WINDOW_S = 0.1  # window for cutting inside an over-long speech region
 ENERGY_HOP_S = 0.01
+
+EXPORT_REPORT = "export_report.json"  # written by `lora export` (lora.export.REPORT_FILE)
 
 TranscribeBatch = Callable[[list[np.ndarray]], list[str]]
 
@@ -223,6 +228,42 @@ def torch_transcriber(model, processor, family, batch_size: int = 8) -> Transcri
         return transcribe_examples(model, processor, family, prepare_dataset(utts, processor, family), batch_size)
 
     return transcribe_batch
+
+
+def exported_transcriber(export_dir: str | Path) -> tuple[TranscribeBatch, dict]:
+    """A `transcribe_batch` for an exported model folder (`lora export`): its export_report.json names
+    the format, whose family opens it (ONNX Moonshine, CTranslate2 Whisper). Also returns the report."""
+    import json
+
+    export_dir = Path(export_dir)
+    report_path = export_dir / EXPORT_REPORT
+    if not report_path.is_file():
+        raise UserError(f"{report_path}: missing; pass a folder written by `lora export`")
+    try:
+        report = json.loads(report_path.read_text())
+        name = report["format"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{report_path}: unreadable export report ({exc}); export again with `lora export`") from None
+    formats = all_exports()
+    if name not in formats:
+        raise UserError(f"{report_path}: unknown format {name!r}; known: {', '.join(formats)}")
+    transcribe = resolve_callable(formats[name].open_exported)(export_dir)
+
+    def transcribe_batch(chunks: list[np.ndarray]) -> list[str]:
+        return [transcribe(np.asarray(c, dtype=np.float32), None) for c in chunks]
+
+    return transcribe_batch, report
+
+
+def transcribe_any(samples: np.ndarray, transcribe_batch: TranscribeBatch,
+                   options: LongformOptions = LongformOptions()) -> LongTranscript:
+    """One clip of any length: up to `max_chunk_s` decoded whole (one segment spanning it), longer
+    through the VAD long-form path (`transcribe_long`)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if len(samples) <= round(options.max_chunk_s * SAMPLE_RATE):
+        text = transcribe_batch([samples])[0].strip()
+        return LongTranscript(text, (Segment(0.0, len(samples) / SAMPLE_RATE, text),))
+    return transcribe_long(samples, transcribe_batch, options)
 
 
 # ---------------------------------------------------------------------------------------------

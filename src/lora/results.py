@@ -148,6 +148,11 @@ class EvalResult:
     wall_seconds: float
     versions: dict
     schema_version: int = SCHEMA_VERSION
+    # clips over 30 s, transcribed by the long-form path (lora.longform) and scored apart (no eval
+    # loss: the models take 30 s at most): id, seconds, reference, hypothesis, wer, segments
+    # [{start_s, end_s, text}]; long_form_wer pools their word errors (None without such clips)
+    long_form: list[dict] = field(default_factory=list)
+    long_form_wer: float | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,11 @@ class SttArtifact:
     cer: float | None
     errors: list[dict]  # id, origin, reason: rows that could not be transcribed
     schema_version: int = SCHEMA_VERSION
+    # long-form (lora.longform): per clip, its segments {id, start_s, end_s, text}; a clip up to
+    # max_chunk_s is one segment spanning it, a longer one is cut by VAD into chunks <= max_chunk_s
+    segments: list[dict] = field(default_factory=list)
+    max_chunk_s: float = 30.0
+    exported_dir: str | None = None  # `--exported DIR`: the model ran in the exported runtime
 
 
 @dataclass(frozen=True)

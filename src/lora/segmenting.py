@@ -176,10 +176,12 @@ def write_clips(
     speaker: str = "",
     source: str = "",
     audio_format: str = "flac",
+    manifest_name: str = "manifest.jsonl",
 ) -> Path:
     """Write each clip's audio to `<out_dir>/clips/<recording_id>-<nnnn>.<fmt>` and the manifest.
 
-    Returns the manifest path (`<out_dir>/manifest.jsonl`); audio paths in it are relative to it.
+    Returns the manifest path (`<out_dir>/<manifest_name>`); audio paths in it are relative to it.
+    The manifest is written last, so it never names a clip that is not written yet.
     """
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio_format must be one of {sorted(AUDIO_FORMATS)}, got {audio_format!r}")
@@ -193,7 +195,7 @@ def write_clips(
         rows.append({"id": clip_id, "audio": rel, "text": clip.text, "speaker": speaker,
                      "seconds": round((b - a) / SAMPLE_RATE, 3), "source": source,
                      "start_s": round(clip.start_s, 3), "end_s": round(clip.end_s, 3)})
-    return write_text_atomic(out_dir / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return write_text_atomic(out_dir / manifest_name, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def word_placement_accuracy(result: SegmentResult, word_times: list[float], tolerance_s: float = 0.5) -> float:

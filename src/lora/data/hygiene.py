@@ -225,7 +225,10 @@ class DuplicateTracker:
         self._seen: dict[str, tuple[str, str, str]] = {}
 
     def add(self, row_id: str, samples: np.ndarray, text: str | None) -> Finding | None:
-        digest = audio_digest(samples)
+        return self.add_digest(row_id, audio_digest(samples), text)
+
+    def add_digest(self, row_id: str, digest: str, text: str | None) -> Finding | None:
+        """`add` with the samples' `audio_digest` already computed."""
         text = text or ""
         first = self._seen.get(digest)
         if first is None:

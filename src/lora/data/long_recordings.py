@@ -66,3 +66,40 @@ def chapter_groups(utterances: list[Utterance]) -> dict[str, list[Utterance]]:
     for u in sorted(utterances, key=lambda u: u.id):
         groups[u.id.rsplit("-", 1)[0]].append(u)
     return dict(groups)
+
+
+def repeat_to_length(utterances: list[Utterance], min_seconds: float) -> list[Utterance]:
+    """The utterances in order, cycled (whole utterances only) until their total duration reaches
+    `min_seconds` (`extra["seconds"]` when known, else decoded): for building an hour of real speech
+    out of a few minutes of real clips. Repeats keep their ids with a `~<n>` suffix."""
+    if not utterances:
+        raise ValueError("nothing to repeat")
+    lengths = [u.extra.get("seconds") or len(u.samples()) / SAMPLE_RATE for u in utterances]
+    if sum(lengths) <= 0:
+        raise ValueError("the utterances have no audio")
+    out: list[Utterance] = []
+    total, n = 0.0, 0
+    while total < min_seconds or not out:
+        k = n % len(utterances)
+        u = utterances[k]
+        rounds = n // len(utterances)
+        out.append(u if rounds == 0 else Utterance(f"{u.id}~{rounds}", u.speaker, u.text, u.audio, u.sampling_rate,
+                                                   u.origin, u.subset, dict(u.extra)))
+        total += lengths[k]
+        n += 1
+    return out
+
+
+def speaker_utterances(utterances: list[Utterance], speaker: str | None = None) -> list[Utterance]:
+    """One speaker's utterances sorted by id: `speaker`, or the speaker with the most audio."""
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utterances:
+        by_speaker[u.speaker].append(u)
+    if not by_speaker:
+        raise ValueError("no utterances")
+    if speaker is None:
+        speaker = max(by_speaker, key=lambda s: (sum(u.extra.get("seconds", 0.0) for u in by_speaker[s]),
+                                                 len(by_speaker[s]), s))
+    if speaker not in by_speaker:
+        raise ValueError(f"speaker {speaker!r} not found; speakers: {', '.join(sorted(by_speaker))}")
+    return sorted(by_speaker[speaker], key=lambda u: u.id)

@@ -22,6 +22,19 @@ Transcripts: rows from a plain path list (and manifest rows with no text field a
 
 Good rows come back as copies with `extra["seconds"]` set to the measured duration, so no later
 step needs to decode just to learn a length. Bad rows go to a quarantine JSONL, written atomically.
+
+Hygiene (`decode=True`, the full-decode path; `hygiene=None` turns it off): every row that passed the
+probe is decoded once more and run through `lora.data.hygiene` (silent, dc_constant, clipped,
+chars_per_second, duplicate_audio by decoded-sample hash, and unwritable_chars when a `tokenizer` is
+given). A "quarantine" finding makes the row bad (reason `hygiene: <check>`); a "warn" finding keeps
+the row and lists it in `report.warnings` (shown in `lora check`'s table, never quarantined). Why each
+check quarantines or warns is written out in `lora.data.hygiene`'s docstring; in short: quarantine
+when training on the row would teach something false (silence -> words, a transcript that cannot
+belong to the audio, two labels for one recording, a target the tokenizer cannot write), warn when
+the row is real speech with a true label that a person should look at (mild clipping, the same clip
+twice with the same label, punctuation the tokenizer drops, a reference model that disagrees).
+The header-only path (`decode=False`, scale) skips hygiene: the loader's workers run the cheap audio
+checks (silent, dc_constant, clipped) when they decode.
 """
 
 from __future__ import annotations
@@ -40,6 +53,17 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.core.outputs import write_text_atomic
 from lora.data.audio_probe import MISSING_FILE, UNREADABLE_FILE, Probe, probe_audio
+from lora.data.hygiene import (
+    QUARANTINE,
+    DuplicateTracker,
+    Finding,
+    HygieneOptions,
+    audio_digest,
+    audio_findings,
+    check_tokenizer,
+    quarantine_row,
+    text_findings,
+)
 from lora.data.manifest import BadRow, read_source
 from lora.data.probe_cache import ProbeCache, file_key
 from lora.data.records import Utterance
@@ -65,6 +89,7 @@ class PreflightReport:
     source: str = ""
     quarantine: Path | None = None
     repeats: int = 0  # rows repeating an earlier row's file, transcript and speaker (kept)
+    warnings: tuple[BadRow, ...] = ()  # kept rows with a hygiene "warn" finding (reason `hygiene: <check>`)
 
     @property
     def total(self) -> int:
@@ -97,10 +122,13 @@ class PreflightReport:
 
 def check_rows(rows: Iterable[Utterance], bad: Iterable[BadRow] = (), *, min_seconds: float = 0.1,
                max_seconds: float = 30.0, require_text: bool = False, quiet: bool = False,
-               source: str = "", decode: bool = True, workers: int = 0, cache: bool = True) -> PreflightReport:
+               source: str = "", decode: bool = True, workers: int = 0, cache: bool = True,
+               hygiene: HygieneOptions | None = HygieneOptions(), tokenizer=None) -> PreflightReport:
     """Check every row (each distinct audio file probed once); writes nothing, raises only on bad bounds.
 
     Good rows get `extra["seconds"]` in place (no copies: a corpus of 10^5 rows stays one list).
+    With `decode=True` and `hygiene` set, the hygiene checks run too (module docstring);
+    `tokenizer` (encode/decode) adds the unwritable_chars check on every transcript.
     """
     if not 0 <= min_seconds < max_seconds:
         raise UserError(f"duration bounds {min_seconds:g}..{max_seconds:g} s are empty; "
@@ -127,7 +155,55 @@ def check_rows(rows: Iterable[Utterance], bad: Iterable[BadRow] = (), *, min_sec
             continue
         utt.extra["seconds"] = probe.seconds
         good.append(utt)
-    return PreflightReport(tuple(good), tuple(sorted(found, key=_origin_key)), source, repeats=repeats)
+    warnings: list[BadRow] = []
+    if decode and hygiene is not None and good:
+        good = _hygiene(good, hygiene, tokenizer, workers, found, warnings)
+    return PreflightReport(tuple(good), tuple(sorted(found, key=_origin_key)), source, repeats=repeats,
+                           warnings=tuple(sorted(warnings, key=_origin_key)))
+
+
+def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers: int, found: list[BadRow],
+             warnings: list[BadRow]) -> list[Utterance]:
+    """Run the hygiene checks on rows that passed the probe; quarantine findings go to `found`,
+    warnings to `warnings`; returns the rows still good. Audio statistics once per distinct file."""
+
+    def audio_facts(utt: Utterance) -> tuple[list[Finding], str]:
+        samples = utt.samples()
+        return audio_findings(samples, options), audio_digest(samples)
+
+    keys = [_realpath(u.audio) if isinstance(u.audio, str | Path) else None for u in rows]
+    first_of: dict = {}
+    for i, key in enumerate(keys):
+        first_of.setdefault(key if key is not None else ("inline", i), i)
+    with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
+        facts = dict(zip(first_of.values(), pool.map(lambda i: audio_facts(rows[i]), first_of.values())))
+    duplicates = DuplicateTracker()
+    seen_digest_of_file: set = set()
+    good: list[Utterance] = []
+    for i, (utt, key) in enumerate(zip(rows, keys)):
+        findings, digest = facts[first_of[key if key is not None else ("inline", i)]]
+        findings = list(findings)
+        has_text = utt.extra.get("has_text", True)
+        if has_text:
+            findings += text_findings(utt.text, utt.extra["seconds"], options)
+            if tokenizer is not None and utt.text.strip():
+                found_tok = check_tokenizer(utt.text, tokenizer)
+                if found_tok is not None:
+                    findings.append(found_tok)
+        # the same file again (a repeat, already counted by preflight) is not a content duplicate
+        if (key, digest) not in seen_digest_of_file:
+            seen_digest_of_file.add((key, digest))
+            dup = duplicates.add_digest(utt.id, digest, utt.text if has_text else None)
+            if dup is not None:
+                findings.append(dup)
+        bad_row = quarantine_row(utt.origin, utt.id, findings)
+        if bad_row is not None:
+            found.append(bad_row)
+            continue
+        warnings.extend(BadRow(utt.origin, f"hygiene: {f.check}", utt.id, f"{f.detail}; {f.advice}")
+                        for f in findings if f.severity != QUARANTINE)
+        good.append(utt)
+    return good
 
 
 def _probe_all(rows: list[Utterance], min_seconds: float, max_seconds: float, decode: bool, workers: int,
@@ -234,14 +310,16 @@ def write_quarantine(path: str | Path, bad: Iterable[BadRow]) -> Path:
 def preflight(rows: Iterable[Utterance], bad: Iterable[BadRow] = (), *, min_seconds: float = 0.1,
               max_seconds: float = 30.0, min_good: int = 1, quarantine_path: str | Path | None = None,
               require_text: bool = False, quiet: bool = False, source: str = "", decode: bool = True,
-              workers: int = 0, cache: bool = True) -> PreflightReport:
+              workers: int = 0, cache: bool = True, hygiene: HygieneOptions | None = HygieneOptions(),
+              tokenizer=None) -> PreflightReport:
     """Check rows, write the quarantine (when a path is given), insist on `min_good` good rows.
 
     The quarantine is written before the `min_good` check so that a failing run still leaves
     the list of what to fix.
     """
     report = check_rows(rows, bad, min_seconds=min_seconds, max_seconds=max_seconds, require_text=require_text,
-                        quiet=quiet, source=source, decode=decode, workers=workers, cache=cache)
+                        quiet=quiet, source=source, decode=decode, workers=workers, cache=cache,
+                        hygiene=hygiene, tokenizer=tokenizer)
     if quarantine_path is not None:
         report = replace(report, quarantine=write_quarantine(quarantine_path, report.bad))
     if report.bad:
@@ -285,6 +363,9 @@ def render_report(report: PreflightReport) -> str:
         lines.append("")
         for reason, n, example in table:
             lines.append(f"{reason:<{width[0]}}  {n:>{width[1]}}  {example}")
+    if report.warnings:
+        lines += ["", f"warnings    {len(report.warnings)} row(s) kept but worth a look (not quarantined):"]
+        lines += [f"  {w.reason}  {w.origin} ({w.id}): {w.detail}" for w in report.warnings]
     if report.quarantine:
         lines.append(f"\nquarantined {len(report.bad)} row(s) -> {report.quarantine}")
     return "\n".join(lines)

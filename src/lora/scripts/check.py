@@ -1,55 +1,149 @@
-"""`lora-check MANIFEST_OR_DIR [--quarantine PATH] [--min-seconds S] [--max-seconds S] [--min-good N]`
+"""`lora check MANIFEST_OR_DIR [--output DIR | --quarantine PATH] [--workers N] [--model-id M [--verify-with-model]] [hygiene thresholds]`
 
 Checks every row of a manifest (JSONL/JSON/CSV/TSV/path list) or a speech folder the way every
-lora command will (see lora.data.preflight), prints a summary table, and lists the unusable rows in a
-quarantine JSONL (origin file:line, id, reason, detail). Exit 0 when at least --min-good rows are
-usable, 2 (one line on stderr) otherwise.
+lora command will (see lora.data.preflight), runs the data-hygiene checks on the decoded audio and
+transcripts (lora.data.hygiene: silent, dc_constant, clipped, chars_per_second, duplicate_audio by
+decoded-sample hash; unwritable_chars with --model-id, which loads only the tokenizer;
+model_disagrees with --verify-with-model), prints a summary table with the warnings, and lists the
+unusable rows in a quarantine JSONL (origin file:line, id, reason, detail). Exit 0 when at least
+--min-good rows are usable, 2 (one line on stderr) otherwise.
 
-Quarantine file: --quarantine PATH is always written (empty when nothing is bad), so scripts can
-rely on it; without it ./quarantine.jsonl is written only when there are bad rows, so a clean
-check leaves nothing behind (an older ./quarantine.jsonl is then left as it was).
+Quarantine file: --quarantine PATH is always written (empty when nothing is bad), and so is
+DIR/quarantine.jsonl with --output DIR; otherwise quarantine.jsonl is written beside the manifest
+(for a folder: ./quarantine.jsonl) only when there are bad rows, so a clean check leaves nothing
+behind. The path written is printed. Warnings (kept rows worth a look) are listed in the table only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
-from lora.data.manifest import read_source
+from lora.core.errors import UserError
+from lora.data.hygiene import HygieneOptions, verify_with_model
+from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import check_rows, write_quarantine
 
-DEFAULT_QUARANTINE = Path("quarantine.jsonl")
+log = logging.getLogger("lora")
+QUARANTINE_FILE = "quarantine.jsonl"
+
+
+def hygiene_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora check", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("source", metavar="MANIFEST_OR_DIR", help="manifest file or LibriSpeech-layout folder")
-    parser.add_argument("--quarantine", type=Path, default=None, metavar="PATH",
-                        help=f"where to list bad rows (default: ./{DEFAULT_QUARANTINE}, only if any are bad)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--quarantine", type=Path, default=None, metavar="PATH",
+                       help="where to list bad rows (always written)")
+    where.add_argument("--output", type=Path, default=None, metavar="DIR", help="write DIR/quarantine.jsonl (always)")
     parser.add_argument("--min-seconds", type=float, default=0.1, metavar="S", help="shortest usable utterance (default 0.1)")
     parser.add_argument("--max-seconds", type=float, default=30.0, metavar="S", help="longest usable utterance (default 30)")
     parser.add_argument("--min-good", type=int, default=1, metavar="N", help="fail unless this many rows are usable (default 1)")
     parser.add_argument("--require-text", action="store_true",
                         help="rows without a transcript (plain path lists) are bad too, as for training")
+    parser.add_argument("--workers", type=int, default=0, metavar="N", help="parallel probes (default: 4 per core, at most 16)")
+    parser.add_argument("--no-hygiene", action="store_true", help="skip the data-hygiene checks (file checks only)")
+    parser.add_argument("--model-id", default=None,
+                        help="check that the model's tokenizer can write every transcript (loads the tokenizer only)")
+    parser.add_argument("--verify-with-model", action="store_true",
+                        help="transcribe every good row with --model-id; warn where CER > --max-model-cer (likely mislabelled)")
+    parser.add_argument("--max-model-cer", type=float, default=0.8, metavar="X", help="see --verify-with-model (default 0.8)")
+    hygiene = parser.add_argument_group("hygiene thresholds (lora.data.hygiene explains each default)")
+    for f in dataclasses.fields(HygieneOptions):
+        hygiene.add_argument(hygiene_flag(f.name), dest=f"hyg_{f.name}", type=float, default=f.default, metavar="X",
+                             help=f"{f.metadata['help']} (default {f.default:g})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def hygiene_options(args) -> HygieneOptions | None:
+    if args.no_hygiene:
+        return None
+    values = {f.name: getattr(args, f"hyg_{f.name}") for f in dataclasses.fields(HygieneOptions)}
+    for name, value in values.items():
+        if not value >= 0:
+            raise UserError(f"{hygiene_flag(name)} {value:g}: must be >= 0")
+    if values["min_chars_per_second"] >= values["max_chars_per_second"]:
+        raise UserError(f"--min-chars-per-second {values['min_chars_per_second']:g} must be below "
+                        f"--max-chars-per-second {values['max_chars_per_second']:g}")
+    if values["clipped_warn_share"] > values["clipped_quarantine_share"]:
+        raise UserError("--clipped-warn-share must not exceed --clipped-quarantine-share")
+    return HygieneOptions(**values)
+
+
+def load_tokenizer(model_id: str):
+    """The tokenizer of `--model-id` alone (no weights)."""
+    from transformers import AutoTokenizer  # deferred: heavy
+
+    from lora.model_utils import resolve_model_id
+
+    resolved = resolve_model_id(model_id)
+    try:
+        return AutoTokenizer.from_pretrained(resolved.path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load the tokenizer of {model_id!r}: {str(exc).splitlines()[0]}") from None
+
+
+def model_warnings(model_id: str, rows, max_cer: float) -> list[BadRow]:
+    """--verify-with-model: rows whose transcript the base model disagrees with (warnings)."""
+    from lora.longform import torch_transcriber
+    from lora.model_utils import load_base, resolve_model_id
+
+    model, processor, family = load_base(resolve_model_id(model_id))
+    texted = [u for u in rows if u.extra.get("has_text", True) and u.text.strip()]
+    by_id = {u.id: u for u in texted}
+    flagged = verify_with_model(((u.id, u.samples(), u.text) for u in texted),
+                                torch_transcriber(model, processor, family), max_cer=max_cer)
+    return [BadRow(by_id[i].origin, f"hygiene: {f.check}", i, f"{f.detail}; {f.advice}") for i, f in flagged]
+
+
+def quarantine_target(args, source: Path, has_bad: bool) -> Path | None:
+    if args.quarantine is not None:
+        return args.quarantine
+    if args.output is not None:
+        return args.output / QUARANTINE_FILE
+    if not has_bad:
+        return None
+    return source.with_name(QUARANTINE_FILE) if source.is_file() else Path(QUARANTINE_FILE)
 
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers}: must be >= 0 (0 = default)")
+    if args.verify_with_model and not args.model_id:
+        raise UserError("--verify-with-model needs --model-id M (the base model to transcribe with)")
+    if args.verify_with_model and args.no_hygiene:
+        raise UserError("--verify-with-model is a hygiene check; drop --no-hygiene")
+    hygiene = hygiene_options(args)
+    tokenizer = load_tokenizer(args.model_id) if args.model_id and hygiene is not None else None
 
     read = read_source(args.source)
     report = check_rows(read.rows, read.bad, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                        require_text=args.require_text, quiet=args.quiet, source=read.source)
-    target = args.quarantine or (DEFAULT_QUARANTINE if report.bad else None)
+                        require_text=args.require_text, quiet=args.quiet, source=read.source, workers=args.workers,
+                        hygiene=hygiene, tokenizer=tokenizer)
+    if args.verify_with_model and report.good:
+        extra = model_warnings(args.model_id, report.good, args.max_model_cer)
+        report = dataclasses.replace(report, warnings=tuple(sorted([*report.warnings, *extra], key=lambda b: b.origin)))
+    target = quarantine_target(args, Path(args.source), bool(report.bad))
     if target is not None:
-        from dataclasses import replace
-
-        report = replace(report, quarantine=write_quarantine(target, report.bad))
+        report = dataclasses.replace(report, quarantine=write_quarantine(target, report.bad))
     print(report.render(), flush=True)
+    if hygiene is not None:
+        ran = "silent, dc_constant, clipped, chars_per_second, duplicate_audio"
+        ran += ", unwritable_chars" if tokenizer is not None else ""
+        ran += ", model_disagrees" if args.verify_with_model else ""
+        print(f"\nhygiene     {ran}: {len(report.warnings)} warning(s)")
+    if report.quarantine is None:
+        print("\nnothing quarantined (no file written)")
     report.require(args.min_good)
     return 0
 

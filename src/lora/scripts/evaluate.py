@@ -2,7 +2,9 @@
 
 Scores any model (optionally with a LoRA adapter) on any manifest or LibriSpeech-layout folder:
 eval loss, normalised WER/CER with substitutions/deletions/insertions, a bootstrap 95% interval of
-the WER, and per-utterance results (worst first). `real_small` uses the same functions.
+the WER, and per-utterance results (worst first). `real_small` uses the same functions. Clips over
+30 s are transcribed by the long-form path (VAD chunks <= 30 s, lora.longform) and scored apart, with
+their segment times (`long_form`, `long_form_wer`: no eval loss, the models take 30 s at most).
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ from lora.core.errors import UserError
 from lora.core.outputs import library_versions
 from lora.core.paths import default_speech_dir
 from lora.data.manifest import read_source
+from lora.data.preflight import preflight
 from lora.data.records import list_subsets, read_librispeech_dir
 from lora.data.selection import select_balanced
-from lora.data.sources import checked
 from lora.data_loader import prepare_dataset
 from lora.decoding import assess
-from lora.evaluation import bootstrap_wer_ci
+from lora.evaluation import bootstrap_wer_ci, score
+from lora.longform import LongformOptions, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.report.content import write_report
 from lora.results import EvalResult, to_dict, write_result
 
 log = logging.getLogger("lora")
 LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
+WINDOW_SECONDS = 30.0  # longer clips go through the long-form path
+LONG_MAX_SECONDS = 24 * 3600.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +74,31 @@ def load_rows(args):
         if missing or not subsets:
             raise UserError(f"{root}: subset(s) {missing or subsets} not found; available: {', '.join(available)}")
         rows, bad, where = read_librispeech_dir(root, subsets), (), f"{root} [{'+'.join(subsets)}]"
-    rows = checked(rows, bad, str(Path(args.output).with_name("quarantine.jsonl")), where)
+    rows = list(preflight(rows, bad, quarantine_path=str(Path(args.output).with_name("quarantine.jsonl")), require_text=True,
+                          quiet=True, source=where, max_seconds=LONG_MAX_SECONDS).good)
     if args.max_samples:
         rows = select_balanced(rows, args.max_samples, args.seed)
     if not rows:
         raise UserError(f"{where}: no utterances to evaluate")
     return rows, where
+
+
+def score_long(rows, transcribe_batch, batch_size: int) -> tuple[list[dict], float | None]:
+    """Clips over 30 s through the long-form path: per clip its transcript, WER and segment times."""
+    if not rows:
+        return [], None
+    options = LongformOptions(batch_size=batch_size)
+    out = []
+    for u in rows:
+        transcript = transcribe_any(u.samples(), transcribe_batch, options)
+        out.append({"id": u.id, "seconds": u.extra["seconds"], "reference": u.text, "hypothesis": transcript.text,
+                    "segments": [{"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3), "text": s.text}
+                                 for s in transcript.segments]})
+    pooled = score([x["id"] for x in out], [x["reference"] for x in out], [x["hypothesis"] for x in out])
+    per_id = {s["id"]: s["wer"] for s in pooled["samples"]}
+    for x in out:
+        x["wer"] = per_id.get(x["id"])
+    return out, pooled["wer"]
 
 
 def _main(argv: list[str] | None) -> int:
@@ -87,19 +111,29 @@ def _main(argv: list[str] | None) -> int:
     else:
         resolved = resolve_model_id(args.model_id)
         model, processor, family = load_base(resolved)
+    long_rows = [u for u in rows if u.extra.get("seconds", 0.0) > WINDOW_SECONDS]
+    rows = [u for u in rows if u.extra.get("seconds", 0.0) <= WINDOW_SECONDS]
+    if not rows:
+        raise UserError(f"{where}: every clip is over {WINDOW_SECONDS:g} s; eval loss needs clips up to "
+                        f"{WINDOW_SECONDS:g} s (cut long recordings with `lora segment`, or transcribe them with `lora stt`)")
+    long_form, long_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size), args.batch_size)
     examples = prepare_dataset(rows, processor, family, args.target_policy)
     result = assess(model, processor, family, examples, examples, args.batch_size)
     result["samples"].sort(key=lambda s: (-s["wer"], s["id"]))
     report = EvalResult(
         **resolved.record(), adapter_dir=args.adapter_dir, family=family.name, data=where, utterances=len(examples),
         audio_seconds=sum(e.seconds for e in examples), wer_ci95=bootstrap_wer_ci(result["samples"], seed=args.seed),
-        **result, wall_seconds=time.perf_counter() - started, versions=library_versions())
+        **result, wall_seconds=time.perf_counter() - started, versions=library_versions(),
+        long_form=long_form, long_form_wer=long_wer)
     write_result(args.output, report)
     write_report(to_dict(report), Path(args.output).parent)
     low, high = report.wer_ci95
     print(f"{resolved.model_id_used}: WER {100 * report.wer:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
           f"CER {100 * report.cer:.2f}%, eval loss {report.eval_loss:.3f} on {len(examples)} utterances "
           f"({report.audio_seconds:.0f} s) -> {args.output}")
+    if long_form:
+        print(f"long-form: {len(long_form)} clip(s) over {WINDOW_SECONDS:g} s, WER {100 * long_wer:.2f}%, "
+              f"{sum(len(x['segments']) for x in long_form)} segments")
     return 0
 
 

@@ -1,9 +1,16 @@
-"""`run_stt.py --adapter-dir D --processor-dir P --audio-list MANIFEST --output artifact_test.json`
+"""`lora stt (--audio FILE... | --audio-list LIST) (--model-id M | --adapter-dir D | --exported DIR) --output OUT.json [--srt P] [--vtt P]`
 
-Transcribes a manifest (audio as float arrays or file paths) or a plain list of audio paths with a
-base model + LoRA adapter, and scores it (normalised WER) when references are present. The base
-model defaults to the one recorded in the adapter. Warns when an utterance or speaker of the
+Transcribes audio files of any length, or a manifest (audio as float arrays or file paths) or a plain
+list of audio paths, with a base model alone (--model-id), a base model + LoRA adapter (--adapter-dir;
+the base defaults to the one recorded in the adapter) or an exported model (--exported: the folder
+`lora export` wrote, ONNX Moonshine or CTranslate2 Whisper), and scores it (normalised WER) when
+references are present. Clips up to 30 s are decoded whole; longer ones go through the long-form path
+(lora.longform: silero-vad speech regions, chunks <= 30 s cut in pauses, decoded in batches, stitched),
+and the artifact lists every segment's start/end time. Warns when an utterance or speaker of the
 manifest was in the adapter's training data.
+
+Subtitles: --srt/--vtt PATH for one audio file; with several, one `<id>.srt`/`<id>.vtt` per file beside
+--output.
 """
 
 from __future__ import annotations
@@ -15,25 +22,38 @@ from pathlib import Path
 from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
+from lora.core.outputs import write_text_atomic
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
-from lora.data_loader import Example
-from lora.decoding import transcribe_examples
+from lora.data.records import Utterance
 from lora.evaluation import score
-from lora.model_utils import load_with_adapter
+from lora.longform import LongformOptions, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
+from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.results import SttArtifact, write_result
 
 log = logging.getLogger("lora")
 
+MAX_SECONDS = 24 * 3600.0  # stt takes recordings of any length (a day is a generous sanity bound)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--adapter-dir", required=True, help="a run's lora_adapter/ folder")
+    parser = argparse.ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1],
+                                     epilog=__doc__.split("\n\n")[2])
+    parser.add_argument("--audio", nargs="+", default=None, metavar="FILE", help="audio file(s) of any length")
+    parser.add_argument("--audio-list", default=None, help="manifest (JSONL/JSON/CSV/TSV) or a text file of audio paths")
+    parser.add_argument("--reference", default=None, metavar="TEXT|@FILE",
+                        help="with one --audio file: its transcript (or @file.txt holding it), to score the WER")
+    parser.add_argument("--model-id", default=None,
+                        help="base model: hub id, local dir or import name (default with --adapter-dir: the one it records)")
+    parser.add_argument("--adapter-dir", default=None, help="a run's lora_adapter/ folder (optional with --model-id)")
     parser.add_argument("--processor-dir", default=None, help="a run's processor/ folder (default: the base model's)")
-    parser.add_argument("--audio-list", required=True, help="manifest (JSONL/JSON/CSV/TSV) or a text file of audio paths")
+    parser.add_argument("--exported", default=None, metavar="DIR",
+                        help="an exported model folder (lora export; its export_report.json says the format)")
     parser.add_argument("--output", required=True, help="JSON artifact to write")
-    parser.add_argument("--model-id", default=None, help="base model (default: the one recorded in the adapter)")
-    parser.add_argument("--batch-size", type=int, default=8, help="utterances per decoding batch")
+    parser.add_argument("--srt", default=None, metavar="PATH", help="SubRip subtitles (one audio file; several: beside --output)")
+    parser.add_argument("--vtt", default=None, metavar="PATH", help="WebVTT subtitles (one audio file; several: beside --output)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips or long-form chunks per decoding batch")
+    parser.add_argument("--max-chunk-s", type=float, default=30.0, help="longest chunk of the long-form path (default 30)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
@@ -48,41 +68,129 @@ def leakage_warnings(rows, run_info: dict) -> list[str]:
     return warnings
 
 
+def read_text_arg(value: str, flag: str) -> str:
+    """`TEXT` or `@file.txt` (the file's text, whitespace collapsed)."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return " ".join(path.read_text(encoding="utf-8").split())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {flag} file ({exc.strerror}); pass {flag} TEXT or @an/existing/file.txt") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: the {flag} file is not UTF-8 text; save it as UTF-8") from None
+
+
+def check_args(args) -> None:
+    """Contradictory or missing options: one line each, before anything is loaded."""
+    if not args.audio and not args.audio_list:
+        raise UserError("nothing to transcribe: pass --audio FILE [FILE ...] or --audio-list MANIFEST")
+    if args.exported and (args.adapter_dir or args.processor_dir):
+        raise UserError("--exported runs an exported model (its adapter is merged in); drop --adapter-dir/--processor-dir")
+    if not (args.exported or args.adapter_dir or args.model_id):
+        raise UserError("no model: pass --model-id M (base model alone), --adapter-dir D (base + LoRA) or --exported DIR")
+    if args.reference is not None and (args.audio_list or len(args.audio or []) != 1):
+        raise UserError("--reference is the transcript of one --audio file; for several, use --audio-list with a manifest")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    if not 1.0 <= args.max_chunk_s <= 30.0:
+        raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
+
+
+def audio_rows(paths: list[str], reference: str | None) -> list[Utterance]:
+    """One row per `--audio` file (id = file stem; a repeated stem gets -2, -3...)."""
+    rows, seen = [], {}
+    for path in paths:
+        stem = Path(path).stem or "audio"
+        seen[stem] = seen.get(stem, 0) + 1
+        row_id = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+        rows.append(Utterance(row_id, "", reference or "", path, origin=path, extra={"has_text": reference is not None}))
+    return rows
+
+
+def load_transcriber(args):
+    """(transcribe_batch, artifact model fields, adapter run info) for the chosen model."""
+    if args.exported:
+        transcribe_batch, report = exported_transcriber(args.exported)
+        fields = {k: report.get(k, "") for k in ("model_id_requested", "model_id_used", "model_source", "model_path")}
+        return transcribe_batch, fields | {"adapter_dir": report.get("adapter_dir", "")}, {}
+    if args.adapter_dir:
+        model, processor, family, resolved, info = load_with_adapter(Path(args.adapter_dir), args.model_id)
+    else:
+        resolved = resolve_model_id(args.model_id)
+        model, processor, family = load_base(resolved)
+        info = {}
+    if args.processor_dir:
+        from transformers import AutoProcessor  # deferred: heavy
+
+        processor = AutoProcessor.from_pretrained(args.processor_dir)
+    fields = resolved.record() | {"adapter_dir": str(args.adapter_dir or "")}  # "" = base model alone
+    return torch_transcriber(model, processor, family, args.batch_size), fields, info
+
+
+def write_subtitles(args, transcripts: dict) -> list[str]:
+    """--srt/--vtt: the path given for one file; one file per id beside --output for several."""
+    written = []
+    for flag, render, ext in ((args.srt, to_srt, "srt"), (args.vtt, to_vtt, "vtt")):
+        if not flag:
+            continue
+        if len(transcripts) == 1:
+            targets = {next(iter(transcripts)): Path(flag)}
+        else:
+            targets = {i: Path(args.output).with_name(f"{i}.{ext}") for i in transcripts}
+        for row_id, path in targets.items():
+            written.append(str(write_text_atomic(path, render(transcripts[row_id].segments))))
+    return written
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
+    check_args(args)
 
-    read = read_source(Path(args.audio_list))
-    if not read.rows:
-        raise UserError(f"{args.audio_list}: the manifest has no usable rows; add at least one audio entry")
+    reference = read_text_arg(args.reference, "--reference") if args.reference is not None else None
+    rows, bad, source = [], [], "--audio"
+    if args.audio:
+        rows += audio_rows(args.audio, reference)
+    if args.audio_list:
+        read = read_source(Path(args.audio_list))
+        if not read.rows and not args.audio:
+            raise UserError(f"{args.audio_list}: the manifest has no usable rows; add at least one audio entry")
+        rows, bad, source = rows + list(read.rows), list(read.bad), read.source
+    report = preflight(rows, bad, require_text=False, quiet=True, source=source, max_seconds=MAX_SECONDS)
 
-    report = preflight(read.rows, read.bad, require_text=False, quiet=True, source=read.source)
-
-    model, processor, family, resolved, info = load_with_adapter(Path(args.adapter_dir), args.model_id)
-    if args.processor_dir:
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(args.processor_dir)
+    transcribe_batch, model_fields, info = load_transcriber(args)
     for warning in leakage_warnings(report.good, info):
         log.warning("warning: %s", warning)
-    examples, errors = [], [{"id": b.id, "origin": b.origin, "reason": b.reason} for b in report.bad]
+    options = LongformOptions(max_chunk_s=args.max_chunk_s, batch_size=args.batch_size)
+    errors = [{"id": b.id, "origin": b.origin, "reason": b.reason} for b in report.bad]
+    transcripts, texts = {}, {}
     for u in report.good:
         try:
             samples = u.samples()
         except Exception as exc:  # one unreadable file must not lose the others
             errors.append({"id": u.id, "origin": u.origin, "reason": f"cannot decode audio: {exc}"})
             continue
-        examples.append(Example(u.id, u.speaker, u.text, family.featurize(processor, samples), [], len(samples) / SAMPLE_RATE))
-    hyps = transcribe_examples(model, processor, family, examples, args.batch_size)
-    scored = [i for i, e in enumerate(examples) if e.text.strip()]
-    result = score([examples[i].id for i in scored], [examples[i].text for i in scored], [hyps[i] for i in scored])
+        transcripts[u.id] = transcribe_any(samples, transcribe_batch, options)
+        texts[u.id] = (u.text, len(samples) / SAMPLE_RATE)
+        if len(samples) > args.max_chunk_s * SAMPLE_RATE:
+            log.info("%s: %.0f s long-form -> %d segments", u.id, len(samples) / SAMPLE_RATE, len(transcripts[u.id].segments))
+    scored = [i for i, (text, _) in texts.items() if text.strip()]
+    result = score(scored, [texts[i][0] for i in scored], [transcripts[i].text for i in scored])
     per_id = {s["id"]: s["wer"] for s in result["samples"]}
-    samples = [{"id": e.id, "reference": e.text or None, "hypothesis": h, "wer": per_id.get(e.id)} for e, h in zip(examples, hyps)]
-    artifact = SttArtifact(**resolved.record(), adapter_dir=str(args.adapter_dir), processor_dir=args.processor_dir,
-                           samples=samples, wer=result["wer"], cer=result["cer"], errors=errors)
+    samples = [{"id": i, "reference": texts[i][0] or None, "hypothesis": t.text, "wer": per_id.get(i),
+                "seconds": round(texts[i][1], 3), "segments": len(t.segments)} for i, t in transcripts.items()]
+    segments = [{"id": i, "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3), "text": s.text}
+                for i, t in transcripts.items() for s in t.segments]
+    artifact = SttArtifact(**model_fields, processor_dir=args.processor_dir, samples=samples, wer=result["wer"],
+                           cer=result["cer"], errors=errors, segments=segments, max_chunk_s=args.max_chunk_s,
+                           exported_dir=args.exported)
     write_result(args.output, artifact)
+    subtitles = write_subtitles(args, transcripts)
     wer = "n/a (no references)" if result["wer"] is None else f"{100 * result['wer']:.1f}%"
-    print(f"transcribed {len(examples)} utterances, WER {wer}, {len(errors)} errors -> {args.output}")
+    seconds = sum(s for _, s in texts.values())
+    print(f"transcribed {len(transcripts)} file(s)/utterance(s), {seconds:.1f} s, {len(segments)} segment(s), "
+          f"WER {wer}, {len(errors)} errors -> {args.output}" + (f" (+ {', '.join(subtitles)})" if subtitles else ""))
     return 0
 
 

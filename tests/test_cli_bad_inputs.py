@@ -1,0 +1,156 @@
+"""`lora stt`, `lora segment`, `lora check`, `lora join` with bad inputs: exit 2, exactly one stderr line
+`error: ...` naming what is wrong, no traceback, nothing written. Every case fails before a model loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora.scripts import check, join_utterances, run_stt, segment
+
+
+def _flac(speech_dir: Path) -> Path:
+    return next((speech_dir / "ljspeech").rglob("*.flac"))
+
+
+def _text(speech_dir: Path) -> str:
+    """The real transcript of `_flac`."""
+    flac = _flac(speech_dir)
+    for line in next(flac.parent.glob("*.trans.txt")).read_text().splitlines():
+        if line.split(" ", 1)[0] == flac.stem:
+            return line.split(" ", 1)[1]
+    raise AssertionError(f"no transcript for {flac}")
+
+
+def _setup(tmp_path: Path, speech_dir: Path) -> dict:
+    """Files the cases refer to by name: a real clip, a text file posing as audio, broken exports..."""
+    (tmp_path / "notaudio.wav").write_text("this is not audio")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "export_noreport").mkdir()
+    (tmp_path / "export_badjson").mkdir()
+    (tmp_path / "export_badjson" / "export_report.json").write_text("{not json")
+    (tmp_path / "export_badformat").mkdir()
+    (tmp_path / "export_badformat" / "export_report.json").write_text(json.dumps({"format": "tflite"}))
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "blank.txt").write_text("   \n")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": _text(speech_dir)}) + "\n")
+    (tmp_path / "clip.txt").write_text(_text(speech_dir))
+    return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
+
+
+# (command, argv with {clip}/{tmp} placeholders, text the error line must contain)
+CASES = [
+    # lora stt
+    ("stt", ["--output", "{tmp}/o.json", "--model-id", "moonshine-base-en"], "nothing to transcribe"),
+    ("stt", ["--audio", "{clip}", "--output", "{tmp}/o.json"], "no model: pass --model-id"),
+    ("stt", ["--audio", "{clip}", "{clip}", "--reference", "HI", "--model-id", "x", "--output", "{tmp}/o.json"],
+     "--reference is the transcript of one --audio file"),
+    ("stt", ["--audio-list", "{tmp}/m.jsonl", "--reference", "HI", "--model-id", "x", "--output", "{tmp}/o.json"],
+     "--reference is the transcript of one --audio file"),
+    ("stt", ["--audio", "{clip}", "--exported", "{tmp}/export_noreport", "--adapter-dir", "{tmp}", "--output", "{tmp}/o.json"],
+     "drop --adapter-dir"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--batch-size", "0", "--output", "{tmp}/o.json"], "--batch-size 0: must be >= 1"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--max-chunk-s", "45", "--output", "{tmp}/o.json"], "within 1..30 s"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--max-chunk-s", "0", "--output", "{tmp}/o.json"], "within 1..30 s"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--reference", "@{tmp}/gone.txt", "--output", "{tmp}/o.json"],
+     "cannot read the --reference file"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--reference", "@{tmp}/latin1.txt", "--output", "{tmp}/o.json"],
+     "not UTF-8 text"),
+    ("stt", ["--audio", "{tmp}/gone.flac", "--model-id", "x", "--output", "{tmp}/o.json"], "missing file"),
+    ("stt", ["--audio", "{tmp}/notaudio.wav", "--model-id", "x", "--output", "{tmp}/o.json"], "cannot decode"),
+    ("stt", ["--audio", "{tmp}", "--model-id", "x", "--output", "{tmp}/o.json"], "not a file"),
+    ("stt", ["--audio-list", "{tmp}/empty.jsonl", "--model-id", "x", "--output", "{tmp}/o.json"], "empty manifest"),
+    ("stt", ["--audio", "{clip}", "--exported", "{tmp}/export_noreport", "--output", "{tmp}/o.json"],
+     "export_report.json: missing"),
+    ("stt", ["--audio", "{clip}", "--exported", "{tmp}/export_badjson", "--output", "{tmp}/o.json"], "unreadable export report"),
+    ("stt", ["--audio", "{clip}", "--exported", "{tmp}/export_badformat", "--output", "{tmp}/o.json"], "unknown format 'tflite'"),
+    ("stt", ["--audio", "{clip}", "--model-id", "./no-such-model", "--output", "{tmp}/o.json"], "is neither a directory"),
+    ("stt", ["--audio", "{clip}", "--model-id", "{tmp}", "--output", "{tmp}/o.json"], "no config.json"),
+    ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}", "--output", "{tmp}/o.json"], "no adapter_config.json"),
+    # lora segment
+    ("segment", ["--audio", "{tmp}/gone.flac", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "missing file"),
+    ("segment", ["--audio", "{tmp}/notaudio.wav", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "cannot decode"),
+    ("segment", ["--audio", "{clip}", "--transcript", "   ", "--output", "{tmp}/s.jsonl"], "--transcript is empty"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/blank.txt", "--output", "{tmp}/s.jsonl"], "--transcript is empty"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/gone.txt", "--output", "{tmp}/s.jsonl"],
+     "cannot read the --transcript file"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/latin1.txt", "--output", "{tmp}/s.jsonl"], "not UTF-8 text"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.csv"], "name it *.jsonl"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl", "--max-cer", "-1"], "--max-cer -1: must be >= 0"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl", "--max-chunk-s", "31"], "within 1..30 s"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl", "--batch-size", "0"], "must be >= 1"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/clip.txt", "--output", "{tmp}/s.jsonl", "--model-id", "./no-such-model"],
+     "is neither a directory"),
+    # lora check
+    ("check", ["{tmp}/m.jsonl", "--workers", "-1"], "--workers -1: must be >= 0"),
+    ("check", ["{tmp}/m.jsonl", "--verify-with-model"], "--verify-with-model needs --model-id"),
+    ("check", ["{tmp}/m.jsonl", "--verify-with-model", "--model-id", "x", "--no-hygiene"], "drop --no-hygiene"),
+    ("check", ["{tmp}/m.jsonl", "--min-chars-per-second", "50"], "must be below --max-chars-per-second 40"),
+    ("check", ["{tmp}/m.jsonl", "--silent-rms", "-0.1"], "--silent-rms -0.1: must be >= 0"),
+    ("check", ["{tmp}/m.jsonl", "--clipped-warn-share", "0.5"], "must not exceed --clipped-quarantine-share"),
+    ("check", ["{tmp}/m.jsonl", "--min-seconds", "5", "--max-seconds", "1"], "duration bounds 5..1 s are empty"),
+    ("check", ["{tmp}/m.jsonl", "--model-id", "./no-such-model"], "is neither a directory"),
+    ("check", ["{tmp}/empty.jsonl"], "empty manifest"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "hygiene: chars_per_second"),
+    ("check", ["{tmp}/m.jsonl", "--max-chars-per-second", "2"], "only 0 usable row(s) of 1"),
+    ("check", ["{tmp}/m.jsonl", "--min-good", "2"], "only 1 usable row(s) of 1"),
+    # lora join
+    ("join", ["--data-dir", "{speech}", "--subset", "nosuch", "--output", "{tmp}/j.flac"], "no subset 'nosuch'"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--speaker", "0000", "--output", "{tmp}/j.flac"], "speaker '0000' not found"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--seconds", "0", "--output", "{tmp}/j.flac"], "--seconds 0: must be within"),
+    ("join", ["--data-dir", "{tmp}/nowhere", "--subset", "ljspeech", "--output", "{tmp}/j.flac"], "no speech folder"),
+]
+MAINS = {"stt": run_stt.main, "segment": segment.main, "check": check.main, "join": join_utterances.main}
+
+
+@pytest.mark.parametrize("command, argv, expected", CASES, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(CASES)])
+def test_bad_input_is_one_error_line(command, argv, expected, tmp_path, speech_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    names = _setup(tmp_path, speech_dir)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code = MAINS[command]([a.format(**names) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith("[lora]")]  # log lines are not errors
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert expected in err[0]
+    assert "Traceback" not in err[0]
+    written = sorted(p.name for p in tmp_path.rglob("*"))
+    if command in ("stt", "segment", "join"):
+        assert written == before  # nothing half-written
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["stt", "--audio", "/nonexistent/x.flac", "--model-id", "moonshine-base-en", "--output", "o.json"], "missing file"),
+    (["segment", "--audio", "/nonexistent/x.flac", "--transcript", "HI", "--output", "s.jsonl"], "missing file"),
+    (["check", "/nonexistent/m.jsonl"], "/nonexistent/m.jsonl"),
+])
+def test_cli_subprocess_one_line_no_traceback(argv, expected, tmp_path):
+    lora = Path(sys.executable).with_name("lora")
+    done = subprocess.run([str(lora), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("[lora]")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], done.stderr
+
+
+def test_rows_over_30_s_are_refused_naming_lora_segment(tmp_path, speech_dir, capsys):
+    """What training sees (the same preflight): a real 61 s recording is refused with the way out."""
+    from lora.data.sources import read_manifest_rows
+
+    assert join_utterances.main(["--data-dir", str(speech_dir), "--subset", "ljspeech", "--output",
+                                 str(tmp_path / "long.flac"), "--quiet"]) == 0
+    manifest = tmp_path / "long.jsonl"
+    manifest.write_text(json.dumps({"audio": "long.flac", "text": (tmp_path / "long.txt").read_text().strip()}) + "\n")
+    capsys.readouterr()
+    assert check.main([str(manifest), "--quiet", "--require-text"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too long" in err[0] and "`lora segment --audio FILE --transcript TEXT`" in err[0]
+    with pytest.raises(Exception, match="lora segment") as info:
+        read_manifest_rows(manifest)
+    assert type(info.value).__name__ == "UserError"
