@@ -53,7 +53,7 @@ def verdicts(summary: dict) -> list[dict]:
         cold = [s for s in scale if s["cache"] == "cold"]
         rss = [s["peak_rss_mb"] for s in cold]
         spread = (max(rss) - min(rss)) / min(rss)
-        add("peak RSS of a 50-step Moonshine run, 60 s micro-batches, on 1/10/100 h", f"each <= {bc.SCALE_RSS_TARGET_MB:.0f} MB",
+        add(f"peak RSS of a {scale[0]['steps']}-step Moonshine run (target: 50 steps), 60 s micro-batches, on 1/10/100 h", f"each <= {bc.SCALE_RSS_TARGET_MB:.0f} MB",
             ", ".join(f"{s['hours']} h {s['peak_rss_mb']:.0f} MB" for s in cold), max(rss) <= bc.SCALE_RSS_TARGET_MB)
         add("... and flat in corpus size", f"within {bc.SCALE_RSS_SPREAD:.0%}", f"spread {spread:.1%}", spread <= bc.SCALE_RSS_SPREAD)
         big = max(s["hours"] for s in scale)
@@ -106,7 +106,7 @@ def markdown(summary: dict) -> str:
             for v in summary["targets"]]
     if summary.get("scale"):
         out += ["", "## Scale: 1 / 10 / 100 h manifests of real clips (repeated under new ids)", "",
-                f"`lora train --manifest data/scale_<N>h.jsonl --max-steps {bc.SCALE_STEPS} --max-batch-seconds {bc.SCALE_BATCH_SECONDS:g} "
+                f"`lora train --manifest data/scale_<N>h.jsonl --max-steps {summary['scale'][0]['steps']} --max-batch-seconds {bc.SCALE_BATCH_SECONDS:g} "
                 "--gradient-accumulation-steps 1` (Moonshine base), each in a fresh process; peak RSS of that process (the loader's "
                 "workers are processes of their own: their largest is listed). WER on these corpora means nothing.", "",
                 "| manifest | preflight cache | rows | hours | peak RSS MB | largest worker MB | s to first step (of which baseline) | audio s/s |",

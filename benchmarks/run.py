@@ -138,7 +138,7 @@ def bench_scaling(summary: dict) -> None:
             summary["scaling"].append(summarize_scaling(result))
 
 
-def bench_scale(summary: dict) -> None:
+def bench_scale(summary: dict, steps: int = bc.SCALE_STEPS) -> None:
     """Peak RSS and time to the first step on 1/10/100 h manifests of real clips (repeated), the 100 h
     one a second time with the preflight cache warm. Throughput on them is real; WER means nothing."""
     import tempfile
@@ -154,10 +154,10 @@ def bench_scale(summary: dict) -> None:
         runs = ("cold", "warm") if hours == max(bc.SCALE_HOURS) else ("cold",)
         for run in runs:
             result = measure(summary, f"scale {hours} h ({run} preflight cache)", "scale_run", manifest=str(manifest),
-                             output_dir=f"outputs/bench/scale_{hours}h_{run}", steps=bc.SCALE_STEPS,
+                             output_dir=f"outputs/bench/scale_{hours}h_{run}", steps=steps,
                              max_batch_seconds=bc.SCALE_BATCH_SECONDS, cache=str(cache) if run == "warm" or hours != max(bc.SCALE_HOURS) else str(cache.with_suffix(f".{hours}.sqlite")))
             if result:
-                summary["scale"].append(result | {"hours": hours, "cache": run})
+                summary["scale"].append(result | {"hours": hours, "cache": run, "steps": steps})
 
 
 def bench_export(summary: dict, exports) -> None:
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx-adapter", default=EXPORTS[0][1], help="Moonshine adapter the export section exports to ONNX")
     parser.add_argument("--ct2-adapter", default=EXPORTS[1][1], help="Whisper adapter the export section exports to CTranslate2")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where latest.json / latest.md go")
+    parser.add_argument("--scale-steps", type=int, default=bc.SCALE_STEPS, help="optimizer steps of each scale run")
     args = parser.parse_args(argv)
 
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU", "repeats": args.repeats, "errors": []}
     if "scale" in sections:
-        bench_scale(summary)
+        bench_scale(summary, args.scale_steps)
     if "train" in sections:
         bench_training(summary, args.candidates, args.repeats)
     if "memory" in sections:
