@@ -64,10 +64,20 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_moonshine, tmp_path):
 
 
 def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
+    """A second process is refused while the first holds the lock; a forked child of the first does
+    not hold it (a killed run's loader workers must not block its --resume)."""
     from lora.checkpoint import OutputLock
-    from lora.core.errors import UserError
 
+    second = ("import sys; from lora.checkpoint import OutputLock; from lora.core.errors import UserError\n"
+              "try:\n    OutputLock(sys.argv[1]).__enter__()\nexcept UserError as e:\n    print(e); sys.exit(3)")
     with OutputLock(tmp_path):
-        with pytest.raises(UserError, match="another run is writing"):
-            with OutputLock(tmp_path):
-                pass
+        proc = subprocess.run([sys.executable, "-c", second, str(tmp_path)], capture_output=True, text=True)
+        assert proc.returncode == 3 and "another run is writing" in proc.stdout
+    # a run that forks a worker and is then killed: the worker, still alive, must not keep the lock
+    killed = ("import os, signal, sys, time; from lora.checkpoint import OutputLock\n"
+              "OutputLock(sys.argv[1]).__enter__()\n"
+              "if os.fork() == 0:\n    time.sleep(20); os._exit(0)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    subprocess.run([sys.executable, "-c", killed, str(tmp_path)])
+    proc = subprocess.run([sys.executable, "-c", second, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

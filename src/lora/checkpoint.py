@@ -106,7 +106,12 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> dict:
 
 
 class OutputLock:
-    """An exclusive lock on an output folder so two runs cannot write into it at once."""
+    """An exclusive lock on an output folder so two runs cannot write into it at once.
+
+    A POSIX record lock (`lockf`), not `flock`: it belongs to this process only. An `flock` is shared
+    with every forked child (the data loader's workers), so a run killed with SIGKILL left its lock held
+    by orphaned workers until they noticed, and the `--resume` right after was refused.
+    """
 
     def __init__(self, out_dir: Path):
         self.path = Path(out_dir) / ".lock"
@@ -116,8 +121,8 @@ class OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(self.path, "w")
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             self.handle.close()
             raise UserError(f"{self.path.parent}: another run is writing to this folder; wait for it or pick another --output-dir") from None
         self.handle.write(f"{os.getpid()}\n")
@@ -125,5 +130,5 @@ class OutputLock:
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        fcntl.lockf(self.handle, fcntl.LOCK_UN)
         self.handle.close()
