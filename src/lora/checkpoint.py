@@ -23,7 +23,8 @@ CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 # Config fields that must match for a resume to continue the same run.
 RESUME_KEYS = ("model_id", "seed", "batch_size", "gradient_accumulation_steps", "learning_rate", "lora_r",
-               "lora_alpha", "lora_dropout", "target_modules", "dataset_samples", "train_split", "data_dir", "manifest")
+               "lora_alpha", "lora_dropout", "target_modules", "dataset_samples", "train_split", "data_dir", "manifest",
+               "dataset", "dataset_split", "lr_scheduler_type", "warmup_steps")
 
 
 def _rng_state() -> tuple[dict, dict]:

@@ -120,6 +120,9 @@ class RealMetrics:
     versions: dict
     scale: ScaleFacts
     schema_version: int = SCHEMA_VERSION
+    eval_history: list[dict] = field(default_factory=list)  # {step, eval_loss, wer} at each --eval-steps evaluation
+    best_step: int | None = None  # the step whose LoRA state was kept and measured as "tuned" (None: the last)
+    best_metric: str | None = None  # what chose best_step (wer or eval_loss); None without --eval-steps
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("lora.scripts.evaluate", "WER/CER/eval loss of a model (+ adapter) on a manifest or folder"),
     "stt": ("lora.scripts.run_stt", "transcribe audio with base + adapter (artifact_test.json)"),
     "report": ("lora.scripts.report", "render report.md/html + plots from a run folder"),
+    "merge": ("lora.scripts.merge", "fold a LoRA adapter into its base model: a plain transformers folder"),
     "export": ("lora.scripts.export", "merge an adapter and export to ONNX (Moonshine) or CTranslate2 (Whisper)"),
     "digits": ("lora.runners.digits", "the domain-adaptation recipe on spoken digits, both families"),
 }
