@@ -15,6 +15,7 @@ from pathlib import Path
 from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
+from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data_loader import Example
@@ -22,6 +23,7 @@ from lora.decoding import transcribe_examples
 from lora.evaluation import score
 from lora.model_utils import load_with_adapter
 from lora.results import SttArtifact, write_result
+from lora.scripts.dataset_args import add_dataset_args, dataset_options
 
 log = logging.getLogger("lora")
 
@@ -30,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1])
     parser.add_argument("--adapter-dir", required=True, help="a run's lora_adapter/ folder")
     parser.add_argument("--processor-dir", default=None, help="a run's processor/ folder (default: the base model's)")
-    parser.add_argument("--audio-list", required=True, help="manifest (JSONL/JSON/CSV/TSV) or a text file of audio paths")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio-list", help="manifest (JSONL/JSON/CSV/TSV) or a text file of audio paths")
+    add_dataset_args(parser, source)
     parser.add_argument("--output", required=True, help="JSON artifact to write")
     parser.add_argument("--model-id", default=None, help="base model (default: the one recorded in the adapter)")
     parser.add_argument("--batch-size", type=int, default=8, help="utterances per decoding batch")
@@ -52,9 +56,9 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
 
-    read = read_source(Path(args.audio_list))
+    read = read_dataset(args.dataset, dataset_options(args)) if args.dataset else read_source(Path(args.audio_list))
     if not read.rows:
-        raise UserError(f"{args.audio_list}: the manifest has no usable rows; add at least one audio entry")
+        raise UserError(f"{args.audio_list or args.dataset}: the manifest or dataset has no usable rows; add at least one audio entry")
 
     report = preflight(read.rows, read.bad, require_text=False, quiet=True, source=read.source)
 
