@@ -38,7 +38,7 @@ from lora.data.selection import check_leakage, mix_replay
 from lora.data.sources import canary_utterances, read_manifest_rows
 from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_workers, prepare_dataset, record_seconds
 from lora.decoding import assess
-from lora.evaluation import compare, paired_bootstrap, summarize_losses
+from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_model_id, save_adapter, save_processor
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, WerChange, to_dict
@@ -369,6 +369,8 @@ def metrics(info: dict, lm: LoadedModel, selected: SelectedData, sets: EvalSets,
         peak_rss_workers_mb=peak_rss_children_mb(), torch_threads=torch.get_num_threads(), versions=library_versions(),
         scale=scale, eval_history=result.eval_history, best_step=result.best_step,
         best_metric=cfg.metric_for_best_model if result.eval_history else None,
+        baseline_wer_ci95=bootstrap_wer_ci(before.eval["samples"], seed=cfg.seed),
+        tuned_wer_ci95=bootstrap_wer_ci(after.eval["samples"], seed=cfg.seed),
     )
 
 
