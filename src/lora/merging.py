@@ -90,7 +90,6 @@ def cap_generation(model, family, seconds: float = PIPELINE_MAX_SECONDS) -> int:
     if limit:
         cap = min(cap, int(limit) // 2)  # Whisper checks prompt + new tokens against its 448 positions
     model.generation_config.max_new_tokens = cap
-    model.generation_config.max_length = None
     return cap
 
 
