@@ -60,3 +60,16 @@ def test_generation_cap_follows_the_family_and_the_decoder_positions(tiny_model_
     positions = getattr(model.config, "max_target_positions", None) or model.config.max_position_embeddings
     assert cap == min(family.max_new_tokens(PIPELINE_MAX_SECONDS), positions // 2)
     assert model.generation_config.max_new_tokens == cap
+
+
+def test_eval_and_stt_take_a_dataset_instead_of_a_manifest():
+    from lora.scripts import evaluate, run_stt
+
+    args = evaluate.build_parser().parse_args(["--dataset", "data/af", "--text-column", "sentence", "--output", "e.json"])
+    assert (args.dataset, args.text_column, args.manifest) == ("data/af", "sentence", None)
+    args = run_stt.build_parser().parse_args(["--adapter-dir", "a", "--dataset", "d", "--dataset-split", "test", "--output", "o"])
+    assert (args.dataset, args.dataset_split, args.audio_list) == ("d", "test", None)
+    with pytest.raises(SystemExit):
+        evaluate.build_parser().parse_args(["--dataset", "d", "--manifest", "m", "--output", "e.json"])
+    with pytest.raises(SystemExit):
+        run_stt.build_parser().parse_args(["--adapter-dir", "a", "--dataset", "d", "--audio-list", "l", "--output", "o"])
