@@ -73,3 +73,39 @@ def test_eval_and_stt_take_a_dataset_instead_of_a_manifest():
         evaluate.build_parser().parse_args(["--dataset", "d", "--manifest", "m", "--output", "e.json"])
     with pytest.raises(SystemExit):
         run_stt.build_parser().parse_args(["--adapter-dir", "a", "--dataset", "d", "--audio-list", "l", "--output", "o"])
+
+
+def test_resume_from_checkpoint_and_scheduler_choice(tmp_path):
+    import json as _json
+
+    import torch
+
+    from lora.checkpoint import check_resumable
+    from lora.training import make_scheduler, resume_dir
+    from lora.training_config import TrainConfig
+
+    with pytest.raises(UserError, match="--resume-from-checkpoint"):
+        resume_dir(TrainConfig(resume_from_checkpoint=str(tmp_path)), None)
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text(_json.dumps({"step": 3, "config": {"seed": 42}}))
+    assert resume_dir(TrainConfig(resume_from_checkpoint=str(tmp_path / "checkpoint")), None) == tmp_path
+    assert resume_dir(TrainConfig(), tmp_path) is None  # --resume not given
+    check_resumable({"config": {"seed": 42}}, {"seed": 42, "lr_scheduler_type": "cosine"})  # new keys: no error
+    with pytest.raises(UserError, match="seed"):
+        check_resumable({"config": {"seed": 1}}, {"seed": 42})
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    lrs = {}
+    for kind in ("linear", "cosine", "constant_with_warmup"):
+        optimizer = torch.optim.SGD([param], lr=1.0)
+        scheduler = make_scheduler(optimizer, TrainConfig(lr_scheduler_type=kind, warmup_steps=2, max_steps=10))
+        seen = []
+        for _ in range(10):
+            seen.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        lrs[kind] = seen
+    assert all(lrs[k][:3] == [0.0, 0.5, 1.0] for k in lrs)  # two warm-up steps, then the peak
+    assert lrs["constant_with_warmup"][-1] == 1.0 and lrs["linear"][4] == pytest.approx(0.75)
+    assert lrs["cosine"][4] > lrs["linear"][4]  # cosine stays high longer, then falls below linear
+    assert lrs["cosine"][-1] < lrs["linear"][-1]

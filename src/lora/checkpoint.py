@@ -84,7 +84,9 @@ def read_state(out_dir: Path) -> dict | None:
 
 
 def check_resumable(state: dict, config: dict) -> None:
-    changed = [k for k in RESUME_KEYS if state.get("config", {}).get(k) != config.get(k)]
+    saved = state.get("config", {})
+    # a key the checkpoint lacks is an option added since it was written: nothing to compare
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k)]
     if changed:
         raise UserError(f"cannot resume: option(s) {', '.join(changed)} differ from the checkpointed run; "
                         "use the same options or a new --output-dir")
