@@ -76,7 +76,7 @@ def require_packages(names: Sequence[str]) -> None:
         install = " ".join(PACKAGES[n][1] for n in missing)
         extra = " (the 'tracking' extra: " + install_hint("tracking") + ")" if "tensorboard" in missing else ""
         raise UserError(f"--report-to {','.join(missing)}: package not installed; install it with "
-                        f"`uv pip install {install}`{extra} or choose --report-to none")
+                        f"`uv pip install {install}`{extra} or choose --report-to tensorboard/none")
 
 
 def scalar_values(values: Mapping[str, object]) -> dict[str, float]:
