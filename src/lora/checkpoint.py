@@ -23,7 +23,8 @@ CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 # Config fields that must match for a resume to continue the same run.
 RESUME_KEYS = ("model_id", "seed", "batch_size", "max_batch_seconds", "gradient_accumulation_steps", "learning_rate", "lora_r",
-               "lora_alpha", "lora_dropout", "target_modules", "dataset_samples", "train_split", "data_dir", "manifest")
+               "lora_alpha", "lora_dropout", "target_modules", "dataset_samples", "train_split", "data_dir", "manifest",
+               "dataset", "dataset_split", "lr_scheduler_type", "warmup_steps")
 
 
 def _rng_state() -> tuple[dict, dict]:
@@ -83,7 +84,9 @@ def read_state(out_dir: Path) -> dict | None:
 
 
 def check_resumable(state: dict, config: dict) -> None:
-    changed = [k for k in RESUME_KEYS if state.get("config", {}).get(k) != config.get(k)]
+    saved = state.get("config", {})
+    # a key the checkpoint lacks is an option added since it was written: nothing to compare
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k)]
     if changed:
         raise UserError(f"cannot resume: option(s) {', '.join(changed)} differ from the checkpointed run; "
                         "use the same options or a new --output-dir")

@@ -6,8 +6,19 @@ clip of each batch (the family's tokens-per-second cap): Moonshine otherwise run
 
 from __future__ import annotations
 
+import logging
+
 from lora.data_loader import Example, collate, length_grouped_batches
 from lora.evaluation import score
+
+log = logging.getLogger("lora")
+
+
+def _bar(total: int, desc: str):
+    """A tqdm bar over `total` utterances, shown only while info logging is on (off under --quiet)."""
+    from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks; --help must stay fast
+
+    return tqdm(total=total, desc=desc, unit="utt", leave=False, disable=not log.isEnabledFor(logging.INFO))
 
 
 def transcribe_examples(model, processor, family, examples: list[Example], batch_size: int = 8) -> list[str]:
@@ -16,7 +27,7 @@ def transcribe_examples(model, processor, family, examples: list[Example], batch
 
     device = next(model.parameters()).device
     hyps: list[str] = [""] * len(examples)
-    with torch.inference_mode():
+    with torch.inference_mode(), _bar(len(examples), "transcribe") as bar:
         for idx in length_grouped_batches(examples, batch_size):
             batch = [examples[i] for i in idx]
             inputs = {k: v.to(device) for k, v in family.pad_inputs([e.inputs for e in batch]).items()}
@@ -25,6 +36,7 @@ def transcribe_examples(model, processor, family, examples: list[Example], batch
             texts = processor.tokenizer.batch_decode(out, skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 hyps[i] = text.strip()
+            bar.update(len(idx))
     return hyps
 
 
@@ -35,12 +47,13 @@ def eval_loss(model, family, examples: list[Example], batch_size: int = 8) -> fl
 
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), _bar(len(examples), "eval loss") as bar:
         for idx in length_grouped_batches(examples, batch_size):
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], family).items()}
             n = int((batch["labels"] != -100).sum())
             total += float(model(**batch).loss) * n
             tokens += n
+            bar.update(len(idx))
     return total / max(tokens, 1)
 
 

@@ -34,6 +34,9 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "generation_config.json", 
 # Files of a local base folder that no save_pretrained writes but readers use (Whisper's English
 # text normaliser, read by the tokenizer's `normalize` and by evaluation scripts).
 BASE_AUX_FILES = ("normalizer.json",)
+# The longest clip the merged model's generation cap is sized for (Whisper's window; the pipeline
+# chunks longer audio).
+PIPELINE_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,17 @@ def copy_base_aux_files(base_dir: Path, out_dir: Path) -> list[str]:
     return copied
 
 
+def cap_generation(model, family, seconds: float = PIPELINE_MAX_SECONDS) -> int:
+    """Set the generation config's `max_new_tokens` to the family's cap for `seconds` of audio (within
+    the decoder's positions), so a plain `pipeline(...)` on the merged folder cannot run away."""
+    cap = family.max_new_tokens(seconds)
+    limit = getattr(model.config, "max_target_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if limit:
+        cap = min(cap, int(limit) // 2)  # Whisper checks prompt + new tokens against its 448 positions
+    model.generation_config.max_new_tokens = cap
+    return cap
+
+
 def merge_adapter(adapter_dir: str | Path, output: str | Path, model_id: str | None = None) -> Path:
     """Merge `adapter_dir` into its base model and save the result to `output`; returns `output`."""
     adapter_dir, output = Path(adapter_dir), Path(output)
@@ -96,8 +110,9 @@ def merge_adapter(adapter_dir: str | Path, output: str | Path, model_id: str | N
             # (transformers 4, CTranslate2/optimum converters) look for preprocessor_config.json
             merged.processor.feature_extractor.save_pretrained(str(tmp))
         copy_base_aux_files(Path(merged.base.get("model_path", "")), tmp)
-        if not (tmp / "generation_config.json").is_file():  # the pipeline reads decoder start/eos from it
-            merged.model.generation_config.save_pretrained(str(tmp))
+        cap_generation(merged.model, merged.family)
+        # the pipeline reads decoder start/eos and the length cap from it
+        merged.model.generation_config.save_pretrained(str(tmp))
         missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
         if missing:
             raise UserError(f"merging {adapter_dir}: the saved model lacks {', '.join(missing)}; "

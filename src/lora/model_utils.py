@@ -20,6 +20,7 @@ from lora.core.hub import hub_reachable
 from lora.core.outputs import replace_dir
 from lora.families import family_for
 from lora.importing import cached_import, imports, is_import_name
+from lora.model_card import write_model_card
 
 log = logging.getLogger("lora")
 
@@ -102,14 +103,44 @@ def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple
     return get_peft_model(model, config)
 
 
-def save_adapter(model, adapter_dir: Path, run_info: dict) -> None:
-    """PEFT adapter (safetensors) + our run record, written to a temp dir then renamed into place."""
+def portable_base(run_info: dict) -> str | None:
+    """What `base_model_name_or_path` in adapter_config.json should say: the import name
+    (`moonshine-base-en`) or hub id the run used, never a cache path; a local folder stays its path."""
+    used = run_info.get("model_id_used")
+    if run_info.get("model_source") in ("import", "hub") and used:
+        return used
+    return used or None
+
+
+def save_adapter(model, adapter_dir: Path, run_info: dict, processor=None, card: dict | None = None) -> None:
+    """A self-contained adapter folder: PEFT files (safetensors, `base_model_name_or_path` portable),
+    our run record, the processor files (tokenizer + feature extractor) when `processor` is given and a
+    model card README.md from `card` (a run record; figures it lacks print as "not recorded"), all
+    written to a temp dir then renamed into place."""
     adapter_dir = Path(adapter_dir)
     tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    (tmp / RUN_INFO_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
-    replace_dir(tmp, adapter_dir)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        _portable_adapter_config(tmp, portable_base(run_info))
+        (tmp / RUN_INFO_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+        if processor is not None:
+            processor.save_pretrained(str(tmp))
+            getattr(processor, "feature_extractor", processor).save_pretrained(str(tmp))  # preprocessor_config.json too
+        if card is not None:
+            write_model_card(tmp, card)
+        replace_dir(tmp, adapter_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _portable_adapter_config(folder: Path, base: str | None) -> None:
+    path = folder / "adapter_config.json"
+    if base is None or not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def save_processor(processor, out_dir: Path) -> None:
@@ -131,15 +162,36 @@ def read_run_info(adapter_dir: Path) -> dict:
 
 
 def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
-    """(model with adapter, processor, family, resolved, run_info); base defaults to the one recorded."""
+    """(model with adapter, processor, family, resolved, run_info); base defaults to the one recorded
+    (lora_run.json, else adapter_config.json's `base_model_name_or_path`); the processor is the
+    adapter folder's own when it holds one."""
     from peft import PeftModel
+    from transformers import AutoProcessor
 
     info = read_run_info(adapter_dir)
-    requested = model_id or info.get("model_id_used") or info.get("model_id_requested")
+    requested = model_id or info.get("model_id_used") or info.get("model_id_requested") or _recorded_base(adapter_dir)
     if not requested:
         raise UserError(f"{adapter_dir}: the adapter records no base model; pass --model-id")
     resolved = resolve_model_id(requested)
     model, processor, family = load_base(resolved)
+    if (Path(adapter_dir) / "tokenizer_config.json").is_file():
+        processor = AutoProcessor.from_pretrained(str(adapter_dir))
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     return model, processor, family, resolved, info
+
+
+def _recorded_base(adapter_dir: Path) -> str | None:
+    try:
+        return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        return None
+
+
+def load_adapter(adapter_dir: str | Path, model_id: str | None = None):
+    """(model, processor): the adapter's base model (resolved through our import names or the hub)
+    with the adapter applied, eval mode; the processor saved in the adapter folder."""
+    if not Path(adapter_dir).is_dir():
+        raise UserError(f"{adapter_dir}: no such folder; pass a run's lora_adapter/ folder")
+    model, processor, _, _, _ = load_with_adapter(Path(adapter_dir), model_id)
+    return model, processor

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
@@ -39,10 +40,11 @@ from lora.data.selection import check_leakage, mix_replay
 from lora.data.sources import canary_utterances, read_manifest_rows
 from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_workers, prepare_dataset, record_seconds
 from lora.decoding import assess
-from lora.evaluation import compare, paired_bootstrap, summarize_losses
+from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_model_id, save_adapter, save_processor
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, WerChange, to_dict
+from lora.tracking import Tracker
 from lora.training import BatchSource, TrainResult, streaming_source, train_lora
 from lora.training_config import TrainConfig, split_csv
 
@@ -145,13 +147,22 @@ def load_model(cfg: TrainConfig, session: Session | None = None) -> LoadedModel:
     return LoadedModel(resolved, model, processor, family)
 
 
-def select_data(cfg: TrainConfig, use_hub: bool = True) -> SelectedData:
-    """Train / eval / replay rows (speaker-disjoint, leakage refused) and the canary."""
-    local = bool(cfg.data_dir or cfg.manifest)
+def select_data(cfg: TrainConfig, use_hub: bool = True, dataset=None) -> SelectedData:
+    """Train / eval / replay rows (speaker-disjoint, leakage refused) and the canary.
+
+    `dataset` (Python API) is a `datasets.Dataset` / `IterableDataset` / `DatasetDict` object used
+    instead of `cfg.dataset`, read with `cfg.audio_column` / `text_column` / `speaker_column` /
+    `dataset_split`: e.g. `select_data(cfg, dataset=load_dataset("audiofolder", data_dir="data/af")["train"])`.
+    Its rows go through the same preflight and quarantine as files and then the same streaming loader.
+    """
+    chosen = dataset if dataset is not None else cfg.dataset
+    local = bool(cfg.data_dir or cfg.manifest or chosen is not None)
     data = resolve_data(
         DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.training_rows, cfg.eval_samples, cfg.seed,
                    split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers), use_hub=use_hub,
-                   replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl")),
+                   replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl"),
+                   dataset=chosen, audio_column=cfg.audio_column, text_column=cfg.text_column,
+                   speaker_column=cfg.speaker_column, dataset_split=cfg.dataset_split),
         hub_ok=hub_reachable() if use_hub and not local else False,
     )
     leaks = check_leakage(data.train, data.eval, cfg.allow_shared_speakers, cfg.allow_shared_text)
@@ -223,22 +234,109 @@ def steps_for(cfg: TrainConfig, batches_per_epoch: int, world: int) -> TrainConf
     return replace(cfg, max_steps=steps)
 
 
-def train(model, lm: LoadedModel, source: BatchSource, cfg: TrainConfig, session: Session) -> TrainResult:
+def train(model, lm: LoadedModel, source: BatchSource, cfg: TrainConfig, session: Session,
+          sets: EvalSets | None = None) -> TrainResult:
+    """Optimizer steps over `source`, reported to `--report-to` (per step: loss, learning rate, gradient
+    norm, audio seconds per second). With `--eval-steps` and `sets`, eval loss + WER every N steps and at
+    the end; the best LoRA state by `--metric-for-best-model` is restored into `model` afterwards (so it
+    is what gets saved and measured as "tuned"), and `--early-stopping-patience` can end the run early."""
     out = Path(cfg.output_dir)
     quarantine = out / "quarantine.jsonl"
     upfront = _read_quarantine(quarantine)
+    main = session.accelerator.is_main_process
 
     def on_bad(rows: list[BadRow]) -> None:
-        if session.accelerator.is_main_process:
+        if main:
             write_quarantine(quarantine, upfront + rows)
 
-    return train_lora(model, lm.family, source, cfg, session.accelerator, show_progress=not cfg.quiet, run_dir=out,
-                      on_bad=on_bad)
+    tracker = Tracker(out, cfg.report_to, cfg.run_name, config=asdict(cfg)) if main else None
+    evaluator = StepEvaluator(model, lm, sets, cfg) if main and cfg.eval_steps and sets is not None else None
+
+    def on_step(step: int, row: dict) -> bool:
+        if tracker is not None and (step % cfg.logging_steps == 0 or step == cfg.max_steps):
+            tracker.log(step, {"train/loss": row["loss"], "train/learning_rate": row["lr"], "train/grad_norm": row["grad_norm"],
+                               "train/audio_seconds_per_second": row["audio_seconds_per_second"]})
+        if evaluator is None or not (step % cfg.eval_steps == 0 or step == cfg.max_steps):
+            return False
+        point = evaluator.evaluate(step)
+        row.update({"eval_loss": point["eval_loss"], "wer": point["wer"]})
+        if tracker is not None:
+            tracker.log(step, {"eval/loss": point["eval_loss"], "eval/wer": point["wer"]})
+        return evaluator.should_stop()
+
+    try:
+        result = train_lora(model, lm.family, source, cfg, session.accelerator, show_progress=not cfg.quiet, run_dir=out,
+                            on_bad=on_bad, on_step=on_step)
+    finally:
+        if tracker is not None:
+            tracker.close()
+    if evaluator is not None:
+        evaluator.restore_best()
+        result.eval_history, result.best_step = evaluator.history, evaluator.best_step
+    return result
 
 
-def save(model, lm: LoadedModel, out: Path, run_info: dict) -> None:
-    save_adapter(model, out / "lora_adapter", run_info)
+class StepEvaluator:
+    """Eval loss + WER during training (`--eval-steps`) on the eval set or its first `--eval-subset`
+    utterances, remembering the best LoRA state (a CPU copy of the adapter weights only)."""
+
+    def __init__(self, model, lm: LoadedModel, sets: EvalSets, cfg: TrainConfig):
+        subset = cfg.eval_subset or None
+        self.model, self.lm, self.cfg = model, lm, cfg
+        self.loss_examples, self.wer_examples = sets.eval[:subset], sets.wer[:subset]
+        self.history: list[dict] = []
+        self.best_step: int | None = None
+        self.best_value = math.inf
+        self.best_state: dict | None = None
+        self.since_best = 0
+
+    def evaluate(self, step: int) -> dict:
+        from peft import get_peft_model_state_dict  # deferred: heavy
+
+        bare = getattr(self.model, "module", self.model)
+        bare.eval()
+        try:
+            result = assess(bare, self.lm.processor, self.lm.family, self.loss_examples, self.wer_examples,
+                            self.cfg.eval_batch_size)
+        finally:
+            bare.train()
+        point = {"step": step, "eval_loss": result["eval_loss"], "wer": result["wer"]}
+        self.history.append(point)
+        value = point[self.cfg.metric_for_best_model]
+        value = math.inf if value is None or not math.isfinite(value) else value
+        if self.best_state is None or value < self.best_value:
+            self.best_value, self.best_step, self.since_best = value, step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(bare).items()}
+        else:
+            self.since_best += 1
+        log.info("step %d: eval loss %.4f, WER %s (best: step %s)", step, point["eval_loss"],
+                 "n/a" if point["wer"] is None else f"{100 * point['wer']:.1f}%", self.best_step)
+        return point
+
+    def should_stop(self) -> bool:
+        return bool(self.cfg.early_stopping_patience) and self.since_best >= self.cfg.early_stopping_patience
+
+    def restore_best(self) -> None:
+        from peft import set_peft_model_state_dict  # deferred: heavy
+
+        if self.best_state is not None:
+            set_peft_model_state_dict(getattr(self.model, "module", self.model), self.best_state)
+            log.info("kept the LoRA state of step %d (best %s %.4f)", self.best_step, self.cfg.metric_for_best_model,
+                     self.best_value)
+
+
+def save(model, lm: LoadedModel, out: Path, run_info: dict, measured: RealMetrics | None = None) -> None:
+    """`lora_adapter/` (self-contained: PEFT files, processor files, README.md model card with the
+    run's figures when `measured` is given) and `processor/`, each written whole then renamed in."""
+    card = adapter_card(run_info, measured)
+    save_adapter(model, out / "lora_adapter", run_info, processor=lm.processor, card=card)
     save_processor(lm.processor, out / "processor")
+
+
+def adapter_card(run_info: dict, measured: RealMetrics | None) -> dict:
+    """What the adapter's model card shows: the metrics (or just the run record) and the command line."""
+    record = to_dict(measured) if measured is not None else dict(run_info)
+    return record | {"argv": list(sys.argv), "versions": record.get("versions") or library_versions()}
 
 
 def run_info(lm: LoadedModel, selected: SelectedData, cfg: TrainConfig, targets: tuple[str, ...]) -> dict:
@@ -284,7 +382,10 @@ def metrics(info: dict, lm: LoadedModel, selected: SelectedData, sets: EvalSets,
         train_audio_seconds_per_second=result.audio_seconds / max(result.wall_seconds, 1e-9),
         wall_seconds=time.perf_counter() - session.started, peak_rss_mb=peak_rss_mb(),
         peak_rss_workers_mb=peak_rss_children_mb(), torch_threads=torch.get_num_threads(), versions=library_versions(),
-        scale=scale,
+        scale=scale, eval_history=result.eval_history, best_step=result.best_step,
+        best_metric=cfg.metric_for_best_model if result.eval_history else None,
+        baseline_wer_ci95=bootstrap_wer_ci(before.eval["samples"], seed=cfg.seed),
+        tuned_wer_ci95=bootstrap_wer_ci(after.eval["samples"], seed=cfg.seed),
     )
 
 

@@ -121,6 +121,11 @@ class RealMetrics:
     versions: dict
     scale: ScaleFacts
     schema_version: int = SCHEMA_VERSION
+    eval_history: list[dict] = field(default_factory=list)  # {step, eval_loss, wer} at each --eval-steps evaluation
+    best_step: int | None = None  # the step whose LoRA state was kept and measured as "tuned" (None: the last)
+    best_metric: str | None = None  # what chose best_step (wer or eval_loss); None without --eval-steps
+    baseline_wer_ci95: list[float] | None = None  # bootstrap 95% interval of the baseline WER (utterances resampled)
+    tuned_wer_ci95: list[float] | None = None
 
 
 @dataclass(frozen=True)

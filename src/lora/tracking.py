@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Self
 
 from lora.core.errors import UserError
+from lora.core.extras import install_hint
 
 NONE = "none"
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
@@ -73,8 +74,9 @@ def require_packages(names: Sequence[str]) -> None:
     missing = [name for name in names if not is_installed(PACKAGES[name][0])]
     if missing:
         install = " ".join(PACKAGES[n][1] for n in missing)
+        extra = " (the 'tracking' extra: " + install_hint("tracking") + ")" if "tensorboard" in missing else ""
         raise UserError(f"--report-to {','.join(missing)}: package not installed; install it with "
-                        f"`uv pip install {install}` or choose --report-to tensorboard/none")
+                        f"`uv pip install {install}`{extra} or choose --report-to tensorboard/none")
 
 
 def scalar_values(values: Mapping[str, object]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lora.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
+from lora.checkpoint import CHECKPOINT_DIR, STATE_FILE, check_resumable, load_checkpoint, read_state, save_checkpoint
 from lora.core.errors import UserError
 from lora.data.manifest import BadRow
 from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, make_loader
@@ -35,6 +35,14 @@ class TrainResult:
     first_step_wall: float | None = None  # time.perf_counter() when the first optimizer step ended
     quarantined: list[BadRow] = field(default_factory=list)  # rows the loader could not load (this process)
     batches_per_epoch: int = 0
+    eval_history: list[dict] = field(default_factory=list)  # {step, eval_loss, wer} at each --eval-steps evaluation
+    best_step: int | None = None  # the step whose LoRA state was kept (None: the last step's)
+    stopped_early_at: int | None = None  # the step `on_step` stopped the run at (early stopping)
+
+
+# Called after every optimizer step on every process with (step, history row); the row may be
+# extended in place (eval figures). A true return value stops the run after this step.
+StepCallback = Callable[[int, dict], bool | None]
 
 
 # A BatchSource opens this process's micro-batch stream: (rank, world, skip) -> LoadedBatch iterator.
@@ -102,6 +110,9 @@ class _Pending:
     step: int
     totals: object  # device tensor from _step_totals
     lr: float
+    grad_norm: object  # device tensor (or None), read with the totals
+    started: float  # time.perf_counter() when the step began
+    queued: float  # ... and when its work was all queued
 
 
 def _next_good(stream: Iterator[LoadedBatch], result: TrainResult, on_bad) -> LoadedBatch:
@@ -118,6 +129,15 @@ def _next_good(stream: Iterator[LoadedBatch], result: TrainResult, on_bad) -> Lo
             return batch
 
 
+def _agreed(accelerator, stop: bool) -> bool:
+    """The main process's stop decision, the same on every process."""
+    if accelerator.num_processes == 1:
+        return stop
+    from accelerate.utils import broadcast_object_list  # deferred: heavy
+
+    return bool(broadcast_object_list([stop])[0])
+
+
 def make_optimizer(params, cfg, device_type: str):
     """AdamW; the fused kernel on CUDA (one launch for all parameters instead of one per tensor)."""
     import torch
@@ -126,8 +146,32 @@ def make_optimizer(params, cfg, device_type: str):
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
 
 
+def resume_dir(cfg, run_dir: Path | None) -> Path | None:
+    """The run folder to resume from: `--resume-from-checkpoint` (a run folder or its checkpoint/), else
+    `run_dir` under `--resume`, else None."""
+    given = getattr(cfg, "resume_from_checkpoint", None)
+    if given:
+        path = Path(given).expanduser()
+        folder = path.parent if path.name == CHECKPOINT_DIR else path
+        if read_state(folder) is None:
+            raise UserError(f"--resume-from-checkpoint {given}: no {CHECKPOINT_DIR}/{STATE_FILE} there; "
+                            "pass a run folder that wrote checkpoints (--checkpoint-every)")
+        return folder
+    return run_dir if run_dir is not None and cfg.resume and read_state(run_dir) else None
+
+
+def make_scheduler(optimizer, cfg):
+    """`--lr-scheduler-type` over `cfg.max_steps` optimizer steps with `--warmup-steps` (else `--warmup-ratio`)."""
+    from transformers import get_scheduler  # deferred: heavy
+
+    warmup = getattr(cfg, "warmup_steps", 0) or int(cfg.warmup_ratio * cfg.max_steps)
+    return get_scheduler(getattr(cfg, "lr_scheduler_type", "linear"), optimizer, num_warmup_steps=warmup,
+                         num_training_steps=cfg.max_steps)
+
+
 def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progress: bool = True,
-               run_dir: Path | None = None, cache_encoder: bool = True, on_bad=None) -> TrainResult:
+               run_dir: Path | None = None, cache_encoder: bool = True, on_bad=None,
+               on_step: StepCallback | None = None) -> TrainResult:
     """Run `cfg.max_steps` optimizer steps of `cfg.gradient_accumulation_steps` micro-batches each.
 
     With `run_dir`, a checkpoint is written every `cfg.checkpoint_every` steps and `cfg.resume`
@@ -136,15 +180,16 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     (`lora.encoder_cache`; same losses, less work when LoRA adapts only the decoder).
     A step whose loss is NaN/inf stops the run with a `UserError` (the last checkpoint stays).
     `on_bad(rows)` is called with every row quarantined so far whenever the loader meets a new one.
+    `on_step(step, row)` runs after each optimizer step (row: loss, lr, grad_norm, audio seconds per
+    second); a true return stops the run there (early stopping; the decision of the main process
+    holds for all).
     """
     import torch
     from tqdm.auto import tqdm  # deferred with torch: heavy, and --help must stay fast
-    from transformers import get_linear_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg, accelerator.device.type)
-    warmup = int(cfg.warmup_ratio * cfg.max_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, cfg.max_steps)
+    scheduler = make_scheduler(optimizer, cfg)
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
     # once per process, which is not the schedule a single-process run of the same global batch gets.
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -153,12 +198,13 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     encoder_cache = EncoderCache(bare, family.input_key, accelerator.autocast) if cache_encoder and encoder_is_fixed(bare) else None
     result = TrainResult(batches_per_epoch=getattr(source, "batches_per_epoch", 0))
     first_step = 1
-    if run_dir is not None and cfg.resume and read_state(run_dir):
-        check_resumable(read_state(run_dir), dataclasses.asdict(cfg))
-        state = load_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler)
+    resume_from = resume_dir(cfg, run_dir)
+    if resume_from is not None:
+        check_resumable(read_state(resume_from), dataclasses.asdict(cfg))
+        state = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
         result.history, result.audio_seconds, result.label_tokens = state["history"], state["audio_seconds"], state["label_tokens"]
         first_step = state["step"] + 1
-        log.info("resumed from %s at step %d", run_dir / "checkpoint", state["step"])
+        log.info("resumed from %s at step %d", resume_from / CHECKPOINT_DIR, state["step"])
     # Resume position: every earlier micro-batch of this process is skipped by the plan, unloaded.
     stream = source(accelerator.process_index, accelerator.num_processes, (first_step - 1) * cfg.gradient_accumulation_steps)
     bar = tqdm(total=cfg.max_steps, initial=first_step - 1, desc="train", unit="step",
@@ -168,8 +214,9 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     start = time.perf_counter()
     pending: _Pending | None = None
 
-    def record(done: _Pending) -> None:
-        loss_sum, step_seconds, step_tokens = done.totals.tolist()  # the one host-device sync of a step
+    def record(done: _Pending) -> bool:
+        """Read a step's totals (the one host-device sync of a step), log it; True: stop here."""
+        loss_sum, step_seconds, step_tokens = done.totals.tolist()
         step_loss = loss_sum / accelerator.num_processes
         if not math.isfinite(step_loss):
             kept = f"; the last good checkpoint is in {run_dir / 'checkpoint'}" if run_dir is not None and read_state(run_dir) else ""
@@ -179,13 +226,22 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
         result.label_tokens += round(step_tokens)
         if result.first_step_wall is None:
             result.first_step_wall = time.perf_counter()
-        result.history.append({"step": done.step, "loss": step_loss, "lr": done.lr, "elapsed_s": time.perf_counter() - start,
-                               "audio_seconds": step_seconds})
+        row = {"step": done.step, "loss": step_loss, "lr": done.lr, "elapsed_s": time.perf_counter() - start,
+               "audio_seconds": step_seconds,
+               "grad_norm": float(done.grad_norm) if done.grad_norm is not None else None,
+               "audio_seconds_per_second": step_seconds / max(done.queued - done.started, 1e-9)}
+        result.history.append(row)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         bar.update(1)
+        if on_step is not None and _agreed(accelerator, bool(on_step(done.step, row))):
+            result.stopped_early_at = done.step
+            log.info("early stopping at step %d", done.step)
+            return True
+        return False
 
     for step in range(first_step, cfg.max_steps + 1):
-        losses, seconds, tokens = [], 0.0, 0
+        losses, seconds, tokens, grad_norm = [], 0.0, 0, None
+        step_start = time.perf_counter()
         for micro in range(cfg.gradient_accumulation_steps):
             loaded = _next_good(stream, result, on_bad)
             local = (step - 1) * cfg.gradient_accumulation_steps + micro
@@ -197,8 +253,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
+                    grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
@@ -206,11 +262,21 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             losses.append(loss.detach())
             seconds += loaded.seconds
             tokens += loaded.tokens
-        if pending is not None:
-            record(pending)
-        pending = _Pending(step, _step_totals(accelerator, losses, seconds, tokens), scheduler.get_last_lr()[0])
+        sync_now = on_step is not None and cfg.eval_steps > 0 and (step % cfg.eval_steps == 0 or step == cfg.max_steps)
+        if pending is not None and record(pending):
+            pending = None
+            break
+        pending = _Pending(step, _step_totals(accelerator, losses, seconds, tokens), scheduler.get_last_lr()[0],
+                           grad_norm, step_start, time.perf_counter())
+        if sync_now:  # an evaluation step: on_step must see this step's model, so no lag here
+            stop = record(pending)
+            pending = None
+            if stop:
+                break
         if run_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-            record(pending)
+            if pending is not None and record(pending):
+                pending = None
+                break
             pending = None
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:

@@ -33,6 +33,15 @@ class TrainConfig:
     train_split: str = opt("train.100", "LibriSpeech split to train on (train.100 -> train-clean-100; any folder name works)")
     data_dir: str | None = opt(None, "local LibriSpeech-layout folder (default: hub, then $LORA_SPEECH_DIR, then ../shared/speech)")
     manifest: str | None = opt(None, "training manifest (JSONL/JSON/CSV/TSV/path list); split by speaker for eval")
+    dataset: str | None = opt(None, "Hugging Face-style dataset to train on: a save_to_disk folder, an audiofolder "
+                              "(metadata.csv/jsonl + audio), Parquet/Arrow files (file, glob or folder), a Common Voice "
+                              "folder, or a hub dataset name (streamed); split by speaker for eval. From Python, "
+                              "pipeline.select_data(cfg, dataset=<datasets.Dataset>) takes a Dataset object")
+    dataset_split: str = opt("train", "split of --dataset (DatasetDict, audiofolder/Common Voice subfolder, hub split)")
+    audio_column: str | None = opt(None, "audio column of --dataset (default: first of audio, path, file_name, file, audio_filepath)")
+    text_column: str | None = opt(None, "transcript column of --dataset (default: first of text, sentence, transcription, "
+                                  "transcript, normalized_text)")
+    speaker_column: str | None = opt(None, "speaker column of --dataset (default: first of speaker_id, speaker, client_id)")
     dataset_samples: int | None = opt(None, "number of training utterances ('all' or 0 = every usable row; default: "
                                       "all rows of a --manifest/--dataset you name, else 40 of the default speech)")
     eval_samples: int = opt(8, "number of held-out (speaker-disjoint) evaluation utterances")
@@ -60,7 +69,9 @@ class TrainConfig:
     eval_batch_size: int = opt(8, "utterances per evaluation/decoding batch")
     wer_batches: int = opt(0, "evaluation batches to decode for WER (0 = all eval utterances)")
     learning_rate: float = opt(1e-3, "peak learning rate (linear warm-up then linear decay)")
-    warmup_ratio: float = opt(0.1, "fraction of steps spent warming up")
+    warmup_ratio: float = opt(0.1, "fraction of steps spent warming up (ignored when --warmup-steps > 0)")
+    warmup_steps: int = opt(0, "optimizer steps spent warming up (0 = use --warmup-ratio)")
+    lr_scheduler_type: str = opt("linear", "learning-rate schedule after warm-up: linear, cosine or constant_with_warmup")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
     lora_r: int = opt(8, "LoRA rank")
@@ -72,6 +83,16 @@ class TrainConfig:
     output_dir: str = opt("outputs/real_small", "run folder: real_metrics.json, lora_adapter/, processor/")
     checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")
     resume: bool = opt(False, "continue from output_dir/checkpoint (same options) instead of starting over")
+    resume_from_checkpoint: str | None = opt(None, "run folder (or its checkpoint/ folder) to continue from; implies --resume "
+                                             "(TrainingArguments spelling)")
+    logging_steps: int = opt(1, "send training scalars to the trackers every N optimizer steps")
+    report_to: str = opt("tensorboard", "experiment tracking: tensorboard, wandb, mlflow, trackio (comma-separated) or none; "
+                         "TensorBoard event files go to <output-dir>/runs/")
+    run_name: str | None = opt(None, "run name in the tracker (default: the start time)")
+    eval_steps: int = opt(0, "measure eval loss + WER every N optimizer steps and keep the best adapter (0 = only at the end)")
+    eval_subset: int = opt(0, "utterances of the eval set decoded at each --eval-steps evaluation (0 = all)")
+    metric_for_best_model: str = opt("wer", "what picks the kept adapter under --eval-steps: wer or eval_loss (lower is better)")
+    early_stopping_patience: int = opt(0, "stop after N evaluations without improvement of --metric-for-best-model (0 = never)")
     mixed_precision: str = opt("auto", "auto (bf16 where the device computes it natively, else fp32), no, fp16 or bf16")
     compile: bool = opt(False, "torch.compile the model (GPU; worth it for long runs)")
     quiet: bool = opt(False, "only warnings and the final summary")
@@ -106,6 +127,8 @@ def split_csv(value: str | None) -> tuple[str, ...]:
 CONFIG_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 LIST_FIELDS = ("target_modules", "train_speakers", "eval_speakers", "replay_subsets")  # comma-separated strings
 ALL_ROWS = ("all", "0")
+LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+BEST_METRICS = ("wer", "eval_loss")
 
 
 def _field_type(f: dataclasses.Field, cls) -> type:
@@ -236,6 +259,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.eval_samples >= 1, "--eval-samples must be >= 1"),
         (0 <= cfg.replay_share < 1, "--replay-share must be in [0, 1)"),
         (cfg.num_workers >= -1, "--num-workers must be >= 0 (or -1 for automatic)"),
+        (cfg.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+        (cfg.lr_scheduler_type in LR_SCHEDULERS, f"--lr-scheduler-type must be one of {', '.join(LR_SCHEDULERS)}"),
+        (cfg.logging_steps >= 1, "--logging-steps must be >= 1"),
+        (cfg.eval_steps >= 0, "--eval-steps must be >= 0 (0 = only at the end)"),
+        (cfg.eval_subset >= 0, "--eval-subset must be >= 0 (0 = the whole eval set)"),
+        (cfg.metric_for_best_model in BEST_METRICS, f"--metric-for-best-model must be one of {', '.join(BEST_METRICS)}"),
+        (cfg.early_stopping_patience >= 0, "--early-stopping-patience must be >= 0"),
+        (cfg.early_stopping_patience == 0 or cfg.eval_steps > 0, "--early-stopping-patience needs --eval-steps"),
         (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "--mixed-precision must be auto, no, fp16 or bf16"),
     ]
     for ok, message in rules:

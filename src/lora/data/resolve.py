@@ -1,6 +1,9 @@
 """Which rows train and which evaluate: source -> checked records -> speaker-disjoint train/eval/replay.
 
-Three real-audio sources, tried in this order unless the user names one:
+Real-audio sources, tried in this order unless the user names one:
+  0. a Hugging Face-style dataset (`--dataset`: a `save_to_disk` folder, an `audiofolder`,
+     Parquet/Arrow files, a Common Voice folder or a hub dataset name, streamed; from Python also a
+     `datasets.Dataset` object), read by `lora.data.hf_sources.read_dataset`,
   1. a manifest (`--manifest`, any format `lora.data.manifest` reads),
   2. a local LibriSpeech-layout folder (`--data-dir`),
   3. `librispeech_asr` streamed from the Hugging Face hub (audio kept undecoded, decoded with
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from lora.core.errors import UserError
 from lora.core.paths import default_speech_dir
+from lora.data.hf_sources import HFSourceOptions, looks_like_hub_name, read_dataset
 from lora.data.manifest import read_source
 from lora.data.records import Utterance
 from lora.data.selection import (
@@ -52,6 +56,23 @@ class DataChoice:
     use_hub: bool = True
     replay_subsets: tuple[str, ...] = ()  # general-speech folders mixed into training (forgetting control)
     quarantine_path: str | None = None  # where preflight lists unusable rows
+    # `--dataset`: a path / hub name, or a `datasets.Dataset` (`IterableDataset`, `DatasetDict`) object from Python
+    dataset: object = None
+    audio_column: str | None = None  # None: the first of hf_sources.AUDIO_COLUMNS the dataset has
+    text_column: str | None = None
+    speaker_column: str | None = None
+    dataset_split: str = "train"  # split of a DatasetDict / audiofolder / Common Voice / hub dataset
+
+
+def dataset_options(choice: DataChoice) -> HFSourceOptions:
+    """How `choice.dataset` is read; a streamed hub dataset stops after enough rows to sample from."""
+    wanted = (choice.dataset_samples + choice.eval_samples) * 4 if choice.dataset_samples else None
+    return HFSourceOptions(split=choice.dataset_split, audio_column=choice.audio_column, text_column=choice.text_column,
+                           speaker_column=choice.speaker_column, max_rows=wanted if _is_hub_name(choice.dataset) else None)
+
+
+def _is_hub_name(dataset) -> bool:
+    return isinstance(dataset, str) and not Path(dataset).expanduser().exists() and looks_like_hub_name(dataset)
 
 
 @dataclass
@@ -67,7 +88,11 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     held: list[Utterance] | None = None
     bad = ()
     used = choice.train_split
-    if choice.manifest:
+    if choice.dataset is not None:
+        read = read_dataset(choice.dataset, dataset_options(choice))
+        pool, bad, kind, where = list(read.rows), read.bad, f"dataset_{read.kind}", read.source
+        used = f"dataset {read.source}"
+    elif choice.manifest:
         read = read_source(Path(choice.manifest))
         pool, bad, kind, where, used = list(read.rows), read.bad, "manifest", read.source, f"manifest {read.source}"
     elif choice.data_dir:

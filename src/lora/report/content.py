@@ -204,7 +204,21 @@ def plots(m: dict) -> list[tuple]:
     blocks = [("h", 2, "WER per utterance"), ("img", WER_PNG, "WER per utterance")]
     if is_comparison(m):
         blocks += [("h", 2, "Training loss"), ("img", LOSS_PNG, "training loss per step")]
+        blocks += eval_curve(m)
     return blocks
+
+
+def eval_curve(m: dict) -> list[tuple]:
+    """The `--eval-steps` evaluations and which step's adapter was kept (nothing without them)."""
+    history = m.get("eval_history") or []
+    if not history:
+        return []
+    best = m.get("best_step")
+    rows = [[str(p.get("step")), fixed(p.get("eval_loss")), pct(p.get("wer")), "kept" if p.get("step") == best else ""]
+            for p in history]
+    note = (f"Evaluated every {(m.get('config') or {}).get('eval_steps', NA)} steps; the adapter of step {best} "
+            f"(lowest {m.get('best_metric') or NA}) was kept and is the \"after\" model above.")
+    return [("h", 2, "Evaluation during training"), ("p", note), ("table", ["step", "eval loss", "WER", "kept"], rows, [""] * len(rows))]
 
 
 def all_utterances(m: dict) -> list[tuple]:
@@ -248,7 +262,8 @@ def build_images(metrics: dict) -> dict[str, bytes]:
     if not is_comparison(metrics):
         return {WER_PNG: wer_single_png(metrics.get("samples") or [])}
     return {LOSS_PNG: loss_curve_png(metrics.get("train_loss_history") or [], metrics.get("baseline_eval_loss"),
-                                     metrics.get("tuned_eval_loss")),
+                                     metrics.get("tuned_eval_loss"), metrics.get("eval_history") or [],
+                                     metrics.get("best_step")),
             WER_PNG: wer_pairs_png(metrics.get("samples") or [])}
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import math
 
+from lora.core.extras import require_extra
+
 WORSE, BETTER, SAME, BEFORE = "#c0392b", "#1e8449", "#7f8c8d", "#95a5a6"
 LOSS, LR = "#2c6fbb", "#e67e22"
 DPI = 110
@@ -26,6 +28,7 @@ def _finite(value) -> float | None:
 
 
 def _figure():
+    require_extra("matplotlib", "report", "report plots")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -55,12 +58,22 @@ def _utterance_axis(ax, ids: list[str]) -> None:
         ax.set_xlabel(f"utterance (1-{len(ids)}, order as in the table)")
 
 
-def loss_curve_png(history: list[dict], eval_before: float | None = None, eval_after: float | None = None) -> bytes:
-    """Train loss per optimiser step, the learning rate on a second axis, eval losses as reference lines."""
+def loss_curve_png(history: list[dict], eval_before: float | None = None, eval_after: float | None = None,
+                   eval_history: list[dict] | None = None, best_step: int | None = None) -> bytes:
+    """Train loss per optimiser step, the learning rate on a second axis, eval losses as reference lines;
+    with `eval_history` (`--eval-steps`) also the eval loss at each evaluation and, below, WER per step
+    with the kept step marked."""
     points = [(h.get("step"), _finite(h.get("loss"))) for h in history or []]
     points = [(s, v) for s, v in points if s is not None and v is not None]
+    evals = [(e.get("step"), _finite(e.get("eval_loss")), _finite(e.get("wer"))) for e in eval_history or []]
+    evals = [e for e in evals if e[0] is not None]
     fig = _figure()
-    ax = fig.add_subplot()
+    if evals:
+        fig.set_size_inches(FIGSIZE[0], FIGSIZE[1] * 1.8)
+        ax = fig.add_subplot(2, 1, 1)
+        _eval_wer_axes(fig.add_subplot(2, 1, 2), evals, best_step)
+    else:
+        ax = fig.add_subplot()
     ax.set_title("Training loss")
     if not points:
         _placeholder(ax, "no training loss was logged")
@@ -70,6 +83,9 @@ def loss_curve_png(history: list[dict], eval_before: float | None = None, eval_a
     for value, label, style in ((eval_before, "eval loss before", ":"), (eval_after, "eval loss after", "--")):
         if _finite(value) is not None:
             ax.axhline(value, color=SAME, linestyle=style, linewidth=1, label=label)
+    losses_at = [(st, v) for st, v, _ in evals if v is not None]
+    if losses_at:
+        ax.plot(*zip(*losses_at), color=BETTER, marker="s", markersize=4, linewidth=1, label="eval loss (--eval-steps)")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -87,6 +103,25 @@ def loss_curve_png(history: list[dict], eval_before: float | None = None, eval_a
         handles, labels = handles + more_handles, labels + more_labels
     top.legend(handles, labels, loc="upper right", fontsize=8, framealpha=0.95)  # on the top axes: drawn over both curves
     return _png(fig)
+
+
+def _eval_wer_axes(ax, evals: list[tuple], best_step: int | None) -> None:
+    """WER at each evaluation during training, the kept (best) step circled."""
+    ax.set_title("Eval WER during training")
+    wers = [(st, 100 * w) for st, _, w in evals if w is not None]
+    if not wers:
+        _placeholder(ax, "no WER was measured during training")
+        return
+    ax.plot(*zip(*wers), color=WORSE, marker="o", markersize=4, label="eval WER")
+    kept = [(st, w) for st, w in wers if st == best_step]
+    if kept:
+        ax.scatter(*zip(*kept), s=140, facecolors="none", edgecolors="black", zorder=4, label=f"kept (step {best_step})")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("WER (%)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.95)
 
 
 def _change_colour(change: float) -> str:

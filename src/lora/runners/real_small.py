@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lora import pipeline
 from lora.checkpoint import OutputLock
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
+from lora.hf_args import alias_help, rewrite_hf_args
 from lora.results import RealMetrics
 from lora.training_config import TrainConfig, add_dataclass_args, config_from_args
 
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lora train",
         description="LoRA fine-tune a small speech recogniser on a few dozen real utterances and report "
         "baseline vs tuned eval loss and WER on speaker-disjoint held-out speech.",
+        epilog=alias_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_dataclass_args(parser, TrainConfig)
     return parser
@@ -50,7 +53,7 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 4. LoRA
     if cfg.compile:
         model = pipeline.compiled(model)
-    result = pipeline.train(model, lm, source, cfg, session)                   # 5. train
+    result = pipeline.train(model, lm, source, cfg, session, sets)             # 5. train (+ --eval-steps, best kept)
     model = session.accelerator.unwrap_model(model)
     session.accelerator.wait_for_everyone()
     if not main:
@@ -58,9 +61,9 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     after = pipeline.measure(lm, model, sets, cfg)                             # 6. tuned
     out = Path(cfg.output_dir)
     info = pipeline.run_info(lm, selected, cfg, targets)
-    pipeline.save(model, lm, out, info)                                        # 7. adapter + processor
     scale = pipeline.scale_facts(selected, table, source, options, result, session, model, cfg)
     metrics = pipeline.metrics(info, lm, selected, sets, cfg, session, before, after, result, scale)
+    pipeline.save(model, lm, out, info, metrics)                               # 7. adapter (+ card with the figures) + processor
     pipeline.report(metrics, out)                                              # 8. metrics + report
     _print_summary(metrics, out)
     return metrics
@@ -115,6 +118,9 @@ def _print_summary(m: RealMetrics, out: Path) -> None:
     if m.canary.utterances:
         print(f"canary WER   {_fmt(m.canary.wer_before, True)} -> {_fmt(m.canary.wer_after, True)} "
               f"on {m.canary.utterances} general-speech utterances (forgetting check)")
+    if m.eval_history:
+        curve = ", ".join(f"{p['step']}: {_fmt(p['wer'], True)}" for p in m.eval_history)
+        print(f"eval curve   WER by step {curve}; kept step {m.best_step} (best {m.best_metric})")
     s = m.scale
     print(f"data         {s.train_rows} training rows ({s.train_hours:.2f} h) of a {s.corpus_rows}-row corpus "
           f"({s.corpus_hours:.2f} h); first step after {_fmt(s.seconds_to_first_step)} s; "
@@ -124,7 +130,8 @@ def _print_summary(m: RealMetrics, out: Path) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    cfg = config_from_args(TrainConfig, build_parser().parse_args(argv))
+    args = rewrite_hf_args(sys.argv[1:] if argv is None else argv)  # --learning_rate etc. (TrainingArguments spellings)
+    cfg = config_from_args(TrainConfig, build_parser().parse_args(args))
     setup_logging(cfg.quiet, cfg.log_level)
     run_locked(cfg)
     return 0

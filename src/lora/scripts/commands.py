@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("lora.scripts.segment", "cut a long recording + transcript into <= 30 s training clips + manifest"),
     "join": ("lora.scripts.join_utterances", "join consecutive real utterances into one long FLAC + transcript"),
     "report": ("lora.scripts.report", "render report.md/html + plots from a run folder"),
+    "merge": ("lora.scripts.merge", "fold a LoRA adapter into its base model: a plain transformers folder"),
     "export": ("lora.scripts.export", "merge an adapter and export to ONNX (Moonshine) or CTranslate2 (Whisper)"),
     "digits": ("lora.runners.digits", "the domain-adaptation recipe on spoken digits, both families"),
     "scale-manifest": ("lora.scripts.scale_manifest", "an N-hour manifest of real clips (repeated) for scale tests"),

@@ -1,6 +1,6 @@
-"""`lora-eval --model-id M [--adapter-dir D] (--data-dir DIR | --manifest FILE) --output eval.json`
+"""`lora-eval --model-id M [--adapter-dir D] (--data-dir DIR | --manifest FILE | --dataset D) --output eval.json`
 
-Scores any model (optionally with a LoRA adapter) on any manifest or LibriSpeech-layout folder:
+Scores any model (optionally with a LoRA adapter) on any manifest, dataset or LibriSpeech-layout folder:
 eval loss, normalised WER/CER with substitutions/deletions/insertions, a bootstrap 95% interval of
 the WER, and per-utterance results (worst first). `real_small` uses the same functions. Clips over
 30 s are transcribed by the long-form path (VAD chunks <= 30 s, lora.longform) and scored apart, with
@@ -18,6 +18,7 @@ from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import library_versions
 from lora.core.paths import default_speech_dir
+from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import list_subsets, read_librispeech_dir
@@ -29,6 +30,7 @@ from lora.longform import LongformOptions, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.report.content import write_report
 from lora.results import EvalResult, to_dict, write_result
+from lora.scripts.dataset_args import add_dataset_args, dataset_options
 
 log = logging.getLogger("lora")
 LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data-dir", default=None, help="LibriSpeech-layout folder (default: ../shared/speech)")
     source.add_argument("--manifest", default=None, help="manifest file (JSONL/JSON/CSV/TSV)")
+    add_dataset_args(parser, source)
     parser.add_argument("--subsets", default="librispeech",
                         help="with --data-dir: comma-separated folders, 'librispeech' (test-*/dev-*/train-*) or 'all'")
     parser.add_argument("--max-samples", type=int, default=0, help="cap on utterances (0 = all)")
@@ -56,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_rows(args):
 
-    if args.manifest:
+    if args.dataset:
+        read = read_dataset(args.dataset, dataset_options(args, args.max_samples * 4 if args.max_samples else None))
+        rows, bad, where = list(read.rows), read.bad, read.source
+    elif args.manifest:
         read = read_source(Path(args.manifest))
         rows, bad, where = list(read.rows), read.bad, read.source
     else:

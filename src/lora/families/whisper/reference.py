@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
+from lora.core.extras import require_extra
 from lora.families.whisper.importer import package_dir
 
 PROMPT = ("<|startoftranscript|>", "<|notimestamps|>")
@@ -58,7 +59,7 @@ class Ct2Whisper:
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", compute_type: str = "float32",
                  threads: int = 0, batch_size: int = DEFAULT_BATCH_SIZE):
-        import ctranslate2
+        ctranslate2 = require_extra("ctranslate2", "whisper", "running Whisper in CTranslate2")
         from tokenizers import Tokenizer
         from transformers import WhisperFeatureExtractor
 
