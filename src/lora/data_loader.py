@@ -110,6 +110,7 @@ class ClipTable:
     seconds: np.ndarray  # float32, from the header (preflight); 0 when unknown
     sampling_rates: np.ndarray  # int32, of inline audio
     inline: dict[int, object] = field(default_factory=dict)
+    targets: StringColumn | None = None  # styled training targets ("" where none: the text is used)
 
     @classmethod
     def from_records(cls, rows: list[Utterance]) -> ClipTable:
@@ -123,15 +124,17 @@ class ClipTable:
         return cls(StringColumn([u.id for u in rows]), StringColumn([u.text for u in rows]),
                    OriginColumn([u.origin for u in rows]), StringColumn(paths),
                    np.array([record_seconds(u) for u in rows], dtype=np.float32),
-                   np.array([u.sampling_rate for u in rows], dtype=np.int32), inline)
+                   np.array([u.sampling_rate for u in rows], dtype=np.int32), inline,
+                   StringColumn([u.extra.get("target", "") for u in rows]))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def record(self, i: int) -> Utterance:
         path = self.audio_paths[i]
+        target = self.targets[i] if self.targets is not None else ""
         return Utterance(self.ids[i], "", self.texts[i], path if path else self.inline[i],
-                         int(self.sampling_rates[i]), self.origins[i])
+                         int(self.sampling_rates[i]), self.origins[i], extra={"target": target} if target else {})
 
     @property
     def hours(self) -> float:
@@ -253,7 +256,7 @@ class ClipDataset:
         if not np.isfinite(samples).all():
             return LoadedRow(i, problem=("non-finite samples", "NaN or inf in the decoded audio"))
         inputs = self.family.featurize(self.processor, samples)
-        labels = self.family.label_ids(self.processor.tokenizer, u.text, self.policy)
+        labels = self.family.label_ids(self.processor.tokenizer, u.extra.get("target") or u.text, self.policy)
         return LoadedRow(i, inputs, labels, len(samples) / SAMPLE_RATE)
 
 

@@ -41,6 +41,9 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     main = session.accelerator.is_main_process
     lm = pipeline.load_model(cfg, session)                                    # 1. the model
     selected = pipeline.select_data(cfg)                                      # 2. speaker-disjoint data
+    lm.model.to(session.accelerator.device)
+    with session.accelerator.main_process_first():  # the main process fills the base-transcript cache
+        style = pipeline.style_targets(selected, lm, cfg)                     #    styled training targets
     options = pipeline.loader_options(cfg, session.accelerator.device.type)
     source, table = pipeline.train_batches(selected, lm, cfg, options)         #    streamed training rows
     cfg = pipeline.steps_for(cfg, source.batches_per_epoch, session.accelerator.num_processes)
@@ -60,7 +63,7 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     info = pipeline.run_info(lm, selected, cfg, targets)
     pipeline.save(model, lm, out, info)                                        # 7. adapter + processor
     scale = pipeline.scale_facts(selected, table, source, options, result, session, model, cfg)
-    metrics = pipeline.metrics(info, lm, selected, sets, cfg, session, before, after, result, scale)
+    metrics = pipeline.metrics(info, lm, selected, sets, cfg, session, before, after, result, scale, style)
     pipeline.report(metrics, out)                                              # 8. metrics + report
     _print_summary(metrics, out)
     return metrics
