@@ -6,7 +6,8 @@ extra folder's (`--extra-speech-dir`, ../shared/speech-extra: takes 5-39), combi
 in the output root; the LibriSpeech + LJSpeech utterances of the speech folder are the canary for
 forgetting (normalised + orthographic WER, punctuation/capitalisation F1 against the base model's
 output: the forgetting verdict of `lora.style_metrics`). The held-out WER change is shown with the
-utterance bootstrap and the speaker-clustered one (2 speakers: "too few speakers to generalise"). Hyper-parameters per family come from `recipes/digits_sweep.py` (run on the training
+utterance bootstrap and the speaker-clustered one (2 speakers: "too few speakers to generalise").
+Hyper-parameters per family come from `recipes/digits_sweep.py` (run on the training
 speakers only; table in plan.md). Digits are a closed vocabulary, so identical transcripts in
 train and eval are expected and allowed; speakers never are.
 
