@@ -44,7 +44,7 @@ from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_mode
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
-from lora.styled_targets import TranscriptCache, style_rows, style_scores
+from lora.styled_targets import TranscriptCache, attach_original_text, own_text, style_rows, style_scores
 from lora.training import BatchSource, TrainResult, streaming_source, train_lora
 from lora.training_config import TrainConfig, split_csv
 
@@ -161,6 +161,8 @@ def select_data(cfg: TrainConfig, use_hub: bool = True) -> SelectedData:
     else:
         seen = data.train + data.replay + data.eval
         canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), seen, cfg.canary_samples, cfg.seed)
+    root = Path(cfg.data_dir) if cfg.data_dir else default_speech_dir()
+    attach_original_text(data.train + data.replay + data.eval + canary, root)  # LJSpeech/JFK case + punctuation
     joined = with_joined_clips(data.train, cfg.join_clips, cfg.seed)
     train_rows = mix_replay(joined, data.replay, cfg.replay_share)
     trained = data.train + data.replay
@@ -268,7 +270,7 @@ def run_info(lm: LoadedModel, selected: SelectedData, cfg: TrainConfig, targets:
 def canary_result(canary: list[Utterance], before: dict, after: dict, manifest: str | None) -> CanaryResult:
     if not canary:
         return CanaryResult(source=manifest or "none found", utterances=0)
-    refs = [s["reference"] for s in before["samples"]]
+    refs = [own_text(u) for u in canary]  # the canary's order is the samples' order
     style = style_scores(refs, [s["hypothesis"] for s in before["samples"]], [s["hypothesis"] for s in after["samples"]])
     verdict, reasons = forgetting_verdict(before["wer"], after["wer"], style["orthographic_wer_before"],
                                           style["orthographic_wer_after"], style["punctuation_f1"], style["capitalisation_f1"])

@@ -41,6 +41,38 @@ from lora.style_metrics import capitalisation_f1, orthographic_wer, punctuation_
 log = logging.getLogger("lora")
 
 CACHE_FOLDER = "base_transcripts"
+MANIFEST_NAME = "manifest.jsonl"  # a LibriSpeech-layout folder's original-case transcripts (../shared/speech has one)
+
+
+def attach_original_text(rows: list[Utterance], root: Path | None) -> int:
+    """`extra["original_text"]` from `root/manifest.jsonl` for rows read from the folder's UPPERCASE
+    *.trans.txt (LJSpeech and JFK keep their case and punctuation only there); only where the two agree
+    word for word once case and punctuation are set aside. Returns the rows given one."""
+    path = Path(root) / MANIFEST_NAME if root else None
+    if path is None or not path.is_file():
+        return 0
+    texts = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if isinstance(row.get("id"), str) and isinstance(row.get("text"), str):
+                texts[row["id"]] = row["text"]
+    given = 0
+    for u in rows:
+        original = texts.get(u.id)
+        if original and has_style(original) and _bare(original) == _bare(u.text):
+            u.extra["original_text"] = original
+            given += 1
+    return given
+
+
+def _bare(text: str) -> list[str]:
+    return [w for w in (re.sub(r"[^\w\s']", " ", text).lower().split())]
+
+
+def own_text(u: Utterance) -> str:
+    """The transcript with its own style where the source has one (see `attach_original_text`)."""
+    return u.extra.get("original_text") or u.text
 
 
 def audio_identity(u: Utterance) -> str:
@@ -98,7 +130,10 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         unique.setdefault(u.id, u)
     singles = [u for u in unique.values() if "joined_from" not in u.extra]
     joined = [u for u in unique.values() if "joined_from" in u.extra]
-    plain = [u for u in singles if not has_style(u.text)]
+    plain = [u for u in singles if not has_style(own_text(u))]
+    for u in singles:
+        if has_style(own_text(u)):
+            u.extra["target"] = own_text(u)  # LJSpeech / JFK: their own orthography
     keys = {u.id: audio_identity(u) for u in plain}
     missing = [u for u in plain if cache.get(keys[u.id]) is None]
     if missing:
@@ -117,7 +152,7 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         parts = [unique.get(i) for i in u.extra["joined_from"]]
         if any(p is None for p in parts):
             raise ValueError(f"joined clip {u.id}: a part is not among the training rows")
-        u.extra["target"] = " ".join(p.extra.get("target") or p.text for p in parts)
+        u.extra["target"] = " ".join(p.extra.get("target") or own_text(p) for p in parts)
     return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - len(plain), styled_rows=len(plain),
                        joined_rows=len(joined), reference_words=words, words_with_base_style=matched,
                        coverage=matched / words if words else None, transcribed=len(missing),

@@ -32,10 +32,10 @@ from lora.training_config import TrainConfig
 TRAIN_SPEAKERS = "9201,9202,9203,9204"
 EVAL_SPEAKERS = "9205,9206"
 DIGITS_SUBSET = "fsdd"
-EVAL_ALL = 10**9  # every held-out recording (select_balanced takes them all)
 RECIPE = TrainConfig(
     train_speakers=TRAIN_SPEAKERS, eval_speakers=EVAL_SPEAKERS, allow_shared_text=True,
-    dataset_samples=0, eval_samples=EVAL_ALL, batch_size=8, gradient_accumulation_steps=1, eval_batch_size=32,
+    # every training take (dataset_samples=0); every held-out one (eval_samples: set from the manifest)
+    dataset_samples=0, batch_size=8, gradient_accumulation_steps=1, eval_batch_size=32,
     checkpoint_every=0, quiet=True,
     # Without replay the canary showed forgetting (Moonshine: 6.2% -> 14.4%, short one-word outputs);
     # dev-clean + JFK general speech is mixed in, and the canary (test-clean + LJSpeech) stays unseen.
@@ -65,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def digits_manifest(folders: list[Path], out: Path) -> tuple[Path, dict[str, int]]:
-    """One JSONL manifest (absolute paths) of the fsdd/ recordings of every folder; rows per folder."""
+def digits_manifest(folders: list[Path], out: Path) -> tuple[Path, dict[str, int], int]:
+    """One JSONL manifest (absolute paths) of the fsdd/ recordings of every folder; rows per folder, held-out rows."""
     import json
 
-    lines, counts, seen = [], {}, set()
+    lines, counts, seen, held = [], {}, set(), 0
+    eval_speakers = set(EVAL_SPEAKERS.split(","))
     for folder in folders:
         if DIGITS_SUBSET not in list_subsets(folder):
             raise UserError(f"{folder}: no {DIGITS_SUBSET}/ subset; pass a speech folder holding FSDD recordings")
@@ -78,11 +79,12 @@ def digits_manifest(folders: list[Path], out: Path) -> tuple[Path, dict[str, int
             if u.id in seen:
                 raise UserError(f"{folder}: recording {u.id} is in two speech folders; each take must be in one")
             seen.add(u.id)
+            held += u.speaker in eval_speakers
             lines.append(json.dumps({"id": u.id, "path": str(Path(u.audio).resolve()), "text": u.text, "speaker": u.speaker}))
         counts[str(folder)] = len(rows)
     path = out / "digits_manifest.jsonl"
     write_text_atomic(path, "\n".join(lines) + "\n")
-    return path, counts
+    return path, counts, held
 
 
 def compact(m: RealMetrics) -> dict:
@@ -136,12 +138,12 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(quiet=True)
 
     folders = [Path(args.speech_dir)] + ([Path(args.extra_speech_dir)] if args.extra_speech_dir else [])
-    manifest, counts = digits_manifest(folders, Path(args.output_root))
+    manifest, counts, held = digits_manifest(folders, Path(args.output_root))
     print("digits recordings: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     results = {}
     for name in [f.strip() for f in args.families.split(",") if f.strip()]:
-        cfg = replace(RECIPE, data_dir=args.speech_dir, manifest=str(manifest), output_dir=f"{args.output_root}/digits_{name}",
-                      **PER_FAMILY[name])
+        cfg = replace(RECIPE, data_dir=args.speech_dir, manifest=str(manifest), eval_samples=held,
+                      output_dir=f"{args.output_root}/digits_{name}", **PER_FAMILY[name])
         results[name] = run_locked(cfg)
     print()
     print(table(results))
