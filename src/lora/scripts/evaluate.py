@@ -3,6 +3,10 @@
 Scores any model (optionally with a LoRA adapter) on any manifest or LibriSpeech-layout folder:
 eval loss, normalised WER/CER with substitutions/deletions/insertions, a bootstrap 95% interval of
 the WER, and per-utterance results (worst first). `real_small` uses the same functions.
+Beside the normalised WER: the orthographic WER (case + punctuation kept, against the references as
+written; a folder's manifest.jsonl supplies LJSpeech's/JFK's own orthography), insertions before
+normalisation and output lengths (decoder loops), and with `--compare-base` (an adapter given) the base
+model's WER and the punctuation / capitalisation F1 of the adapted output against the base output.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import library_versions
 from lora.core.paths import default_speech_dir
+from lora.core.text import TARGET_POLICIES
 from lora.data.manifest import read_source
 from lora.data.records import list_subsets, read_librispeech_dir
 from lora.data.selection import select_balanced
 from lora.data.sources import checked
 from lora.data_loader import prepare_dataset
-from lora.decoding import assess
-from lora.evaluation import bootstrap_wer_ci
+from lora.decoding import assess, transcribe_examples
+from lora.evaluation import bootstrap_wer_ci, score
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.report.content import write_report
 from lora.results import EvalResult, to_dict, write_result
+from lora.style_metrics import capitalisation_f1, length_ratios, orthographic_wer, punctuation_f1, raw_insertions
+from lora.styled_targets import attach_original_text, own_text
 
 log = logging.getLogger("lora")
 LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
@@ -42,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --data-dir: comma-separated folders, 'librispeech' (test-*/dev-*/train-*) or 'all'")
     parser.add_argument("--max-samples", type=int, default=0, help="cap on utterances (0 = all)")
     parser.add_argument("--batch-size", type=int, default=8, help="utterances per decoding batch")
-    parser.add_argument("--target-policy", default=None, help="label text style for the eval loss (default: the family's)")
+    parser.add_argument("--target-policy", default=None, choices=TARGET_POLICIES,
+                        help="label text style for the eval loss (default: the family's)")
+    parser.add_argument("--compare-base", action="store_true",
+                        help="with --adapter-dir: also decode with the base model; report its WER and the punctuation / "
+                             "capitalisation F1 of the adapted output against the base output")
     parser.add_argument("--output", required=True, help="eval.json to write")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
@@ -69,6 +80,7 @@ def load_rows(args):
         if missing or not subsets:
             raise UserError(f"{root}: subset(s) {missing or subsets} not found; available: {', '.join(available)}")
         rows, bad, where = read_librispeech_dir(root, subsets), (), f"{root} [{'+'.join(subsets)}]"
+        attach_original_text(rows, root)
     rows = checked(rows, bad, str(Path(args.output).with_name("quarantine.jsonl")), where)
     if args.max_samples:
         rows = select_balanced(rows, args.max_samples, args.seed)
@@ -80,6 +92,8 @@ def load_rows(args):
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
+    if args.compare_base and not args.adapter_dir:
+        raise UserError("--compare-base needs --adapter-dir (it compares the adapted model with its base)")
     rows, where = load_rows(args)
     started = time.perf_counter()
     if args.adapter_dir:
@@ -89,11 +103,21 @@ def _main(argv: list[str] | None) -> int:
         model, processor, family = load_base(resolved)
     examples = prepare_dataset(rows, processor, family, args.target_policy)
     result = assess(model, processor, family, examples, examples, args.batch_size)
+    refs, hyps = [own_text(u) for u in rows], [s["hypothesis"] for s in result["samples"]]
+    ratio, over = length_ratios(refs, hyps)
+    style = {"orthographic_wer": orthographic_wer(refs, hyps), "raw_insertions": raw_insertions(refs, hyps),
+             "max_hyp_ref_word_ratio": ratio, "outputs_over_2x_ref": over}
+    if args.compare_base:
+        with model.disable_adapter():  # PEFT: the same weights without the LoRA update
+            base_hyps = transcribe_examples(model, processor, family, examples, args.batch_size)
+        base = score([e.id for e in examples], [e.text for e in examples], base_hyps)
+        style |= {"base_model_wer": base["wer"], "punctuation_f1_vs_base": punctuation_f1(base_hyps, hyps).f1,
+                  "capitalisation_f1_vs_base": capitalisation_f1(base_hyps, hyps).f1}
     result["samples"].sort(key=lambda s: (-s["wer"], s["id"]))
     report = EvalResult(
         **resolved.record(), adapter_dir=args.adapter_dir, family=family.name, data=where, utterances=len(examples),
         audio_seconds=sum(e.seconds for e in examples), wer_ci95=bootstrap_wer_ci(result["samples"], seed=args.seed),
-        **result, wall_seconds=time.perf_counter() - started, versions=library_versions())
+        **result, wall_seconds=time.perf_counter() - started, versions=library_versions(), **style)
     write_result(args.output, report)
     write_report(to_dict(report), Path(args.output).parent)
     low, high = report.wer_ci95
