@@ -30,3 +30,12 @@ def test_a_take_in_two_folders_or_no_fsdd_is_refused(speech_dir, tmp_path):
         digits_manifest([speech_dir, speech_dir], tmp_path)
     with pytest.raises(UserError, match="no fsdd/ subset"):
         digits_manifest([speech_dir / "jfk"], tmp_path)
+
+
+def test_from_runs_needs_finished_runs(tmp_path, capsys):
+    from lora.runners.digits import main
+
+    code = main(["--from-runs", "--families", "moonshine", "--output-root", str(tmp_path), "--extra-speech-dir", "",
+                 "--results", str(tmp_path / "r.json")])
+    assert code == 2 and "real_metrics.json: cannot read" in capsys.readouterr().err
+    assert main(["--families", "wav2vec", "--results", str(tmp_path / "r.json")]) == 2

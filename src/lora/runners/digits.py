@@ -25,7 +25,7 @@ from lora.core.errors import UserError
 from lora.core.outputs import write_json_atomic, write_text_atomic
 from lora.data.records import list_subsets, read_librispeech_dir
 from lora.families.whisper import FAMILY as WHISPER
-from lora.results import RealMetrics, to_dict
+from lora.results import RealMetrics, read_result, to_dict
 from lora.runners.real_small import run_locked
 from lora.training_config import TrainConfig
 
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-speech-dir", default="../shared/speech-extra",
                         help="more FSDD takes in the same layout (fsdd/), combined with the speech folder's; '' for none")
     parser.add_argument("--output-root", default="outputs", help="runs go to <root>/digits_<family>")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="train nothing: build the table and --results from the finished runs' real_metrics.json "
+                             "under --output-root (families run separately, e.g. in parallel)")
     parser.add_argument("--results", default="recipes/results/digits.json",
                         help="compact result file (the figures of the table, committed beside the recipe)")
     return parser
@@ -138,16 +141,27 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(quiet=True)
 
     folders = [Path(args.speech_dir)] + ([Path(args.extra_speech_dir)] if args.extra_speech_dir else [])
-    manifest, counts, held = digits_manifest(folders, Path(args.output_root))
-    print("digits recordings: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(PER_FAMILY))
+    if unknown:
+        raise UserError(f"--families: unknown {unknown}; choose from {', '.join(PER_FAMILY)}")
     results = {}
-    for name in [f.strip() for f in args.families.split(",") if f.strip()]:
+    if args.from_runs:
+        counts = {str(f): len(read_librispeech_dir(f, [DIGITS_SUBSET])) for f in folders}
+        results = {name: read_result(Path(args.output_root) / f"digits_{name}" / "real_metrics.json", RealMetrics) for name in families}
+        families = []
+    else:
+        manifest, counts, held = digits_manifest(folders, Path(args.output_root))
+        print("digits recordings: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    for name in families:
         cfg = replace(RECIPE, data_dir=args.speech_dir, manifest=str(manifest), eval_samples=held,
                       output_dir=f"{args.output_root}/digits_{name}", **PER_FAMILY[name])
         results[name] = run_locked(cfg)
     print()
     print(table(results))
-    write_json_atomic(args.results, {"command": "make demo-digits", "recordings": counts,
+    command = "lora digits --from-runs (families trained by separate `lora digits --families F` runs)" if args.from_runs \
+        else "make demo-digits"
+    write_json_atomic(args.results, {"command": command, "recordings": counts,
                                      "results": {k: compact(m) for k, m in results.items()}})
     print(f"wrote {args.results}")
     return 0
