@@ -103,10 +103,9 @@ def compact(m: RealMetrics) -> dict:
             "canary_orthographic_wer_before": c.orthographic_wer_before, "canary_orthographic_wer_after": c.orthographic_wer_after,
             "canary_punctuation_f1": c.punctuation_f1, "canary_capitalisation_f1": c.capitalisation_f1,
             "canary_verdict": c.verdict, "canary_verdict_reasons": c.verdict_reasons,
-            "target_style": to_dict(m.target_style) if m.target_style else None,
+            "target_policy": m.target_policy, "target_style": to_dict(m.target_style) if m.target_style else None,
             "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds,
-            "config": {k: m.config[k] for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips",
-                                                "target_policy")}}
+            "config": {k: m.config[k] for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips")}}
 
 
 def table(results: dict[str, RealMetrics]) -> str:
