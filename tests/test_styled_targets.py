@@ -147,3 +147,27 @@ def test_canary_style_scores():
     assert flat["punctuation_f1"] == 0.0 and flat["capitalisation_f1"] == 0.0
     loop = style_scores(refs, base, [base[0] + " paced paced paced", base[1]])
     assert loop["raw_insertions_after"] == 3 and loop["raw_insertions_before"] == 0
+
+
+def test_the_canary_verdict_in_the_pipeline(speech_dir):
+    """`pipeline.canary_result`: style figures against the base output, LJSpeech scored in its own orthography."""
+    from lora.evaluation import score
+    from lora.pipeline import canary_result
+
+    canary = read_librispeech_dir(speech_dir, ["test-clean"])[:1] + read_librispeech_dir(speech_dir, ["ljspeech"])[1:2]
+    attach_original_text(canary, speech_dir)
+    lj = canary[1].extra["original_text"]  # "in being comparatively modern."
+    base_hyps = [canary[0].text.capitalize() + ".", lj[0].upper() + lj[1:]]
+    flat_hyps = [h.lower().rstrip(".") for h in base_hyps]
+    ids, refs = [u.id for u in canary], [u.text for u in canary]
+
+    def measured(hyps):
+        return {**score(ids, refs, hyps), "eval_loss": 1.0}
+
+    same = canary_result(canary, measured(base_hyps), measured(base_hyps), None)
+    assert same.verdict == "pass" and same.verdict_reasons == [] and same.punctuation_f1 == 1.0
+    assert same.orthographic_wer_before == same.orthographic_wer_after > 0  # LJSpeech's own "in" vs the base's "In"
+    flat = canary_result(canary, measured(base_hyps), measured(flat_hyps), None)
+    assert flat.wer_after == flat.wer_before  # the normalised WER does not see it ...
+    assert flat.verdict == "fail" and flat.punctuation_f1 == 0.0 and flat.capitalisation_f1 == 0.0  # ... the verdict does
+    assert [r.split(" ")[0] for r in flat.verdict_reasons] == ["orthographic", "punctuation", "capitalisation"]
