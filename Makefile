@@ -12,6 +12,9 @@ $(UV):
 
 setup: $(UV)
 	$(UV) sync --frozen --quiet || $(UV) sync --quiet
+	@# transformers' pipeline("automatic-speech-recognition") reads audio files through the ffmpeg program
+	@command -v ffmpeg >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
+		|| echo "note: ffmpeg not installed; transformers' pipeline needs it to read audio files (apt-get install ffmpeg)"; }
 
 lint: setup
 	$(RUN) ruff check src tests benchmarks recipes scripts main.py train_real_small.py

@@ -34,8 +34,9 @@ from lora.data.records import read_librispeech_dir
 from lora.data.resolve import DataChoice, resolve_data
 from lora.data.selection import mix_replay
 from lora.data_loader import LoaderOptions, prepare_dataset
-from lora.decoding import assess
+from lora.decoding import assess, transcribe_examples
 from lora.model_utils import attach_lora, load_base, resolve_model_id
+from lora.styled_targets import TranscriptCache, style_rows
 from lora.training import example_source, train_lora
 from lora.training_config import TrainConfig
 
@@ -97,14 +98,21 @@ def main() -> None:
     from accelerate.utils import set_seed
 
 
-    base, processor, family = load_base(resolve_model_id(MODELS[args.family]))
+    resolved = resolve_model_id(MODELS[args.family])
+    base, processor, family = load_base(resolved)
     data = resolve_data(DataChoice(data_dir=args.speech_dir, dataset_samples=150, eval_samples=50,
                                    train_speakers=SWEEP_TRAIN, eval_speakers=SWEEP_VALID), hub_ok=False)
     general = read_librispeech_dir(Path(args.speech_dir), ["dev-clean", "jfk"])
     joins = {p["join_clips"] for p in grid(args.family, args.grid)}
-    joined = {n: prepare_dataset(with_joined_clips(data.train, n, 42), processor, family) for n in joins}
+    joined_rows = {n: with_joined_clips(data.train, n, 42) for n in joins}
+    replay_rows = [u for u in general if u.speaker in SWEEP_REPLAY]
+    # The recipe's default target policy ("styled"): the base model's casing/punctuation on unstyled references.
+    style_rows([u for rows in joined_rows.values() for u in rows] + replay_rows,
+               lambda rows: transcribe_examples(base, processor, family, prepare_dataset(rows, processor, family, "raw"), 32),
+               TranscriptCache(f"{resolved.model_id_used}@{resolved.path}"))
+    joined = {n: prepare_dataset(rows, processor, family) for n, rows in joined_rows.items()}
     valid = prepare_dataset(data.eval, processor, family)
-    replay = prepare_dataset([u for u in general if u.speaker in SWEEP_REPLAY], processor, family)
+    replay = prepare_dataset(replay_rows, processor, family)
     forget = prepare_dataset([u for u in general if u.speaker in FORGET_CHECK], processor, family)
     precision, _ = resolve_precision(TrainConfig().mixed_precision, cpu=True)
 

@@ -189,3 +189,76 @@ def test_real_generate_of_a_tiny_whisper(tiny_whisper, speech_dir):
     row0 = guarded[0].tolist()
     assert eos in row0 and row0.index(eos) < 10
     assert eos not in guarded[1].tolist()
+
+
+def test_transcribe_examples_stops_the_loop(tiny_moonshine, speech_dir):
+    """The PyTorch decode path: a looping random model's 0.3 s clip is stopped after min_repeats + 1 tokens."""
+    import torch
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    from lora.data.records import read_librispeech_dir
+    from lora.data_loader import prepare_dataset
+    from lora.decoding import transcribe_examples
+    from lora.families import family_for
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine).eval()
+    processor = AutoProcessor.from_pretrained(tiny_moonshine)
+    family = family_for(model.config.model_type)
+    rows = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.id == "9201-1-0000"]
+    examples = prepare_dataset(rows, processor, family)
+    eos = processor.tokenizer.eos_token_id
+    with torch.inference_mode():
+        plain = model.generate(**family.pad_inputs([examples[0].inputs]), **family.generate_kwargs(examples[0].seconds))
+    cap = family.max_new_tokens(examples[0].seconds)
+    assert eos not in plain[0, 1:].tolist() and plain.shape[1] == 1 + cap  # unguarded, it loops to the cap
+
+    outputs = []
+    generate = model.generate
+
+    def recording_generate(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        outputs.append(out)
+        return out
+
+    model.generate = recording_generate
+    transcribe_examples(model, processor, family, examples)
+    row = outputs[0][0, 1:].tolist()
+    allowed = TOKEN_GUARD.allowed(1, examples[0].seconds)
+    assert row.index(eos) == allowed + 1 < cap  # the copy past the allowed ones forced EOS
+    assert row[:allowed + 1] == plain[0, 1:allowed + 2].tolist()  # the same tokens up to there
+
+
+def test_the_onnx_greedy_loop_stops_and_cuts():
+    """The exported-model decode loop (ONNX Runtime, both Moonshine runners share it): one copy kept."""
+    import numpy as np
+
+    from lora.families.moonshine.reference import greedy_tokens
+
+    calls = []
+
+    def step(token, first):  # a decoder that always answers token 7, then 9, 9, 9, ...
+        calls.append(token)
+        logits = np.zeros((1, 1, 16), dtype=np.float32)
+        logits[0, -1, 7 if len(calls) == 1 else 9] = 1.0
+        return logits
+
+    assert greedy_tokens(step, 1, 2, 40) == [7] + [9] * 39  # unguarded: to the cap
+    calls.clear()
+    assert greedy_tokens(step, 1, 2, 40, seconds=0.3) == [7, 9]  # guarded: stopped at the 4th 9, cut to one
+    assert len(calls) == 5
+
+
+def test_the_ctranslate2_outputs_are_trimmed(tiny_whisper):
+    """The CTranslate2 path: ids cut after the first copy, the text trimmed, for a clip's length."""
+    from tokenizers import Tokenizer
+
+    from lora.families.whisper.reference import Ct2Whisper
+
+    runner = object.__new__(Ct2Whisper)  # no ctranslate2 model needed to check the guard on its outputs
+    runner.tokenizer = Tokenizer.from_file(str(tiny_whisper / "tokenizer.json"))
+    zero = runner.tokenizer.encode(" zero", add_special_tokens=False).ids
+    loop = zero * 8
+    out = runner._guarded(loop, 0.5)
+    assert list(out.ids) == zero and out.text == "zero"
+    long = runner._guarded(zero * 3, 0.5)  # three copies are always allowed
+    assert list(long.ids) == zero * 3 and long.text == "zero zero zero"

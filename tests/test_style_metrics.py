@@ -93,3 +93,31 @@ def test_mismatched_inputs_are_refused(fn):
         fn(["a", "b"], ["a"])
     with pytest.raises(TypeError, match="lists of strings"):
         fn("a b", "a b")
+
+
+def test_forgetting_verdict_thresholds():
+    from lora.style_metrics import (
+        MAX_NORMALISED_WER_RISE,
+        MAX_ORTHOGRAPHIC_WER_RISE,
+        MIN_CAPITALISATION_F1,
+        MIN_PUNCTUATION_F1,
+        forgetting_verdict,
+    )
+
+    ok = forgetting_verdict(0.05, 0.05 + MAX_NORMALISED_WER_RISE, 0.10, 0.10 + MAX_ORTHOGRAPHIC_WER_RISE,
+                            MIN_PUNCTUATION_F1, MIN_CAPITALISATION_F1)
+    assert ok == ("pass", [])
+    verdict, reasons = forgetting_verdict(0.05, 0.07, 0.10, 0.10, 0.95, 0.99)
+    assert verdict == "fail" and reasons == ["normalised WER rise +2.0 pt > 1 pt"]
+    verdict, reasons = forgetting_verdict(0.05, 0.05, 0.10, 0.13, 0.80, 0.90)
+    assert verdict == "fail" and len(reasons) == 3 and reasons[1] == "punctuation F1 0.800 < 0.9"
+    verdict, reasons = forgetting_verdict(0.05, 0.05, 0.10, 0.10, None, 1.0)
+    assert verdict == "pass" and reasons == ["punctuation F1 not measured"]
+
+
+def test_length_ratios_count_loops():
+    from lora.style_metrics import length_ratios
+
+    ratio, over = length_ratios(["ZERO", "ONE", "TWO"], ["zero", "one, one.", "two two two two"])
+    assert ratio == 4.0 and over == 1  # "one, one." is exactly 2x: not over
+    assert length_ratios([], []) == (None, 0)

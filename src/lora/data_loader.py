@@ -128,6 +128,7 @@ class ClipTable:
     seconds: np.ndarray  # float32, from the header (preflight); 0 when unknown
     sampling_rates: np.ndarray  # int32, of inline audio
     inline: dict[int, object] = field(default_factory=dict)
+    targets: StringColumn | None = None  # styled training targets ("" where none: the text is used)
 
     @classmethod
     def from_records(cls, rows: list[Utterance]) -> ClipTable:
@@ -141,15 +142,17 @@ class ClipTable:
         return cls(StringColumn([u.id for u in rows]), RepeatedStrings([u.text for u in rows]),
                    OriginColumn([u.origin for u in rows]), RepeatedStrings(paths),
                    np.array([record_seconds(u) for u in rows], dtype=np.float32),
-                   np.array([u.sampling_rate for u in rows], dtype=np.int32), inline)
+                   np.array([u.sampling_rate for u in rows], dtype=np.int32), inline,
+                   StringColumn([u.extra.get("target", "") for u in rows]))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def record(self, i: int) -> Utterance:
         path = self.audio_paths[i]
+        target = self.targets[i] if self.targets is not None else ""
         return Utterance(self.ids[i], "", self.texts[i], path if path else self.inline[i],
-                         int(self.sampling_rates[i]), self.origins[i])
+                         int(self.sampling_rates[i]), self.origins[i], extra={"target": target} if target else {})
 
     @property
     def hours(self) -> float:
@@ -280,7 +283,7 @@ class ClipDataset:
             return LoadedRow(i, problem=(f"hygiene: {bad[0].check}", f"{bad[0].detail}; {bad[0].advice}"))
         raw = self.family.raw_input(self.processor, samples) if self.raw else None
         inputs = raw if raw is not None else self.family.featurize(self.processor, samples)
-        labels = self.family.label_ids(self.processor.tokenizer, u.text, self.policy)
+        labels = self.family.label_ids(self.processor.tokenizer, u.extra.get("target") or u.text, self.policy)
         return LoadedRow(i, inputs, labels, len(samples) / SAMPLE_RATE)
 
 

@@ -2,6 +2,9 @@
 
 Batches are grouped by length so padding stays small, and `max_new_tokens` comes from the longest
 clip of each batch (the family's tokens-per-second cap): Moonshine otherwise runs away on silence.
+Inside that cap the loop guard (`lora.loop_guard`) ends a row whose tokens repeat more often than its
+own audio length allows (EOS forced, `LoopGuardLogitsProcessor`), and `trim_loops` keeps one copy of a
+looping word n-gram in the decoded text.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import logging
 
 from lora.data_loader import Example, collate, length_grouped_batches
 from lora.evaluation import score
+from lora.loop_guard import LoopGuardLogitsProcessor, trim_loops
 
 log = logging.getLogger("lora")
 
@@ -24,18 +28,21 @@ def _bar(total: int, desc: str):
 def transcribe_examples(model, processor, family, examples: list[Example], batch_size: int = 8) -> list[str]:
     """Greedy hypotheses for `examples`, returned in the order given."""
     import torch
+    from transformers import LogitsProcessorList  # deferred: heavy
 
     device = next(model.parameters()).device
+    eos = processor.tokenizer.eos_token_id
     hyps: list[str] = [""] * len(examples)
     with torch.inference_mode(), _bar(len(examples), "transcribe") as bar:
         for idx in length_grouped_batches(examples, batch_size):
             batch = [examples[i] for i in idx]
             inputs = {k: v.to(device) for k, v in family.pad_inputs([e.inputs for e in batch]).items()}
             kwargs = family.generate_kwargs(max(e.seconds for e in batch))
-            out = model.generate(**inputs, **kwargs)
+            guard = LoopGuardLogitsProcessor([examples[i].seconds for i in idx], eos)
+            out = model.generate(**inputs, **kwargs, logits_processor=LogitsProcessorList([guard]))
             texts = processor.tokenizer.batch_decode(out, skip_special_tokens=True)
             for i, text in zip(idx, texts):
-                hyps[i] = text.strip()
+                hyps[i] = trim_loops(text.strip(), examples[i].seconds)
             bar.update(len(idx))
     return hyps
 

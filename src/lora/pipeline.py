@@ -5,6 +5,7 @@
                  (before the model: a large corpus's records come and go before the weights arrive)
     load_model   resolve --model-id, load the base model, processor and family
     train_batches  the training rows as a streaming batch source (workers decode as it trains)
+    style_targets  "styled" policy: base-model casing/punctuation carried onto unstyled training references
     eval_sets    eval / WER / canary examples (small: prepared in memory)
     measure      eval loss + WER (+ canary) of the model as it is
     attach       LoRA on the target modules
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.hub import hub_reachable
 from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic
 from lora.core.paths import default_speech_dir
@@ -39,11 +41,13 @@ from lora.data.resolve import DataChoice, TrainEvalData, resolve_data
 from lora.data.selection import check_leakage, mix_replay
 from lora.data.sources import canary_utterances, read_manifest_rows
 from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_workers, prepare_dataset, record_seconds
-from lora.decoding import assess
+from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_model_id, save_adapter, save_processor
 from lora.report.content import write_report
-from lora.results import CanaryResult, RealMetrics, ScaleFacts, WerChange, to_dict
+from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
+from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
+from lora.styled_targets import TranscriptCache, attach_original_text, own_text, style_rows, style_scores
 from lora.tracking import Tracker
 from lora.training import BatchSource, TrainResult, streaming_source, train_lora
 from lora.training_config import TrainConfig, split_csv
@@ -171,6 +175,8 @@ def select_data(cfg: TrainConfig, use_hub: bool = True, dataset=None) -> Selecte
     else:
         seen = data.train + data.replay + data.eval
         canary = canary_utterances(Path(cfg.data_dir) if cfg.data_dir else default_speech_dir(), seen, cfg.canary_samples, cfg.seed)
+    root = Path(cfg.data_dir) if cfg.data_dir else default_speech_dir()
+    attach_original_text(data.train + data.replay + data.eval + canary, root)  # LJSpeech/JFK case + punctuation
     joined = with_joined_clips(data.train, cfg.join_clips, cfg.seed)
     train_rows = mix_replay(joined, data.replay, cfg.replay_share)
     trained = data.train + data.replay
@@ -185,6 +191,31 @@ def loader_options(cfg: TrainConfig, device_type: str) -> LoaderOptions:
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     cuda = device_type == "cuda"
     return LoaderOptions(cfg.clips_per_batch, cfg.max_batch_seconds, cfg.seed, workers, pin_memory=cuda, features_on_device=cuda)
+
+
+STYLE_CHUNK = 256  # clips featurised at once for the base transcripts (Whisper's log-mels are ~1 MB each)
+
+
+def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> TargetStyle:
+    """Under the "styled" policy (`--target-policy styled`), give each training row whose reference lacks style the base
+    model's casing and punctuation (`lora.styled_targets`; transcripts cached per model under $LORA_HOME).
+    Runs on the base model, before LoRA is attached; replay and joined rows included."""
+    policy = cfg.target_policy or lm.family.target_policy
+    if policy != "styled":
+        return TargetStyle(policy=policy)
+
+    def transcribe(rows: list[Utterance]) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(rows), STYLE_CHUNK):
+            examples = prepare_dataset(rows[i:i + STYLE_CHUNK], lm.processor, lm.family, "raw")
+            out += transcribe_examples(lm.model, lm.processor, lm.family, examples, cfg.eval_batch_size)
+        return out
+
+    r = lm.resolved
+    style = style_rows(selected.train_rows, transcribe, TranscriptCache(f"{r.model_id_used}@{r.path}"))
+    log.info("styled targets: %d of %d rows given the base model's style (word coverage %s), %d with their own",
+             style.styled_rows, style.rows, "n/a" if style.coverage is None else f"{style.coverage:.1%}", style.own_style_rows)
+    return style
 
 
 def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, options: LoaderOptions) -> tuple[BatchSource, ClipTable]:
@@ -352,15 +383,34 @@ def run_info(lm: LoadedModel, selected: SelectedData, cfg: TrainConfig, targets:
 def canary_result(canary: list[Utterance], before: dict, after: dict, manifest: str | None) -> CanaryResult:
     if not canary:
         return CanaryResult(source=manifest or "none found", utterances=0)
-    return CanaryResult(
+    refs = [own_text(u) for u in canary]  # the canary's order is the samples' order
+    style = style_scores(refs, [s["hypothesis"] for s in before["samples"]], [s["hypothesis"] for s in after["samples"]])
+    verdict, reasons = forgetting_verdict(before["wer"], after["wer"], style["orthographic_wer_before"],
+                                          style["orthographic_wer_after"], style["punctuation_f1"], style["capitalisation_f1"])
+    return CanaryResult(**style, verdict=verdict, verdict_reasons=reasons,
         source=manifest or "local LibriSpeech/LJSpeech subsets, unseen speakers", utterances=len(canary),
         ids=[u.id for u in canary], wer_before=before["wer"], wer_after=after["wer"], cer_before=before["cer"],
         cer_after=after["cer"], eval_loss_before=before["eval_loss"], eval_loss_after=after["eval_loss"],
         wer_delta_ci95=WerChange(**paired_bootstrap(before["samples"], after["samples"])), samples=compare(before, after))
 
 
+def held_out_facts(sets: EvalSets, before: Measurement, after: Measurement, seed: int) -> dict:
+    """Speaker-clustered CI of the held-out WER change, insertions before normalisation, output lengths."""
+    b, a = before.eval["samples"], after.eval["samples"]
+    refs = [s["reference"] for s in b]
+    clustered = None
+    if b:
+        c = clustered_paired_bootstrap(b, a, [e.speaker for e in sets.wer], seed=seed)
+        clustered = WerChange(c["delta"], c["ci95"], c["verdict"], c["resamples"], c["seed"], "speaker-clustered")
+    ratio, over = length_ratios(refs, [s["hypothesis"] for s in a])
+    return {"wer_delta_clustered_ci95": clustered, "raw_insertions_before": raw_insertions(refs, [s["hypothesis"] for s in b]),
+            "raw_insertions_after": raw_insertions(refs, [s["hypothesis"] for s in a]), "max_hyp_ref_word_ratio": ratio,
+            "outputs_over_2x_ref": over}
+
+
 def metrics(info: dict, lm: LoadedModel, selected: SelectedData, sets: EvalSets, cfg: TrainConfig, session: Session,
-            before: Measurement, after: Measurement, result: TrainResult, scale: ScaleFacts) -> RealMetrics:
+            before: Measurement, after: Measurement, result: TrainResult, scale: ScaleFacts,
+            target_style: TargetStyle | None = None) -> RealMetrics:
     import torch  # deferred: heavy
 
     losses = [r["loss"] for r in result.history]
@@ -386,6 +436,7 @@ def metrics(info: dict, lm: LoadedModel, selected: SelectedData, sets: EvalSets,
         best_metric=cfg.metric_for_best_model if result.eval_history else None,
         baseline_wer_ci95=bootstrap_wer_ci(before.eval["samples"], seed=cfg.seed),
         tuned_wer_ci95=bootstrap_wer_ci(after.eval["samples"], seed=cfg.seed),
+        target_style=target_style, **held_out_facts(sets, before, after, cfg.seed),
     )
 
 

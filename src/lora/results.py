@@ -52,6 +52,34 @@ class CanaryResult:
     eval_loss_after: float | None = None
     wer_delta_ci95: WerChange | None = None
     samples: list[dict] = field(default_factory=list)
+    # Style (lora.style_metrics): orthographic WER against the styled references (a reference without
+    # style gets the base model's casing/punctuation, `lora.styled_targets`), punctuation and
+    # capitalisation F1 of the tuned output against the base output, insertions before normalisation.
+    orthographic_wer_before: float | None = None
+    orthographic_wer_after: float | None = None
+    punctuation_f1: float | None = None
+    capitalisation_f1: float | None = None
+    raw_insertions_before: int | None = None
+    raw_insertions_after: int | None = None
+    verdict: str = ""  # "pass" / "fail" (the forgetting verdict, lora.style_metrics.forgetting_verdict)
+    verdict_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TargetStyle:
+    """How the training targets were written (`--target-policy`; "styled": `lora.styled_targets`)."""
+
+    policy: str
+    rows: int = 0  # distinct single (not joined) training rows
+    own_style_rows: int = 0  # references with their own casing/punctuation, kept as they are
+    styled_rows: int = 0  # references given the base model's style
+    joined_rows: int = 0  # joined clips (targets = their parts' targets)
+    reference_words: int = 0  # words of the styled rows
+    words_with_base_style: int = 0  # of those, matched to a base-model word (its style carried over)
+    coverage: float | None = None  # words_with_base_style / reference_words
+    transcribed: int = 0  # base-model transcripts computed in this run
+    cache_hits: int = 0  # base-model transcripts read from the cache
+    cache_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +154,12 @@ class RealMetrics:
     best_metric: str | None = None  # what chose best_step (wer or eval_loss); None without --eval-steps
     baseline_wer_ci95: list[float] | None = None  # bootstrap 95% interval of the baseline WER (utterances resampled)
     tuned_wer_ci95: list[float] | None = None
+    wer_delta_clustered_ci95: WerChange | None = None  # speaker-clustered bootstrap (lora.clustered_bootstrap)
+    target_style: TargetStyle | None = None
+    raw_insertions_before: int | None = None  # held-out insertions before normalisation (loops show here)
+    raw_insertions_after: int | None = None
+    max_hyp_ref_word_ratio: float | None = None  # tuned: the longest hypothesis / its reference, in words
+    outputs_over_2x_ref: int | None = None  # tuned hypotheses more than twice their reference's words
 
 
 @dataclass(frozen=True)
@@ -158,6 +192,14 @@ class EvalResult:
     # [{start_s, end_s, text}]; long_form_wer pools their word errors (None without such clips)
     long_form: list[dict] = field(default_factory=list)
     long_form_wer: float | None = None
+    orthographic_wer: float | None = None  # case + punctuation kept, against the references as written
+    raw_insertions: int | None = None  # insertions before the scoring normaliser
+    max_hyp_ref_word_ratio: float | None = None
+    outputs_over_2x_ref: int | None = None
+    # against the base model's own output (`--compare-base`): does the adapter keep its style?
+    base_model_wer: float | None = None
+    punctuation_f1_vs_base: float | None = None
+    capitalisation_f1_vs_base: float | None = None
 
 
 @dataclass(frozen=True)
@@ -228,7 +270,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     if unknown:
         raise UserError(f"{cls.__name__}: unknown key(s) {unknown}; the file was written by another version of lora")
     values = dict(data)
-    for name, nested in (("wer_delta_ci95", WerChange), ("canary", CanaryResult), ("scale", ScaleFacts)):
+    for name, nested in (("wer_delta_ci95", WerChange), ("canary", CanaryResult), ("scale", ScaleFacts),
+                         ("wer_delta_clustered_ci95", WerChange), ("target_style", TargetStyle)):
         if isinstance(values.get(name), dict) and name in hints:
             values[name] = from_dict(nested, values[name])
     return cls(**values)

@@ -187,3 +187,44 @@ def raw_insertions(refs: Sequence[str], hyps: Sequence[str]) -> int:
     """Total inserted words before scoring normalisation (loops the normaliser would fold into "000")."""
     _check_pairs(refs, hyps, "refs/hyps")
     return sum(_word_errors(strip_for_insertions(r), strip_for_insertions(h))[2] for r, h in zip(refs, hyps))
+
+
+# The forgetting verdict on the canary: every one must hold for "pass".
+MAX_NORMALISED_WER_RISE = 0.01  # 1 point of normalised WER
+MAX_ORTHOGRAPHIC_WER_RISE = 0.01  # 1 point of orthographic WER
+MIN_PUNCTUATION_F1 = 0.90  # tuned vs base output
+MIN_CAPITALISATION_F1 = 0.95  # tuned vs base output
+# Held-out outputs longer than this many times their reference (in words) are counted (loops).
+LONG_OUTPUT_RATIO = 2.0
+
+
+def forgetting_verdict(wer_before: float | None, wer_after: float | None, ortho_before: float | None,
+                       ortho_after: float | None, punct_f1: float | None, caps_f1: float | None) -> tuple[str, list[str]]:
+    """("pass" | "fail", the failed checks). A figure that could not be measured (None) fails nothing
+    but is named, so a verdict never rests silently on a missing number."""
+    reasons, missing = [], []
+    checks = (
+        ("normalised WER rise", None if wer_before is None or wer_after is None else wer_after - wer_before,
+         lambda x: x > MAX_NORMALISED_WER_RISE + 1e-12, f"> {100 * MAX_NORMALISED_WER_RISE:g} pt"),
+        ("orthographic WER rise", None if ortho_before is None or ortho_after is None else ortho_after - ortho_before,
+         lambda x: x > MAX_ORTHOGRAPHIC_WER_RISE + 1e-12, f"> {100 * MAX_ORTHOGRAPHIC_WER_RISE:g} pt"),
+        ("punctuation F1", punct_f1, lambda x: x < MIN_PUNCTUATION_F1, f"< {MIN_PUNCTUATION_F1:g}"),
+        ("capitalisation F1", caps_f1, lambda x: x < MIN_CAPITALISATION_F1, f"< {MIN_CAPITALISATION_F1:g}"),
+    )
+    for name, value, failed, limit in checks:
+        if value is None:
+            missing.append(f"{name} not measured")
+        elif failed(value):
+            shown = f"{100 * value:+.1f} pt" if "rise" in name else f"{value:.3f}"
+            reasons.append(f"{name} {shown} {limit}")
+    return ("fail" if reasons else "pass"), reasons + missing
+
+
+def length_ratios(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float | None, int]:
+    """(largest hypothesis/reference word ratio, hypotheses over LONG_OUTPUT_RATIO x their reference), on
+    text stripped as for `raw_insertions`; a reference of no words counts as one word."""
+    _check_pairs(refs, hyps, "refs/hyps")
+    ratios = [len(strip_for_insertions(h).split()) / max(1, len(strip_for_insertions(r).split())) for r, h in zip(refs, hyps)]
+    if not ratios:
+        return None, 0
+    return max(ratios), sum(1 for x in ratios if x > LONG_OUTPUT_RATIO)

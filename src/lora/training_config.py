@@ -78,7 +78,8 @@ class TrainConfig:
     lora_alpha: int = opt(16, "LoRA alpha (scale = alpha / r)")
     lora_dropout: float = opt(0.05, "dropout on the LoRA branch")
     target_modules: str | None = opt(None, "comma-separated module names to adapt (default: the family's attention projections)")
-    target_policy: str | None = opt(None, "training-target text style: raw, lower, sentence, normalized (default: the family's)")
+    target_policy: str | None = opt(None, "training-target text style: styled (the base model's casing and punctuation carried "
+                                    "onto unstyled references), raw, lower, sentence, normalized (default: the family's, styled)")
     seed: int = opt(42, "seed for data selection, splits, LoRA init and shuffling")
     output_dir: str = opt("outputs/real_small", "run folder: real_metrics.json, lora_adapter/, processor/")
     checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")

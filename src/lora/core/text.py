@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-TARGET_POLICIES = ("raw", "lower", "sentence", "normalized")
+TARGET_POLICIES = ("styled", "raw", "lower", "sentence", "normalized")
+# A reference "has style" when it carries punctuation other than apostrophes/hyphens, or mixes cases.
+_STYLE_PUNCT = re.compile(r"[^\w\s'\-]")
 
 
 @lru_cache(maxsize=1)
@@ -40,8 +42,15 @@ def target_text(text: str, policy: str) -> str:
     - lower: lower case
     - sentence: first letter upper, rest lower, standalone "i" upper (how the models were trained)
     - normalized: the scoring normaliser's output
+    - styled: a reference with style (`has_style`: LJSpeech, JFK) as given. One without (LibriSpeech
+      UPPERCASE, FSDD "zero") gets the base model's casing and punctuation carried onto it by the
+      pipeline (`lora.styled_targets`, stored as `Utterance.extra["target"]`, which the families use
+      when present); only where no such target was computed (eval-loss sets) is it written as
+      `sentence` here. The run records how many training words got the base model's style.
     """
     text = _SPACES.sub(" ", (text or "").strip())
+    if policy == "styled":
+        return text if has_style(text) else target_text(text, "sentence")
     if policy == "raw":
         return text
     if policy == "lower":
@@ -52,3 +61,10 @@ def target_text(text: str, policy: str) -> str:
     if policy == "normalized":
         return normalize_for_scoring(text)
     raise ValueError(f"unknown target policy {policy!r}; choose one of {TARGET_POLICIES}")
+
+
+def has_style(text: str) -> bool:
+    """Does a transcript carry its own orthography: punctuation (beyond ' and -) or both cases?"""
+    letters = [c for c in text or "" if c.isalpha()]
+    mixed = any(c.isupper() for c in letters) and any(c.islower() for c in letters)
+    return mixed or bool(_STYLE_PUNCT.search(text or ""))

@@ -41,7 +41,7 @@ def prepare_dataset(utterances: list[Utterance], processor, family, policy: str 
                 speaker=u.speaker,
                 text=u.text,
                 inputs=family.featurize(processor, samples),
-                labels=family.label_ids(processor.tokenizer, u.text, policy),
+                labels=family.label_ids(processor.tokenizer, u.extra.get("target") or u.text, policy),
                 seconds=len(samples) / SAMPLE_RATE,
             )
         )

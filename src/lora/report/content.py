@@ -149,6 +149,8 @@ def results(m: dict) -> list[tuple]:
         pairs.append(("Canary WER (forgetting)", *cw, pct, pts))
     if canary.get("cer_before") is not None:
         pairs.append(("Canary CER", canary["cer_before"], canary.get("cer_after"), pct, pts))
+    if canary.get("orthographic_wer_before") is not None:
+        pairs.append(("Canary orthographic WER", canary["orthographic_wer_before"], canary.get("orthographic_wer_after"), pct, pts))
     table = [[name, show(b), show(a), _diff(b, a, sign)] for name, b, a, show, sign in pairs]
     table.append(["Train loss (mean of logged)", "", fixed(m.get("train_loss")), ""])
     headers = ["metric", "baseline", "tuned", "change (loss / WER pts)"]
@@ -164,7 +166,17 @@ def significance(m: dict) -> list[tuple]:
         text = (f"Paired bootstrap over {n} eval utterances ({test.get('resamples', NA)} resamples, seed "
                 f"{test.get('seed', NA)}): WER change {pts(test.get('delta'))} pts, 95% CI {interval(test['ci95'])}. "
                 f"Verdict: {test.get('verdict', NA)}. 'improved'/'worse' only when the interval excludes 0.")
-    return [("h", 2, "Is the change real?"), ("p", text)]
+    blocks = [("h", 2, "Is the change real?"), ("p", text)]
+    clustered = m.get("wer_delta_clustered_ci95") or {}
+    if clustered.get("ci95"):
+        blocks.append(("p", f"Speaker-clustered paired bootstrap ({len(m.get('eval_speakers') or [])} speakers, speakers then "
+                            f"their utterances resampled): WER change {pts(clustered.get('delta'))} pts, 95% CI "
+                            f"{interval(clustered['ci95'])}. Verdict: {clustered.get('verdict', NA)}."))
+    if m.get("max_hyp_ref_word_ratio") is not None:
+        blocks.append(("p", f"Output length (tuned): {m.get('outputs_over_2x_ref', NA)} output(s) longer than twice their "
+                            f"reference in words, longest {fixed(m.get('max_hyp_ref_word_ratio'), 1)}x; insertions before "
+                            f"normalisation {m.get('raw_insertions_before', NA)} \u2192 {m.get('raw_insertions_after', NA)}."))
+    return blocks
 
 
 def forgetting(m: dict) -> list[tuple]:
@@ -178,7 +190,16 @@ def forgetting(m: dict) -> list[tuple]:
     text, verdict = change_sentence("Canary WER", before, after, canary.get("wer_delta_ci95"))
     source = f"{canary.get('utterances', NA)} utterances from {canary.get('source', NA)}"
     cer = f"CER {pct(canary.get('cer_before'))} \u2192 {pct(canary.get('cer_after'))}"
-    return blocks + [("verdict", text, verdict), ("p", f"Canary: {source}; {cer}.")]
+    blocks += [("verdict", text, verdict), ("p", f"Canary: {source}; {cer}.")]
+    if canary.get("verdict"):
+        reasons = "; ".join(canary.get("verdict_reasons") or []) or "every check held"
+        style = (f"Style against the base model's own output: orthographic WER {pct(canary.get('orthographic_wer_before'))} "
+                 f"\u2192 {pct(canary.get('orthographic_wer_after'))} (references in the base model's casing and punctuation "
+                 f"where they have none), punctuation F1 {fixed(canary.get('punctuation_f1'))}, capitalisation F1 "
+                 f"{fixed(canary.get('capitalisation_f1'))}, insertions before normalisation "
+                 f"{canary.get('raw_insertions_before', NA)} \u2192 {canary.get('raw_insertions_after', NA)}.")
+        blocks += [("verdict", f"Forgetting verdict: {canary['verdict']} ({reasons})", canary["verdict"]), ("p", style)]
+    return blocks
 
 
 def _regressed(m: dict) -> list[dict]:
@@ -234,6 +255,7 @@ def data_and_timing(m: dict) -> list[tuple]:
             ("Eval utterances / speakers", f"{len(m.get('eval_ids') or [])} / {len(m.get('eval_speakers') or [])}"),
             ("Train / eval audio", f"{seconds(m.get('train_audio_seconds'))} / {seconds(m.get('eval_audio_seconds'))}"),
             ("Family / target policy", f"{m.get('family', NA)} / {m.get('target_policy', NA)}"),
+            ("Styled targets", _target_style(m.get("target_style"))),
             ("LoRA target modules", m.get("target_modules"))]
     timing = [("Device", f"{m.get('device', NA)} x {m.get('world_size', 1)}"),
               ("Training wall time", seconds(m.get("train_wall_seconds"))),
@@ -248,6 +270,14 @@ def data_and_timing(m: dict) -> list[tuple]:
     return [("h", 2, "Data"), kv_table(data), ("h", 2, "Config"), kv_table(list((m.get("config") or {}).items())),
             ("h", 2, "Timing and resources"), kv_table(timing),
             ("h", 2, "Versions"), kv_table(list((m.get("versions") or {}).items()))]
+
+
+def _target_style(t: dict | None) -> str:
+    if not t or t.get("policy") != "styled":
+        return NA
+    return (f"{t.get('styled_rows')} of {t.get('rows')} references given the base model's style (word coverage "
+            f"{pct(t.get('coverage'))}), {t.get('own_style_rows')} with their own; {t.get('transcribed')} transcribed, "
+            f"{t.get('cache_hits')} from the cache")
 
 
 def build_document(metrics: dict) -> list[tuple]:

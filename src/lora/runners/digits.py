@@ -1,31 +1,41 @@
 """Recipe: adapt to a new domain (isolated spoken digits, narrow-band) on held-out speakers.
 
-Trains on FSDD speakers 9201-9204 and evaluates on 9205-9206 (speaker-disjoint) for Moonshine base
-and Whisper tiny.en; the LibriSpeech + LJSpeech utterances of the speech folder are the canary for
-forgetting. Hyper-parameters per family come from `recipes/digits_sweep.py` (run on the training
+Trains on FSDD speakers 9201-9204 (all their takes) and evaluates on ALL recordings of 9205-9206
+(speaker-disjoint) for Moonshine base and Whisper tiny.en, from the speech folder's fsdd/ and the
+extra folder's (`--extra-speech-dir`, ../shared/speech-extra: takes 5-39), combined into one manifest
+in the output root; the LibriSpeech + LJSpeech utterances of the speech folder are the canary for
+forgetting (normalised + orthographic WER, punctuation/capitalisation F1 against the base model's
+output: the forgetting verdict of `lora.style_metrics`). The held-out WER change is shown with the
+utterance bootstrap and the speaker-clustered one (2 speakers: "too few speakers to generalise").
+Hyper-parameters per family come from `recipes/digits_sweep.py` (run on the training
 speakers only; table in plan.md). Digits are a closed vocabulary, so identical transcripts in
 train and eval are expected and allowed; speakers never are.
 
-    uv run lora-digits [--families moonshine,whisper] [--speech-dir ../shared/speech]
+    uv run lora-digits [--families moonshine,whisper] [--speech-dir ../shared/speech] [--extra-speech-dir ../shared/speech-extra]
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
-from lora.core.outputs import write_json_atomic
+from lora.core.errors import UserError
+from lora.core.outputs import write_json_atomic, write_text_atomic
+from lora.data.records import list_subsets, read_librispeech_dir
 from lora.families.whisper import FAMILY as WHISPER
-from lora.results import RealMetrics, to_dict
+from lora.results import RealMetrics, read_result, to_dict
 from lora.runners.real_small import run_locked
 from lora.training_config import TrainConfig
 
 TRAIN_SPEAKERS = "9201,9202,9203,9204"
 EVAL_SPEAKERS = "9205,9206"
+DIGITS_SUBSET = "fsdd"
 RECIPE = TrainConfig(
     train_speakers=TRAIN_SPEAKERS, eval_speakers=EVAL_SPEAKERS, allow_shared_text=True,
-    dataset_samples=200, eval_samples=100, batch_size=8, gradient_accumulation_steps=1, eval_batch_size=32,
+    # every training take (dataset_samples=0); every held-out one (eval_samples: set from the manifest)
+    dataset_samples=0, batch_size=8, gradient_accumulation_steps=1, eval_batch_size=32,
     checkpoint_every=0, quiet=True,
     # Without replay the canary showed forgetting (Moonshine: 6.2% -> 14.4%, short one-word outputs);
     # dev-clean + JFK general speech is mixed in, and the canary (test-clean + LJSpeech) stays unseen.
@@ -47,18 +57,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora digits", description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default="moonshine,whisper", help="comma-separated families to run")
     parser.add_argument("--speech-dir", default="../shared/speech", help="folder holding fsdd/ and LibriSpeech subsets")
+    parser.add_argument("--extra-speech-dir", default="../shared/speech-extra",
+                        help="more FSDD takes in the same layout (fsdd/), combined with the speech folder's; '' for none")
     parser.add_argument("--output-root", default="outputs", help="runs go to <root>/digits_<family>")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="train nothing: build the table and --results from the finished runs' real_metrics.json "
+                             "under --output-root (families run separately, e.g. in parallel)")
     parser.add_argument("--results", default="recipes/results/digits.json",
                         help="compact result file (the figures of the table, committed beside the recipe)")
     return parser
 
 
+def digits_manifest(folders: list[Path], out: Path) -> tuple[Path, dict[str, int], int]:
+    """One JSONL manifest (absolute paths) of the fsdd/ recordings of every folder; rows per folder, held-out rows."""
+    import json
+
+    lines, counts, seen, held = [], {}, set(), 0
+    eval_speakers = set(EVAL_SPEAKERS.split(","))
+    for folder in folders:
+        if DIGITS_SUBSET not in list_subsets(folder):
+            raise UserError(f"{folder}: no {DIGITS_SUBSET}/ subset; pass a speech folder holding FSDD recordings")
+        rows = read_librispeech_dir(folder, [DIGITS_SUBSET])
+        for u in rows:
+            if u.id in seen:
+                raise UserError(f"{folder}: recording {u.id} is in two speech folders; each take must be in one")
+            seen.add(u.id)
+            held += u.speaker in eval_speakers
+            lines.append(json.dumps({"id": u.id, "path": str(Path(u.audio).resolve()), "text": u.text, "speaker": u.speaker}))
+        counts[str(folder)] = len(rows)
+    path = out / "digits_manifest.jsonl"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path, counts, held
+
+
 def compact(m: RealMetrics) -> dict:
     """The figures the digits table shows, for the committed result file."""
+    c = m.canary
     return {"model": m.model_id_used, "eval_utterances": m.wer_utterances, "eval_speakers": m.eval_speakers,
-            "baseline_wer": m.baseline_wer, "tuned_wer": m.tuned_wer, "wer_delta_ci95": to_dict(m.wer_delta_ci95),
-            "canary_utterances": m.canary.utterances, "canary_wer_before": m.canary.wer_before,
-            "canary_wer_after": m.canary.wer_after, "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds,
+            "train_utterances": len(m.train_ids), "baseline_wer": m.baseline_wer, "tuned_wer": m.tuned_wer,
+            "wer_delta_ci95": to_dict(m.wer_delta_ci95),
+            "wer_delta_clustered_ci95": to_dict(m.wer_delta_clustered_ci95) if m.wer_delta_clustered_ci95 else None,
+            "max_hyp_ref_word_ratio": m.max_hyp_ref_word_ratio, "outputs_over_2x_ref": m.outputs_over_2x_ref,
+            "raw_insertions_before": m.raw_insertions_before, "raw_insertions_after": m.raw_insertions_after,
+            "canary_utterances": c.utterances, "canary_wer_before": c.wer_before, "canary_wer_after": c.wer_after,
+            "canary_orthographic_wer_before": c.orthographic_wer_before, "canary_orthographic_wer_after": c.orthographic_wer_after,
+            "canary_punctuation_f1": c.punctuation_f1, "canary_capitalisation_f1": c.capitalisation_f1,
+            "canary_verdict": c.verdict, "canary_verdict_reasons": c.verdict_reasons,
+            "target_policy": m.target_policy, "target_style": to_dict(m.target_style) if m.target_style else None,
+            "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds,
             "config": {k: m.config[k] for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips")}}
 
 
@@ -66,13 +112,26 @@ def table(results: dict[str, RealMetrics]) -> str:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
-    lines = ["| family | held-out WER before -> after | change, 95% CI | verdict | canary WER before -> after | train s | total s |",
-             "|---|---|---|---|---|---|---|"]
+    def interval(ci):
+        if ci is None or ci.delta is None:
+            return "n/a"
+        return f"{100 * ci.delta:+.1f} pts [{100 * ci.ci95[0]:+.1f}, {100 * ci.ci95[1]:+.1f}] {ci.verdict}"
+
+    def f1(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = ["| family | held-out WER before -> after | change, utterance 95% CI | change, speaker-clustered 95% CI | "
+             "outputs > 2x ref (max ratio) | canary WER before -> after | canary orthographic WER | punct F1 | caps F1 | "
+             "canary verdict | train s | total s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
-        ci = m.wer_delta_ci95
-        interval = f"{100 * ci.delta:+.1f} pts [{100 * ci.ci95[0]:+.1f}, {100 * ci.ci95[1]:+.1f}]"
-        lines.append(f"| {name} | {pct(m.baseline_wer)} -> {pct(m.tuned_wer)} | {interval} | {ci.verdict} | "
-                     f"{pct(m.canary.wer_before)} -> {pct(m.canary.wer_after)} | {m.train_wall_seconds:.0f} | {m.wall_seconds:.0f} |")
+        c = m.canary
+        ratio = "n/a" if m.max_hyp_ref_word_ratio is None else f"{m.max_hyp_ref_word_ratio:.1f}"
+        lines.append(f"| {name} | {pct(m.baseline_wer)} -> {pct(m.tuned_wer)} | {interval(m.wer_delta_ci95)} | "
+                     f"{interval(m.wer_delta_clustered_ci95)} | {m.outputs_over_2x_ref} ({ratio}) | "
+                     f"{pct(c.wer_before)} -> {pct(c.wer_after)} | {pct(c.orthographic_wer_before)} -> {pct(c.orthographic_wer_after)} | "
+                     f"{f1(c.punctuation_f1)} | {f1(c.capitalisation_f1)} | {c.verdict} {'; '.join(c.verdict_reasons)} | "
+                     f"{m.train_wall_seconds:.0f} | {m.wall_seconds:.0f} |")
     return "\n".join(lines)
 
 
@@ -80,13 +139,29 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(quiet=True)
 
+    folders = [Path(args.speech_dir)] + ([Path(args.extra_speech_dir)] if args.extra_speech_dir else [])
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(PER_FAMILY))
+    if unknown:
+        raise UserError(f"--families: unknown {unknown}; choose from {', '.join(PER_FAMILY)}")
     results = {}
-    for name in [f.strip() for f in args.families.split(",") if f.strip()]:
-        cfg = replace(RECIPE, data_dir=args.speech_dir, output_dir=f"{args.output_root}/digits_{name}", **PER_FAMILY[name])
+    if args.from_runs:
+        counts = {str(f): len(read_librispeech_dir(f, [DIGITS_SUBSET])) for f in folders}
+        results = {name: read_result(Path(args.output_root) / f"digits_{name}" / "real_metrics.json", RealMetrics) for name in families}
+        families = []
+    else:
+        manifest, counts, held = digits_manifest(folders, Path(args.output_root))
+        print("digits recordings: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    for name in families:
+        cfg = replace(RECIPE, data_dir=args.speech_dir, manifest=str(manifest), eval_samples=held,
+                      output_dir=f"{args.output_root}/digits_{name}", **PER_FAMILY[name])
         results[name] = run_locked(cfg)
     print()
     print(table(results))
-    write_json_atomic(args.results, {"command": "make demo-digits", "results": {k: compact(m) for k, m in results.items()}})
+    command = "lora digits --from-runs (families trained by separate `lora digits --families F` runs)" if args.from_runs \
+        else "make demo-digits"
+    write_json_atomic(args.results, {"command": command, "recordings": counts,
+                                     "results": {k: compact(m) for k, m in results.items()}})
     print(f"wrote {args.results}")
     return 0
 

@@ -44,6 +44,9 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     main = session.accelerator.is_main_process
     selected = pipeline.select_data(cfg)                                      # 1. speaker-disjoint data
     lm = pipeline.load_model(cfg, session)                                    # 2. the model
+    lm.model.to(session.accelerator.device)
+    with session.accelerator.main_process_first():  # the main process fills the base-transcript cache
+        style = pipeline.style_targets(selected, lm, cfg)                     #    styled training targets
     options = pipeline.loader_options(cfg, session.accelerator.device.type)
     source, table = pipeline.train_batches(selected, lm, cfg, options)         #    streamed training rows
     cfg = pipeline.steps_for(cfg, source.batches_per_epoch, session.accelerator.num_processes)
@@ -62,7 +65,7 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     out = Path(cfg.output_dir)
     info = pipeline.run_info(lm, selected, cfg, targets)
     scale = pipeline.scale_facts(selected, table, source, options, result, session, model, cfg)
-    metrics = pipeline.metrics(info, lm, selected, sets, cfg, session, before, after, result, scale)
+    metrics = pipeline.metrics(info, lm, selected, sets, cfg, session, before, after, result, scale, style)
     pipeline.save(model, lm, out, info, metrics)                               # 7. adapter (+ card with the figures) + processor
     pipeline.report(metrics, out)                                              # 8. metrics + report
     _print_summary(metrics, out)

@@ -5,6 +5,10 @@ eval loss, normalised WER/CER with substitutions/deletions/insertions, a bootstr
 the WER, and per-utterance results (worst first). `real_small` uses the same functions. Clips over
 30 s are transcribed by the long-form path (VAD chunks <= 30 s, lora.longform) and scored apart, with
 their segment times (`long_form`, `long_form_wer`: no eval loss, the models take 30 s at most).
+Beside the normalised WER: the orthographic WER (case + punctuation kept, against the references as
+written; a folder's manifest.jsonl supplies LJSpeech's/JFK's own orthography), insertions before
+normalisation and output lengths (decoder loops), and with `--compare-base` (an adapter given) the base
+model's WER and the punctuation / capitalisation F1 of the adapted output against the base output.
 """
 
 from __future__ import annotations
@@ -18,19 +22,22 @@ from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import library_versions
 from lora.core.paths import default_speech_dir
+from lora.core.text import TARGET_POLICIES
 from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import list_subsets, read_librispeech_dir
 from lora.data.selection import select_balanced
 from lora.data_loader import prepare_dataset
-from lora.decoding import assess
+from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, score
 from lora.longform import LongformOptions, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.report.content import write_report
 from lora.results import EvalResult, to_dict, write_result
 from lora.scripts.dataset_args import add_dataset_args, dataset_options
+from lora.style_metrics import capitalisation_f1, length_ratios, orthographic_wer, punctuation_f1, raw_insertions
+from lora.styled_targets import attach_original_text, own_text
 
 log = logging.getLogger("lora")
 LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
@@ -50,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --data-dir: comma-separated folders, 'librispeech' (test-*/dev-*/train-*) or 'all'")
     parser.add_argument("--max-samples", type=int, default=0, help="cap on utterances (0 = all)")
     parser.add_argument("--batch-size", type=int, default=8, help="utterances per decoding batch")
-    parser.add_argument("--target-policy", default=None, help="label text style for the eval loss (default: the family's)")
+    parser.add_argument("--target-policy", default=None, choices=TARGET_POLICIES,
+                        help="label text style for the eval loss (default: the family's)")
+    parser.add_argument("--compare-base", action="store_true",
+                        help="with --adapter-dir: also decode with the base model; report its WER and the punctuation / "
+                             "capitalisation F1 of the adapted output against the base output")
     parser.add_argument("--output", required=True, help="eval.json to write")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
@@ -80,6 +91,7 @@ def load_rows(args):
         if missing or not subsets:
             raise UserError(f"{root}: subset(s) {missing or subsets} not found; available: {', '.join(available)}")
         rows, bad, where = read_librispeech_dir(root, subsets), (), f"{root} [{'+'.join(subsets)}]"
+        attach_original_text(rows, root)
     rows = list(preflight(rows, bad, quarantine_path=str(Path(args.output).with_name("quarantine.jsonl")), require_text=True,
                           quiet=True, source=where, max_seconds=LONG_MAX_SECONDS).good)
     if args.max_samples:
@@ -110,6 +122,8 @@ def score_long(rows, transcribe_batch, batch_size: int) -> tuple[list[dict], flo
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
+    if args.compare_base and not args.adapter_dir:
+        raise UserError("--compare-base needs --adapter-dir (it compares the adapted model with its base)")
     rows, where = load_rows(args)
     started = time.perf_counter()
     if args.adapter_dir:
@@ -125,12 +139,22 @@ def _main(argv: list[str] | None) -> int:
     long_form, long_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size), args.batch_size)
     examples = prepare_dataset(rows, processor, family, args.target_policy)
     result = assess(model, processor, family, examples, examples, args.batch_size)
+    refs, hyps = [own_text(u) for u in rows], [s["hypothesis"] for s in result["samples"]]
+    ratio, over = length_ratios(refs, hyps)
+    style = {"orthographic_wer": orthographic_wer(refs, hyps), "raw_insertions": raw_insertions(refs, hyps),
+             "max_hyp_ref_word_ratio": ratio, "outputs_over_2x_ref": over}
+    if args.compare_base:
+        with model.disable_adapter():  # PEFT: the same weights without the LoRA update
+            base_hyps = transcribe_examples(model, processor, family, examples, args.batch_size)
+        base = score([e.id for e in examples], [e.text for e in examples], base_hyps)
+        style |= {"base_model_wer": base["wer"], "punctuation_f1_vs_base": punctuation_f1(base_hyps, hyps).f1,
+                  "capitalisation_f1_vs_base": capitalisation_f1(base_hyps, hyps).f1}
     result["samples"].sort(key=lambda s: (-s["wer"], s["id"]))
     report = EvalResult(
         **resolved.record(), adapter_dir=args.adapter_dir, family=family.name, data=where, utterances=len(examples),
         audio_seconds=sum(e.seconds for e in examples), wer_ci95=bootstrap_wer_ci(result["samples"], seed=args.seed),
         **result, wall_seconds=time.perf_counter() - started, versions=library_versions(),
-        long_form=long_form, long_form_wer=long_wer)
+        long_form=long_form, long_form_wer=long_wer, **style)
     write_result(args.output, report)
     write_report(to_dict(report), Path(args.output).parent)
     low, high = report.wer_ci95

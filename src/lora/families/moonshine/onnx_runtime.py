@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.families.moonshine.export_onnx import (
     DECODER_FILE,
@@ -61,7 +62,7 @@ class OnnxMoonshine:
             past = dict(zip(past_names(self.layers), present))
             return logits
 
-        return greedy_tokens(step, self.bos, self.eos, limit)
+        return greedy_tokens(step, self.bos, self.eos, limit, values.shape[1] / SAMPLE_RATE)  # loop guard on
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

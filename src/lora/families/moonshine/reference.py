@@ -16,6 +16,7 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.core.extras import install_hint, require_extra
 from lora.families.moonshine.family import MOONSHINE
+from lora.loop_guard import TOKEN_GUARD, ends_in_loop, loop_cut
 from lora.weight_formats.spm_vocab import package_decode, read_records
 
 ENCODER_FILE = "encoder_model.ort"
@@ -30,11 +31,14 @@ def max_new_tokens(num_samples: int, sampling_rate: int = SAMPLE_RATE) -> int:
     return MOONSHINE.max_new_tokens(num_samples / sampling_rate)
 
 
-def greedy_tokens(step, bos: int, eos: int, limit: int) -> list[int]:
+def greedy_tokens(step, bos: int, eos: int, limit: int, seconds: float | None = None) -> list[int]:
     """Greedy token ids after `bos`, up to and excluding `eos`, at most `limit`.
 
     `step(token, first) -> logits` runs one decoder call and carries its own key/value cache; the
     packaged graphs and the exported ones differ only in that call, so both runners share this loop.
+    With `seconds` (the clip's length) the loop guard runs as in PyTorch decoding: decoding stops as
+    soon as the tokens end in a loop the audio cannot hold (`lora.loop_guard.TOKEN_GUARD`), and the
+    ids are cut after the first copy of the looping n-gram (`loop_cut`).
     """
     tokens: list[int] = []
     current = bos
@@ -43,6 +47,11 @@ def greedy_tokens(step, bos: int, eos: int, limit: int) -> list[int]:
         if current == eos:
             break
         tokens.append(current)
+        if seconds is not None and ends_in_loop(tokens, seconds, TOKEN_GUARD):
+            break
+    if seconds is not None:
+        cut = loop_cut(tokens, seconds, TOKEN_GUARD)
+        return tokens if cut is None else tokens[:cut]
     return tokens
 
 
@@ -102,7 +111,7 @@ class OrtMoonshine:
                     past[name.replace("present.", "past_key_values.")] = value
             return outputs["logits"]
 
-        return greedy_tokens(step, BOS_ID, EOS_ID, limit)
+        return greedy_tokens(step, BOS_ID, EOS_ID, limit, len(audio) / SAMPLE_RATE)
 
     def decode(self, ids: list[int]) -> str:
         """Text of token ids with the package tokenizer (`tokenizer.bin`, C++ BinTokenizer rules)."""

@@ -10,6 +10,12 @@ model decodes. Features: ctranslate2 takes log-mel features, not audio; we compu
 transformers' `WhisperFeatureExtractor` (80 mels, padded/truncated to 30 s = 3000 frames, openai's
 recipe) so that parity with the converted model is a statement about weights and decoding, not about
 two feature implementations. Clips longer than 30 s are truncated (no long-form decoding here).
+
+Loop guard: CTranslate2's own `no_repeat_ngram_size` forbids any repeat of an n-gram anywhere (it breaks
+"zero zero seven") and `repetition_penalty` reweights every repeated token; neither knows the clip's
+length, so neither is set. Instead, where the audio length is known (`transcribe_batch`), each output's
+ids are cut after the first copy of a token loop the audio cannot hold (`loop_cut`, TOKEN_GUARD) and the
+text passes through `trim_loops`, as PyTorch decoding does.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from lora.core.audio import SAMPLE_RATE
 from lora.core.extras import require_extra
 from lora.families.whisper.importer import package_dir
+from lora.loop_guard import TOKEN_GUARD, loop_cut, trim_loops
 
 PROMPT = ("<|startoftranscript|>", "<|notimestamps|>")
 MAX_LENGTH = 448  # decoder positions; ctranslate2's max_length counts the prompt too
@@ -82,23 +89,33 @@ class Ct2Whisper:
         feats = self.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
         return np.ascontiguousarray(feats, dtype=np.float32)
 
-    def decode_features(self, features: np.ndarray, max_new_tokens: int | None = None) -> list[Ct2Transcript]:
-        """Greedy-decode one batch of log-mel features."""
+    def decode_features(self, features: np.ndarray, max_new_tokens: int | None = None,
+                        seconds: Sequence[float] | None = None) -> list[Ct2Transcript]:
+        """Greedy-decode one batch of log-mel features (loop-guarded when the clips' `seconds` are given)."""
         import ctranslate2
 
         results = self.model.generate(ctranslate2.StorageView.from_array(features), [list(PROMPT)] * len(features),
                                       beam_size=1, max_length=generation_limit(max_new_tokens))
-        return [self._transcript(r.sequences_ids[0]) for r in results]
+        if seconds is None:
+            return [self._transcript(r.sequences_ids[0]) for r in results]
+        return [self._guarded(r.sequences_ids[0], s) for r, s in zip(results, seconds, strict=True)]
 
     def transcribe_batch(self, audios: Sequence[np.ndarray], max_new_tokens: int | None = None) -> list[Ct2Transcript]:
         """One transcript per clip, in order; clips go to ctranslate2 `batch_size` at a time."""
         out: list[Ct2Transcript] = []
         for start in range(0, len(audios), self.batch_size):
-            out += self.decode_features(self.features(audios[start:start + self.batch_size]), max_new_tokens)
+            chunk = audios[start:start + self.batch_size]
+            out += self.decode_features(self.features(chunk), max_new_tokens, [len(a) / SAMPLE_RATE for a in chunk])
         return out
 
     def transcribe(self, audio: np.ndarray, max_new_tokens: int | None = None) -> Ct2Transcript:
         return self.transcribe_batch([audio], max_new_tokens)[0]
+
+    def _guarded(self, ids: list[int], seconds: float) -> Ct2Transcript:
+        cut = loop_cut(ids, seconds, TOKEN_GUARD)
+        kept = list(ids) if cut is None else list(ids)[:cut]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        return Ct2Transcript(tuple(kept), trim_loops(text, seconds))
 
     def _transcript(self, ids: list[int]) -> Ct2Transcript:
         return Ct2Transcript(tuple(ids), self.tokenizer.decode(list(ids), skip_special_tokens=True).strip())

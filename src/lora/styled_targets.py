@@ -1,0 +1,178 @@
+"""Style-preserving training targets (target policy "styled", the families' default).
+
+LibriSpeech references are UPPERCASE without punctuation and FSDD's are bare digit words; training on
+them (or on a lower/sentence-cased copy) teaches a model that writes "For a full hour, he had paced."
+to stop punctuating and capitalising. Instead, each training clip whose reference has no style of its
+own (`lora.core.text.has_style`) is transcribed once by the BASE model, and the base model's casing and
+punctuation are carried onto the matching reference words (`lora.data.alignment.carry_style`): the
+words stay the reference's, the orthography becomes the model's own. References with style (LJSpeech,
+JFK) keep theirs. The result goes into `Utterance.extra["target"]`, which the loader and
+`prepare_dataset` hand to `family.label_ids`; a joined clip gets its parts' targets joined; replay rows
+are styled like the rest.
+
+Base transcripts are cached in one JSON file per base model under `$LORA_HOME/base_transcripts/`:
+`{"model": <model id used + path>, "transcripts": {<audio identity>: <text>}}`, the audio identity being
+`file:<resolved path>|<size>|<mtime ns>` for files (a re-recorded file is transcribed again) or
+`sha1:<hex of the float32 samples>` for in-memory audio (joined clips are never looked up: their
+targets come from their parts). Written atomically; entries another run added meanwhile are merged
+in before writing, so concurrent runs lose nothing but the race's duplicate work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from lora.core.outputs import write_json_atomic
+from lora.core.paths import lora_home
+from lora.core.text import has_style
+from lora.data.alignment import carry_style
+from lora.data.records import Utterance
+from lora.results import TargetStyle
+from lora.style_metrics import capitalisation_f1, orthographic_wer, punctuation_f1, raw_insertions
+
+log = logging.getLogger("lora")
+
+CACHE_FOLDER = "base_transcripts"
+MANIFEST_NAME = "manifest.jsonl"  # a LibriSpeech-layout folder's original-case transcripts (../shared/speech has one)
+
+
+def attach_original_text(rows: list[Utterance], root: Path | None) -> int:
+    """`extra["original_text"]` from `root/manifest.jsonl` for rows read from the folder's UPPERCASE
+    *.trans.txt (LJSpeech and JFK keep their case and punctuation only there); only where the two agree
+    word for word once case and punctuation are set aside. Returns the rows given one."""
+    path = Path(root) / MANIFEST_NAME if root else None
+    if path is None or not path.is_file():
+        return 0
+    texts = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if isinstance(row.get("id"), str) and isinstance(row.get("text"), str):
+                texts[row["id"]] = row["text"]
+    given = 0
+    for u in rows:
+        original = texts.get(u.id)
+        if original and has_style(original) and _bare(original) == _bare(u.text):
+            u.extra["original_text"] = original
+            given += 1
+    return given
+
+
+def _bare(text: str) -> list[str]:
+    return [w for w in (re.sub(r"[^\w\s']", " ", text).lower().split())]
+
+
+def own_text(u: Utterance) -> str:
+    """The transcript with its own style where the source has one (see `attach_original_text`)."""
+    return u.extra.get("original_text") or u.text
+
+
+def audio_identity(u: Utterance) -> str:
+    """The cache key of a clip's audio: file path + size + mtime, or a hash of in-memory samples."""
+    if isinstance(u.audio, str | os.PathLike):
+        path = Path(u.audio).resolve()
+        st = path.stat()
+        return f"file:{path}|{st.st_size}|{st.st_mtime_ns}"
+    return "sha1:" + hashlib.sha1(np.ascontiguousarray(u.samples(), dtype=np.float32).tobytes()).hexdigest()
+
+
+class TranscriptCache:
+    """Base-model transcripts of clips, one JSON file per model (see the module docstring)."""
+
+    def __init__(self, model_key: str, root: Path | None = None):
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key.rsplit("/", 1)[-1])[:60]
+        digest = hashlib.sha1(model_key.encode("utf-8")).hexdigest()[:10]
+        self.model_key = model_key
+        self.path = (root or lora_home() / CACHE_FOLDER) / f"{slug}-{digest}.json"
+        self.entries: dict[str, str] = self._read()
+        self.added = 0
+
+    def _read(self) -> dict[str, str]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except ValueError:
+            log.warning("%s: damaged base-transcript cache, starting it again", self.path)
+            return {}
+        return dict(data.get("transcripts", {})) if data.get("model") == self.model_key else {}
+
+    def get(self, key: str) -> str | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, text: str) -> None:
+        self.entries[key] = text
+        self.added += 1
+
+    def save(self) -> None:
+        if not self.added:
+            return
+        merged = self._read() | self.entries
+        write_json_atomic(self.path, {"model": self.model_key, "transcripts": merged})
+        self.entries, self.added = merged, 0
+
+
+def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], list[str]], cache: TranscriptCache) -> TargetStyle:
+    """Set `extra["target"]` on the rows whose reference lacks style (in place); joined clips join their parts'.
+
+    `transcribe(rows) -> texts` is the base model's greedy output (called once, on the cache misses).
+    """
+    unique: dict[str, Utterance] = {}
+    for u in rows:
+        unique.setdefault(u.id, u)
+    singles = [u for u in unique.values() if "joined_from" not in u.extra]
+    joined = [u for u in unique.values() if "joined_from" in u.extra]
+    plain = [u for u in singles if not has_style(own_text(u))]
+    for u in singles:
+        if has_style(own_text(u)):
+            u.extra["target"] = own_text(u)  # LJSpeech / JFK: their own orthography
+    keys = {u.id: audio_identity(u) for u in plain}
+    missing = [u for u in plain if cache.get(keys[u.id]) is None]
+    if missing:
+        log.info("styled targets: transcribing %d clip(s) with the base model (%d cached)", len(missing), len(plain) - len(missing))
+        for u, text in zip(missing, transcribe(missing), strict=True):
+            cache.put(keys[u.id], text)
+        cache.save()
+    matched = words = 0
+    for u in plain:
+        target, coverage = carry_style(u.text, cache.get(keys[u.id]) or "")
+        n = len(u.text.split())
+        matched += round(coverage * n)
+        words += n
+        u.extra["target"] = target
+    for u in joined:
+        parts = [unique.get(i) for i in u.extra["joined_from"]]
+        if any(p is None for p in parts):
+            raise ValueError(f"joined clip {u.id}: a part is not among the training rows")
+        u.extra["target"] = " ".join(p.extra.get("target") or own_text(p) for p in parts)
+    return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - len(plain), styled_rows=len(plain),
+                       joined_rows=len(joined), reference_words=words, words_with_base_style=matched,
+                       coverage=matched / words if words else None, transcribed=len(missing),
+                       cache_hits=len(plain) - len(missing), cache_path=str(cache.path))
+
+
+def styled_reference(reference: str, base_output: str) -> str:
+    """The reference as a styled target would write it: its own style, else the base output's carried onto it."""
+    return reference if has_style(reference) else carry_style(reference, base_output)[0]
+
+
+def style_scores(refs: list[str], base_outputs: list[str], tuned_outputs: list[str]) -> dict:
+    """Style figures of one before/after pair of runs over the same clips (the canary's `CanaryResult` fields).
+
+    Orthographic WER is scored against `styled_reference`s: LibriSpeech's UPPERCASE references would make
+    every cased word an error for both models; written in the base model's style they ask "same words, same
+    orthography as before?" (the base model's own orthographic WER then counts only its word errors)."""
+    styled = [styled_reference(r, b) for r, b in zip(refs, base_outputs, strict=True)]
+    return {"orthographic_wer_before": orthographic_wer(styled, base_outputs),
+            "orthographic_wer_after": orthographic_wer(styled, tuned_outputs),
+            "punctuation_f1": punctuation_f1(base_outputs, tuned_outputs).f1,
+            "capitalisation_f1": capitalisation_f1(base_outputs, tuned_outputs).f1,
+            "raw_insertions_before": raw_insertions(refs, base_outputs), "raw_insertions_after": raw_insertions(refs, tuned_outputs)}

@@ -1,0 +1,173 @@
+"""Style-preserving targets: the policy, the base-transcript cache, the rows it styles, canary style scores."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from lora.core.text import has_style, target_text
+from lora.data.clip_joining import with_joined_clips
+from lora.data.records import read_librispeech_dir
+from lora.data_loader import ClipDataset, ClipTable
+from lora.styled_targets import (
+    TranscriptCache,
+    attach_original_text,
+    audio_identity,
+    style_rows,
+    style_scores,
+    styled_reference,
+)
+
+
+def test_has_style():
+    assert not has_style("FOR A FULL HOUR HE HAD PACED")  # LibriSpeech
+    assert not has_style("zero") and not has_style("ZERO")  # FSDD words
+    assert not has_style("DON'T STOP") and not has_style("WELL-KNOWN")  # apostrophes and hyphens are words
+    assert has_style("Printing, in the only sense")  # LJSpeech
+    assert has_style("and so, my fellow americans")  # punctuation alone is style
+
+
+def test_styled_policy_keeps_styled_references_and_sentence_cases_the_rest():
+    assert target_text("Printing, in the only sense", "styled") == "Printing, in the only sense"
+    assert target_text("FOR A FULL HOUR I PACED", "styled") == "For a full hour I paced"
+
+
+class Transcriber:
+    """Stands in for the base model: returns given texts, counting the clips it is asked for."""
+
+    def __init__(self, texts: dict[str, str]):
+        self.texts, self.asked = texts, []
+
+    def __call__(self, rows):
+        self.asked += [u.id for u in rows]
+        return [self.texts.get(u.id, "") for u in rows]
+
+
+@pytest.fixture()
+def rows(speech_dir):
+    libri = read_librispeech_dir(speech_dir, ["test-clean"])[:2]
+    digits = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.speaker == "9201"][:3]
+    lj = read_librispeech_dir(speech_dir, ["ljspeech"])[:1]
+    assert lj[0].text.isupper()  # the folder's trans.txt: UPPERCASE; the manifest keeps LJSpeech's own text
+    assert attach_original_text(libri + digits + lj, speech_dir) == 1
+    assert lj[0].extra["original_text"].startswith("Printing, in the only sense")
+    return libri + digits + lj
+
+
+def test_rows_get_the_base_style_and_the_cache_is_reused(rows, tmp_path):
+    base = {u.id: f"{u.text.capitalize()}." for u in rows}  # what a base model writes: Sentence case + full stop
+    base[rows[0].id] = "Something else entirely!"  # a clip the base model got wrong: no word matches
+    first = Transcriber(base)
+    style = style_rows(rows, first, TranscriptCache("model-a@/x", tmp_path))
+    lj = rows[-1]
+    assert sorted(first.asked) == sorted(u.id for u in rows[:-1])  # LJSpeech has style: never transcribed
+    assert lj.extra["target"] == lj.extra["original_text"] and style.own_style_rows == 1 and style.styled_rows == 5
+    assert rows[1].extra["target"] == base[rows[1].id]  # every word matched: the base style throughout
+    assert rows[2].extra["target"] == base[rows[2].id]  # "ZERO" -> "Zero."
+    wrong = rows[0]
+    assert wrong.extra["target"] == wrong.text.lower().capitalize()  # no match: lower case, sentence start kept
+    words = sum(len(u.text.split()) for u in rows[:-1])
+    assert style.reference_words == words and style.words_with_base_style == words - len(wrong.text.split())
+    assert style.coverage == pytest.approx(style.words_with_base_style / words)
+    assert style.transcribed == 5 and style.cache_hits == 0
+
+    cache_file = tmp_path / os.path.basename(style.cache_path)
+    saved = json.loads(cache_file.read_text())
+    assert saved["model"] == "model-a@/x" and len(saved["transcripts"]) == 5
+
+    for u in rows[:-1]:
+        u.extra.pop("target", None)
+    again = Transcriber({})
+    style2 = style_rows(rows, again, TranscriptCache("model-a@/x", tmp_path))
+    assert again.asked == [] and style2.cache_hits == 5 and rows[1].extra["target"] == base[rows[1].id]
+    other = Transcriber(base)
+    style_rows(rows, other, TranscriptCache("model-b@/y", tmp_path))  # another model: its own file, all transcribed
+    assert len(other.asked) == 5
+
+
+def test_the_audio_identity_changes_with_the_file(tmp_path, speech_dir):
+    src = next((speech_dir / "fsdd").rglob("*.flac"))
+    copy = tmp_path / "clip.flac"
+    copy.write_bytes(src.read_bytes())
+    u = read_librispeech_dir(speech_dir, ["fsdd"])[0]
+    u.audio = copy
+    before = audio_identity(u)
+    os.utime(copy, ns=(1, 1))
+    assert audio_identity(u) != before and audio_identity(u).startswith(f"file:{copy.resolve()}|")
+
+
+def test_concurrent_runs_merge_into_the_cache(tmp_path):
+    a, b = TranscriptCache("m", tmp_path), TranscriptCache("m", tmp_path)
+    a.put("k1", "One.")
+    b.put("k2", "Two.")
+    a.save()
+    b.save()
+    assert TranscriptCache("m", tmp_path).entries == {"k1": "One.", "k2": "Two."}
+
+
+def test_joined_clips_join_their_parts_targets(speech_dir, tmp_path):
+    digits = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.speaker == "9202"][:4]
+    joined = with_joined_clips(digits, 3, seed=1)
+    assert len(joined) > len(digits)
+    base = {u.id: u.text.capitalize() + "." for u in digits}
+    transcriber = Transcriber(base)
+    style = style_rows(joined, transcriber, TranscriptCache("m", tmp_path))
+    assert sorted(transcriber.asked) == sorted(base)  # joined audio is never transcribed
+    for u in joined[len(digits):]:
+        assert u.extra["target"] == " ".join(base[i] for i in u.extra["joined_from"])
+    assert style.joined_rows == len(joined) - len(digits)
+
+
+def test_the_loader_trains_on_the_target(speech_dir, tiny_moonshine):
+    from transformers import AutoProcessor
+
+    from lora.families.moonshine.family import MOONSHINE
+
+    processor = AutoProcessor.from_pretrained(tiny_moonshine)
+    rows = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.speaker == "9203"][:2]
+    rows[0].extra["target"] = "Zero, zero."
+    table = ClipTable.from_records(rows)
+    assert table.record(0).extra == {"target": "Zero, zero."} and table.record(1).extra == {}
+    loaded = ClipDataset(table, processor, MOONSHINE, None)
+    assert loaded[0].labels == MOONSHINE.label_ids(processor.tokenizer, "Zero, zero.")
+    assert loaded[1].labels == MOONSHINE.label_ids(processor.tokenizer, rows[1].text)
+
+
+def test_canary_style_scores():
+    refs = ["FOR A FULL HOUR HE HAD PACED", "Printing, in the only sense."]
+    base = ["For a full hour, he had paced.", "Printing, in the only sense."]
+    assert styled_reference(refs[0], base[0]) == base[0] and styled_reference(refs[1], "x") == refs[1]
+    same = style_scores(refs, base, base)
+    assert same["orthographic_wer_before"] == 0.0 == same["orthographic_wer_after"]
+    assert same["punctuation_f1"] == 1.0 and same["capitalisation_f1"] == 1.0
+    flat = style_scores(refs, base, ["for a full hour he had paced", "printing in the only sense"])
+    assert flat["orthographic_wer_after"] == pytest.approx(5 / 12)  # For, hour, paced, Printing, sense.
+    assert flat["punctuation_f1"] == 0.0 and flat["capitalisation_f1"] == 0.0
+    loop = style_scores(refs, base, [base[0] + " paced paced paced", base[1]])
+    assert loop["raw_insertions_after"] == 3 and loop["raw_insertions_before"] == 0
+
+
+def test_the_canary_verdict_in_the_pipeline(speech_dir):
+    """`pipeline.canary_result`: style figures against the base output, LJSpeech scored in its own orthography."""
+    from lora.evaluation import score
+    from lora.pipeline import canary_result
+
+    canary = read_librispeech_dir(speech_dir, ["test-clean"])[:1] + read_librispeech_dir(speech_dir, ["ljspeech"])[1:2]
+    attach_original_text(canary, speech_dir)
+    lj = canary[1].extra["original_text"]  # "in being comparatively modern."
+    base_hyps = [canary[0].text.capitalize() + ".", lj[0].upper() + lj[1:]]
+    flat_hyps = [h.lower().rstrip(".") for h in base_hyps]
+    ids, refs = [u.id for u in canary], [u.text for u in canary]
+
+    def measured(hyps):
+        return {**score(ids, refs, hyps), "eval_loss": 1.0}
+
+    same = canary_result(canary, measured(base_hyps), measured(base_hyps), None)
+    assert same.verdict == "pass" and same.verdict_reasons == [] and same.punctuation_f1 == 1.0
+    assert same.orthographic_wer_before == same.orthographic_wer_after > 0  # LJSpeech's own "in" vs the base's "In"
+    flat = canary_result(canary, measured(base_hyps), measured(flat_hyps), None)
+    assert flat.wer_after == flat.wer_before  # the normalised WER does not see it ...
+    assert flat.verdict == "fail" and flat.punctuation_f1 == 0.0 and flat.capitalisation_f1 == 0.0  # ... the verdict does
+    assert [r.split(" ")[0] for r in flat.verdict_reasons] == ["orthographic", "punctuation", "capitalisation"]
