@@ -71,8 +71,9 @@ def test_eval_and_stt_take_a_dataset_instead_of_a_manifest():
     assert (args.dataset, args.dataset_split, args.audio_list) == ("d", "test", None)
     with pytest.raises(SystemExit):
         evaluate.build_parser().parse_args(["--dataset", "d", "--manifest", "m", "--output", "e.json"])
-    with pytest.raises(SystemExit):
-        run_stt.build_parser().parse_args(["--adapter-dir", "a", "--dataset", "d", "--audio-list", "l", "--output", "o"])
+    # stt transcribes every source it is given (--audio, --audio-list and --dataset together)
+    both = run_stt.build_parser().parse_args(["--adapter-dir", "a", "--dataset", "d", "--audio-list", "l", "--output", "o"])
+    assert (both.dataset, both.audio_list) == ("d", "l")
 
 
 def test_resume_from_checkpoint_and_scheduler_choice(tmp_path):

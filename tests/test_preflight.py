@@ -221,7 +221,7 @@ def test_bytes_and_array_audio_from_other_sources():
     buffer = io.BytesIO()
     sf.write(buffer, tone(1.0, 22_050), 22_050, format="FLAC")
     rows = [Utterance("b", "s", "t", buffer.getvalue(), origin="hub:1"), Utterance("e", "s", "t", b"", origin="hub:2"),
-            Utterance("n", "s", "t", np.zeros(16000, np.float32), origin="hub:3")]
+            Utterance("n", "s", "t", tone(1.0), origin="hub:3")]
     report = check_rows(rows, quiet=True)
     assert [u.id for u in report.good] == ["b", "n"]
     assert report.good[0].extra["seconds"] == pytest.approx(1.0)
