@@ -42,9 +42,8 @@ def test_metrics_are_complete_and_honest(run_dir):
     assert m["train_audio_seconds"] > 0 and m["versions"]["torch"]
     assert (run_dir / "lora_adapter" / "adapter_model.safetensors").is_file()
     assert (run_dir / "processor" / "tokenizer.json").is_file()
-    style = m["target_style"]  # the default policy: base-model style carried onto unstyled references
-    assert m["target_policy"] == "styled" and style["policy"] == "styled" and style["styled_rows"] + style["own_style_rows"] == style["rows"]
-    assert style["transcribed"] + style["cache_hits"] == style["styled_rows"] and 0 <= style["coverage"] <= 1
+    # the default policy is "sentence" ("styled" is opt-in: RESULTS.md, issue 15); the metrics say which ran
+    assert m["target_policy"] == "sentence" and m["target_style"]["policy"] == "sentence"
     c = m["canary"]
     assert c["verdict"] in {"pass", "fail"} and (c["verdict"] == "fail") == any("not measured" not in r for r in c["verdict_reasons"])
     assert c["orthographic_wer_before"] is not None and c["raw_insertions_after"] >= 0
