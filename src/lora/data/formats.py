@@ -200,3 +200,15 @@ def parse_path_list(text: str) -> list[RawRow]:
         if entry and not entry.startswith("#"):
             rows.append(RawRow(lineno, {"audio": entry}))
     return rows
+
+
+def as_text(value) -> str | None:
+    """A text-like field as str: absent/null -> "", numbers -> their digits; None when it is not
+    text-like at all (a list, a dict, a bool): the caller reports that row as bad."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None

@@ -35,7 +35,7 @@ import numpy as np
 
 from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
-from lora.data.formats import decode_utf8, parse_rows
+from lora.data.formats import as_text, decode_utf8, parse_rows
 from lora.data.manifest import BadRow
 from lora.data.records import Utterance
 
@@ -158,13 +158,10 @@ def audio_value(value, base_dir: Path | None) -> tuple[str | Path | bytes | np.n
 
 
 def text_value(value, what: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise _Bad(f"bad {what} field", f"expected a string, got {type(value).__name__}")
+    text = as_text(value)
+    if text is None:
+        raise _Bad(f"bad {what} field", f"expected a string, got {type(value).__name__}")
+    return text
 
 
 def interpret_row(fields: dict, columns: Columns, origin: str, base_dir: Path | None, subset: str = "") -> Utterance | BadRow:

@@ -31,7 +31,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
-from lora.data.formats import SUPPORTED, Parsed, RawRow, decode_utf8, iter_jsonl, manifest_format, parse_rows
+from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, decode_utf8, iter_jsonl, manifest_format, parse_rows
 from lora.data.records import Utterance, read_librispeech_dir
 
 AUDIO_KEYS = ("audio", "path", "audio_filepath", "file")
@@ -238,13 +238,10 @@ def _shared_extra(extra: dict, audio: Path, shared: dict) -> dict:
 def _scalar(fields: dict, keys: tuple[str, ...], what: str) -> str:
     """A text-like field as str: absent/null -> "", numbers -> their digits, containers -> bad row."""
     _, value = _pick(fields, keys)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise _Bad(f"bad {what} field", f"expected a string, got a JSON {type(value).__name__}")
+    text = as_text(value)
+    if text is None:
+        raise _Bad(f"bad {what} field", f"expected a string, got a JSON {type(value).__name__}")
+    return text
 
 
 def _audio(value, fields: dict, folder: Path, shared: dict | None = None) -> tuple[Path | np.ndarray, int]:
