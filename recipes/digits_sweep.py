@@ -13,6 +13,11 @@ TRAIN_BUDGET_S on the machine that ran the sweep; if none, the least forgetting.
 Writes a markdown table + JSON.
 
     uv run python recipes/digits_sweep.py --family whisper [--grid fast] [--output recipes/results/sweep_whisper.md]
+    uv run python recipes/digits_sweep.py --family moonshine --grid recipe --extra-speech-dir ../shared/speech-extra \
+        --output recipes/results/sweep_moonshine_recipe.md
+
+`--grid recipe`: the recipe's data mix (joined clips, replay, styled targets) over learning rate and steps,
+on every take of the sweep speakers when `--extra-speech-dir` is given (as the recipe trains).
 
 `--grid fast` (Whisper): the recipe's all-attention point against decoder-only points, all with the
 recipe's joined clips, for CPUs where the 30 s encoder's backward pass does not fit the time budget.
@@ -23,7 +28,10 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import json
+import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +44,7 @@ from lora.data.selection import mix_replay
 from lora.data_loader import LoaderOptions, prepare_dataset
 from lora.decoding import assess, transcribe_examples
 from lora.model_utils import attach_lora, load_base, resolve_model_id
+from lora.runners.digits import digits_manifest
 from lora.styled_targets import TranscriptCache, style_rows
 from lora.training import example_source, train_lora
 from lora.training_config import TrainConfig
@@ -63,6 +72,11 @@ def grid(family: str, name: str = "default"):
     at higher learning rates and more steps, beside the recipe's all-attention point; joined clips as
     in the recipe."""
     point = {"lora_r": 8, "lora_alpha": 16, "join_clips": 1}
+    if name == "recipe":  # the recipe's data mix (joined clips, replay) over learning rate and steps
+        where, steps = ("all", (120, 240)) if family == "moonshine" else ("decoder", (60, 120))
+        for lr, n in itertools.product((1e-3, 3e-3), steps):
+            yield point | {"learning_rate": lr, "targets": where, "max_steps": n, "replay_share": 0.15, "join_clips": 3}
+        return
     if family == "whisper" and name == "fast":
         for lr, steps in itertools.product((1e-3, 3e-3), (60, 120)):
             yield point | {"learning_rate": lr, "targets": "decoder", "max_steps": steps, "replay_share": 0.15, "join_clips": 3}
@@ -91,8 +105,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=sorted(MODELS), required=True)
     parser.add_argument("--speech-dir", default="../shared/speech")
-    parser.add_argument("--grid", choices=("default", "fast"), default="default")
+    parser.add_argument("--extra-speech-dir", default="",
+                        help="more FSDD takes (../shared/speech-extra): train and validate on every take of the sweep's "
+                             "speakers, as the recipe does; '' (default): the speech folder's 50 takes per speaker")
+    parser.add_argument("--grid", choices=("default", "fast", "recipe"), default="default")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--target-policy", choices=("styled", "sentence"), default="styled",
+                        help="training targets: the recipe's default (styled: the base model's style carried over) or sentence case")
     args = parser.parse_args()
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -100,25 +119,35 @@ def main() -> None:
 
     resolved = resolve_model_id(MODELS[args.family])
     base, processor, family = load_base(resolved)
-    data = resolve_data(DataChoice(data_dir=args.speech_dir, dataset_samples=150, eval_samples=50,
-                                   train_speakers=SWEEP_TRAIN, eval_speakers=SWEEP_VALID), hub_ok=False)
+    if args.extra_speech_dir:  # every take of the sweep's speakers, as the recipe reads them
+        folder = Path(tempfile.mkdtemp(prefix="digits_sweep_"))
+        manifest, _, _ = digits_manifest([Path(args.speech_dir), Path(args.extra_speech_dir)], folder)
+        speakers = [json.loads(line)["speaker"] for line in manifest.read_text(encoding="utf-8").splitlines()]
+        choice = DataChoice(data_dir=args.speech_dir, manifest=str(manifest), dataset_samples=0,
+                            eval_samples=sum(s in SWEEP_VALID for s in speakers))
+    else:
+        choice = DataChoice(data_dir=args.speech_dir, dataset_samples=150, eval_samples=50)
+    data = resolve_data(replace(choice, train_speakers=SWEEP_TRAIN, eval_speakers=SWEEP_VALID), hub_ok=False)
     general = read_librispeech_dir(Path(args.speech_dir), ["dev-clean", "jfk"])
     joins = {p["join_clips"] for p in grid(args.family, args.grid)}
     joined_rows = {n: with_joined_clips(data.train, n, 42) for n in joins}
     replay_rows = [u for u in general if u.speaker in SWEEP_REPLAY]
-    # The recipe's default target policy ("styled"): the base model's casing/punctuation on unstyled references.
-    style_rows([u for rows in joined_rows.values() for u in rows] + replay_rows,
-               lambda rows: transcribe_examples(base, processor, family, prepare_dataset(rows, processor, family, "raw"), 32),
-               TranscriptCache(f"{resolved.model_id_used}@{resolved.path}"))
-    joined = {n: prepare_dataset(rows, processor, family) for n, rows in joined_rows.items()}
+    if args.target_policy == "styled":  # the base model's casing/punctuation on unstyled references
+        style_rows([u for rows in joined_rows.values() for u in rows] + replay_rows,
+                   lambda rows: transcribe_examples(base, processor, family, prepare_dataset(rows, processor, family, "raw"), 32),
+                   TranscriptCache(f"{resolved.model_id_used}@{resolved.path}"))
+    policy = args.target_policy
+    joined = {n: prepare_dataset(rows, processor, family, policy) for n, rows in joined_rows.items()}
     valid = prepare_dataset(data.eval, processor, family)
-    replay = prepare_dataset(replay_rows, processor, family)
+    replay = prepare_dataset(replay_rows, processor, family, policy)
     forget = prepare_dataset([u for u in general if u.speaker in FORGET_CHECK], processor, family)
     precision, _ = resolve_precision(TrainConfig().mixed_precision, cpu=True)
 
     def measure(model) -> dict:
         v, f = assess(model, processor, family, valid, valid, 32), assess(model, processor, family, forget, forget, 8)
-        return {"valid_wer": v["wer"], "valid_loss": v["eval_loss"], "forget_wer": f["wer"]}
+        outputs = Counter(u["hypothesis"] for u in v["samples"]).most_common(3)
+        return {"valid_wer": v["wer"], "valid_loss": v["eval_loss"], "forget_wer": f["wer"],
+                "top_valid_outputs": [f"{text!r} x{n}" for text, n in outputs]}
 
     baseline = measure(base)
     rows = []

@@ -137,8 +137,19 @@ def test_deleted_and_inserted_words():
 
 def test_numbers_written_as_digits_do_not_match_spelled_words():
     text, coverage = carry_style("ABOUT FOURTEEN FIFTY FIVE", "about 1455.")
-    assert text == "about fourteen fifty five"
+    assert text == "about fourteen fifty five."  # the words stay spelled; the sentence still ends
     assert coverage == pytest.approx(1 / 4)
+
+
+def test_substituted_words_keep_their_letters_and_take_the_style():
+    assert carry_style("NINE", "Nein.") == ("Nine.", 0.0)
+    text, coverage = carry_style("HE SAID HELLO JOHN", "He said, Hallo, Jon!")
+    assert text == "He said, Hello, John!"
+    assert coverage == pytest.approx(2 / 4)
+
+
+def test_last_word_takes_the_final_stop_when_deleted():
+    assert carry_style("YES I DO", "Yes, I.")[0] == "Yes, I do."
 
 
 def test_empty_inputs():

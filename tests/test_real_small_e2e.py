@@ -42,8 +42,9 @@ def test_metrics_are_complete_and_honest(run_dir):
     assert m["train_audio_seconds"] > 0 and m["versions"]["torch"]
     assert (run_dir / "lora_adapter" / "adapter_model.safetensors").is_file()
     assert (run_dir / "processor" / "tokenizer.json").is_file()
-    # the default policy is "sentence" ("styled" is opt-in: RESULTS.md, issue 15); the metrics say which ran
-    assert m["target_policy"] == "sentence" and m["target_style"]["policy"] == "sentence"
+    # the default policy is "styled": the base model's style carried onto LibriSpeech's UPPERCASE references
+    assert m["target_policy"] == "styled" and m["target_style"]["policy"] == "styled"
+    assert m["target_style"]["styled_rows"] == 8 and 0 < m["target_style"]["coverage"] <= 1
     c = m["canary"]
     assert c["verdict"] in {"pass", "fail"} and (c["verdict"] == "fail") == any("not measured" not in r for r in c["verdict_reasons"])
     assert c["orthographic_wer_before"] is not None and c["raw_insertions_after"] >= 0

@@ -67,7 +67,8 @@ def test_rows_get_the_base_style_and_the_cache_is_reused(rows, tmp_path):
     assert rows[1].extra["target"] == base[rows[1].id]  # every word matched: the base style throughout
     assert rows[2].extra["target"] == base[rows[2].id]  # "ZERO" -> "Zero."
     wrong = rows[0]
-    assert wrong.extra["target"] == wrong.text.lower().capitalize()  # no match: lower case, sentence start kept
+    # no match and no near miss: lower case, the sentence start and the base model's final stop kept
+    assert wrong.extra["target"] == wrong.text.lower().capitalize() + "!"
     words = sum(len(u.text.split()) for u in rows[:-1])
     assert style.reference_words == words and style.words_with_base_style == words - len(wrong.text.split())
     assert style.coverage == pytest.approx(style.words_with_base_style / words)
@@ -85,6 +86,16 @@ def test_rows_get_the_base_style_and_the_cache_is_reused(rows, tmp_path):
     other = Transcriber(base)
     style_rows(rows, other, TranscriptCache("model-b@/y", tmp_path))  # another model: its own file, all transcribed
     assert len(other.asked) == 5
+
+
+def test_repeats_of_a_clip_are_transcribed_once(rows, tmp_path):
+    from dataclasses import replace
+
+    repeats = [replace(rows[0], id=f"{rows[0].id}-r{k}", extra={}) for k in range(3)]
+    asked = Transcriber({u.id: "Whatever." for u in repeats})
+    style = style_rows(repeats, asked, TranscriptCache("model-r@/x", tmp_path))
+    assert len(asked.asked) == 1 and style.transcribed == 1 and style.cache_hits == 0 and style.styled_rows == 3
+    assert len({u.extra["target"] for u in repeats}) == 1
 
 
 def test_the_audio_identity_changes_with_the_file(tmp_path, speech_dir):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
+from lora.core.memory import keep_heap_flat
 from lora.data.batches import Example, collate, length_grouped_batches, prepare_dataset
 from lora.data.hygiene import QUARANTINE, HygieneOptions, audio_findings
 from lora.data.manifest import BadRow
@@ -128,7 +129,7 @@ class ClipTable:
     seconds: np.ndarray  # float32, from the header (preflight); 0 when unknown
     sampling_rates: np.ndarray  # int32, of inline audio
     inline: dict[int, object] = field(default_factory=dict)
-    targets: StringColumn | None = None  # styled training targets ("" where none: the text is used)
+    targets: RepeatedStrings | None = None  # styled training targets ("" where none: the text is used)
 
     @classmethod
     def from_records(cls, rows: list[Utterance]) -> ClipTable:
@@ -143,7 +144,7 @@ class ClipTable:
                    OriginColumn([u.origin for u in rows]), RepeatedStrings(paths),
                    np.array([record_seconds(u) for u in rows], dtype=np.float32),
                    np.array([u.sampling_rate for u in rows], dtype=np.int32), inline,
-                   StringColumn([u.extra.get("target", "") for u in rows]))
+                   RepeatedStrings([u.extra.get("target", "") for u in rows]))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -341,10 +342,12 @@ def make_loader(table: ClipTable, processor, family, policy: str | None, options
 
 
 def _worker_init(_worker_id: int) -> None:
-    """One thread per worker: N workers x M torch/numpy threads would oversubscribe the cores."""
+    """One thread per worker: N workers x M torch/numpy threads would oversubscribe the cores.
+    Decoded clips vary in size: the worker's heap is kept flat as the trainer's (lora.core.memory)."""
     import torch
 
     torch.set_num_threads(1)
+    keep_heap_flat()
 
 
 __all__ = ["BatchPlan", "ClipDataset", "ClipTable", "Example", "LoadedBatch", "LoaderOptions", "RepeatedStrings", "StringColumn",

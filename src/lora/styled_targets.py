@@ -134,16 +134,35 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
     for u in singles:
         if has_style(own_text(u)):
             u.extra["target"] = own_text(u)  # LJSpeech / JFK: their own orthography
-    keys = {u.id: audio_identity(u) for u in plain}
-    missing = [u for u in plain if cache.get(keys[u.id]) is None]
+    by_path: dict[str, str] = {}  # a corpus that repeats clips stats each file once
+
+    def identity(u: Utterance) -> str:
+        if isinstance(u.audio, str | os.PathLike):
+            path = os.fspath(u.audio)
+            if path not in by_path:
+                by_path[path] = audio_identity(u)
+            return by_path[path]
+        return audio_identity(u)
+
+    keys = {u.id: identity(u) for u in plain}
+    missing_by_key: dict[str, Utterance] = {}  # one transcription per distinct audio (repeats of a clip share it)
+    for u in plain:
+        if cache.get(keys[u.id]) is None:
+            missing_by_key.setdefault(keys[u.id], u)
+    missing = list(missing_by_key.values())
     if missing:
-        log.info("styled targets: transcribing %d clip(s) with the base model (%d cached)", len(missing), len(plain) - len(missing))
-        for u, text in zip(missing, transcribe(missing), strict=True):
-            cache.put(keys[u.id], text)
+        log.info("styled targets: transcribing %d clip(s) with the base model (%d rows cached)", len(missing),
+                 sum(cache.get(k) is not None for k in keys.values()))
+        for key, text in zip(missing_by_key, transcribe(missing), strict=True):
+            cache.put(key, text)
         cache.save()
     matched = words = 0
+    carried: dict[tuple[str, str], tuple[str, float]] = {}  # repeats of a clip align once
     for u in plain:
-        target, coverage = carry_style(u.text, cache.get(keys[u.id]) or "")
+        pair = (u.text, cache.get(keys[u.id]) or "")
+        if pair not in carried:
+            carried[pair] = carry_style(*pair)
+        target, coverage = carried[pair]
         n = len(u.text.split())
         matched += round(coverage * n)
         words += n
@@ -156,7 +175,7 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
     return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - len(plain), styled_rows=len(plain),
                        joined_rows=len(joined), reference_words=words, words_with_base_style=matched,
                        coverage=matched / words if words else None, transcribed=len(missing),
-                       cache_hits=len(plain) - len(missing), cache_path=str(cache.path))
+                       cache_hits=len(plain) - sum(1 for u in plain if keys[u.id] in missing_by_key), cache_path=str(cache.path))
 
 
 def styled_reference(reference: str, base_output: str) -> str:

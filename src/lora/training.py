@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lora.checkpoint import CHECKPOINT_DIR, STATE_FILE, check_resumable, load_checkpoint, read_state, save_checkpoint
 from lora.core.errors import UserError
+from lora.core.memory import keep_heap_flat, release_free_memory
 from lora.data.manifest import BadRow
 from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, make_loader
 from lora.encoder_cache import EncoderCache, encoder_is_fixed
@@ -188,6 +189,9 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     from tqdm.auto import tqdm  # deferred with torch: heavy, and --help must stay fast
 
     params = [p for p in model.parameters() if p.requires_grad]
+    on_cpu = accelerator.device.type == "cpu"
+    if on_cpu:  # variable-sized activations every micro-batch: keep RSS flat (lora.core.memory)
+        keep_heap_flat()
     optimizer = make_optimizer(params, cfg, accelerator.device.type)
     scheduler = make_scheduler(optimizer, cfg)
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
@@ -262,6 +266,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             losses.append(loss.detach())
             seconds += loaded.seconds
             tokens += loaded.tokens
+        if on_cpu:
+            release_free_memory()
         sync_now = on_step is not None and cfg.eval_steps > 0 and (step % cfg.eval_steps == 0 or step == cfg.max_steps)
         if pending is not None and record(pending):
             pending = None

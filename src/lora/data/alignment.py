@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 import numpy as np
 
@@ -104,29 +105,60 @@ def carry_style(reference: str, styled: str) -> tuple[str, float]:
 
     Returns (text, coverage), coverage = share of reference words matched (1.0 for an empty
     reference: nothing is left uncovered). A matched word is the styled token itself (same letters
-    by construction, so casing and leading/trailing punctuation come along). An unmatched reference
-    word (substituted or deleted) is written in lower case without punctuation, except the pronoun
-    "I" (and I'm/I'll/I've/I'd), and a word at a sentence start is capitalised: the first word
-    when the styled text begins with a capital, or any word after one ending in . ! or ?.
+    by construction, so casing and leading/trailing punctuation come along). A substituted word that
+    is a near miss (`_near`: "Nein." for "nine", "Jon" for "JOHN") keeps its own letters and takes
+    the styled word's capital and trailing punctuation: the base model's sentence structure is right
+    where a word is misheard. Any other unmatched reference word is written in lower case without
+    punctuation, except the pronoun "I" (and I'm/I'll/I've/I'd), and a word at a sentence start is
+    capitalised: the first word when the styled text begins with a capital, or any word after one
+    ending in . ! or ?. The styled text's final . ! or ? ends the reference (the clip ends a sentence
+    there), also when the reference goes on past the last word the base model wrote.
 
     >>> carry_style("FOR A FULL HOUR HE HAD PACED", "For a full hour, he had paced.")
     ('For a full hour, he had paced.', 1.0)
+    >>> carry_style("NINE", "Nein.")
+    ('Nine.', 0.0)
     """
-    ref_words, styled_words = reference.split(), styled.split()
+    ref_words, styled_words = reference.split(), list(styled.split())
     if not ref_words:
         return "", 1.0
+    pairs = {p.ref_index: p for p in align_words(ref_words, styled_words) if p.ref_index is not None}
+    final_stop = styled_words[-1][-1] if styled_words and styled_words[-1].endswith(_SENTENCE_END) else ""
+    if final_stop:  # the stop belongs after the last reference word, wherever the base model's last word aligned
+        styled_words[-1] = styled_words[-1].rstrip("".join(_SENTENCE_END)) or styled_words[-1]
     out: list[str] = [""] * len(ref_words)
-    matched: dict[int, int] = {
-        p.ref_index: p.hyp_index for p in align_words(ref_words, styled_words) if p.op == MATCH
-    }
+    matched = 0
     for i, word in enumerate(ref_words):
-        if i in matched:
-            out[i] = styled_words[matched[i]]
+        pair = pairs[i]
+        if pair.op == MATCH:
+            out[i] = styled_words[pair.hyp_index]
+            matched += 1
             continue
         lowered = word.lower()
         if _PRONOUN_I.match(lowered):
             lowered = "I" + lowered[1:]
         if _starts_sentence(out[i - 1] if i else None, styled_words):
             lowered = lowered[:1].upper() + lowered[1:]
+        if pair.op == SUBSTITUTION and _near(word, styled_words[pair.hyp_index]):
+            theirs = styled_words[pair.hyp_index]
+            if theirs[:1].isupper():
+                lowered = lowered[:1].upper() + lowered[1:]
+            lowered = _EDGE_PUNCT.sub("", lowered) + _trailing_punct(theirs)
         out[i] = lowered
-    return " ".join(out), len(matched) / len(ref_words)
+    if final_stop and not out[-1].endswith(_SENTENCE_END):
+        out[-1] = out[-1].rstrip(",;:") + final_stop
+    return " ".join(out), matched / len(ref_words)
+
+
+NEAR_MISS_RATIO = 0.5  # difflib similarity of two words' letters above which one is a mishearing of the other
+
+
+def _near(word: str, other: str) -> bool:
+    """Is `other` a near miss of `word` ("nein"/"nine" 0.5, "jon"/"john" 0.86; "flour"/"entirely" 0.15)?"""
+    return SequenceMatcher(None, normalise_word(word), normalise_word(other)).ratio() >= NEAR_MISS_RATIO
+
+
+def _trailing_punct(word: str) -> str:
+    """The punctuation a word ends with ("paced." -> ".", "don't" -> "")."""
+    found = re.search(r"[^\w]+$", word)
+    return found.group(0) if found else ""

@@ -40,5 +40,5 @@ MOONSHINE = MoonshineFamily(
     name="moonshine",
     input_key="input_values",
     default_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-    target_policy="sentence",  # "styled" is opt-in (--target-policy styled): see plan.md, issue 15
+    target_policy="styled",  # the base model's casing and punctuation kept in training targets (lora.styled_targets)
 )

@@ -59,7 +59,7 @@ WHISPER = WhisperFamily(
     name="whisper",
     input_key="input_features",
     default_target_modules=("q_proj", "k_proj", "v_proj", "out_proj"),
-    target_policy="sentence",  # "styled" is opt-in (--target-policy styled): see plan.md, issue 15
+    target_policy="styled",  # the base model's casing and punctuation kept in training targets (lora.styled_targets)
     tokens_per_second=6.0,
     min_new_tokens_cap=12,
 )

@@ -1,0 +1,64 @@
+"""Keep a long CPU run's resident memory flat under glibc's malloc.
+
+Why by hand: a CPU training step allocates activations of a different size every micro-batch
+(batches are capped by seconds of audio, not shape). glibc serves blocks over its mmap threshold
+with mmap and returns them on free, but after the first such free it raises the threshold (up to
+32 MB on 64-bit), so later activations come from the heap, whose freed holes are rarely returned:
+resident memory creeps up over a run (measured: 2.9 GB after 2 steps, 4.2 GB by step 11 of the 100 h
+run). Pinning the threshold (`mallopt(M_MMAP_THRESHOLD)`) keeps large tensors on mmap, and
+`malloc_trim(0)` after an optimizer step hands back what the heap still holds free. PyTorch has no
+CPU caching allocator to configure for this, and jemalloc/tcmalloc would be a system install.
+
+Both are no-ops where the C library is not glibc (macOS, musl); `LORA_GLIBC_TUNING=0` turns them off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's malloc.h
+M_ARENA_MAX = -8
+MMAP_THRESHOLD_BYTES = 1 << 20  # blocks from 1 MiB up (any activation of a real batch) are mmapped and returned on free
+ARENA_MAX = 2  # one arena per core of a 2-core machine; more only multiplies idle free lists
+ENV_SWITCH = "LORA_GLIBC_TUNING"
+
+_libc: ctypes.CDLL | None = None
+_tuned = False
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None and sys.platform.startswith("linux") and os.environ.get(ENV_SWITCH, "1") != "0":
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.gnu_get_libc_version  # noqa: B018 - present only in glibc
+        except (OSError, AttributeError):
+            return None
+        _libc = libc
+    return _libc
+
+
+def keep_heap_flat() -> bool:
+    """Pin glibc's mmap threshold and cap its arenas (once per process); False where not glibc."""
+    global _tuned
+    libc = _glibc()
+    if libc is None:
+        return False
+    if not _tuned:
+        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and libc.mallopt(M_ARENA_MAX, ARENA_MAX) == 1
+        _tuned = ok
+        log.debug("glibc malloc: mmap threshold %d B, %d arenas: %s", MMAP_THRESHOLD_BYTES, ARENA_MAX, "set" if ok else "refused")
+    return _tuned
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the system (`malloc_trim(0)`); nothing where not glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
