@@ -20,6 +20,7 @@ in before writing, so concurrent runs lose nothing but the race's duplicate work
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -130,9 +131,10 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         unique.setdefault(u.id, u)
     singles = [u for u in unique.values() if "joined_from" not in u.extra]
     joined = [u for u in unique.values() if "joined_from" in u.extra]
-    plain = [u for u in singles if not has_style(own_text(u))]
+    styled_text = functools.lru_cache(maxsize=None)(has_style)  # transcripts repeat in a corpus that reuses clips
+    plain = [u for u in singles if not styled_text(own_text(u))]
     for u in singles:
-        if has_style(own_text(u)):
+        if styled_text(own_text(u)):
             u.extra["target"] = own_text(u)  # LJSpeech / JFK: their own orthography
     by_path: dict[str, str] = {}  # a corpus that repeats clips stats each file once
 
