@@ -190,6 +190,7 @@ def scale_run(manifest: str, output_dir: str, steps: int, max_batch_seconds: flo
                       gradient_accumulation_steps=1, eval_samples=2, canary_samples=2, wer_batches=1, eval_batch_size=2,
                       checkpoint_every=0, output_dir=output_dir, quiet=True)
     m = run(cfg)
-    return {"manifest": manifest, "scale": to_dict(m.scale), "peak_rss_mb_in_run": m.peak_rss_mb,
+    return {"manifest": manifest, "scale": to_dict(m.scale), "target_style": to_dict(m.target_style) if m.target_style else None,
+            "peak_rss_mb_in_run": m.peak_rss_mb,
             "peak_rss_workers_mb": m.peak_rss_workers_mb, "train_audio_seconds_per_second": m.train_audio_seconds_per_second,
             "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds, "train_loss": m.train_loss}

@@ -45,6 +45,7 @@ from lora.data_loader import LoaderOptions, prepare_dataset
 from lora.decoding import assess, transcribe_examples
 from lora.model_utils import attach_lora, load_base, resolve_model_id
 from lora.runners.digits import digits_manifest
+from lora.style_metrics import MIN_CAPITALISATION_F1, MIN_PUNCTUATION_F1, capitalisation_f1, punctuation_f1
 from lora.styled_targets import TranscriptCache, style_rows
 from lora.training import example_source, train_lora
 from lora.training_config import TrainConfig
@@ -76,6 +77,8 @@ def grid(family: str, name: str = "default"):
         where, steps = ("all", (120, 240)) if family == "moonshine" else ("decoder", (60, 120))
         for lr, n in itertools.product((1e-3, 3e-3), steps):
             yield point | {"learning_rate": lr, "targets": where, "max_steps": n, "replay_share": 0.15, "join_clips": 3}
+        for lr in (1e-3, 3e-3):  # more replay: does it keep the style better at the longer schedule?
+            yield point | {"learning_rate": lr, "targets": where, "max_steps": steps[-1], "replay_share": 0.3, "join_clips": 3}
         return
     if family == "whisper" and name == "fast":
         for lr, steps in itertools.product((1e-3, 3e-3), (60, 120)):
@@ -93,12 +96,23 @@ def grid(family: str, name: str = "default"):
 
 
 def choose(rows: list[dict], baseline_forget_wer: float) -> dict:
-    """Lowest validation WER within the forgetting and time budgets; the least forgetting if nothing is."""
+    """Lowest validation WER within the forgetting (WER and style) and time budgets; the least forgetting if nothing is."""
     within = [r for r in rows if r["forget_wer"] - baseline_forget_wer <= FORGET_BUDGET + 1e-9
-              and r["train_seconds"] <= TRAIN_BUDGET_S]
+              and r["train_seconds"] <= TRAIN_BUDGET_S and _style_kept(r)]
     if within:
         return min(within, key=lambda r: (r["valid_wer"], r["valid_loss"]))
     return min(rows, key=lambda r: (r["forget_wer"], r["valid_wer"]))
+
+
+def _style_kept(row: dict) -> bool:
+    """The forgetting verdict's style thresholds (lora.style_metrics), on the forgetting check; rows of grids run
+    before style was measured count as kept."""
+    punct, caps = row.get("forget_punctuation_f1"), row.get("forget_capitalisation_f1")
+    return (punct is None or punct >= MIN_PUNCTUATION_F1) and (caps is None or caps >= MIN_CAPITALISATION_F1)
+
+
+def _f1(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -143,11 +157,16 @@ def main() -> None:
     forget = prepare_dataset([u for u in general if u.speaker in FORGET_CHECK], processor, family)
     precision, _ = resolve_precision(TrainConfig().mixed_precision, cpu=True)
 
-    def measure(model) -> dict:
+    def measure(model, base_forget_outputs: list[str] | None = None) -> dict:
         v, f = assess(model, processor, family, valid, valid, 32), assess(model, processor, family, forget, forget, 8)
         outputs = Counter(u["hypothesis"] for u in v["samples"]).most_common(3)
+        forget_outputs = [u["hypothesis"] for u in f["samples"]]
+        base_outputs = base_forget_outputs if base_forget_outputs is not None else forget_outputs
         return {"valid_wer": v["wer"], "valid_loss": v["eval_loss"], "forget_wer": f["wer"],
-                "top_valid_outputs": [f"{text!r} x{n}" for text, n in outputs]}
+                # style kept on the forgetting check: the tuned model's punctuation/capitals against the base model's
+                "forget_punctuation_f1": punctuation_f1(base_outputs, forget_outputs).f1,
+                "forget_capitalisation_f1": capitalisation_f1(base_outputs, forget_outputs).f1,
+                "forget_outputs": forget_outputs, "top_valid_outputs": [f"{text!r} x{n}" for text, n in outputs]}
 
     baseline = measure(base)
     rows = []
@@ -163,7 +182,7 @@ def main() -> None:
         source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))
         train_lora(model, family, source, cfg, Accelerator(mixed_precision=precision, cpu=True), show_progress=False)
         seconds = time.perf_counter() - started
-        rows.append(point | measure(model) | {"train_seconds": seconds})
+        rows.append(point | measure(model, baseline["forget_outputs"]) | {"train_seconds": seconds})
         print(rows[-1], flush=True)
     best = choose(rows, baseline["forget_wer"])
     lines = [f"Digits sweep, {args.family} ({MODELS[args.family]}): train speakers {', '.join(SWEEP_TRAIN)} "
@@ -172,16 +191,18 @@ def main() -> None:
              f"{', '.join(FORGET_CHECK)} ({len(forget)} utts). Baseline: validation WER {100 * baseline['valid_wer']:.1f}%, "
              f"loss {baseline['valid_loss']:.3f}; forgetting check WER {100 * baseline['forget_wer']:.1f}%. "
              f"batch 8, seed 42, precision {precision}. Winner (bold): lowest validation WER with the forgetting "
-             f"check up by at most {100 * FORGET_BUDGET:.0f} point and training in at most {TRAIN_BUDGET_S:.0f} s "
-             f"on this machine.", "",
-             "| lr | rank | LoRA on | steps | replay | joined clips | valid WER | valid loss | forgetting check WER | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"check up by at most {100 * FORGET_BUDGET:.0f} point, its punctuation/capitalisation F1 against the base "
+             f"model's output at least {MIN_PUNCTUATION_F1:g}/{MIN_CAPITALISATION_F1:g}, and training in at most "
+             f"{TRAIN_BUDGET_S:.0f} s on this machine.", "",
+             "| lr | rank | LoRA on | steps | replay | joined clips | valid WER | valid loss | forgetting check WER | "
+             "its punct F1 | its caps F1 | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mark = "**" if r is best else ""
         lines.append(f"| {r['learning_rate']:g} | {r['lora_r']} | {r['targets']} | {r['max_steps']} | {r['replay_share']:g} | "
                      f"{'up to ' + str(r['join_clips']) if r.get('join_clips', 1) > 1 else 'no'} | "
                      f"{mark}{100 * r['valid_wer']:.1f}%{mark} | {r['valid_loss']:.3f} | {100 * r['forget_wer']:.1f}% | "
-                     f"{r['train_seconds']:.0f} |")
+                     f"{_f1(r.get('forget_punctuation_f1'))} | {_f1(r.get('forget_capitalisation_f1'))} | {r['train_seconds']:.0f} |")
     out = Path(args.output or f"recipes/results/sweep_{args.family}.md")
     write_text_atomic(out, "\n".join(lines) + "\n")
     write_json_atomic(out.with_suffix(".json"), {"baseline": baseline, "precision": precision, "rows": rows, "best": best})

@@ -19,6 +19,7 @@ This file knows the order of the stages, not how any stage works inside.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
@@ -212,7 +213,9 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
         return out
 
     r = lm.resolved
+    started = time.perf_counter()
     style = style_rows(selected.train_rows, transcribe, TranscriptCache(f"{r.model_id_used}@{r.path}"))
+    style = dataclasses.replace(style, seconds=time.perf_counter() - started)
     log.info("styled targets: %d of %d rows given the base model's style (word coverage %s), %d with their own",
              style.styled_rows, style.rows, "n/a" if style.coverage is None else f"{style.coverage:.1%}", style.own_style_rows)
     return style

@@ -80,6 +80,7 @@ class TargetStyle:
     transcribed: int = 0  # base-model transcripts computed in this run
     cache_hits: int = 0  # base-model transcripts read from the cache
     cache_path: str = ""
+    seconds: float = 0.0  # wall time of the styling pass (transcription of cache misses included), before the first step
 
 
 @dataclass(frozen=True)

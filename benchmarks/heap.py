@@ -1,0 +1,60 @@
+"""Peak RSS of one scale run with and without `lora.core.memory`'s glibc tuning, side by side.
+
+Each side is the bench's scale run (`tasks.scale_run`: Moonshine base, 60 s micro-batches, no gradient
+accumulation) in a fresh child process on the same manifest; `LORA_GLIBC_TUNING=0` turns the tuning off
+in the untuned child. Order A B (tuned first). Throughput is printed beside it: the tuning must not cost speed.
+
+    uv run python benchmarks/heap.py --manifest data/scale_10h.jsonl --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from children import run_child  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
+from lora.core.memory import ENV_SWITCH  # noqa: E402
+from lora.core.outputs import write_json_atomic, write_text_atomic  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", default="data/scale_10h.jsonl")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--output", default="benchmarks/results/heap.json")
+    args = parser.parse_args()
+    cache = str(Path(tempfile.mkdtemp(prefix="heap_")) / "preflight.sqlite")
+    rows = []
+    for tuned in (True, False):
+        os.environ[ENV_SWITCH] = "1" if tuned else "0"
+        result = run_child("scale_run", timeout_s=3600, manifest=args.manifest, output_dir=f"outputs/bench/heap_{int(tuned)}",
+                           steps=args.steps, max_batch_seconds=60.0, cache=cache)
+        rows.append({"glibc_tuning": tuned, "peak_rss_mb": result["peak_rss_mb"],
+                     "peak_rss_workers_mb": result["peak_rss_workers_mb"],
+                     "train_audio_seconds_per_second": result["train_audio_seconds_per_second"],
+                     "train_wall_seconds": result["train_wall_seconds"]})
+        print(rows[-1], flush=True)
+    os.environ.pop(ENV_SWITCH, None)
+    on, off = rows
+    summary = {"command": f"uv run python benchmarks/heap.py --manifest {args.manifest} --steps {args.steps}",
+               "manifest": args.manifest, "steps": args.steps, "max_batch_seconds": 60.0, "runs": rows,
+               "rss_ratio_tuned_over_untuned": on["peak_rss_mb"] / off["peak_rss_mb"],
+               "throughput_ratio_tuned_over_untuned": on["train_audio_seconds_per_second"] / off["train_audio_seconds_per_second"]}
+    write_json_atomic(args.output, summary)
+    lines = [f"Heap tuning A/B: `{summary['command']}` (Moonshine base, 60 s micro-batches, fresh child per side)", "",
+             "| glibc tuning | peak RSS MB | largest worker MB | audio s/s | train s |", "|---|---|---|---|---|"]
+    lines += [f"| {'on' if r['glibc_tuning'] else 'off'} | {r['peak_rss_mb']:.0f} | {r['peak_rss_workers_mb']:.0f} | "
+              f"{r['train_audio_seconds_per_second']:.1f} | {r['train_wall_seconds']:.0f} |" for r in rows]
+    lines += ["", f"RSS tuned/untuned {summary['rss_ratio_tuned_over_untuned']:.2f}; throughput tuned/untuned "
+              f"{summary['throughput_ratio_tuned_over_untuned']:.2f}"]
+    write_text_atomic(Path(args.output).with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
