@@ -17,6 +17,7 @@ def fresh(monkeypatch):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_glibc_takes_the_settings_and_trims(fresh):
+    fresh.setenv(memory.ENV_SWITCH, "1")
     assert memory.keep_heap_flat() is True
     assert memory.keep_heap_flat() is True  # once per process; a second call is free
     before = _rss_mb()
@@ -32,7 +33,9 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def test_the_switch_turns_it_off(fresh):
+def test_off_by_default_and_by_the_switch(fresh):
+    fresh.delenv(memory.ENV_SWITCH, raising=False)
+    assert memory.keep_heap_flat() is False
     fresh.setenv(memory.ENV_SWITCH, "0")
     assert memory.keep_heap_flat() is False
     memory.release_free_memory()  # a no-op, not an error

@@ -9,7 +9,10 @@ run). Pinning the threshold (`mallopt(M_MMAP_THRESHOLD)`) keeps large tensors on
 `malloc_trim(0)` after an optimizer step hands back what the heap still holds free. PyTorch has no
 CPU caching allocator to configure for this, and jemalloc/tcmalloc would be a system install.
 
-Both are no-ops where the C library is not glibc (macOS, musl); `LORA_GLIBC_TUNING=0` turns them off.
+Opt-in (`LORA_GLIBC_TUNING=1`), because it costs speed: measured side by side on the 1 h scale manifest
+(`benchmarks/results/heap.md`), peak RSS 3,063 -> 2,458 MB but 28.8 -> 21.6 audio s/s; with a 16 MiB
+threshold 3,144 -> 2,716 MB and 28.6 -> 24.6 audio s/s (`heap_16mib.md`). Turn it on when memory, not
+time, is what runs out. Both calls are no-ops where the C library is not glibc (macOS, musl).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's malloc.h
 M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 1 << 20  # blocks from 1 MiB up (any activation of a real batch) are mmapped and returned on free
 ARENA_MAX = 2  # one arena per core of a 2-core machine; more only multiplies idle free lists
-ENV_SWITCH = "LORA_GLIBC_TUNING"
+ENV_SWITCH = "LORA_GLIBC_TUNING"  # "1": on (default off)
 
 _libc: ctypes.CDLL | None = None
 _tuned = False
@@ -34,7 +37,7 @@ _tuned = False
 
 def _glibc() -> ctypes.CDLL | None:
     global _libc
-    if _libc is None and sys.platform.startswith("linux") and os.environ.get(ENV_SWITCH, "1") != "0":
+    if _libc is None and sys.platform.startswith("linux") and os.environ.get(ENV_SWITCH, "0") == "1":
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             libc.gnu_get_libc_version  # noqa: B018 - present only in glibc
