@@ -152,9 +152,9 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         if cache.get(keys[u.id]) is None:
             missing_by_key.setdefault(keys[u.id], u)
     missing = list(missing_by_key.values())
+    hits = sum(1 for u in plain if keys[u.id] not in missing_by_key)  # rows whose transcript was cached before this run
     if missing:
-        log.info("styled targets: transcribing %d clip(s) with the base model (%d rows cached)", len(missing),
-                 sum(cache.get(k) is not None for k in keys.values()))
+        log.info("styled targets: transcribing %d clip(s) with the base model (%d rows cached)", len(missing), hits)
         for key, text in zip(missing_by_key, transcribe(missing), strict=True):
             cache.put(key, text)
         cache.save()
@@ -177,7 +177,7 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
     return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - len(plain), styled_rows=len(plain),
                        joined_rows=len(joined), reference_words=words, words_with_base_style=matched,
                        coverage=matched / words if words else None, transcribed=len(missing),
-                       cache_hits=len(plain) - sum(1 for u in plain if keys[u.id] in missing_by_key), cache_path=str(cache.path))
+                       cache_hits=hits, cache_path=str(cache.path))
 
 
 def styled_reference(reference: str, base_output: str) -> str:
