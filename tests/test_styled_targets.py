@@ -118,49 +118,17 @@ def test_concurrent_runs_merge_into_the_cache(tmp_path):
     assert TranscriptCache("m", tmp_path).entries == {"k1": "One.", "k2": "Two."}
 
 
-def test_joined_clips_are_styled_from_the_joined_audio(speech_dir, tmp_path):
+def test_joined_clips_join_their_parts_targets(speech_dir, tmp_path):
     digits = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.speaker == "9202"][:4]
     joined = with_joined_clips(digits, 3, seed=1)
-    extra = joined[len(digits):]
-    assert extra
+    assert len(joined) > len(digits)
     base = {u.id: u.text.capitalize() + "." for u in digits}
-    base |= {u.id: ", ".join(u.text.lower().split()).capitalize() + "." for u in extra}  # "Nine, one."
     transcriber = Transcriber(base)
     style = style_rows(joined, transcriber, TranscriptCache("m", tmp_path))
-    assert sorted(transcriber.asked) == sorted(base)  # the joined audio is transcribed as a whole
-    for u in extra:
-        assert u.extra["target"] == base[u.id].replace(",", "")  # "Nine one.": neither the parts' "Nine. One." nor a splice comma
-    assert (style.joined_rows, style.rows, style.styled_rows) == (len(extra), len(joined), len(joined))
-    again = Transcriber(base)
-    style_rows(with_joined_clips(digits, 3, seed=1), again, TranscriptCache("m", tmp_path))
-    assert again.asked == []  # the joined audio's transcript is cached by its samples
-
-
-def test_joined_clips_of_styled_parts_join_their_own_texts(speech_dir, tmp_path):
-    lj = read_librispeech_dir(speech_dir, ["ljspeech"])[:2]
-    assert attach_original_text(lj, speech_dir) == 2
-    joined = with_joined_clips(lj, 2, seed=1)
-    transcriber = Transcriber({})
-    style_rows(joined, transcriber, TranscriptCache("m", tmp_path))
-    assert transcriber.asked == []
-    u = joined[-1]
-    assert u.extra["target"] == " ".join(lj_u.extra["original_text"] for lj_u in sorted(lj, key=lambda x: u.extra["joined_from"].index(x.id)))
-
-
-def test_splices_lose_their_marks_and_parts_keep_their_style():
-    from lora.styled_targets import unmark_splices
-
-    assert unmark_splices("Nine. One, four.", [1, 1, 1]) == "Nine one four."
-    assert unmark_splices("Nine. I, four.", [1, 1, 1]) == "Nine I four."  # the pronoun keeps its capital
-    assert unmark_splices("Well, John went. Then Mary, too.", [3, 3]) == "Well, John went then Mary, too."
-    assert unmark_splices("Nine one four", [1, 1]) == "Nine one four"  # word count differs: left as carried
-
-
-def test_a_numeral_starts_a_sentence():
-    from lora.data.alignment import carry_style
-
-    assert carry_style("FIVE THREE", "5, 3.")[0] == "Five three."
-    assert carry_style("FIVE THREE", "and three")[0] == "five three"
+    assert sorted(transcriber.asked) == sorted(base)  # joined audio is never transcribed
+    for u in joined[len(digits):]:
+        assert u.extra["target"] == " ".join(base[i] for i in u.extra["joined_from"])
+    assert style.joined_rows == len(joined) - len(digits)
 
 
 def test_the_loader_trains_on_the_target(speech_dir, tiny_moonshine):

@@ -70,10 +70,10 @@ class TargetStyle:
     """How the training targets were written (`--target-policy`; "styled": `lora.styled_targets`)."""
 
     policy: str
-    rows: int = 0  # distinct training rows, joined clips included (= own_style_rows + styled_rows)
-    own_style_rows: int = 0  # references with their own casing/punctuation, kept as they are (joined: their parts')
+    rows: int = 0  # distinct single (not joined) training rows
+    own_style_rows: int = 0  # references with their own casing/punctuation, kept as they are
     styled_rows: int = 0  # references given the base model's style
-    joined_rows: int = 0  # of the rows, joined clips (styled from the base transcript of the joined audio)
+    joined_rows: int = 0  # joined clips (targets = their parts' targets)
     reference_words: int = 0  # words of the styled rows
     words_with_base_style: int = 0  # of those, matched to a base-model word (its style carried over)
     coverage: float | None = None  # words_with_base_style / reference_words

@@ -7,19 +7,14 @@ own (`lora.core.text.has_style`) is transcribed once by the BASE model, and the 
 punctuation are carried onto the matching reference words (`lora.data.alignment.carry_style`): the
 words stay the reference's, the orthography becomes the model's own. References with style (LJSpeech,
 JFK) keep theirs. The result goes into `Utterance.extra["target"]`, which the loader and
-`prepare_dataset` hand to `family.label_ids`; replay rows are styled like the rest.
-
-A joined clip (`--join-clips`) is styled from the base model's transcript of the joined audio, like
-any clip, except at its splices (`unmark_splices`): NINE ONE FOUR -> "Nine one four.". Joining its
-parts' targets instead ("Nine. One. Four.") taught a full stop and a capital after every number word,
-and the base model's commas at the splices ("Nine, one, four.") taught a comma there: the canary
-showed both ("In eighteen. Thirteen.", then "In eighteen, thirteen."). A joined clip whose parts
-carry their own style (LJSpeech) joins their texts.
+`prepare_dataset` hand to `family.label_ids`; a joined clip gets its parts' targets joined; replay rows
+are styled like the rest.
 
 Base transcripts are cached in one JSON file per base model under `$LORA_HOME/base_transcripts/`:
 `{"model": <model id used + path>, "transcripts": {<audio identity>: <text>}}`, the audio identity being
 `file:<resolved path>|<size>|<mtime ns>` for files (a re-recorded file is transcribed again) or
-`sha1:<hex of the float32 samples>` for in-memory audio (joined clips among them). Written atomically; entries another run added meanwhile are merged
+`sha1:<hex of the float32 samples>` for in-memory audio (joined clips are never looked up: their
+targets come from their parts). Written atomically; entries another run added meanwhile are merged
 in before writing, so concurrent runs lose nothing but the race's duplicate work.
 """
 
@@ -127,7 +122,7 @@ class TranscriptCache:
 
 
 def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], list[str]], cache: TranscriptCache) -> TargetStyle:
-    """Set `extra["target"]` on the rows whose reference lacks style (in place), joined clips included.
+    """Set `extra["target"]` on the rows whose reference lacks style (in place); joined clips join their parts'.
 
     `transcribe(rows) -> texts` is the base model's greedy output (called once, on the cache misses).
     """
@@ -137,13 +132,10 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
     singles = [u for u in unique.values() if "joined_from" not in u.extra]
     joined = [u for u in unique.values() if "joined_from" in u.extra]
     styled_text = functools.lru_cache(maxsize=None)(has_style)  # transcripts repeat in a corpus that reuses clips
+    plain = [u for u in singles if not styled_text(own_text(u))]
     for u in singles:
         if styled_text(own_text(u)):
             u.extra["target"] = own_text(u)  # LJSpeech / JFK: their own orthography
-    parts_styled = [u for u in joined if any(styled_text(own_text(unique[i])) for i in _parts(u, unique))]
-    for u in parts_styled:
-        u.extra["target"] = " ".join(unique[i].extra.get("target") or own_text(unique[i]) for i in u.extra["joined_from"])
-    plain = [u for u in singles if not styled_text(own_text(u))] + [u for u in joined if "target" not in u.extra]
     by_path: dict[str, str] = {}  # a corpus that repeats clips stats each file once
 
     def identity(u: Utterance) -> str:
@@ -173,55 +165,19 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         if pair not in carried:
             carried[pair] = carry_style(*pair)
         target, coverage = carried[pair]
-        if "joined_from" in u.extra:
-            target = unmark_splices(target, [len(unique[i].text.split()) for i in u.extra["joined_from"]])
         n = len(u.text.split())
         matched += round(coverage * n)
         words += n
         u.extra["target"] = target
-    rows_total = len(singles) + len(joined)
-    return TargetStyle(policy="styled", rows=rows_total, own_style_rows=rows_total - len(plain), styled_rows=len(plain),
+    for u in joined:
+        parts = [unique.get(i) for i in u.extra["joined_from"]]
+        if any(p is None for p in parts):
+            raise ValueError(f"joined clip {u.id}: a part is not among the training rows")
+        u.extra["target"] = " ".join(p.extra.get("target") or own_text(p) for p in parts)
+    return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - len(plain), styled_rows=len(plain),
                        joined_rows=len(joined), reference_words=words, words_with_base_style=matched,
                        coverage=matched / words if words else None, transcribed=len(missing),
                        cache_hits=hits, cache_path=str(cache.path))
-
-
-_STOPS = (".", "!", "?")
-
-
-def unmark_splices(target: str, part_words: list[int]) -> str:
-    """A joined clip's styled target without punctuation where one part ends and the next begins.
-
-    The joins are our own splices: the pause there is one we made, and the base model marks it
-    ("Nine, one, four." or "Nine. One. Four."). Trained on that, a model puts a comma or a full
-    stop after number words in general speech ("In eighteen, thirteen." on the canary), so the
-    splice words lose their trailing punctuation and a capital that only followed a full stop
-    there is lowered ("Nine one four."). Style inside a part and the final stop stay.
-
-    >>> unmark_splices("Nine. One, four.", [1, 1, 1])
-    'Nine one four.'
-    """
-    words = target.split()
-    if sum(part_words) != len(words):  # not one word per reference word: leave it as carried
-        return target
-    end = 0
-    for n in part_words[:-1]:
-        end += n
-        last = words[end - 1]
-        stripped = last.rstrip(",;:.!?")
-        if stripped and stripped != last:
-            words[end - 1] = stripped
-            after = words[end]
-            if last.endswith(_STOPS) and after[:1].isupper() and not re.match(r"^I('(m|ll|ve|d))?\b", after):
-                words[end] = after[:1].lower() + after[1:]
-    return " ".join(words)
-
-
-def _parts(u: Utterance, unique: dict[str, Utterance]) -> list[str]:
-    missing = [i for i in u.extra["joined_from"] if i not in unique]
-    if missing:
-        raise ValueError(f"joined clip {u.id}: part {missing[0]} is not among the training rows")
-    return u.extra["joined_from"]
 
 
 def styled_reference(reference: str, base_output: str) -> str:

@@ -95,8 +95,8 @@ def edit_distance(ref: Sequence[str], hyp: Sequence[str], key: Callable[[str], s
 
 
 def _starts_sentence(previous: str | None, styled_words: list[str]) -> bool:
-    if previous is None:  # first word: a sentence start unless the styled text starts in lower case ("5, 3." starts one)
-        return bool(styled_words) and not styled_words[0][:1].islower()
+    if previous is None:  # first word: a sentence start when the styled text starts with a capital
+        return bool(styled_words) and styled_words[0][:1].isupper()
     return previous.endswith(_SENTENCE_END)
 
 
@@ -110,8 +110,7 @@ def carry_style(reference: str, styled: str) -> tuple[str, float]:
     the styled word's capital and trailing punctuation: the base model's sentence structure is right
     where a word is misheard. Any other unmatched reference word is written in lower case without
     punctuation, except the pronoun "I" (and I'm/I'll/I've/I'd), and a word at a sentence start is
-    capitalised: the first word unless the styled text begins in lower case (a capital, a numeral or a
-    quote mark starts a sentence: "Five three." for FIVE THREE written "5, 3."), or any word after one
+    capitalised: the first word when the styled text begins with a capital, or any word after one
     ending in . ! or ?. The styled text's final . ! or ? ends the reference (the clip ends a sentence
     there), also when the reference goes on past the last word the base model wrote.
 
