@@ -72,6 +72,16 @@ class Session:
     started: float  # time.perf_counter() at the start of the run
     cpu: bool
     baseline_seconds: float = 0.0  # time spent measuring the baseline (set by `measure_baseline`)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # `mark`: wall seconds per stage
+    stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)  # `mark`: peak RSS when it ended
+    _last_mark: float | None = None
+
+    def mark(self, stage: str) -> None:
+        """Record that `stage` just ended: its wall time (since the previous mark, or the run's start) and peak RSS."""
+        now = time.perf_counter()
+        self.stage_seconds[stage] = now - (self._last_mark if self._last_mark is not None else self.started)
+        self.stage_peak_rss_mb[stage] = peak_rss_mb()
+        self._last_mark = now
 
 
 @dataclass
@@ -460,7 +470,8 @@ def scale_facts(selected: SelectedData, table: ClipTable, source: BatchSource, o
         micro_batches_per_epoch=source.batches_per_epoch, max_batch_seconds=cfg.max_batch_seconds,
         loader_workers=options.num_workers, seconds_to_first_step=first, baseline_seconds=session.baseline_seconds,
         quarantined_while_training=len(result.quarantined),
-        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "unknown")), compiled=cfg.compile)
+        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "unknown")), compiled=cfg.compile,
+        stage_seconds=dict(session.stage_seconds), stage_peak_rss_mb=dict(session.stage_peak_rss_mb))
 
 
 def report(result: RealMetrics, out: Path) -> None:

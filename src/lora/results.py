@@ -100,6 +100,11 @@ class ScaleFacts:
     quarantined_while_training: int  # rows the loader's workers could not load (kept out, run went on)
     attention: str  # the attention kernel transformers chose (sdpa, eager, ...)
     compiled: bool
+    # Per run stage, in order (select_data, load_model, style_targets, train_batches, eval_sets, baseline,
+    # train, tuned): wall seconds it took, and the process's peak RSS (MB) when it ended. Peak RSS only
+    # grows, so the first stage whose figure reaches the run's peak is where the peak was set.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

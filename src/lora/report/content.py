@@ -261,7 +261,8 @@ def data_and_timing(m: dict) -> list[tuple]:
               ("Training wall time", seconds(m.get("train_wall_seconds"))),
               ("Audio seconds trained per second", fixed(m.get("train_audio_seconds_per_second"), 1)),
               ("Whole run wall time", seconds(m.get("wall_seconds"))),
-              ("Peak RSS", NA if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f} MB")]
+              ("Peak RSS", NA if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f} MB"),
+              ("Stages (seconds, peak RSS after)", _stages(m.get("scale") or {}))]
     if not is_comparison(m):
         data = [("Adapter", m.get("adapter_dir")), ("Family", m.get("family")), ("Audio", seconds(m.get("audio_seconds"))),
                 ("Eval loss", fixed(m.get("eval_loss"))),
@@ -270,6 +271,11 @@ def data_and_timing(m: dict) -> list[tuple]:
     return [("h", 2, "Data"), kv_table(data), ("h", 2, "Config"), kv_table(list((m.get("config") or {}).items())),
             ("h", 2, "Timing and resources"), kv_table(timing),
             ("h", 2, "Versions"), kv_table(list((m.get("versions") or {}).items()))]
+
+
+def _stages(scale: dict) -> str:
+    secs, rss = scale.get("stage_seconds") or {}, scale.get("stage_peak_rss_mb") or {}
+    return "; ".join(f"{k} {v:.1f} s, {rss.get(k, 0):.0f} MB" for k, v in secs.items()) or NA
 
 
 def _target_style(t: dict | None) -> str:

@@ -43,25 +43,33 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     session = pipeline.start(cfg, _cpu_only(), started)
     main = session.accelerator.is_main_process
     selected = pipeline.select_data(cfg)                                      # 1. speaker-disjoint data
+    session.mark("select_data")
     lm = pipeline.load_model(cfg, session)                                    # 2. the model
     lm.model.to(session.accelerator.device)
+    session.mark("load_model")
     with session.accelerator.main_process_first():  # the main process fills the base-transcript cache
         style = pipeline.style_targets(selected, lm, cfg)                     #    styled training targets
+    session.mark("style_targets")
     options = pipeline.loader_options(cfg, session.accelerator.device.type)
     source, table = pipeline.train_batches(selected, lm, cfg, options)         #    streamed training rows
+    session.mark("train_batches")
     cfg = pipeline.steps_for(cfg, source.batches_per_epoch, session.accelerator.num_processes)
     sets = pipeline.eval_sets(selected, lm, cfg)                               #    eval + canary (small)
     lm.model.to(session.accelerator.device)
+    session.mark("eval_sets")
     before = pipeline.measure_baseline(lm, sets, cfg, session)                 # 3. baseline
+    session.mark("baseline")
     model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 4. LoRA
     if cfg.compile:
         model = pipeline.compiled(model)
     result = pipeline.train(model, lm, source, cfg, session, sets)             # 5. train (+ --eval-steps, best kept)
+    session.mark("train")
     model = session.accelerator.unwrap_model(model)
     session.accelerator.wait_for_everyone()
     if not main:
         return None
     after = pipeline.measure(lm, model, sets, cfg)                             # 6. tuned
+    session.mark("tuned")
     out = Path(cfg.output_dir)
     info = pipeline.run_info(lm, selected, cfg, targets)
     scale = pipeline.scale_facts(selected, table, source, options, result, session, model, cfg)
