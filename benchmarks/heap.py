@@ -10,6 +10,7 @@ in the untuned child. Order A B B A (each side's fastest run and lowest peak cou
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -22,16 +23,33 @@ from lora.core.memory import ENV_SWITCH  # noqa: E402
 from lora.core.outputs import write_json_atomic, write_text_atomic  # noqa: E402
 
 
+def _pairs(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.split(",") if item.strip())
+
+
+def _label(mode: str, env: dict[str, str]) -> str:
+    return ", ".join([f"{ENV_SWITCH}={mode}"] + [f"{k}={v}" for k, v in env.items()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", default="data/scale_10h.jsonl")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", default="benchmarks/results/heap.json")
+    parser.add_argument("--tuned-mode", default="1", help=f"the {ENV_SWITCH} value of the tuned side: 1 (threshold + arenas + "
+                        "trim) or trim (malloc_trim after each micro-batch only)")
+    parser.add_argument("--tuned-env", default="", help="more KEY=VALUE settings of the tuned side, comma-separated")
+    parser.add_argument("--untuned-env", default="", help="more KEY=VALUE settings of the untuned side, comma-separated")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md beside --output from its JSON, run nothing")
     args = parser.parse_args()
+    if args.markdown_only:
+        return write_markdown(json.loads(Path(args.output).read_text()), args.output)
+    extra = {True: _pairs(args.tuned_env), False: _pairs(args.untuned_env)}
     cache = str(Path(tempfile.mkdtemp(prefix="heap_")) / "preflight.sqlite")
     rows = []
     for tuned in (True, False, False, True):
-        os.environ[ENV_SWITCH] = "1" if tuned else "0"
+        os.environ[ENV_SWITCH] = args.tuned_mode if tuned else "0"
+        os.environ.update(extra[tuned])
         result = run_child("scale_run", timeout_s=3600, manifest=args.manifest, output_dir=f"outputs/bench/heap_{int(tuned)}",
                            steps=args.steps, max_batch_seconds=60.0, cache=cache)
         rows.append({"glibc_tuning": tuned, "peak_rss_mb": result["peak_rss_mb"],
@@ -47,18 +65,27 @@ def main() -> None:
                 "train_audio_seconds_per_second": max(r["train_audio_seconds_per_second"] for r in side)}
 
     on, off = best(True), best(False)
-    summary = {"command": f"uv run python benchmarks/heap.py --manifest {args.manifest} --steps {args.steps}",
+    flags = "".join(f" --{k} '{v}'" for k, v in (("tuned-env", args.tuned_env), ("untuned-env", args.untuned_env)) if v)
+    summary = {"command": f"uv run python benchmarks/heap.py --manifest {args.manifest} --steps {args.steps} "
+                          f"--tuned-mode {args.tuned_mode}{flags}",
+               "tuned_mode": args.tuned_mode, "tuned_env": extra[True], "untuned_env": extra[False],
                "manifest": args.manifest, "steps": args.steps, "max_batch_seconds": 60.0, "runs": rows, "best": [on, off],
                "rss_ratio_tuned_over_untuned": on["peak_rss_mb"] / off["peak_rss_mb"],
                "throughput_ratio_tuned_over_untuned": on["train_audio_seconds_per_second"] / off["train_audio_seconds_per_second"]}
     write_json_atomic(args.output, summary)
+    write_markdown(summary, args.output)
+
+
+def write_markdown(summary: dict, output: str) -> None:
     lines = [f"Heap tuning A/B: `{summary['command']}` (Moonshine base, 60 s micro-batches, fresh child per side)", "",
-             "| glibc tuning | peak RSS MB | largest worker MB | audio s/s | train s |", "|---|---|---|---|---|"]
-    lines += [f"| {'on' if r['glibc_tuning'] else 'off'} | {r['peak_rss_mb']:.0f} | {r['peak_rss_workers_mb']:.0f} | "
-              f"{r['train_audio_seconds_per_second']:.1f} | {r['train_wall_seconds']:.0f} |" for r in rows]
+             "| side (environment) | peak RSS MB | largest worker MB | audio s/s | train s |", "|---|---|---|---|---|"]
+    label = {True: _label(summary.get("tuned_mode", "1"), summary.get("tuned_env", {})),
+             False: _label("0", summary.get("untuned_env", {}))}
+    lines += [f"| {label[r['glibc_tuning']]} | {r['peak_rss_mb']:.0f} | {r['peak_rss_workers_mb']:.0f} | "
+              f"{r['train_audio_seconds_per_second']:.1f} | {r['train_wall_seconds']:.0f} |" for r in summary["runs"]]
     lines += ["", f"RSS tuned/untuned {summary['rss_ratio_tuned_over_untuned']:.2f}; throughput tuned/untuned "
               f"{summary['throughput_ratio_tuned_over_untuned']:.2f}"]
-    write_text_atomic(Path(args.output).with_suffix(".md"), "\n".join(lines) + "\n")
+    write_text_atomic(Path(output).with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.hub import hub_reachable
+from lora.core.memory import bound_kernel_cache
 from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic
 from lora.core.paths import default_speech_dir
 from lora.core.precision import resolve_precision
@@ -135,6 +136,7 @@ class Measurement:
 
 def start(cfg: TrainConfig, cpu: bool, started: float | None = None) -> Session:
     """The accelerator (one process or several), mixed precision chosen for the device, the seed."""
+    bound_kernel_cache()  # before the first CPU kernel is built (lora.core.memory)
     from accelerate import Accelerator  # deferred: heavy
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 

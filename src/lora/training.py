@@ -20,6 +20,7 @@ from pathlib import Path
 from lora.checkpoint import CHECKPOINT_DIR, STATE_FILE, check_resumable, load_checkpoint, read_state, save_checkpoint
 from lora.core.errors import UserError
 from lora.core.memory import keep_heap_flat, release_free_memory
+from lora.core.outputs import current_rss_mb
 from lora.data.manifest import BadRow
 from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, make_loader
 from lora.encoder_cache import EncoderCache, encoder_is_fixed
@@ -233,7 +234,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
         row = {"step": done.step, "loss": step_loss, "lr": done.lr, "elapsed_s": time.perf_counter() - start,
                "audio_seconds": step_seconds,
                "grad_norm": float(done.grad_norm) if done.grad_norm is not None else None,
-               "audio_seconds_per_second": step_seconds / max(done.queued - done.started, 1e-9)}
+               "audio_seconds_per_second": step_seconds / max(done.queued - done.started, 1e-9),
+               "rss_mb": current_rss_mb()}
         result.history.append(row)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         bar.update(1)
@@ -266,8 +268,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             losses.append(loss.detach())
             seconds += loaded.seconds
             tokens += loaded.tokens
-        if on_cpu:
-            release_free_memory()
+            if on_cpu:  # opt-in (LORA_GLIBC_TUNING): hand the micro-batch's freed heap pages back
+                release_free_memory()
         sync_now = on_step is not None and cfg.eval_steps > 0 and (step % cfg.eval_steps == 0 or step == cfg.max_steps)
         if pending is not None and record(pending):
             pending = None

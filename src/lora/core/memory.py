@@ -9,6 +9,10 @@ run). Pinning the threshold (`mallopt(M_MMAP_THRESHOLD)`) keeps large tensors on
 `malloc_trim(0)` after an optimizer step hands back what the heap still holds free. PyTorch has no
 CPU caching allocator to configure for this, and jemalloc/tcmalloc would be a system install.
 
+`LORA_GLIBC_TUNING=trim` keeps glibc's own thresholds and only calls `malloc_trim(0)` after each CPU
+micro-batch: freed heap pages anywhere in the heap go back to the system (MADV_DONTNEED) once per
+micro-batch instead of every large tensor being its own mmap.
+
 Opt-in (`LORA_GLIBC_TUNING=1`), because it costs speed: measured side by side on the 1 h scale manifest
 (`benchmarks/results/heap.md`), peak RSS 3,063 -> 2,458 MB but 28.8 -> 21.6 audio s/s; with a 16 MiB
 threshold 3,144 -> 2,716 MB and 28.6 -> 24.6 audio s/s (`heap_16mib.md`). Turn it on when memory, not
@@ -29,7 +33,16 @@ M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's malloc.h
 M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 1 << 20  # blocks from 1 MiB up (any activation of a real batch) are mmapped and returned on free
 ARENA_MAX = 2  # one arena per core of a 2-core machine; more only multiplies idle free lists
-ENV_SWITCH = "LORA_GLIBC_TUNING"  # "1": on (default off)
+ENV_SWITCH = "LORA_GLIBC_TUNING"  # "1": threshold + arenas + trim; "trim": malloc_trim only; default off
+TRIM_ONLY = "trim"
+
+# oneDNN (PyTorch's CPU kernels for bf16/fp32 matmul) keeps up to 1024 compiled kernels ("primitives"),
+# one per input shape, with their buffers. Duration-capped batches have a new shape almost every
+# micro-batch, so resident memory climbed by tens of MB a step (1 h scale manifest, 30 steps of 60 s:
+# 3,411 MB at step 30 by default, 2,801 MB with 8; 0 made training 4x slower). Read once, when oneDNN
+# builds its first kernel: `bound_kernel_cache` sets it before then unless the user already did.
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_CAPACITY = 8
 
 _libc: ctypes.CDLL | None = None
 _tuned = False
@@ -37,7 +50,7 @@ _tuned = False
 
 def _glibc() -> ctypes.CDLL | None:
     global _libc
-    if _libc is None and sys.platform.startswith("linux") and os.environ.get(ENV_SWITCH, "0") == "1":
+    if _libc is None and sys.platform.startswith("linux") and _mode() != "0":
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             libc.gnu_get_libc_version  # noqa: B018 - present only in glibc
@@ -47,12 +60,20 @@ def _glibc() -> ctypes.CDLL | None:
     return _libc
 
 
+def _mode() -> str:
+    value = os.environ.get(ENV_SWITCH, "0").strip().lower()
+    return value if value in ("1", TRIM_ONLY) else "0"
+
+
 def keep_heap_flat() -> bool:
-    """Pin glibc's mmap threshold and cap its arenas (once per process); False where not glibc."""
+    """Pin glibc's mmap threshold and cap its arenas (once per process; not in "trim" mode); False where
+    not glibc or off."""
     global _tuned
     libc = _glibc()
     if libc is None:
         return False
+    if _mode() == TRIM_ONLY:
+        return True
     if not _tuned:
         ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and libc.mallopt(M_ARENA_MAX, ARENA_MAX) == 1
         _tuned = ok
@@ -65,3 +86,8 @@ def release_free_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def bound_kernel_cache() -> str:
+    """Cap oneDNN's kernel cache (`ONEDNN_CACHE_CAPACITY`) unless the environment sets it; the value in force."""
+    return os.environ.setdefault(ONEDNN_CACHE_ENV, str(ONEDNN_CACHE_CAPACITY))
