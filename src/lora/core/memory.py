@@ -38,9 +38,10 @@ TRIM_ONLY = "trim"
 
 # oneDNN (PyTorch's CPU kernels for bf16/fp32 matmul) keeps up to 1024 compiled kernels ("primitives"),
 # one per input shape, with their buffers. Duration-capped batches have a new shape almost every
-# micro-batch, so resident memory climbed by tens of MB a step (1 h scale manifest, 30 steps of 60 s:
-# 3,411 MB at step 30 by default, 2,801 MB with 8; 0 made training 4x slower). Read once, when oneDNN
-# builds its first kernel: `bound_kernel_cache` sets it before then unless the user already did.
+# micro-batch, so resident memory climbed by tens of MB a step. Measured A B B A on the 1 h scale
+# manifest, 30 steps of 60 s (benchmarks/results/onednn_cache.md): peak RSS 3,656 -> 3,081 MB at 0.99x
+# the speed. Read once, when oneDNN builds its first kernel: `bound_kernel_cache` sets it before then
+# unless the user already did.
 ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_CAPACITY = 8
 
