@@ -1,11 +1,66 @@
-"""glibc heap tuning for long CPU runs (lora.core.memory)."""
+"""glibc heap tuning and the oneDNN kernel-cache cap for long CPU runs (lora.core.memory).
 
+The RSS checks run in a fresh interpreter: in a long pytest process, earlier tests leave freed but
+resident heap that new blocks reuse, so RSS would not move whatever the tuning does."""
+
+import json
 import os
 import platform
+import subprocess
+import sys
 
 import pytest
 
 from lora.core import memory
+
+GLIBC_ONLY = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+
+# Allocate, free, trim; print RSS (MB) before, with the blocks, after freeing, after the trim.
+PROBE = """
+import json, os, sys
+from lora.core import memory
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+size, count, keep_every_other = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+tuned = memory.keep_heap_flat()
+before = rss()
+blocks = [bytearray(b"\\x01" * size) for _ in range(count)]  # every page written (calloc'd zero pages are not resident)
+held = rss()
+if keep_every_other:
+    del blocks[::2]  # holes between live blocks: glibc's own trim (top of the heap only) keeps them
+else:
+    del blocks
+freed = rss()
+memory.release_free_memory()
+print(json.dumps({"tuned": tuned, "thresholds_set": memory._tuned, "before": before, "held": held,
+                  "freed": freed, "trimmed": rss()}))
+"""
+
+
+def _probe(mode: str, size: int, count: int, keep_every_other: bool) -> dict:
+    env = dict(os.environ, **{memory.ENV_SWITCH: mode})
+    out = subprocess.run([sys.executable, "-c", PROBE, str(size), str(count), "1" if keep_every_other else "0"],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@GLIBC_ONLY
+def test_glibc_takes_the_settings_and_trims():
+    r = _probe("1", 3 << 20, 64, keep_every_other=False)  # 192 MiB in blocks over the pinned 1 MiB threshold
+    assert r["tuned"] and r["thresholds_set"]
+    assert r["held"] - r["before"] > 150
+    assert r["trimmed"] - r["before"] < 30  # handed back, not kept in the heap
+
+
+@GLIBC_ONLY
+def test_trim_mode_trims_without_touching_the_thresholds():
+    r = _probe("trim", 64 << 10, 3000, keep_every_other=True)  # ~190 MiB of heap-sized blocks
+    assert r["tuned"] and not r["thresholds_set"]  # no mallopt in "trim" mode
+    assert r["held"] - r["before"] > 150
+    assert r["freed"] - r["trimmed"] > 60  # malloc_trim handed the holes' pages back
 
 
 @pytest.fixture()
@@ -15,45 +70,12 @@ def fresh(monkeypatch):
     return monkeypatch
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_glibc_takes_the_settings_and_trims(fresh):
-    fresh.setenv(memory.ENV_SWITCH, "1")
-    assert memory.keep_heap_flat() is True
-    assert memory.keep_heap_flat() is True  # once per process; a second call is free
-    before = _rss_mb()
-    # 192 MiB in blocks over the pinned threshold, every page written: a zero-filled bytearray comes from
-    # calloc'd mmap pages that are never touched and so never counted in RSS.
-    blocks = [bytearray(b"\x01" * (3 << 20)) for _ in range(64)]
-    assert _rss_mb() - before > 150
-    del blocks
-    memory.release_free_memory()
-    assert _rss_mb() - before < 30  # handed back, not kept in the heap
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def test_off_by_default_and_by_the_switch(fresh):
     fresh.delenv(memory.ENV_SWITCH, raising=False)
     assert memory.keep_heap_flat() is False
     fresh.setenv(memory.ENV_SWITCH, "0")
     assert memory.keep_heap_flat() is False
     memory.release_free_memory()  # a no-op, not an error
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_trim_mode_trims_without_touching_the_thresholds(fresh):
-    fresh.setenv(memory.ENV_SWITCH, "trim")
-    assert memory.keep_heap_flat() is True and memory._tuned is False  # no mallopt in "trim" mode
-    before = _rss_mb()
-    blocks = [bytearray(b"\x01" * (64 << 10)) for _ in range(3000)]  # ~190 MiB of heap-sized blocks
-    assert _rss_mb() - before > 150
-    del blocks[::2]  # ~95 MiB of holes between live blocks: glibc's automatic trim (top of heap only) keeps them
-    held = _rss_mb()
-    memory.release_free_memory()
-    assert held - _rss_mb() > 60  # malloc_trim handed the holes' pages back
 
 
 def test_the_kernel_cache_is_bounded_unless_the_user_chose(monkeypatch):
