@@ -47,9 +47,10 @@ def main() -> None:
     extra = {True: _pairs(args.tuned_env), False: _pairs(args.untuned_env)}
     cache = str(Path(tempfile.mkdtemp(prefix="heap_")) / "preflight.sqlite")
     rows = []
+    outer = dict(os.environ)
     for tuned in (True, False, False, True):
-        os.environ[ENV_SWITCH] = args.tuned_mode if tuned else "0"
-        os.environ.update(extra[tuned])
+        os.environ.clear()  # each side sees only its own settings (none left over from the other side)
+        os.environ.update({**outer, ENV_SWITCH: args.tuned_mode if tuned else "0", **extra[tuned]})
         result = run_child("scale_run", timeout_s=3600, manifest=args.manifest, output_dir=f"outputs/bench/heap_{int(tuned)}",
                            steps=args.steps, max_batch_seconds=60.0, cache=cache)
         rows.append({"glibc_tuning": tuned, "peak_rss_mb": result["peak_rss_mb"],
@@ -57,7 +58,8 @@ def main() -> None:
                      "train_audio_seconds_per_second": result["train_audio_seconds_per_second"],
                      "train_wall_seconds": result["train_wall_seconds"]})
         print(rows[-1], flush=True)
-    os.environ.pop(ENV_SWITCH, None)
+    os.environ.clear()
+    os.environ.update(outer)
 
     def best(tuned: bool) -> dict:
         side = [r for r in rows if r["glibc_tuning"] == tuned]

@@ -191,7 +191,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
 
     params = [p for p in model.parameters() if p.requires_grad]
     on_cpu = accelerator.device.type == "cpu"
-    if on_cpu:  # opt-in (LORA_GLIBC_TUNING=1): keep RSS flat under variable-sized activations (lora.core.memory)
+    if on_cpu:  # opt-in (LORA_GLIBC_TUNING=1|trim): keep RSS flat under variable-sized activations (lora.core.memory)
         keep_heap_flat()
     optimizer = make_optimizer(params, cfg, accelerator.device.type)
     scheduler = make_scheduler(optimizer, cfg)

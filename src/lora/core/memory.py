@@ -6,7 +6,7 @@ with mmap and returns them on free, but after the first such free it raises the 
 32 MB on 64-bit), so later activations come from the heap, whose freed holes are rarely returned:
 resident memory creeps up over a run (measured: 2.9 GB after 2 steps, 4.2 GB by step 11 of the 100 h
 run). Pinning the threshold (`mallopt(M_MMAP_THRESHOLD)`) keeps large tensors on mmap, and
-`malloc_trim(0)` after an optimizer step hands back what the heap still holds free. PyTorch has no
+`malloc_trim(0)` after each CPU micro-batch hands back what the heap still holds free. PyTorch has no
 CPU caching allocator to configure for this, and jemalloc/tcmalloc would be a system install.
 
 `LORA_GLIBC_TUNING=trim` keeps glibc's own thresholds and only calls `malloc_trim(0)` after each CPU

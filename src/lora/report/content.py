@@ -308,7 +308,7 @@ def build_images(metrics: dict) -> dict[str, bytes]:
 def write_report(metrics: dict, out_dir: Path) -> dict[str, Path]:
     """Write the plots, report.md and report.html into out_dir; return {name: path} of what was written.
 
-    A training run gets loss_curve.png (a placeholder plot when nothing was logged) and
+    A training run gets loss_curve.png (a labelled "no data" plot when nothing was logged) and
     wer_per_utterance.png; a single-model eval.json gets wer_per_utterance.png only.
     """
     out_dir = Path(out_dir)

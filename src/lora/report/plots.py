@@ -43,7 +43,7 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _placeholder(ax, message: str) -> None:
+def _no_data_panel(ax, message: str) -> None:
     """An empty run still gets a (clearly empty) plot, so the set of report files never varies."""
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, color=SAME, transform=ax.transAxes)
     ax.set_xticks([])
@@ -76,7 +76,7 @@ def loss_curve_png(history: list[dict], eval_before: float | None = None, eval_a
         ax = fig.add_subplot()
     ax.set_title("Training loss")
     if not points:
-        _placeholder(ax, "no training loss was logged")
+        _no_data_panel(ax, "no training loss was logged")
         return _png(fig)
     steps, losses = zip(*points)
     ax.plot(steps, losses, color=LOSS, marker="o" if len(steps) <= 50 else None, markersize=3, label="train loss")
@@ -110,7 +110,7 @@ def _eval_wer_axes(ax, evals: list[tuple], best_step: int | None) -> None:
     ax.set_title("Eval WER during training")
     wers = [(st, 100 * w) for st, _, w in evals if w is not None]
     if not wers:
-        _placeholder(ax, "no WER was measured during training")
+        _no_data_panel(ax, "no WER was measured during training")
         return
     ax.plot(*zip(*wers), color=WORSE, marker="o", markersize=4, label="eval WER")
     kept = [(st, w) for st, w in wers if st == best_step]
@@ -139,7 +139,7 @@ def wer_pairs_png(samples: list[dict]) -> bytes:
     ax = fig.add_subplot()
     ax.set_title("WER per utterance, before \u2192 after fine-tuning")
     if not rows:
-        _placeholder(ax, "no per-utterance results")
+        _no_data_panel(ax, "no per-utterance results")
         return _png(fig)
     for x, (_, before, after) in enumerate(rows):
         colour = _change_colour(after - before)
@@ -165,7 +165,7 @@ def wer_single_png(samples: list[dict]) -> bytes:
     ax = fig.add_subplot()
     ax.set_title("WER per utterance")
     if not rows:
-        _placeholder(ax, "no per-utterance results")
+        _no_data_panel(ax, "no per-utterance results")
         return _png(fig)
     ax.bar(range(len(rows)), [100 * r[1] for r in rows], color=[WORSE if r[1] > 0 else BETTER for r in rows])
     _utterance_axis(ax, [r[0] for r in rows])
