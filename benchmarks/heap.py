@@ -27,8 +27,21 @@ def _pairs(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(",") if item.strip())
 
 
-def _label(mode: str, env: dict[str, str]) -> str:
-    return ", ".join([f"{ENV_SWITCH}={mode}"] + [f"{k}={v}" for k, v in env.items()])
+def _value(text: str):
+    """A `TrainConfig` option's value from the command line: true/false, a number, else the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _label(mode: str, env: dict[str, str], options: dict | None = None) -> str:
+    return ", ".join([f"{ENV_SWITCH}={mode}"] + [f"{k}={v}" for k, v in env.items()]
+                     + [f"--{k.replace('_', '-')} {v}" for k, v in (options or {}).items()])
 
 
 def main() -> None:
@@ -40,11 +53,16 @@ def main() -> None:
                         "trim) or trim (malloc_trim after each micro-batch only)")
     parser.add_argument("--tuned-env", default="", help="more KEY=VALUE settings of the tuned side, comma-separated")
     parser.add_argument("--untuned-env", default="", help="more KEY=VALUE settings of the untuned side, comma-separated")
+    parser.add_argument("--tuned-options", default="", help="TrainConfig options of the tuned side, KEY=VALUE comma-separated "
+                        "(e.g. length_buckets=true)")
+    parser.add_argument("--untuned-options", default="", help="TrainConfig options of the untuned side (e.g. length_buckets=false)")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md beside --output from its JSON, run nothing")
     args = parser.parse_args()
     if args.markdown_only:
         return write_markdown(json.loads(Path(args.output).read_text()), args.output)
     extra = {True: _pairs(args.tuned_env), False: _pairs(args.untuned_env)}
+    options = {side: {k: _value(v) for k, v in _pairs(text).items()}
+               for side, text in ((True, args.tuned_options), (False, args.untuned_options))}
     cache = str(Path(tempfile.mkdtemp(prefix="heap_")) / "preflight.sqlite")
     rows = []
     outer = dict(os.environ)
@@ -52,7 +70,7 @@ def main() -> None:
         os.environ.clear()  # each side sees only its own settings (none left over from the other side)
         os.environ.update({**outer, ENV_SWITCH: args.tuned_mode if tuned else "0", **extra[tuned]})
         result = run_child("scale_run", timeout_s=3600, manifest=args.manifest, output_dir=f"outputs/bench/heap_{int(tuned)}",
-                           steps=args.steps, max_batch_seconds=60.0, cache=cache)
+                           steps=args.steps, max_batch_seconds=60.0, cache=cache, options=options[tuned])
         rows.append({"glibc_tuning": tuned, "peak_rss_mb": result["peak_rss_mb"],
                      "peak_rss_workers_mb": result["peak_rss_workers_mb"],
                      "train_audio_seconds_per_second": result["train_audio_seconds_per_second"],
@@ -67,10 +85,13 @@ def main() -> None:
                 "train_audio_seconds_per_second": max(r["train_audio_seconds_per_second"] for r in side)}
 
     on, off = best(True), best(False)
-    flags = "".join(f" --{k} '{v}'" for k, v in (("tuned-env", args.tuned_env), ("untuned-env", args.untuned_env)) if v)
+    flags = "".join(f" --{k} '{v}'" for k, v in (("tuned-env", args.tuned_env), ("untuned-env", args.untuned_env),
+                                                  ("tuned-options", args.tuned_options),
+                                                  ("untuned-options", args.untuned_options)) if v)
     summary = {"command": f"uv run python benchmarks/heap.py --manifest {args.manifest} --steps {args.steps} "
                           f"--tuned-mode {args.tuned_mode}{flags}",
                "tuned_mode": args.tuned_mode, "tuned_env": extra[True], "untuned_env": extra[False],
+               "tuned_options": options[True], "untuned_options": options[False],
                "manifest": args.manifest, "steps": args.steps, "max_batch_seconds": 60.0, "runs": rows, "best": [on, off],
                "rss_ratio_tuned_over_untuned": on["peak_rss_mb"] / off["peak_rss_mb"],
                "throughput_ratio_tuned_over_untuned": on["train_audio_seconds_per_second"] / off["train_audio_seconds_per_second"]}
@@ -81,8 +102,8 @@ def main() -> None:
 def write_markdown(summary: dict, output: str) -> None:
     lines = [f"Heap tuning A/B: `{summary['command']}` (Moonshine base, 60 s micro-batches, fresh child per side)", "",
              "| side (environment) | peak RSS MB | largest worker MB | audio s/s | train s |", "|---|---|---|---|---|"]
-    label = {True: _label(summary.get("tuned_mode", "1"), summary.get("tuned_env", {})),
-             False: _label("0", summary.get("untuned_env", {}))}
+    label = {True: _label(summary.get("tuned_mode", "1"), summary.get("tuned_env", {}), summary.get("tuned_options")),
+             False: _label("0", summary.get("untuned_env", {}), summary.get("untuned_options"))}
     lines += [f"| {label[r['glibc_tuning']]} | {r['peak_rss_mb']:.0f} | {r['peak_rss_workers_mb']:.0f} | "
               f"{r['train_audio_seconds_per_second']:.1f} | {r['train_wall_seconds']:.0f} |" for r in summary["runs"]]
     lines += ["", f"RSS tuned/untuned {summary['rss_ratio_tuned_over_untuned']:.2f}; throughput tuned/untuned "

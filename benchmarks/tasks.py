@@ -178,8 +178,9 @@ def export(adapter_dir: str, fmt: str, output: str) -> dict:
     return {k: v for k, v in report.items() if k not in {"samples", "versions"}}
 
 
-def scale_run(manifest: str, output_dir: str, steps: int, max_batch_seconds: float, cache: str) -> dict:
-    """One `lora train` run on an N-hour manifest (in this child: its peak RSS is the run's)."""
+def scale_run(manifest: str, output_dir: str, steps: int, max_batch_seconds: float, cache: str, options: dict | None = None) -> dict:
+    """One `lora train` run on an N-hour manifest (in this child: its peak RSS is the run's); `options`:
+    more `TrainConfig` fields (a side of an A/B)."""
     import os
 
     from lora.results import to_dict
@@ -188,7 +189,7 @@ def scale_run(manifest: str, output_dir: str, steps: int, max_batch_seconds: flo
     os.environ["LORA_PREFLIGHT_CACHE"] = cache
     cfg = TrainConfig(manifest=manifest, max_steps=steps, max_batch_seconds=max_batch_seconds, batch_size=256,
                       gradient_accumulation_steps=1, eval_samples=2, canary_samples=2, wer_batches=1, eval_batch_size=2,
-                      checkpoint_every=0, output_dir=output_dir, quiet=True)
+                      checkpoint_every=0, output_dir=output_dir, quiet=True, **(options or {}))
     m = run(cfg)
     return {"manifest": manifest, "scale": to_dict(m.scale), "target_style": to_dict(m.target_style) if m.target_style else None,
             "peak_rss_mb_in_run": m.peak_rss_mb,

@@ -68,7 +68,7 @@ def test_a_new_family_is_one_folder_and_one_registry_line(tmp_path, monkeypatch)
         class ToyFamily(ModelFamily):
             def featurize(self, processor, samples):
                 return samples
-            def pad_inputs(self, inputs):
+            def pad_inputs(self, inputs, length=None):
                 return {}
             def label_ids(self, tokenizer, text, policy=None):
                 return []

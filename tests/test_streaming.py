@@ -136,3 +136,35 @@ def test_scale_manifest_rows_repeat_real_clips(speech_dir, tmp_path):
     assert all(r["repeat_of"] == r["id"].split("~r")[0] for r in rows)
     originals = {r["repeat_of"] for r in rows}
     assert len(originals) == 326  # every real clip of the folder, none made up
+
+
+def test_length_buckets_are_few_and_pad_at_most_an_eighth():
+    from lora.families import bucket_length
+
+    lengths = np.arange(8_000, 480_001, 7)  # 0.5 s .. 30 s of 16 kHz samples
+    buckets = np.array([bucket_length(int(n)) for n in lengths])
+    assert (buckets >= lengths).all() and (buckets <= lengths * 1.125).all()
+    assert (np.diff(buckets) >= 0).all()  # a longer clip never gets a shorter bucket
+    assert len(set(buckets.tolist())) <= 8 * 6  # 8 per doubling over ~6 doublings (vs 67,000 lengths)
+    assert bucket_length(5) == 5 and bucket_length(131072) == 131072
+
+
+def test_bucketed_batches_repeat_shapes_and_keep_masks_and_labels_exact(real_rows, tiny_moonshine):
+    from lora.families import bucket_length
+    from lora.model_utils import load_base, resolve_model_id
+
+    _, processor, family = load_base(resolve_model_id(str(tiny_moonshine)))
+    table = ClipTable.from_records(list(header_check(list(real_rows), quiet=True, cache=False).good))
+    plain, _ = make_loader(table, processor, family, None, LoaderOptions(batch_size=3, max_batch_seconds=40.0, seed=3))
+    bucketed, plan = make_loader(table, processor, family, None,
+                                 LoaderOptions(batch_size=3, max_batch_seconds=40.0, seed=3, length_buckets=True))
+    for (a, b), rows in zip(zip(plain, bucketed), plan.epoch(0)):
+        assert a.rows == b.rows == tuple(rows)
+        x, y = a.tensors, b.tensors
+        assert y["input_values"].shape[1] == bucket_length(x["input_values"].shape[1])
+        assert y["labels"].shape[1] % 8 == 0 and y["labels"].shape[1] - x["labels"].shape[1] < 8
+        assert (y["attention_mask"].sum(1) == x["attention_mask"].sum(1)).all()  # padding is masked, clips unchanged
+        width, labels = x["input_values"].shape[1], x["labels"].shape[1]
+        assert (y["input_values"][:, :width] == x["input_values"]).all() and (y["input_values"][:, width:] == 0).all()
+        assert (y["labels"][:, :labels] == x["labels"]).all() and (y["labels"][:, labels:] == -100).all()
+        assert len(rows) * y["input_values"].shape[1] / 16000 <= 40.0 or len(rows) == 1  # the cap counts the bucket

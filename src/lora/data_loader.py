@@ -17,8 +17,10 @@ and stay in memory as `Example`s (`lora.data.batches`).
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import math
 import os
 import random
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from lora.data.batches import Example, collate, length_grouped_batches, prepare_
 from lora.data.hygiene import QUARANTINE, HygieneOptions, audio_findings
 from lora.data.manifest import BadRow
 from lora.data.records import Utterance
-from lora.families import pad_labels
+from lora.families import LABEL_MULTIPLE, bucket_length, pad_labels
 
 log = logging.getLogger("lora")
 
@@ -48,6 +50,7 @@ class LoaderOptions:
     pin_memory: bool = False  # page-locked batches for non-blocking copies to a GPU
     prefetch_factor: int = 4  # batches each worker prepares ahead
     features_on_device: bool = False  # workers hand over raw audio; the family featurises on the GPU
+    length_buckets: bool = False  # pad to `bucket_length` steps and labels to multiples of 8, so batch shapes repeat
 
 
 def default_num_workers() -> int:
@@ -75,6 +78,18 @@ class StringColumn:
     def __getitem__(self, i: int) -> str:
         return self.buffer[self.offsets[i]: self.offsets[i + 1]].tobytes().decode("utf-8")
 
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.offsets": self.offsets, f"{prefix}.buffer": self.buffer}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> StringColumn:
+        column = cls.__new__(cls)
+        column.offsets, column.buffer = arrays[f"{prefix}.offsets"], arrays[f"{prefix}.buffer"]
+        return column
+
+    def values(self) -> list[str]:
+        return [self[i] for i in range(len(self))]
+
 
 class RepeatedStrings:
     """Strings with many repeats (audio paths, transcripts of a corpus that reuses clips): each
@@ -90,6 +105,15 @@ class RepeatedStrings:
 
     def __getitem__(self, i: int) -> str:
         return self.values[int(self.codes[i])]
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.codes": self.codes, **self.values.to_arrays(f"{prefix}.values")}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> RepeatedStrings:
+        column = cls.__new__(cls)
+        column.codes, column.values = arrays[f"{prefix}.codes"], StringColumn.from_arrays(arrays, f"{prefix}.values")
+        return column
 
 
 class OriginColumn:
@@ -115,6 +139,17 @@ class OriginColumn:
         line = int(self.lines[i])
         head = self.files[self.file_index[i]]
         return head if line < 0 else f"{head}:{line}"
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.lines": self.lines, f"{prefix}.file_index": self.file_index,
+                **StringColumn(self.files).to_arrays(f"{prefix}.files")}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> OriginColumn:
+        column = cls.__new__(cls)
+        column.lines, column.file_index = arrays[f"{prefix}.lines"], arrays[f"{prefix}.file_index"]
+        column.files = StringColumn.from_arrays(arrays, f"{prefix}.files").values()
+        return column
 
 
 @dataclass
@@ -158,6 +193,22 @@ class ClipTable:
     @property
     def hours(self) -> float:
         return float(self.seconds.sum()) / 3600.0
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The columns as named NumPy arrays (`np.savez`); only for tables without inline audio."""
+        if self.inline:
+            raise ValueError("a table with inline audio has no array form (its samples live in the manifest)")
+        targets = self.targets if self.targets is not None else RepeatedStrings([""] * len(self))
+        return {**self.ids.to_arrays("ids"), **self.texts.to_arrays("texts"), **self.origins.to_arrays("origins"),
+                **self.audio_paths.to_arrays("audio_paths"), **targets.to_arrays("targets"),
+                "seconds": self.seconds, "sampling_rates": self.sampling_rates}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> ClipTable:
+        """The inverse of `to_arrays` (`arrays`: a mapping such as an opened `.npz`)."""
+        return cls(StringColumn.from_arrays(arrays, "ids"), RepeatedStrings.from_arrays(arrays, "texts"),
+                   OriginColumn.from_arrays(arrays, "origins"), RepeatedStrings.from_arrays(arrays, "audio_paths"),
+                   arrays["seconds"], arrays["sampling_rates"], {}, RepeatedStrings.from_arrays(arrays, "targets"))
 
 
 def record_seconds(u: Utterance) -> float:
@@ -300,10 +351,11 @@ class LoadedBatch:
 
 
 class _Collate:
-    """Picklable collate function (workers receive it): pads the good rows, lists the bad ones."""
+    """Picklable collate function (workers receive it): pads the good rows (to a shape bucket with
+    `buckets`), lists the bad ones."""
 
-    def __init__(self, family, table: ClipTable, raw: bool = False):
-        self.family, self.table, self.raw = family, table, raw
+    def __init__(self, family, table: ClipTable, raw: bool = False, buckets: bool = False):
+        self.family, self.table, self.raw, self.buckets = family, table, raw, buckets
 
     def __call__(self, items: list[LoadedRow]) -> LoadedBatch:
         good = [r for r in items if r.problem is None]
@@ -317,10 +369,11 @@ class _Collate:
             for i, r in enumerate(good):  # zero padding, as the family's features expect (NumPy: see pad_inputs)
                 audio[i, : len(r.inputs)] = r.inputs
             tensors = {"raw_audio": torch.from_numpy(audio)}
-            tensors["labels"] = pad_labels([r.labels for r in good])
+            tensors["labels"] = pad_labels([r.labels for r in good], LABEL_MULTIPLE if self.buckets else 1)
         elif good:
-            tensors = self.family.pad_inputs([r.inputs for r in good])
-            tensors["labels"] = pad_labels([r.labels for r in good])
+            length = bucket_length(max(len(r.inputs) for r in good)) if self.buckets else None
+            tensors = self.family.pad_inputs([r.inputs for r in good], length)
+            tensors["labels"] = pad_labels([r.labels for r in good], LABEL_MULTIPLE if self.buckets else 1)
         return LoadedBatch(tensors, tuple(r.row for r in good), sum(r.seconds for r in good),
                            sum(len(r.labels) for r in good), bad)
 
@@ -330,15 +383,21 @@ def make_loader(table: ClipTable, processor, family, policy: str | None, options
     """A `torch.utils.data.DataLoader` yielding `LoadedBatch`es forever (see `BatchPlan`)."""
     from torch.utils.data import DataLoader  # deferred: torch is heavy and --help must stay fast
 
-    plan = BatchPlan(table.seconds, options.batch_size, options.max_batch_seconds, options.seed, rank, world, skip,
-                     family.padded_seconds)
+    padded = functools.partial(_bucketed_seconds, family) if options.length_buckets else family.padded_seconds
+    plan = BatchPlan(table.seconds, options.batch_size, options.max_batch_seconds, options.seed, rank, world, skip, padded)
     workers = options.num_workers
     extra = {"prefetch_factor": options.prefetch_factor, "persistent_workers": False} if workers > 0 else {}
     raw = options.features_on_device and family.raw_input(processor, np.zeros(1, np.float32)) is not None
     loader = DataLoader(ClipDataset(table, processor, family, policy, raw), batch_sampler=plan,
-                        collate_fn=_Collate(family, table, raw), num_workers=workers, pin_memory=options.pin_memory,
+                        collate_fn=_Collate(family, table, raw, options.length_buckets), num_workers=workers,
+                        pin_memory=options.pin_memory,
                         worker_init_fn=_worker_init if workers > 0 else None, **extra)
     return loader, plan
+
+
+def _bucketed_seconds(family, seconds: float) -> float:
+    """What a clip costs in a bucketed batch: its samples rounded up to the ladder, then the family's padding."""
+    return family.padded_seconds(bucket_length(math.ceil(seconds * SAMPLE_RATE)) / SAMPLE_RATE)
 
 
 def _worker_init(_worker_id: int) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.hub import hub_reachable
 from lora.core.memory import bound_kernel_cache
-from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic
+from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic, write_text_atomic
 from lora.core.paths import default_speech_dir
 from lora.core.precision import resolve_precision
 from lora.data.clip_joining import with_joined_clips
@@ -46,6 +46,11 @@ from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_work
 from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_model_id, save_adapter, save_processor
+from lora.prepared_rows_cache import MIN_ROWS as CACHE_MIN_ROWS
+from lora.prepared_rows_cache import PreparedRows
+from lora.prepared_rows_cache import cache_key as prepared_key
+from lora.prepared_rows_cache import load as load_prepared
+from lora.prepared_rows_cache import save as save_prepared
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
@@ -113,6 +118,11 @@ class SelectedData:
     leaks: dict
     train_rows: list[Utterance]  # training rows after clip joining and replay mixing (emptied by train_batches)
     summary: TrainSummary
+    table: ClipTable | None = None  # the training rows as columns (set by train_batches, or read from the cache)
+    style: TargetStyle | None = None  # set by style_targets (or read from the cache)
+    style_model: str = ""  # the base model the targets were styled with
+    cache_key: str | None = None  # the prepared-rows cache entry these rows are (or will be) stored under
+    from_cache: bool = False  # read from the prepared-rows cache (lora.prepared_rows_cache)
 
 
 @dataclass
@@ -165,13 +175,18 @@ def load_model(cfg: TrainConfig, session: Session | None = None) -> LoadedModel:
 
 
 def select_data(cfg: TrainConfig, use_hub: bool = True, dataset=None) -> SelectedData:
-    """Train / eval / replay rows (speaker-disjoint, leakage refused) and the canary.
+    """Train / eval / replay rows (speaker-disjoint, leakage refused) and the canary; for a large
+    manifest read before with the same options, from the prepared-rows cache (`--prepared-cache`).
 
     `dataset` (Python API) is a `datasets.Dataset` / `IterableDataset` / `DatasetDict` object used
     instead of `cfg.dataset`, read with `cfg.audio_column` / `text_column` / `speaker_column` /
     `dataset_split`: e.g. `select_data(cfg, dataset=load_dataset("audiofolder", data_dir="data/af")["train"])`.
     Its rows go through the same preflight and quarantine as files and then the same streaming loader.
     """
+    key = _prepared_key(cfg) if dataset is None else None
+    cached = load_prepared(key) if key else None
+    if cached is not None:
+        return _from_cache(cached, key, cfg)
     chosen = dataset if dataset is not None else cfg.dataset
     local = bool(cfg.data_dir or cfg.manifest or chosen is not None)
     data = resolve_data(
@@ -197,13 +212,42 @@ def select_data(cfg: TrainConfig, use_hub: bool = True, dataset=None) -> Selecte
         ids=[u.id for u in trained] if len(trained) <= MAX_LISTED_IDS else [],
         speakers=sorted({u.speaker for u in trained}), replay_ids=[u.id for u in data.replay][:MAX_LISTED_IDS],
         joined=len(joined) - len(data.train), rows=len(train_rows), seconds=sum(record_seconds(u) for u in train_rows))
-    return SelectedData(data, canary, leaks, train_rows, summary)
+    return SelectedData(data, canary, leaks, train_rows, summary, cache_key=key if len(train_rows) >= CACHE_MIN_ROWS else None)
+
+
+# What decides a run's rows and their targets (the prepared-rows cache key; `output_dir` only says where
+# the quarantine list goes, and is not among them).
+PREPARED_OPTIONS = ("manifest", "train_split", "training_rows", "eval_samples", "seed", "train_speakers", "eval_speakers",
+                    "canary", "canary_samples", "allow_shared_speakers", "allow_shared_text", "replay_subsets",
+                    "replay_share", "join_clips", "target_policy", "model_id")
+
+
+def _prepared_key(cfg: TrainConfig) -> str | None:
+    """The cache key of a manifest run's prepared rows; None where the cache does not apply (off, no
+    manifest file, a folder or dataset as the source: their contents have no single size and mtime)."""
+    if not (cfg.prepared_cache and cfg.manifest and Path(cfg.manifest).is_file()) or cfg.data_dir or cfg.dataset is not None:
+        return None
+    speech = default_speech_dir()
+    settings = {name: getattr(cfg, name) for name in PREPARED_OPTIONS} | {"speech_dir": str(speech)}
+    transcripts = [speech / "manifest.jsonl"] + sorted(speech.glob("*/*/*/*.trans.txt")) if speech else []
+    return prepared_key(settings, [cfg.manifest, cfg.canary, *transcripts])
+
+
+def _from_cache(cached: PreparedRows, key: str, cfg: TrainConfig) -> SelectedData:
+    if cached.quarantine is not None:  # this run's folder gets the list preflight wrote for these rows
+        write_text_atomic(Path(cfg.output_dir) / "quarantine.jsonl", cached.quarantine)
+    log.info("data: %d training rows (%.1f h) read from the prepared-rows cache (%s); --no-prepared-cache reads the manifest "
+             "again", len(cached.table), cached.table.hours, key)
+    data = TrainEvalData([], cached.eval, cached.source, cached.replay)
+    return SelectedData(data, cached.canary, cached.leaks, [], TrainSummary(**cached.summary), table=cached.table,
+                        style=cached.style, style_model=cached.style_model, cache_key=key, from_cache=True)
 
 
 def loader_options(cfg: TrainConfig, device_type: str) -> LoaderOptions:
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     cuda = device_type == "cuda"
-    return LoaderOptions(cfg.clips_per_batch, cfg.max_batch_seconds, cfg.seed, workers, pin_memory=cuda, features_on_device=cuda)
+    return LoaderOptions(cfg.clips_per_batch, cfg.max_batch_seconds, cfg.seed, workers, pin_memory=cuda, features_on_device=cuda,
+                         length_buckets=cfg.length_buckets and cfg.max_batch_seconds > 0)
 
 
 STYLE_CHUNK = 256  # clips featurised at once for the base transcripts (Whisper's log-mels are ~1 MB each)
@@ -214,8 +258,22 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
     model's casing and punctuation (`lora.styled_targets`; transcripts cached per model under $LORA_HOME).
     Runs on the base model, before LoRA is attached; replay and joined rows included."""
     policy = cfg.target_policy or lm.family.target_policy
+    r = lm.resolved
+    model_key = f"{r.model_id_used}@{r.path}" if policy == "styled" else ""
+    if selected.from_cache:
+        if selected.style.policy == policy and selected.style_model == model_key:
+            started = time.perf_counter()  # nothing to transcribe or align: the cached targets are this model's
+            selected.style = dataclasses.replace(selected.style, transcribed=0, cache_hits=selected.style.styled_rows,
+                                                 seconds=time.perf_counter() - started)
+            return selected.style
+        log.info("prepared-rows cache: styled for %s (%s), not %s (%s); preparing the rows again",
+                 selected.style_model or "no model", selected.style.policy, model_key or "no model", policy)
+        fresh = select_data(replace(cfg, prepared_cache=False))
+        selected.__dict__.update(fresh.__dict__ | {"cache_key": selected.cache_key})
+    selected.style_model = model_key
     if policy != "styled":
-        return TargetStyle(policy=policy)
+        selected.style = TargetStyle(policy=policy)
+        return selected.style
 
     def transcribe(rows: list[Utterance]) -> list[str]:
         out: list[str] = []
@@ -224,22 +282,37 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
             out += transcribe_examples(lm.model, lm.processor, lm.family, examples, cfg.eval_batch_size)
         return out
 
-    r = lm.resolved
     started = time.perf_counter()
-    style = style_rows(selected.train_rows, transcribe, TranscriptCache(f"{r.model_id_used}@{r.path}"))
+    style = style_rows(selected.train_rows, transcribe, TranscriptCache(model_key))
     style = dataclasses.replace(style, seconds=time.perf_counter() - started)
+    selected.style = style
     log.info("styled targets: %d of %d rows given the base model's style (word coverage %s), %d with their own",
              style.styled_rows, style.rows, "n/a" if style.coverage is None else f"{style.coverage:.1%}", style.own_style_rows)
     return style
 
 
 def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, options: LoaderOptions) -> tuple[BatchSource, ClipTable]:
-    """The training rows as compact columns, streamed through the loader's workers."""
-    table = ClipTable.from_records(selected.train_rows)
-    selected.train_rows, selected.data.train = [], []  # the table holds them now, in a fraction of the memory
-    gc.collect()
+    """The training rows as compact columns, streamed through the loader's workers; a large corpus's
+    prepared rows are written to the prepared-rows cache here (the next run with the same options reads them)."""
+    if selected.table is None:
+        selected.table = ClipTable.from_records(selected.train_rows)
+        selected.train_rows, selected.data.train = [], []  # the table holds them now, in a fraction of the memory
+        gc.collect()
+        if selected.cache_key and selected.style is not None:
+            _save_prepared(selected, cfg)
+    table = selected.table
     policy = cfg.target_policy or lm.family.target_policy
     return streaming_source(table, lm.processor, lm.family, policy, options), table
+
+
+def _save_prepared(selected: SelectedData, cfg: TrainConfig) -> None:
+    quarantine = Path(cfg.output_dir) / "quarantine.jsonl"
+    prepared = PreparedRows(selected.table, selected.data.eval, selected.data.replay, selected.canary, selected.data.source,
+                            selected.leaks, asdict(selected.summary), selected.style, selected.style_model,
+                            quarantine.read_text(encoding="utf-8") if quarantine.is_file() else None)
+    where = save_prepared(selected.cache_key, prepared)
+    if where is not None:
+        log.info("prepared rows cached: %s (a second run with the same manifest and options starts from it)", where)
 
 
 def eval_sets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> EvalSets:

@@ -55,6 +55,8 @@ class TrainConfig:
     replay_subsets: str | None = opt(None, "comma-separated general-speech folders of the data dir mixed into training "
                                      "to prevent forgetting (e.g. dev-clean,jfk); the canary then leaves their speakers out")
     replay_share: float = opt(0.15, "share of training utterances drawn from the replay folders")
+    prepared_cache: bool = opt(True, "reuse the checked, selected and styled rows of a large manifest (20,000+ training rows) "
+                               "read before with the same options, files and code (cached under $LORA_HOME/prepared_rows/)")
     join_clips: int = opt(1, "also train on runs of 2..N clips of one speaker joined end to end (1 = off): for "
                              "one-word domains, so the model does not learn to stop after one word")
     max_steps: int = opt(40, "optimizer steps (ignored when --num-epochs is set)")
@@ -63,6 +65,8 @@ class TrainConfig:
                           "--max-batch-seconds as many as fit, up to 1024)")
     max_batch_seconds: float = opt(0.0, "padded audio seconds per micro-batch at most (similar lengths batched together; "
                                    "Whisper counts 30 s per clip); 0 = --batch-size clips")
+    length_buckets: bool = opt(True, "with --max-batch-seconds: pad each micro-batch's audio up to one of 8 lengths per "
+                               "doubling and its labels to a multiple of 8, so batch shapes repeat (steadier CPU memory)")
     num_workers: int = opt(-1, "data loader worker processes that decode and featurise (-1 = one per spare core, at most 8; "
                            "0 = in the training process)")
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")

@@ -18,8 +18,8 @@ class WhisperFamily(ModelFamily):
         feats = processor.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")
         return np.asarray(feats["input_features"][0], dtype=np.float32)
 
-    def pad_inputs(self, inputs: list[np.ndarray]) -> dict:
-        """Features are already 30 s wide (HF Whisper requires 3000 frames), so just stack."""
+    def pad_inputs(self, inputs: list[np.ndarray], length: int | None = None) -> dict:
+        """Features are already 30 s wide (HF Whisper requires 3000 frames), so just stack (one shape: no bucket)."""
         import torch
 
         return {"input_features": torch.from_numpy(np.stack(inputs))}
