@@ -178,15 +178,19 @@ def export(adapter_dir: str, fmt: str, output: str) -> dict:
     return {k: v for k, v in report.items() if k not in {"samples", "versions"}}
 
 
-def scale_run(manifest: str, output_dir: str, steps: int, max_batch_seconds: float, cache: str, options: dict | None = None) -> dict:
-    """One `lora train` run on an N-hour manifest (in this child: its peak RSS is the run's); `options`:
-    more `TrainConfig` fields (a side of an A/B)."""
+def scale_run(manifest: str, output_dir: str, steps: int, max_batch_seconds: float, cache: str, options: dict | None = None,
+              prepared: str | None = None) -> dict:
+    """One `lora train` run on an N-hour manifest (in this child: its peak RSS is the run's); `cache`: the
+    preflight cache file, `prepared`: the prepared-rows cache folder (None: the user's); `options`: more
+    `TrainConfig` fields (a side of an A/B)."""
     import os
 
     from lora.results import to_dict
     from lora.runners.real_small import run
 
     os.environ["LORA_PREFLIGHT_CACHE"] = cache
+    if prepared:
+        os.environ["LORA_PREPARED_CACHE"] = prepared
     cfg = TrainConfig(manifest=manifest, max_steps=steps, max_batch_seconds=max_batch_seconds, batch_size=256,
                       gradient_accumulation_steps=1, eval_samples=2, canary_samples=2, wer_batches=1, eval_batch_size=2,
                       checkpoint_every=0, output_dir=output_dir, quiet=True, **(options or {}))

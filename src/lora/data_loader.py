@@ -34,7 +34,7 @@ from lora.data.batches import Example, collate, length_grouped_batches, prepare_
 from lora.data.hygiene import QUARANTINE, HygieneOptions, audio_findings
 from lora.data.manifest import BadRow
 from lora.data.records import Utterance
-from lora.families import LABEL_MULTIPLE, bucket_length, pad_labels
+from lora.families import bucket_length, pad_labels
 
 log = logging.getLogger("lora")
 
@@ -50,7 +50,7 @@ class LoaderOptions:
     pin_memory: bool = False  # page-locked batches for non-blocking copies to a GPU
     prefetch_factor: int = 4  # batches each worker prepares ahead
     features_on_device: bool = False  # workers hand over raw audio; the family featurises on the GPU
-    length_buckets: bool = False  # pad to `bucket_length` steps and labels to multiples of 8, so batch shapes repeat
+    length_buckets: bool = False  # pad audio and labels up to `bucket_length` steps, so batch shapes repeat
 
 
 def default_num_workers() -> int:
@@ -369,11 +369,11 @@ class _Collate:
             for i, r in enumerate(good):  # zero padding, as the family's features expect (NumPy: see pad_inputs)
                 audio[i, : len(r.inputs)] = r.inputs
             tensors = {"raw_audio": torch.from_numpy(audio)}
-            tensors["labels"] = pad_labels([r.labels for r in good], LABEL_MULTIPLE if self.buckets else 1)
+            tensors["labels"] = pad_labels([r.labels for r in good], self.buckets)
         elif good:
             length = bucket_length(max(len(r.inputs) for r in good)) if self.buckets else None
             tensors = self.family.pad_inputs([r.inputs for r in good], length)
-            tensors["labels"] = pad_labels([r.labels for r in good], LABEL_MULTIPLE if self.buckets else 1)
+            tensors["labels"] = pad_labels([r.labels for r in good], self.buckets)
         return LoadedBatch(tensors, tuple(r.row for r in good), sum(r.seconds for r in good),
                            sum(len(r.labels) for r in good), bad)
 

@@ -4,8 +4,8 @@ Before its first step a run over a manifest reads and checks every row, splits s
 the training targets and packs the training rows into `ClipTable` columns (measured on the 100 h scale
 manifest, 724k rows: ~17 s of a 35 s start on 2 cores). Those steps are a pure function of the manifest,
 the audio files, the run's data options, the base model and this code, so their product is cached under
-`$LORA_HOME/prepared_rows/<key>.npz` (the table's NumPy columns) + `<key>.json` (the small eval, replay
-and canary sets, the data facts, the style summary and the quarantine list).
+`$LORA_HOME/prepared_rows/` (or `$LORA_PREPARED_CACHE`) as `<key>.npz` (the table's NumPy columns) +
+`<key>.json` (the small eval, replay and canary sets, the data facts, the style summary and the quarantine list).
 
 The key hashes: the manifest's resolved path, size and mtime; the canary manifest's and the local speech
 folder's transcripts (path, size, mtime); every option that changes which rows train and how their
@@ -94,7 +94,8 @@ def cache_key(settings: dict, files: list[str | os.PathLike | None]) -> str:
 
 
 def cache_dir() -> Path:
-    return lora_home() / CACHE_FOLDER
+    """`$LORA_PREPARED_CACHE` (the benches start cold with it), else `$LORA_HOME/prepared_rows`."""
+    return Path(os.environ.get("LORA_PREPARED_CACHE") or lora_home() / CACHE_FOLDER)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,8 +65,8 @@ class TrainConfig:
                           "--max-batch-seconds as many as fit, up to 1024)")
     max_batch_seconds: float = opt(0.0, "padded audio seconds per micro-batch at most (similar lengths batched together; "
                                    "Whisper counts 30 s per clip); 0 = --batch-size clips")
-    length_buckets: bool = opt(True, "with --max-batch-seconds: pad each micro-batch's audio up to one of 8 lengths per "
-                               "doubling and its labels to a multiple of 8, so batch shapes repeat (steadier CPU memory)")
+    length_buckets: bool = opt(True, "with --max-batch-seconds: pad each micro-batch's audio and labels up to one of 8 "
+                               "lengths per doubling, so batch shapes repeat")
     num_workers: int = opt(-1, "data loader worker processes that decode and featurise (-1 = one per spare core, at most 8; "
                            "0 = in the training process)")
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")

@@ -14,7 +14,6 @@ from types import ModuleType
 from lora.core.errors import UserError
 from lora.families.base import (
     IGNORE_INDEX,
-    LABEL_MULTIPLE,
     ExportFormat,
     ImportSpec,
     ModelFamily,
@@ -65,5 +64,5 @@ def resolve_callable(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["IGNORE_INDEX", "LABEL_MULTIPLE", "REGISTRY", "ExportFormat", "ImportSpec", "ModelFamily", "all_exports",
+__all__ = ["IGNORE_INDEX", "REGISTRY", "ExportFormat", "ImportSpec", "ModelFamily", "all_exports",
            "all_families", "all_imports", "bucket_length", "family_for", "family_package", "pad_labels", "resolve_callable"]
