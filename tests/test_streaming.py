@@ -168,3 +168,21 @@ def test_bucketed_batches_repeat_shapes_and_keep_masks_and_labels_exact(real_row
         assert (y["input_values"][:, :width] == x["input_values"]).all() and (y["input_values"][:, width:] == 0).all()
         assert (y["labels"][:, :labels] == x["labels"]).all() and (y["labels"][:, labels:] == -100).all()
         assert len(rows) * y["input_values"].shape[1] / 16000 <= 40.0 or len(rows) == 1  # the cap counts the bucket
+
+
+def test_streaming_source_counts_the_batches_its_loader_makes(real_rows, tiny_moonshine):
+    """With length buckets the loader's plan counts padded (bucketed) seconds: the source reports that plan's
+    batches per epoch (what --num-epochs turns into steps), not the unbucketed one's."""
+    from lora.model_utils import load_base, resolve_model_id
+    from lora.training import streaming_source
+
+    _, processor, family = load_base(resolve_model_id(str(tiny_moonshine)))
+    table = ClipTable.from_records(list(header_check(list(real_rows), quiet=True, cache=False).good))
+    rng = np.random.default_rng(0)
+    table.seconds = rng.uniform(3.0, 3.2, size=len(table)).astype(np.float32)  # 3.0-3.2 s: bucketed to 3.25 s or more
+    options = LoaderOptions(batch_size=8, max_batch_seconds=19.4, seed=3, length_buckets=True)
+    source = streaming_source(table, processor, family, None, options)
+    _, plan = make_loader(table, processor, family, None, options)
+    assert source.batches_per_epoch == plan.batches_per_epoch == len(plan.epoch(0))
+    plain = streaming_source(table, processor, family, None, LoaderOptions(batch_size=8, max_batch_seconds=19.4, seed=3))
+    assert plain.batches_per_epoch < source.batches_per_epoch  # 6 clips fit unbucketed, 5 bucketed

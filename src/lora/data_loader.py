@@ -378,13 +378,18 @@ class _Collate:
                            sum(len(r.labels) for r in good), bad)
 
 
+def loader_plan(seconds: np.ndarray, family, options: LoaderOptions, rank: int = 0, world: int = 1, skip: int = 0) -> BatchPlan:
+    """The batch plan `make_loader` follows (its clip costs counted in bucketed lengths with `length_buckets`)."""
+    padded = functools.partial(_bucketed_seconds, family) if options.length_buckets else family.padded_seconds
+    return BatchPlan(seconds, options.batch_size, options.max_batch_seconds, options.seed, rank, world, skip, padded)
+
+
 def make_loader(table: ClipTable, processor, family, policy: str | None, options: LoaderOptions,
                 rank: int = 0, world: int = 1, skip: int = 0):
     """A `torch.utils.data.DataLoader` yielding `LoadedBatch`es forever (see `BatchPlan`)."""
     from torch.utils.data import DataLoader  # deferred: torch is heavy and --help must stay fast
 
-    padded = functools.partial(_bucketed_seconds, family) if options.length_buckets else family.padded_seconds
-    plan = BatchPlan(table.seconds, options.batch_size, options.max_batch_seconds, options.seed, rank, world, skip, padded)
+    plan = loader_plan(table.seconds, family, options, rank, world, skip)
     workers = options.num_workers
     extra = {"prefetch_factor": options.prefetch_factor, "persistent_workers": False} if workers > 0 else {}
     raw = options.features_on_device and family.raw_input(processor, np.zeros(1, np.float32)) is not None
@@ -410,4 +415,4 @@ def _worker_init(_worker_id: int) -> None:
 
 
 __all__ = ["BatchPlan", "ClipDataset", "ClipTable", "Example", "LoadedBatch", "LoaderOptions", "RepeatedStrings", "StringColumn",
-           "collate", "default_num_workers", "length_grouped_batches", "make_loader", "plan_epoch", "prepare_dataset"]
+           "collate", "default_num_workers", "length_grouped_batches", "loader_plan", "make_loader", "plan_epoch", "prepare_dataset"]

@@ -22,7 +22,7 @@ from lora.core.errors import UserError
 from lora.core.memory import keep_heap_flat, release_free_memory
 from lora.core.outputs import current_rss_mb
 from lora.data.manifest import BadRow
-from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, make_loader
+from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, loader_plan, make_loader
 from lora.encoder_cache import EncoderCache, encoder_is_fixed
 
 log = logging.getLogger("lora")
@@ -58,8 +58,7 @@ def streaming_source(table: ClipTable, processor, family, policy: str | None, op
         loader, _ = make_loader(table, processor, family, policy, options, rank, world, skip)
         return iter(loader)
 
-    open_stream.batches_per_epoch = BatchPlan(table.seconds, options.batch_size, options.max_batch_seconds,
-                                              padded_seconds=family.padded_seconds).batches_per_epoch
+    open_stream.batches_per_epoch = loader_plan(table.seconds, family, options).batches_per_epoch  # the loader's own plan
     if options.features_on_device:
         open_stream.on_device = lambda batch: family.device_features(processor, batch)
     return open_stream

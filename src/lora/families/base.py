@@ -20,7 +20,8 @@ IGNORE_INDEX = -100
 # Shape buckets of duration-capped batches (`bucket_length`): 8 padded lengths per doubling, so at most
 # 12.5% (about 4% on average) is padding; label widths on the same ladder (exact up to 8 tokens: a
 # multiple of 8 instead made the 3-token digit clips' logits 2.7x wider; 1 h scale manifest, 50 steps:
-# peak RSS 3,302 -> 3,940 MB, 25.2 -> 20.4 audio s/s).
+# peak RSS 3,302 -> 3,940 MB, 25.2 -> 20.4 audio s/s). 4 per doubling instead of 8: 1.5% less peak RSS for 5%
+# less speed (benchmarks/results/buckets_per_octave_4.md).
 BUCKETS_PER_OCTAVE = 8
 
 
