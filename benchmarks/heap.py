@@ -1,8 +1,10 @@
-"""Peak RSS of one scale run with and without `lora.core.memory`'s glibc tuning, side by side.
+"""Peak RSS and speed of one scale run, two settings side by side: by default with and without
+`lora.core.memory`'s glibc tuning; `--tuned-env`/`--untuned-env` (environment) and `--tuned-options`/
+`--untuned-options` (TrainConfig fields, e.g. length_buckets=false) compare anything else.
 
 Each side is the bench's scale run (`tasks.scale_run`: Moonshine base, 60 s micro-batches, no gradient
 accumulation) in a fresh child process on the same manifest; `LORA_GLIBC_TUNING=0` turns the tuning off
-in the untuned child. Order A B B A (each side's fastest run and lowest peak count; all runs listed). Throughput is printed beside it: the tuning must not cost speed.
+in the untuned child. In the result rows `glibc_tuning: true` marks the tuned side. Order A B B A (each side's fastest run and lowest peak count; all runs listed). Throughput is printed beside it: the tuning must not cost speed.
 
     uv run python benchmarks/heap.py --manifest data/scale_10h.jsonl --steps 30
 """
