@@ -105,7 +105,7 @@ def test_only_the_newest_entries_are_kept(copied_rows, tmp_path, monkeypatch):
 def test_second_run_reads_the_prepared_rows_and_a_changed_model_prepares_again(copied_rows, tiny_moonshine, tmp_path,
                                                                                monkeypatch):
     monkeypatch.setenv("LORA_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(pipeline, "CACHE_MIN_ROWS", 1)  # the real threshold (20,000 rows) is for large corpora
+    monkeypatch.setattr(prc, "MIN_ROWS", 1)  # the real threshold (20,000 rows) is for large corpora
     manifest = tmp_path / "m.jsonl"
     lines = [json.dumps({"id": u.id, "audio": u.audio, "text": u.text, "speaker": u.speaker}) for u in copied_rows]
     lines.append(json.dumps({"id": "gone", "audio": str(tmp_path / "missing.flac"), "text": "X", "speaker": "9201"}))

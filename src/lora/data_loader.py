@@ -87,7 +87,7 @@ class StringColumn:
         column.offsets, column.buffer = arrays[f"{prefix}.offsets"], arrays[f"{prefix}.buffer"]
         return column
 
-    def values(self) -> list[str]:
+    def to_list(self) -> list[str]:
         return [self[i] for i in range(len(self))]
 
 
@@ -148,7 +148,7 @@ class OriginColumn:
     def from_arrays(cls, arrays, prefix: str) -> OriginColumn:
         column = cls.__new__(cls)
         column.lines, column.file_index = arrays[f"{prefix}.lines"], arrays[f"{prefix}.file_index"]
-        column.files = StringColumn.from_arrays(arrays, f"{prefix}.files").values()
+        column.files = StringColumn.from_arrays(arrays, f"{prefix}.files").to_list()
         return column
 
 

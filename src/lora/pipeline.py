@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+from lora import prepared_rows_cache
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.hub import hub_reachable
 from lora.core.memory import bound_kernel_cache
@@ -46,11 +47,6 @@ from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_work
 from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_model_id, save_adapter, save_processor
-from lora.prepared_rows_cache import MIN_ROWS as CACHE_MIN_ROWS
-from lora.prepared_rows_cache import PreparedRows
-from lora.prepared_rows_cache import cache_key as prepared_key
-from lora.prepared_rows_cache import load as load_prepared
-from lora.prepared_rows_cache import save as save_prepared
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
@@ -184,7 +180,7 @@ def select_data(cfg: TrainConfig, use_hub: bool = True, dataset=None) -> Selecte
     Its rows go through the same preflight and quarantine as files and then the same streaming loader.
     """
     key = _prepared_key(cfg) if dataset is None else None
-    cached = load_prepared(key) if key else None
+    cached = prepared_rows_cache.load(key) if key else None
     if cached is not None:
         return _from_cache(cached, key, cfg)
     chosen = dataset if dataset is not None else cfg.dataset
@@ -212,7 +208,7 @@ def select_data(cfg: TrainConfig, use_hub: bool = True, dataset=None) -> Selecte
         ids=[u.id for u in trained] if len(trained) <= MAX_LISTED_IDS else [],
         speakers=sorted({u.speaker for u in trained}), replay_ids=[u.id for u in data.replay][:MAX_LISTED_IDS],
         joined=len(joined) - len(data.train), rows=len(train_rows), seconds=sum(record_seconds(u) for u in train_rows))
-    return SelectedData(data, canary, leaks, train_rows, summary, cache_key=key if len(train_rows) >= CACHE_MIN_ROWS else None)
+    return SelectedData(data, canary, leaks, train_rows, summary, cache_key=key if len(train_rows) >= prepared_rows_cache.MIN_ROWS else None)
 
 
 # What decides a run's rows and their targets (the prepared-rows cache key; `output_dir` only says where
@@ -230,10 +226,10 @@ def _prepared_key(cfg: TrainConfig) -> str | None:
     speech = default_speech_dir()
     settings = {name: getattr(cfg, name) for name in PREPARED_OPTIONS} | {"speech_dir": str(speech)}
     transcripts = [speech / "manifest.jsonl"] + sorted(speech.glob("*/*/*/*.trans.txt")) if speech else []
-    return prepared_key(settings, [cfg.manifest, cfg.canary, *transcripts])
+    return prepared_rows_cache.cache_key(settings, [cfg.manifest, cfg.canary, *transcripts])
 
 
-def _from_cache(cached: PreparedRows, key: str, cfg: TrainConfig) -> SelectedData:
+def _from_cache(cached: prepared_rows_cache.PreparedRows, key: str, cfg: TrainConfig) -> SelectedData:
     if cached.quarantine is not None:  # this run's folder gets the list preflight wrote for these rows
         write_text_atomic(Path(cfg.output_dir) / "quarantine.jsonl", cached.quarantine)
     log.info("data: %d training rows (%.1f h) read from the prepared-rows cache (%s); --no-prepared-cache reads the manifest "
@@ -262,14 +258,16 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
     model_key = f"{r.model_id_used}@{r.path}" if policy == "styled" else ""
     if selected.from_cache:
         if selected.style.policy == policy and selected.style_model == model_key:
-            started = time.perf_counter()  # nothing to transcribe or align: the cached targets are this model's
+            # nothing to transcribe or align: the cached targets are this model's
             selected.style = dataclasses.replace(selected.style, transcribed=0, cache_hits=selected.style.styled_rows,
-                                                 seconds=time.perf_counter() - started)
+                                                 seconds=0.0)
             return selected.style
         log.info("prepared-rows cache: styled for %s (%s), not %s (%s); preparing the rows again",
                  selected.style_model or "no model", selected.style.policy, model_key or "no model", policy)
         fresh = select_data(replace(cfg, prepared_cache=False))
-        selected.__dict__.update(fresh.__dict__ | {"cache_key": selected.cache_key})
+        for f in dataclasses.fields(fresh):  # in place: the caller holds `selected`; the entry is rewritten under its key
+            if f.name != "cache_key":
+                setattr(selected, f.name, getattr(fresh, f.name))
     selected.style_model = model_key
     if policy != "styled":
         selected.style = TargetStyle(policy=policy)
@@ -307,10 +305,10 @@ def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, opt
 
 def _save_prepared(selected: SelectedData, cfg: TrainConfig) -> None:
     quarantine = Path(cfg.output_dir) / "quarantine.jsonl"
-    prepared = PreparedRows(selected.table, selected.data.eval, selected.data.replay, selected.canary, selected.data.source,
+    prepared = prepared_rows_cache.PreparedRows(selected.table, selected.data.eval, selected.data.replay, selected.canary, selected.data.source,
                             selected.leaks, asdict(selected.summary), selected.style, selected.style_model,
                             quarantine.read_text(encoding="utf-8") if quarantine.is_file() else None)
-    where = save_prepared(selected.cache_key, prepared)
+    where = prepared_rows_cache.save(selected.cache_key, prepared)
     if where is not None:
         log.info("prepared rows cached: %s (a second run with the same manifest and options starts from it)", where)
 

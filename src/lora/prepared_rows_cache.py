@@ -114,7 +114,7 @@ def _row(d: dict) -> Utterance:
 
 
 def _audio_files(prepared: PreparedRows) -> list[str]:
-    paths = set(prepared.table.audio_paths.values.values())
+    paths = set(prepared.table.audio_paths.values.to_list())  # the distinct paths
     for rows in (prepared.eval, prepared.replay, prepared.canary):
         paths.update(os.fspath(u.audio) for u in rows)
     paths.discard("")
@@ -174,7 +174,7 @@ def load(key: str, root: Path | None = None) -> PreparedRows | None:
         small = json.loads(meta.read_text(encoding="utf-8"))
         with np.load(npz, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-        files = StringColumn.from_arrays(arrays, "files").values()
+        files = StringColumn.from_arrays(arrays, "files").to_list()
         stats = _stats(files)
         if stats is None or not (np.array_equal(stats[0], arrays["files.size"]) and np.array_equal(stats[1], arrays["files.mtime_ns"])):
             log.info("prepared-rows cache %s: an audio file changed or is gone; reading the manifest again", npz.name)
