@@ -2,7 +2,7 @@
 through the loader's worker processes, against `Seq2SeqTrainer` + PEFT at its best settings on the
 same GPU, with a bare-loop ceiling and an estimate of model FLOPs utilisation beside it.
 
-    python benchmarks/gpu.py --models-dir DIR --speech-dir DIR [--seconds 45] [--output benchmarks/results/gpu.json]
+    python benchmarks/gpu.py --models-dir DIR --speech-dir DIR [--steps 40] [--sides ...] [--output benchmarks/results/gpu.json]
 
 Models: each family's imported config (config.json + tokenizer + feature-extractor files in
 `--models-dir/<import name>/`), weights random-initialised (seeded): speed does not depend on the
@@ -11,12 +11,18 @@ Data: every clip of `--speech-dir` (real FLAC files, LibriSpeech layout or manif
 over 1 s only (sentence speech; 0.4 s isolated digits would measure per-clip overhead, not training),
 repeated under new ids to fill the run; decoded, resampled and featurised by the workers each time.
 
-Sides, per family, each for about `--seconds` of timed steps after a warm-up:
-  ours       `lora.training.train_lora` + `lora.data_loader` (duration-capped batches, workers,
-             pinned memory, bf16 autocast, fused AdamW, Whisper log-mel on the GPU)
-  reference  `Seq2SeqTrainer` + PEFT at its best: bf16, `group_by_length`, the same workers,
-             pinned memory, `adamw_torch_fused`, the same batch size in clips, features in workers
-  ceiling    a bare bf16 forward + backward + fused AdamW loop over batches already on the GPU
+Sides, per family, `--steps` optimizer steps each, the first `--warmup` not timed:
+  ours          `lora.training.train_lora` + `lora.data_loader` as `lora train` runs on CUDA
+                (duration-capped batches, workers handing over 16-bit PCM, no pinning thread, bf16
+                autocast, fused AdamW, features made on the GPU)
+  ours_pinned   the same with the DataLoader's pinning thread (measured slower, kept for the A/B)
+  ours_worker_features  the same with features made in the workers (the hand-over before PCM16)
+  ours_preloaded  our loop over 8 batches loaded once (the loop's own cost without the workers)
+  loader        the loader alone, no model: what it can feed
+  reference     `Seq2SeqTrainer` + PEFT at its best: bf16, `group_by_length`, the same workers,
+                pinned memory, `adamw_torch_fused`, the same batch size in clips, features in workers
+  reference_unpinned  the same without pinned memory; the better of the two is the reference
+  ceiling       a bare bf16 forward + backward + fused AdamW loop over batches already on the GPU
 """
 
 from __future__ import annotations
@@ -126,7 +132,55 @@ def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup) -> dict:
     return {"audio_seconds_per_second": speed, "timed_steps": n, "timed_seconds": secs}
 
 
-def run_ours(model_dir, rows, device, workers, steps, warmup) -> dict:
+def run_loader(model_dir, rows, device, workers, steps, warmup) -> dict:
+    """The loader alone, no model: batches from the workers, pinned, copied to the GPU and turned into
+    model inputs there. The most the training loop could be fed."""
+    import torch
+    from transformers import AutoConfig, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    family = family_for(AutoConfig.from_pretrained(model_dir).model_type)
+    clips, cap = BATCH[family.name]
+    cuda = device == "cuda"
+    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda, prefetch_factor=PREFETCH[0])
+    loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, options)
+    it = iter(loader)
+    audio, start = 0.0, None
+    for i in range(steps):
+        b = next(it)
+        tensors = family.device_features(processor, {k: v.to(device, non_blocking=cuda) for k, v in b.tensors.items()})
+        torch.cuda.synchronize() if cuda else None
+        if i == warmup - 1:
+            start = time.perf_counter()
+        elif i >= warmup:
+            audio += b.seconds
+    wall = time.perf_counter() - start
+    it._shutdown_workers()
+    return {"audio_seconds_per_second": audio / wall, "timed_batches": steps - warmup, "timed_seconds": wall,
+            "bytes_per_batch_from_workers": int(sum(v.numel() * v.element_size() for v in b.tensors.values())),
+            "model_input_keys": sorted(tensors)}
+
+
+class _TimedStream:
+    """The loader's iterator, timing how long the training loop waits in `next()` for each batch."""
+
+    def __init__(self, inner, waits: list[float]):
+        self.inner, self.waits = inner, waits
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        batch = next(self.inner)
+        self.waits.append(time.perf_counter() - start)
+        return batch
+
+    def _shutdown_workers(self):
+        getattr(self.inner, "_shutdown_workers", lambda: None)()
+
+
+def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = True, pin: bool = False) -> dict:
     import torch
     from accelerate import Accelerator
 
@@ -134,15 +188,22 @@ def run_ours(model_dir, rows, device, workers, steps, warmup) -> dict:
     clips, cap = BATCH[family.name]
     table = ClipTable.from_records(rows)
     cuda = device == "cuda"
-    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda, prefetch_factor=PREFETCH[0])
+    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda and pin, features_on_device=cuda and on_device,
+                            prefetch_factor=PREFETCH[0])
     cfg = TrainConfig(batch_size=clips, max_batch_seconds=cap, gradient_accumulation_steps=1, max_steps=steps,
                       learning_rate=1e-4, checkpoint_every=0, seed=0)
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     torch.cuda.reset_peak_memory_stats() if cuda else None
-    result = train_lora(model, family, streaming_source(table, processor, family, None, options), cfg, accelerator,
-                        show_progress=False, cache_encoder=False)
+    source, waits = streaming_source(table, processor, family, None, options), []
+
+    def timed(rank, world, skip):
+        return _TimedStream(source(rank, world, skip), waits)
+
+    timed.__dict__.update(source.__dict__)  # on_device, batches_per_epoch
+    result = train_lora(model, family, timed, cfg, accelerator, show_progress=False, cache_encoder=False)
     speed, n, secs = throughput(result.history, warmup)
     return {"audio_seconds_per_second": speed, "timed_steps": n, "timed_seconds": secs,
+            "loader_wait_seconds_per_timed_step": float(np.mean(waits[warmup:])) if len(waits) > warmup else None,
             "mean_audio_seconds_per_step": result.audio_seconds / max(1, len(result.history)),
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "losses": [r["loss"] for r in result.history][:3] + [result.history[-1]["loss"]],
@@ -176,7 +237,7 @@ class _Collator:
         return batch
 
 
-def run_reference(model_dir, rows, device, workers, steps, warmup) -> dict:
+def run_reference(model_dir, rows, device, workers, steps, warmup, pin: bool = True) -> dict:
     import tempfile
 
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
@@ -199,7 +260,7 @@ def run_reference(model_dir, rows, device, workers, steps, warmup) -> dict:
         args = Seq2SeqTrainingArguments(
             output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4,
             bf16=device == "cuda", use_cpu=device != "cuda", **_group_by_length(Seq2SeqTrainingArguments),
-            dataloader_num_workers=workers, dataloader_pin_memory=device == "cuda", dataloader_prefetch_factor=4 if workers else None,
+            dataloader_num_workers=workers, dataloader_pin_memory=device == "cuda" and pin, dataloader_prefetch_factor=4 if workers else None,
             optim="adamw_torch_fused" if device == "cuda" else "adamw_torch", eval_strategy="no", save_strategy="no",
             report_to=[], logging_steps=steps, disable_tqdm=True, remove_unused_columns=False, label_names=["labels"], seed=0)
         trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=_Collator(family), callbacks=[Clock()])
@@ -211,7 +272,8 @@ def run_reference(model_dir, rows, device, workers, steps, warmup) -> dict:
     seconds = timed[-1] - marks[warmup - 1] if len(timed) > 1 else float("nan")
     audio = sum(dataset.lengths[i] for i in order[warmup * batch: len(marks) * batch])
     return {"audio_seconds_per_second": audio / seconds, "timed_steps": len(timed), "timed_seconds": seconds,
-            "clips_per_step": batch, "settings": "bf16, group_by_length, dataloader workers, pinned memory, adamw_torch_fused"}
+            "clips_per_step": batch,
+            "settings": f"bf16, group_by_length, dataloader workers, {'pinned' if pin else 'pageable'} memory, adamw_torch_fused"}
 
 
 def _group_by_length(args_class) -> dict:
@@ -292,7 +354,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--sides", default="ours,reference,ceiling,ours_preloaded")
+    parser.add_argument("--sides", default="loader,ours,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,ours_preloaded")
     parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
     parser.add_argument("--output", default="benchmarks/results/gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
@@ -316,18 +378,29 @@ def main(argv=None) -> int:
             try:
                 if side == "ours":
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                elif side == "ours_worker_features":  # the loader before PCM16 hand-over: features (+ int64 mask) made in the workers
+                    res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, on_device=False)
+                elif side == "ours_pinned":  # the DataLoader's pinning thread on (the default until it measured slower)
+                    res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=True)
+                elif side == "loader":
+                    res[side] = run_loader(model_dir, rows, device, args.workers, args.steps, args.warmup)
                 elif side == "ours_preloaded":
                     res[side] = run_ours_preloaded(model_dir, rows, device, args.workers, args.steps, args.warmup)
                 elif side == "reference":
                     res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                elif side == "reference_unpinned":
+                    res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=False)
                 else:
                     res[side] = run_ceiling(model_dir, rows, device, args.steps, args.warmup)
             except Exception as exc:  # one failing side must not lose the others' figures
                 res[side] = {"error": f"{type(exc).__name__}: {exc}"}
             log(f"{model_name} {side}: {res[side]}")
             torch.cuda.empty_cache() if device == "cuda" else None
-        ours, ref, ceil = (res.get(s, {}).get("audio_seconds_per_second") for s in ("ours", "reference", "ceiling"))
+        ours, ceil = (res.get(s, {}).get("audio_seconds_per_second") for s in ("ours", "ceiling"))
+        refs = [res.get(s, {}).get("audio_seconds_per_second") for s in ("reference", "reference_unpinned")]
+        ref = max((r for r in refs if r), default=None)  # the reference at its best of the two
         if ours and ref:
+            res["reference_best"] = ref
             res["ours_vs_reference"] = ours / ref
         if ours and ceil:
             res["ours_vs_ceiling"] = ours / ceil
@@ -348,18 +421,21 @@ def markdown(summary: dict) -> str:
     lines = [f"# GPU training throughput ({summary['device']})", "",
              f"{summary['weights']}; {summary['data']}; {summary['workers']} loader workers; {summary['steps']} steps per side "
              f"({summary['warmup_steps']} warm-up steps not timed); torch {summary['torch']}.", "",
-             "| model | ours (audio s/s) | Seq2SeqTrainer+PEFT best (audio s/s) | ours / reference | bare-loop ceiling | ours / ceiling | MFU ours | MFU ceiling |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | ours (audio s/s) | Seq2SeqTrainer+PEFT best (audio s/s) | ours / reference | bare-loop ceiling | ours / ceiling | MFU ours | MFU ceiling | loader alone | ours, pinning thread | ours, features made in the workers |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(x, fmt="{:,.0f}"):
         return "n/a" if x is None else fmt.format(x)
 
     for model, r in summary["results"].items():
         lines.append(f"| {model} | {f(r.get('ours', {}).get('audio_seconds_per_second'))} | "
-                     f"{f(r.get('reference', {}).get('audio_seconds_per_second'))} | {f(r.get('ours_vs_reference'), '{:.2f}x')} | "
+                     f"{f(r.get('reference_best'))} | {f(r.get('ours_vs_reference'), '{:.2f}x')} | "
                      f"{f(r.get('ceiling', {}).get('audio_seconds_per_second'))} | {f(r.get('ours_vs_ceiling'), '{:.2f}')} | "
-                     f"{f(r.get('mfu_ours'), '{:.1%}')} | {f(r.get('mfu_ceiling'), '{:.1%}')} |")
-        for side in ("ours", "reference", "ceiling"):
+                     f"{f(r.get('mfu_ours'), '{:.1%}')} | {f(r.get('mfu_ceiling'), '{:.1%}')} | "
+                     f"{f(r.get('loader', {}).get('audio_seconds_per_second'))} | "
+                     f"{f(r.get('ours_pinned', {}).get('audio_seconds_per_second'))} | "
+                     f"{f(r.get('ours_worker_features', {}).get('audio_seconds_per_second'))} |")
+        for side in ("loader", "ours", "ours_pinned", "ours_worker_features", "reference", "reference_unpinned", "ceiling"):
             if "error" in r.get(side, {}):
                 lines.append(f"\n{model} {side} failed: {r[side]['error']}")
     return "\n".join(lines) + "\n"

@@ -186,3 +186,32 @@ def test_streaming_source_counts_the_batches_its_loader_makes(real_rows, tiny_mo
     assert source.batches_per_epoch == plan.batches_per_epoch == len(plan.epoch(0))
     plain = streaming_source(table, processor, family, None, LoaderOptions(batch_size=8, max_batch_seconds=19.4, seed=3))
     assert plain.batches_per_epoch < source.batches_per_epoch  # 6 clips fit unbucketed, 5 bucketed
+
+
+@pytest.mark.parametrize("name", ["moonshine", "whisper"])
+def test_pcm16_hand_over_gives_the_cpu_paths_model_inputs(real_rows, name, request):
+    """On a GPU the workers send 16-bit PCM plus lengths (a third of float32 + int64 mask's bytes) and the
+    family makes the model inputs on the device. For 16-bit FLAC sources that is the CPU path's input bit for
+    bit (Moonshine: samples and mask; Whisper: its log-mel within 1e-4)."""
+    import torch
+
+    from lora.core.audio import to_pcm16
+    from lora.model_utils import load_base, resolve_model_id
+
+    _, processor, family = load_base(resolve_model_id(str(request.getfixturevalue(f"tiny_{name}"))))
+    table = ClipTable.from_records(list(header_check(list(real_rows), quiet=True, cache=False).good))
+    options = LoaderOptions(batch_size=3, max_batch_seconds=60.0, seed=3)
+    cpu, plan = make_loader(table, processor, family, None, options)
+    gpu, _ = make_loader(table, processor, family, None, LoaderOptions(batch_size=3, max_batch_seconds=60.0, seed=3, features_on_device=True))
+    for _, a, b in zip(range(plan.batches_per_epoch), cpu, gpu):  # the loaders run forever: one epoch
+        assert a.rows == b.rows and b.tensors["raw_audio"].dtype == torch.int16
+        made = family.device_features(processor, b.tensors)
+        assert set(made) == set(a.tensors)
+        assert (made["labels"] == a.tensors["labels"]).all()
+        if name == "moonshine":
+            assert (made["input_values"] == a.tensors["input_values"]).all()
+            assert (made["attention_mask"] == a.tensors["attention_mask"]).all()
+        else:
+            assert float((made["input_features"] - a.tensors["input_features"]).abs().max()) < 1e-4
+    x = np.array([0.5, -1.0, 0.99999, 1.5, -2.0, 3 / 32768], dtype=np.float32)
+    assert to_pcm16(x).tolist() == [16384, -32768, 32767, 32767, -32768, 3]  # rounded, clipped to full scale

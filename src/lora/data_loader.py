@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lora.core.audio import SAMPLE_RATE
+from lora.core.audio import SAMPLE_RATE, to_pcm16
 from lora.core.memory import keep_heap_flat
 from lora.data.batches import Example, collate, length_grouped_batches, prepare_dataset
 from lora.data.hygiene import QUARANTINE, HygieneOptions, audio_findings
@@ -47,7 +47,7 @@ class LoaderOptions:
     max_batch_seconds: float = 0.0  # padded audio seconds per micro-batch at most (0 = clips only)
     seed: int = 42
     num_workers: int = 0  # DataLoader worker processes (0 = in this process)
-    pin_memory: bool = False  # page-locked batches for non-blocking copies to a GPU
+    pin_memory: bool = False  # page-locked batches via the DataLoader's pinning thread (slower on an H200: see loader_options)
     prefetch_factor: int = 4  # batches each worker prepares ahead
     features_on_device: bool = False  # workers hand over raw audio; the family featurises on the GPU
     length_buckets: bool = False  # pad audio and labels up to `bucket_length` steps, so batch shapes repeat
@@ -365,10 +365,13 @@ class _Collate:
         if good and self.raw:
             import torch  # deferred: heavy (the worker has it loaded already)
 
-            audio = np.zeros((len(good), max(len(r.inputs) for r in good)), dtype=np.float32)
+            lengths = np.array([len(r.inputs) for r in good], dtype=np.int32)
+            width = bucket_length(int(lengths.max())) if self.buckets else int(lengths.max())
+            audio = np.zeros((len(good), width), dtype=np.int16)
             for i, r in enumerate(good):  # zero padding, as the family's features expect (NumPy: see pad_inputs)
-                audio[i, : len(r.inputs)] = r.inputs
-            tensors = {"raw_audio": torch.from_numpy(audio)}
+                audio[i, : len(r.inputs)] = to_pcm16(r.inputs)
+            # 16-bit PCM + lengths, turned into model inputs on the device (`raw_waveforms`)
+            tensors = {"raw_audio": torch.from_numpy(audio), "raw_lengths": torch.from_numpy(lengths)}
             tensors["labels"] = pad_labels([r.labels for r in good], self.buckets)
         elif good:
             length = bucket_length(max(len(r.inputs) for r in good)) if self.buckets else None

@@ -97,8 +97,10 @@ def _step_totals(accelerator, losses: list, seconds: float, tokens: int):
     import torch
 
     device = losses[0].device
-    local = torch.stack([torch.stack(losses).float().mean(), torch.tensor(seconds, device=device),
-                         torch.tensor(float(tokens), device=device)])
+    # torch.full, not torch.tensor(x, device=...): the latter copies from pageable host memory, and that
+    # copy waits for the GPU to finish everything queued, the stall the one-step lag exists to avoid
+    local = torch.stack([torch.stack(losses).float().mean(), torch.full((), float(seconds), device=device),
+                         torch.full((), float(tokens), device=device)])
     return accelerator.reduce(local, reduction="sum")
 
 

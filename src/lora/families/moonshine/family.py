@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
-from lora.families.base import ModelFamily
+from lora.families.base import ModelFamily, raw_waveforms
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,23 @@ class MoonshineFamily(ModelFamily):
             values[i, : len(x)] = x
         mask = (np.arange(width) < lengths[:, None]).astype(np.int64)
         return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(mask)}
+
+    def raw_input(self, processor, samples: np.ndarray) -> np.ndarray | None:
+        """On a GPU the workers hand over the clip as 16-bit PCM plus its length, and the device makes
+        the float input and the mask (`device_features`): the padded float32 values plus an int64 mask
+        were 12 bytes per sample through shared memory, which held the loader back. The imported
+        extractor does not normalise (its input is the samples); one that did keeps the CPU path."""
+        return None if processor.feature_extractor.do_normalize else np.ascontiguousarray(samples, dtype=np.float32)
+
+    def device_features(self, processor, batch: dict) -> dict:
+        if "raw_audio" in batch:
+            import torch  # deferred: heavy
+
+            audio, lengths, batch = raw_waveforms(batch)
+            positions = torch.arange(audio.shape[-1], device=audio.device)
+            batch["input_values"] = audio
+            batch["attention_mask"] = (positions < lengths[:, None]).long()
+        return batch
 
     def label_ids(self, tokenizer, text: str, policy: str | None = None) -> list[int]:
         """Text tokens + eos; the model prepends bos (decoder start) itself when shifting."""
