@@ -21,6 +21,17 @@ on every take of the sweep speakers when `--extra-speech-dir` is given (as the r
 
 `--grid fast` (Whisper): the recipe's all-attention point against decoder-only points, all with the
 recipe's joined clips, for CPUs where the 30 s encoder's backward pass does not fit the time budget.
+
+`--grid placement` (Moonshine): the recipe's all-attention point against LoRA on the encoder only (the
+digits shift is acoustic, narrow-band 8 kHz recordings; casing and punctuation are written by the
+decoder, which encoder-only LoRA leaves as it was) and on the decoder only (the encoder's acoustic
+features, pauses included, kept as they were), with the recipe's data mix. `--reuse FILE` takes the
+rows of points already measured from an earlier run's JSON and trains only the others.
+
+Style check: punctuation and capitalisation F1 of the tuned model's output against the base model's, on
+the forgetting check plus any real speech given with `--style-audio` (no transcript needed: the reference
+is the base model's own output). By default that is `test-data/beckett.wav`, the 10 s of punctuated
+read speech shipped in the `moonshine-cpp` wheel: neither trained on, replayed, nor in the recipe's canary.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from pathlib import Path
 from lora.core.outputs import write_json_atomic, write_text_atomic
 from lora.core.precision import resolve_precision
 from lora.data.clip_joining import with_joined_clips
-from lora.data.records import read_librispeech_dir
+from lora.data.records import Utterance, read_librispeech_dir
 from lora.data.resolve import DataChoice, resolve_data
 from lora.data.selection import mix_replay
 from lora.data_loader import LoaderOptions, prepare_dataset
@@ -80,6 +91,13 @@ def grid(family: str, name: str = "default"):
         for lr in (1e-3, 3e-3):  # more replay: does it keep the style better at the longer schedule?
             yield point | {"learning_rate": lr, "targets": where, "max_steps": steps[-1], "replay_share": 0.3, "join_clips": 3}
         return
+    if name == "placement":  # LoRA on the encoder only, beside the recipe's all-attention point
+        yield point | {"learning_rate": 3e-3, "targets": "all", "max_steps": 240, "replay_share": 0.15, "join_clips": 3}
+        for lr, n in ((1e-3, 240), (3e-3, 240), (3e-3, 360)):
+            yield point | {"learning_rate": lr, "targets": "encoder", "max_steps": n, "replay_share": 0.15, "join_clips": 3}
+        for lr in (1e-3, 3e-3):  # and the decoder only (the encoder's acoustic features, pauses included, kept)
+            yield point | {"learning_rate": lr, "targets": "decoder", "max_steps": 240, "replay_share": 0.15, "join_clips": 3}
+        return
     if family == "whisper" and name == "fast":
         for lr, steps in itertools.product((1e-3, 3e-3), (60, 120)):
             yield point | {"learning_rate": lr, "targets": "decoder", "max_steps": steps, "replay_share": 0.15, "join_clips": 3}
@@ -93,6 +111,17 @@ def grid(family: str, name: str = "default"):
         yield point | {"learning_rate": lr, "targets": where, "max_steps": steps, "replay_share": 0.0}
     for steps in (60, 120):
         yield point | {"learning_rate": 1e-3, "lora_r": 16, "lora_alpha": 32, "targets": "all", "max_steps": steps, "replay_share": 0.0}
+
+
+def default_style_audio() -> list[str]:
+    """The moonshine-cpp wheel's Beckett reading, when that package is installed (the `moonshine` extra)."""
+    import importlib.resources
+    import importlib.util
+
+    if importlib.util.find_spec("moonshine_cpp") is None:
+        return []
+    path = importlib.resources.files("moonshine_cpp") / "test-data" / "beckett.wav"
+    return [str(path)] if path.is_file() else []
 
 
 def choose(rows: list[dict], baseline_forget_wer: float) -> dict:
@@ -122,8 +151,12 @@ def main() -> None:
     parser.add_argument("--extra-speech-dir", default="",
                         help="more FSDD takes (../shared/speech-extra): train and validate on every take of the sweep's "
                              "speakers, as the recipe does; '' (default): the speech folder's 50 takes per speaker")
-    parser.add_argument("--grid", choices=("default", "fast", "recipe"), default="default")
+    parser.add_argument("--grid", choices=("default", "fast", "recipe", "placement"), default="default")
+    parser.add_argument("--style-audio", action="append", default=None,
+                        help="real speech files for the style check only (repeatable; default: the moonshine-cpp "
+                             "wheel's test-data/beckett.wav when installed); 'none' for the forgetting check alone")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--reuse", default=None, help="an earlier run's JSON: its measured points are taken, not retrained")
     parser.add_argument("--target-policy", choices=("styled", "sentence"), default="styled",
                         help="training targets: the recipe's default (styled: the base model's style carried over) or sentence case")
     args = parser.parse_args()
@@ -155,22 +188,31 @@ def main() -> None:
     valid = prepare_dataset(data.eval, processor, family)
     replay = prepare_dataset(replay_rows, processor, family, policy)
     forget = prepare_dataset([u for u in general if u.speaker in FORGET_CHECK], processor, family)
+    style_files = default_style_audio() if args.style_audio is None else [f for f in args.style_audio if f != "none"]
+    style_extra = prepare_dataset([Utterance(f"style-{i}", "style", "", Path(f)) for i, f in enumerate(style_files)],
+                                  processor, family, "raw")
     precision, _ = resolve_precision(TrainConfig().mixed_precision, cpu=True)
 
     def measure(model, base_forget_outputs: list[str] | None = None) -> dict:
         v, f = assess(model, processor, family, valid, valid, 32), assess(model, processor, family, forget, forget, 8)
         outputs = Counter(u["hypothesis"] for u in v["samples"]).most_common(3)
         forget_outputs = [u["hypothesis"] for u in f["samples"]]
-        base_outputs = base_forget_outputs if base_forget_outputs is not None else forget_outputs
+        style_outputs = forget_outputs + (transcribe_examples(model, processor, family, style_extra, 8) if style_extra else [])
+        base_outputs = base_forget_outputs if base_forget_outputs is not None else style_outputs
         return {"valid_wer": v["wer"], "valid_loss": v["eval_loss"], "forget_wer": f["wer"],
-                # style kept on the forgetting check: the tuned model's punctuation/capitals against the base model's
-                "forget_punctuation_f1": punctuation_f1(base_outputs, forget_outputs).f1,
-                "forget_capitalisation_f1": capitalisation_f1(base_outputs, forget_outputs).f1,
-                "forget_outputs": forget_outputs, "top_valid_outputs": [f"{text!r} x{n}" for text, n in outputs]}
+                # style kept on the forgetting check (+ --style-audio): punctuation/capitals against the base model's
+                "forget_punctuation_f1": punctuation_f1(base_outputs, style_outputs).f1,
+                "forget_capitalisation_f1": capitalisation_f1(base_outputs, style_outputs).f1,
+                "forget_outputs": style_outputs, "top_valid_outputs": [f"{text!r} x{n}" for text, n in outputs]}
 
     baseline = measure(base)
+    done = json.loads(Path(args.reuse).read_text(encoding="utf-8"))["rows"] if args.reuse else []
     rows = []
     for point in grid(args.family, args.grid):
+        earlier = [r for r in done if all(r.get(k) == v for k, v in point.items())]
+        if earlier:  # measured by an earlier run of the same sweep (same data, seed and baseline)
+            rows.append(earlier[0])
+            continue
         set_seed(42)
         where = point["targets"]
         targets = family.default_target_modules if where == "all" else (family.attention_in(where),)
@@ -188,7 +230,8 @@ def main() -> None:
     lines = [f"Digits sweep, {args.family} ({MODELS[args.family]}): train speakers {', '.join(SWEEP_TRAIN)} "
              f"({len(data.train)} utts), validation speaker {', '.join(SWEEP_VALID)} ({len(valid)} utts); replay from "
              f"{', '.join(SWEEP_REPLAY)} ({len(replay)} utts, repeated to the share); forgetting check "
-             f"{', '.join(FORGET_CHECK)} ({len(forget)} utts). Baseline: validation WER {100 * baseline['valid_wer']:.1f}%, "
+             f"{', '.join(FORGET_CHECK)} ({len(forget)} utts); style check: those plus {len(style_extra)} file(s) "
+             f"({', '.join(Path(f).name for f in style_files) or 'none'}). Baseline: validation WER {100 * baseline['valid_wer']:.1f}%, "
              f"loss {baseline['valid_loss']:.3f}; forgetting check WER {100 * baseline['forget_wer']:.1f}%. "
              f"batch 8, seed 42, precision {precision}. Winner (bold): lowest validation WER with the forgetting "
              f"check up by at most {100 * FORGET_BUDGET:.0f} point, its punctuation/capitalisation F1 against the base "

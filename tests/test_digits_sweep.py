@@ -32,9 +32,25 @@ def test_nothing_within_budgets_falls_back_to_least_forgetting():
     assert sweep.choose(rows, 0.0)["name"] == "b"
 
 
-@pytest.mark.parametrize("family,name", [("whisper", "default"), ("whisper", "fast"), ("moonshine", "default")])
+@pytest.mark.parametrize("family,name", [("whisper", "default"), ("whisper", "fast"), ("moonshine", "default"),
+                                         ("moonshine", "recipe"), ("moonshine", "placement")])
 def test_every_grid_point_is_complete(family, name):
     keys = {"learning_rate", "lora_r", "lora_alpha", "targets", "max_steps", "replay_share", "join_clips"}
     points = list(sweep.grid(family, name))
     assert points and all(keys <= set(p) for p in points)
     assert all(p["targets"] in ("all", "decoder", "encoder") for p in points)
+
+
+def test_the_default_style_audio_is_real_speech_outside_the_recipes_sets():
+    """The style check's extra clip (the moonshine-cpp wheel's Beckett reading) exists where the package does,
+    and is none of the speech folder's files (so neither trained on, replayed, nor the canary)."""
+    files = sweep.default_style_audio()
+    if importlib.util.find_spec("moonshine_cpp") is None:
+        assert files == []
+        return
+    import soundfile as sf
+
+    (path,) = files
+    info = sf.info(path)
+    assert info.frames / info.samplerate > 5 and Path(path).name == "beckett.wav"
+    assert "shared/speech" not in Path(path).resolve().as_posix()
