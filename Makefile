@@ -15,6 +15,9 @@ setup: $(UV)
 	@# transformers' pipeline("automatic-speech-recognition") reads audio files through the ffmpeg program
 	@command -v ffmpeg >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
 		|| echo "note: ffmpeg not installed; transformers' pipeline needs it to read audio files (apt-get install ffmpeg)"; }
+	@# jemalloc: the training commands' allocator where installed (lower peak RSS; lora.core.memory)
+	@ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null) \
+		|| echo "note: jemalloc not installed; training uses glibc malloc, with a higher peak RSS (apt-get install libjemalloc2)"; }
 
 lint: setup
 	$(RUN) ruff check src tests benchmarks recipes scripts main.py train_real_small.py

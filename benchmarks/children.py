@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lora.core.memory import jemalloc_env
+
 HERE = Path(__file__).resolve().parent
 POLL_S = 0.2
 
@@ -31,8 +33,10 @@ def run_child(task: str, timeout_s: float = 900, **args) -> dict:
         out, err = Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
         start = time.perf_counter()
         with open(err, "w") as stderr:
+            # the allocator `lora train` runs with (jemalloc where installed; LORA_ALLOCATOR=glibc: the system's)
+            env = jemalloc_env(os.environ) or dict(os.environ)
             child = subprocess.Popen([sys.executable, str(HERE / "worker.py"), task, json.dumps(args), str(out)],
-                                     cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=stderr)
+                                     cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
             status, usage = _wait4(child, timeout_s)
         seconds = time.perf_counter() - start
         if status != 0 or not out.is_file():

@@ -83,3 +83,38 @@ def test_the_kernel_cache_is_bounded_unless_the_user_chose(monkeypatch):
     assert memory.bound_kernel_cache() == str(memory.ONEDNN_CACHE_CAPACITY) == os.environ[memory.ONEDNN_CACHE_ENV]
     monkeypatch.setenv(memory.ONEDNN_CACHE_ENV, "256")
     assert memory.bound_kernel_cache() == "256"  # the user's setting stands
+
+
+def _entry_script(tmp_path) -> str:
+    script = tmp_path / "lora-train"  # one of memory.ENTRY_PROGRAMS: it re-executes itself with jemalloc
+    script.write_text("import os, sys\nfrom lora.core.memory import allocator_in_use, prefer_jemalloc\nprefer_jemalloc()\n"
+                      "print(allocator_in_use(), os.environ.get('LORA_ALLOCATOR_REEXEC'), sys.argv[1:])\n")
+    return str(script)
+
+
+def test_training_commands_re_execute_once_with_jemalloc_where_installed(tmp_path):
+    """A training command re-executes itself with jemalloc preloaded (its arguments kept, once); with
+    LORA_ALLOCATOR=glibc, or where jemalloc is missing, it runs on glibc."""
+    import os
+    import subprocess
+    import sys
+
+    from lora.core import memory
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LORA_ALLOCATOR", "LORA_ALLOCATOR_REEXEC")}
+    run = subprocess.run([sys.executable, _entry_script(tmp_path), "--max-steps", "2"], env=env,
+                         capture_output=True, text=True, check=True)
+    expected = "jemalloc 1" if memory.jemalloc_path() else "glibc None"
+    assert run.stdout.strip() == f"{expected} ['--max-steps', '2']", run.stderr
+    kept = subprocess.run([sys.executable, _entry_script(tmp_path)], env=env | {"LORA_ALLOCATOR": "glibc"},
+                          capture_output=True, text=True, check=True)
+    assert kept.stdout.strip() == "glibc None []"
+
+
+def test_other_programs_are_never_re_executed():
+    """pytest (or any program importing the runners) keeps its process: only ENTRY_PROGRAMS re-execute."""
+    from lora.core import memory
+
+    assert memory.prefer_jemalloc("pytest") is None
+    assert memory.prefer_jemalloc("/usr/bin/python3") is None
+    assert memory.allocator_in_use() in ("glibc", "jemalloc", "system")

@@ -32,7 +32,7 @@ from pathlib import Path
 from lora import prepared_rows_cache
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.hub import hub_reachable
-from lora.core.memory import bound_kernel_cache
+from lora.core.memory import allocator_in_use, bound_kernel_cache
 from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic, write_text_atomic
 from lora.core.paths import default_speech_dir
 from lora.core.precision import resolve_precision
@@ -548,7 +548,8 @@ def scale_facts(selected: SelectedData, table: ClipTable, source: BatchSource, o
         loader_workers=options.num_workers, seconds_to_first_step=first, baseline_seconds=session.baseline_seconds,
         quarantined_while_training=len(result.quarantined),
         attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "unknown")), compiled=cfg.compile,
-        stage_seconds=dict(session.stage_seconds), stage_peak_rss_mb=dict(session.stage_peak_rss_mb))
+        stage_seconds=dict(session.stage_seconds), stage_peak_rss_mb=dict(session.stage_peak_rss_mb),
+        allocator=allocator_in_use())
 
 
 def report(result: RealMetrics, out: Path) -> None:

@@ -105,6 +105,7 @@ class ScaleFacts:
     # grows, so the first stage whose figure reaches the run's peak is where the peak was set.
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    allocator: str = "glibc"  # the process's malloc: jemalloc where installed (lora.core.memory.prefer_jemalloc)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
+from lora.core.memory import prefer_jemalloc
 from lora.core.outputs import write_json_atomic, write_text_atomic
 from lora.data.records import list_subsets, read_librispeech_dir
 from lora.families.moonshine import FAMILY as MOONSHINE
@@ -173,6 +174,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_jemalloc()  # re-executes with jemalloc where installed (lora-digits)
     return run_cli(_main, argv)
 
 

