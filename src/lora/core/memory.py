@@ -14,8 +14,9 @@ default allocator of the training commands: `prefer_jemalloc` re-executes the co
 `LD_PRELOAD`, before anything heavy is imported (the allocator must be in place before the first
 malloc). Measured A B B A on the 1 h scale manifest, 50 steps of 60 s (benchmarks/results/jemalloc.md,
 best of two per side): peak RSS 2,978 -> 2,550 MB for 25.0 -> 23.3 audio s/s. It keeps freed memory in
-size classes and returns it over time, which suits the varying activation sizes that glibc fragments. `LORA_ALLOCATOR=glibc` keeps the system allocator. The
-allocator in use is recorded in `real_metrics.json` (`scale.allocator`).
+size classes and returns it over time, which suits the varying activation sizes that glibc fragments.
+`LORA_ALLOCATOR=glibc` keeps the system allocator. The allocator in use is recorded in
+`real_metrics.json` (`scale.allocator`).
 
 `LORA_GLIBC_TUNING=trim` keeps glibc's own thresholds and only calls `malloc_trim(0)` after each CPU
 micro-batch: freed heap pages anywhere in the heap go back to the system (MADV_DONTNEED) once per
