@@ -143,6 +143,9 @@ class Measurement:
 def start(cfg: TrainConfig, cpu: bool, started: float | None = None) -> Session:
     """The accelerator (one process or several), mixed precision chosen for the device, the seed."""
     bound_kernel_cache()  # before the first CPU kernel is built (lora.core.memory)
+    allocator = allocator_in_use()
+    log.info("memory allocator: %s%s", allocator, "" if allocator == "jemalloc" else
+             " (jemalloc keeps peak RSS lower: apt-get install libjemalloc2, unless LORA_ALLOCATOR=glibc chose this)")
     from accelerate import Accelerator  # deferred: heavy
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 
