@@ -145,11 +145,11 @@ def prefer_jemalloc(program: str | None = None) -> None:
     glibc and says so (the run's log names the allocator, and `scale.allocator`), since it is an
     optimisation, not a requirement."""
     program = os.path.basename(program if program is not None else (sys.argv[0] if sys.argv else ""))
-    if (program not in ENTRY_PROGRAMS or os.environ.get(ALLOCATOR_ENV, "jemalloc").strip().lower() == "glibc"
-            or os.environ.get(_REEXEC_MARK) or not sys.platform.startswith("linux") or allocator_in_use() == "jemalloc"):
+    if (program not in ENTRY_PROGRAMS or os.environ.get(_REEXEC_MARK) or not sys.platform.startswith("linux")
+            or allocator_in_use() == "jemalloc"):
         return
     env = jemalloc_env(os.environ)
-    if env is None:  # not installed: the run logs the allocator it has (lora.pipeline.start)
+    if env is None:  # not installed, or LORA_ALLOCATOR=glibc: the run logs the allocator it has (lora.pipeline.start)
         return
     args = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     sys.stdout.flush()

@@ -75,8 +75,7 @@ def log_mel(waveform, extractor):
     """
     import torch  # deferred: heavy
 
-    mel = np.asarray(extractor.mel_filters)
-    window, filters = _mel_constants(extractor.n_fft, mel.tobytes(), mel.shape, mel.dtype.str, str(waveform.device))
+    window, filters = _mel_constants(extractor, str(waveform.device))
     stft = torch.stft(waveform.float(), extractor.n_fft, extractor.hop_length, window=window, return_complex=True)
     magnitudes = (stft[..., :-1].abs() ** 2).contiguous()
     log_spec = torch.clamp(filters.T @ magnitudes, min=1e-10).log10()
@@ -85,13 +84,12 @@ def log_mel(waveform, extractor):
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_constants(n_fft: int, filters: bytes, shape: tuple, dtype: str, device: str):
-    """The Hann window and mel filters on `device`, made once: copying the filters from NumPy at every
-    batch was a copy from pageable memory, which waits for the GPU to finish all queued work and so
-    stopped the host from queueing the next step ahead (Whisper on an H200: 3,478 vs 4,083 audio s/s
-    with features made in the workers; benchmarks/results/gpu_run_pcm16_raw)."""
+def _mel_constants(extractor, device: str):
+    """The Hann window and mel filters of `extractor` on `device`, made once per extractor and device (the
+    extractor hashes by identity) instead of copied from NumPy at every batch. A copy from pageable memory
+    waits for the GPU's queued work; on an H200 keeping them on the device changed Whisper's throughput
+    by no more than noise (benchmarks/results/gpu_pcm16_first.json -> gpu_pinned_full.json)."""
     import torch  # deferred: heavy
 
-    window = torch.hann_window(n_fft, device=device)
-    mel = torch.as_tensor(np.frombuffer(filters, dtype=dtype).reshape(shape).copy(), dtype=torch.float32).to(device)
-    return window, mel
+    window = torch.hann_window(extractor.n_fft, device=device)
+    return window, torch.as_tensor(np.asarray(extractor.mel_filters), dtype=torch.float32).to(device)
