@@ -27,6 +27,29 @@ def test_plan_caps_clips_and_padded_seconds_and_covers_every_row_once():
     assert all(len(b) <= 2 for b in padded)
 
 
+def _greedy_plan(seconds, batch_size, max_batch_seconds, pad):
+    """The plan filled clip by clip (the loop `plan_epoch` replaced with a batch-at-a-time NumPy fill)."""
+    batches, current = [], []
+    for i in np.argsort(seconds, kind="stable").tolist():
+        cost = (len(current) + 1) * pad(float(seconds[i]))
+        if current and (len(current) >= batch_size or (max_batch_seconds > 0 and cost > max_batch_seconds)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + ([current] if current else [])
+
+
+def test_plan_equals_filling_clip_by_clip():
+    rng = np.random.default_rng(3)
+    seconds = np.concatenate([rng.uniform(0.2, 35.0, 3000), np.repeat(rng.uniform(0.5, 20, 40), 50)]).astype(np.float32)
+    bucketed = lambda s: float(np.ceil(s * 4) / 4)  # noqa: E731 - a monotone padding like the length buckets
+    for batch_size, cap, pad in [(8, 60.0, None), (256, 60.0, None), (10**6, 300.0, None), (3, 0.0, None),
+                                 (16, 60.0, lambda s: 30.0), (64, 90.0, bucketed), (1, 60.0, None), (500, 10.0, None)]:
+        expected = _greedy_plan(seconds, batch_size, cap, pad or (lambda s: s))
+        assert plan_epoch(seconds, batch_size, cap, pad) == expected, (batch_size, cap)
+    assert plan_epoch(np.zeros(0, np.float32), 4, 60.0) == []
+
+
 def test_plan_order_is_deterministic_per_seed_and_epoch_and_composition_is_fixed():
     seconds = np.random.default_rng(0).uniform(0.3, 15, size=200).astype(np.float32)
     a = BatchPlan(seconds, 4, 20.0, seed=7)

@@ -236,22 +236,50 @@ def plan_epoch(seconds: np.ndarray, batch_size: int, max_batch_seconds: float = 
 
     The composition is the same every epoch (only the order changes), so a frozen encoder's output
     can be reused per batch (`lora.encoder_cache`).
+
+    Greedy, like filling batches clip by clip in duration order, but a batch at a time with NumPy:
+    a row-by-row Python loop took 0.7 s on a 100 h corpus (721,853 rows), paid before the first step.
     """
-    pad = padded_seconds or (lambda s: s)
     order = np.argsort(seconds, kind="stable")
+    size = len(order)
+    padded = None
+    if max_batch_seconds > 0 and size:
+        # `padded_seconds` is a Python function of one duration: call it once per distinct duration
+        ordered = np.asarray(seconds)[order]
+        new_value = np.empty(size, dtype=bool)
+        new_value[0], new_value[1:] = True, ordered[1:] != ordered[:-1]
+        pad = padded_seconds or float
+        padded = np.array([pad(float(v)) for v in ordered[new_value]], dtype=np.float64)[np.cumsum(new_value) - 1]
+    rows = order.tolist()
     batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order.tolist():
-        cost = (len(current) + 1) * pad(float(seconds[i]))
-        if current and (len(current) >= batch_size or (max_batch_seconds > 0 and cost > max_batch_seconds)):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
+    start, count = 0, 0
+    while start < size:
+        most = min(batch_size, size - start)
+        if padded is not None and most > 1:
+            count = _rows_that_fit(padded, start, most, max_batch_seconds, guess=2 * count)
+        else:
+            count = most
+        batches.append(rows[start:start + count])
+        start += count
     if seed is not None:
         random.Random(seed).shuffle(batches)
     return batches
+
+
+def _rows_that_fit(padded: np.ndarray, start: int, most: int, cap: float, guess: int) -> int:
+    """How many rows from `start` (at least 1, at most `most`) one batch takes: it closes before the
+    first row whose addition makes (rows x that row's padded seconds) exceed `cap`. Looks `guess`
+    rows ahead first (neighbouring batches hold similar counts), then four times as far."""
+    window = max(guess, 16)
+    while True:
+        window = min(window, most)
+        cost = np.arange(1, window + 1) * padded[start:start + window]
+        over = np.flatnonzero(cost[1:] > cap)  # the first row always goes in
+        if over.size:
+            return int(over[0]) + 1
+        if window == most:
+            return most
+        window *= 4
 
 
 @dataclass
