@@ -131,6 +131,26 @@ def test_joined_clips_join_their_parts_targets(speech_dir, tmp_path):
     assert style.joined_rows == len(joined) - len(digits)
 
 
+def test_a_text_spoken_on_several_clips_gets_its_most_common_style(speech_dir, tmp_path):
+    from dataclasses import replace
+
+    nines = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.text == "NINE"][:5]  # five takes, several speakers
+    assert len({u.audio for u in nines}) == 5
+    heard = ["Nine.", "", "Or?", "Nine.", "Eight,"]  # what the base model wrote for each take
+    base = {u.id: text for u, text in zip(nines, heard, strict=True)}
+    once = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.text == "ONE"][:2]  # two clips: below the minimum
+    base |= {once[0].id: "One.", once[1].id: "Won,"}
+    repeats = [replace(nines[1], id=f"{nines[1].id}-r{k}", extra={}) for k in range(4)]  # one clip repeated: one vote
+    rows = nines + once + repeats
+    style = style_rows(rows, Transcriber(base), TranscriptCache("m", tmp_path))
+    assert {u.extra["target"] for u in nines + repeats} == {"Nine."}  # "nine", "Nine?", "Eight," -> the majority's form
+    assert style.consensus_rows == 3 + len(repeats)  # the take heard as "" counts once however often it is repeated
+    assert [u.extra["target"] for u in once] == ["One.", "One,"]  # two clips decide nothing: each keeps its own
+    joined = with_joined_clips(nines[:3], 3, seed=1)
+    style_rows(joined, Transcriber(base), TranscriptCache("m", tmp_path))
+    assert {u.extra["target"] for u in joined[3:]} <= {"Nine. Nine.", "Nine. Nine. Nine."}  # joined clips carry it too
+
+
 def test_the_loader_trains_on_the_target(speech_dir, tiny_moonshine):
     from transformers import AutoProcessor
 

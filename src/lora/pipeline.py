@@ -291,8 +291,9 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
     style = style_rows(selected.train_rows, transcribe, TranscriptCache(model_key))
     style = dataclasses.replace(style, seconds=time.perf_counter() - started)
     selected.style = style
-    log.info("styled targets: %d of %d rows given the base model's style (word coverage %s), %d with their own",
-             style.styled_rows, style.rows, "n/a" if style.coverage is None else f"{style.coverage:.1%}", style.own_style_rows)
+    log.info("styled targets: %d of %d rows given the base model's style (word coverage %s; %d given the most common style of "
+             "their text), %d with their own", style.styled_rows, style.rows,
+             "n/a" if style.coverage is None else f"{style.coverage:.1%}", style.consensus_rows, style.own_style_rows)
     return style
 
 

@@ -76,6 +76,7 @@ class TargetStyle:
     joined_rows: int = 0  # joined clips (targets = their parts' targets)
     reference_words: int = 0  # words of the styled rows
     words_with_base_style: int = 0  # of those, matched to a base-model word (its style carried over)
+    consensus_rows: int = 0  # styled rows whose reference text recurs on several clips: given that text's most common styled form
     coverage: float | None = None  # words_with_base_style / reference_words
     transcribed: int = 0  # base-model transcripts computed in this run
     cache_hits: int = 0  # base-model transcripts read from the cache

@@ -282,7 +282,8 @@ def _target_style(t: dict | None) -> str:
     if not t or t.get("policy") != "styled":
         return NA
     return (f"{t.get('styled_rows')} of {t.get('rows')} references given the base model's style (word coverage "
-            f"{pct(t.get('coverage'))}), {t.get('own_style_rows')} with their own; {t.get('transcribed')} transcribed, "
+            f"{pct(t.get('coverage'))}; {t.get('consensus_rows', 0)} given the most common style of their text), "
+            f"{t.get('own_style_rows')} with their own; {t.get('transcribed')} transcribed, "
             f"{t.get('cache_hits')} from the cache")
 
 
