@@ -139,3 +139,30 @@ def test_second_run_reads_the_prepared_rows_and_a_changed_model_prepares_again(c
     stale.style_model = "another model@/elsewhere"  # e.g. `auto` resolving to the hub model this time
     restyled = pipeline.style_targets(stale, lm, cfg)
     assert not stale.from_cache and stale.train_rows and restyled.styled_rows == style.styled_rows
+
+
+def test_a_large_manifest_is_prepared_in_a_child_process(copied_rows, tiny_moonshine, tmp_path, monkeypatch):
+    """The first run's rows come from a child process (its parse heap goes when it exits) and equal the rows
+    this process would have prepared itself; the child's styling figures are the run's."""
+    monkeypatch.setenv("LORA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(prc, "MIN_ROWS", 1)
+    monkeypatch.setattr(pipeline, "CHILD_MIN_LINES", 1)  # the real threshold is 20,000 lines
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": u.id, "audio": u.audio, "text": u.text, "speaker": u.speaker}) + "\n"
+                                for u in copied_rows))
+    cfg = TrainConfig(manifest=str(manifest), model_id=str(tiny_moonshine), eval_samples=2, canary_samples=2,
+                      output_dir=str(tmp_path / "run1"))
+    lm = pipeline.load_model(cfg)
+    first = pipeline.select_data(cfg)
+    assert first.prepared_by_child and first.from_cache and first.train_rows == []
+    style = pipeline.style_targets(first, lm, cfg)
+    assert style.transcribed == style.styled_rows > 0  # transcribed by the child, not claimed as cache hits
+    _, table = pipeline.train_batches(first, lm, cfg, pipeline.loader_options(cfg, "cpu"))
+
+    here = pipeline._read_rows(TrainConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "run2")}), True, None, None)
+    pipeline.style_targets(here, lm, cfg)
+    assert _columns(ClipTable.from_records(here.train_rows)) == _columns(table)
+    assert [u.id for u in here.data.eval] == [u.id for u in first.data.eval] and here.summary == first.summary
+
+    monkeypatch.setattr(pipeline, "CHILD_MIN_LINES", 10**9)
+    assert not pipeline._large_manifest(manifest)
