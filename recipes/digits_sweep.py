@@ -22,6 +22,9 @@ on every take of the sweep speakers when `--extra-speech-dir` is given (as the r
 `--grid fast` (Whisper): the recipe's all-attention point against decoder-only points, all with the
 recipe's joined clips, for CPUs where the 30 s encoder's backward pass does not fit the time budget.
 
+`--grid consensus`: the recipe's point with each clip's own styled target against its text's most common
+styled form (`--style-consensus`, lora.styled_targets).
+
 `--grid placement` (Moonshine): the recipe's all-attention point against LoRA on the encoder only (the
 digits shift is acoustic, narrow-band 8 kHz recordings; casing and punctuation are written by the
 decoder, which encoder-only LoRA leaves as it was) and on the decoder only (the encoder's acoustic
@@ -91,6 +94,12 @@ def grid(family: str, name: str = "default"):
         for lr in (1e-3, 3e-3):  # more replay: does it keep the style better at the longer schedule?
             yield point | {"learning_rate": lr, "targets": where, "max_steps": steps[-1], "replay_share": 0.3, "join_clips": 3}
         return
+    if name == "consensus":  # the recipe's point with each clip's own styled target, and with its text's most common one
+        where, lr, n = ("encoder", 1e-3, 240) if family == "moonshine" else ("decoder", 3e-3, 60)
+        for consensus in (False, True):
+            yield point | {"learning_rate": lr, "targets": where, "max_steps": n, "replay_share": 0.15, "join_clips": 3,
+                           "style_consensus": consensus}
+        return
     if name == "placement":  # LoRA on the encoder only, beside the recipe's all-attention point
         yield point | {"learning_rate": 3e-3, "targets": "all", "max_steps": 240, "replay_share": 0.15, "join_clips": 3}
         for lr, n in ((1e-3, 240), (3e-3, 240), (3e-3, 360)):
@@ -151,7 +160,7 @@ def main() -> None:
     parser.add_argument("--extra-speech-dir", default="",
                         help="more FSDD takes (../shared/speech-extra): train and validate on every take of the sweep's "
                              "speakers, as the recipe does; '' (default): the speech folder's 50 takes per speaker")
-    parser.add_argument("--grid", choices=("default", "fast", "recipe", "placement"), default="default")
+    parser.add_argument("--grid", choices=("default", "fast", "recipe", "placement", "consensus"), default="default")
     parser.add_argument("--style-audio", action="append", default=None,
                         help="real speech files for the style check only (repeatable; default: the moonshine-cpp "
                              "wheel's test-data/beckett.wav when installed); 'none' for the forgetting check alone")
@@ -179,12 +188,14 @@ def main() -> None:
     joins = {p["join_clips"] for p in grid(args.family, args.grid)}
     joined_rows = {n: with_joined_clips(data.train, n, 42) for n in joins}
     replay_rows = [u for u in general if u.speaker in SWEEP_REPLAY]
-    if args.target_policy == "styled":  # the base model's casing/punctuation on unstyled references
-        style_rows([u for rows in joined_rows.values() for u in rows] + replay_rows,
-                   lambda rows: transcribe_examples(base, processor, family, prepare_dataset(rows, processor, family, "raw"), 32),
-                   TranscriptCache(f"{resolved.model_id_used}@{resolved.path}"))
     policy = args.target_policy
-    joined = {n: prepare_dataset(rows, processor, family, policy) for n, rows in joined_rows.items()}
+    joined = {}  # (join_clips, style_consensus) -> training examples
+    for consensus in sorted({p.get("style_consensus", False) for p in grid(args.family, args.grid)}):
+        if policy == "styled":  # the base model's casing/punctuation on unstyled references
+            style_rows([u for rows in joined_rows.values() for u in rows] + replay_rows,
+                       lambda rows: transcribe_examples(base, processor, family, prepare_dataset(rows, processor, family, "raw"), 32),
+                       TranscriptCache(f"{resolved.model_id_used}@{resolved.path}"), consensus=consensus)
+        joined |= {(n, consensus): prepare_dataset(rows, processor, family, policy) for n, rows in joined_rows.items()}
     valid = prepare_dataset(data.eval, processor, family)
     replay = prepare_dataset(replay_rows, processor, family, policy)
     forget = prepare_dataset([u for u in general if u.speaker in FORGET_CHECK], processor, family)
@@ -220,7 +231,7 @@ def main() -> None:
         cfg = replace(TrainConfig(), batch_size=8, gradient_accumulation_steps=1, learning_rate=point["learning_rate"],
                       max_steps=point["max_steps"], checkpoint_every=0)
         started = time.perf_counter()
-        examples = mix_replay(joined[point["join_clips"]], replay, point["replay_share"])
+        examples = mix_replay(joined[point["join_clips"], point.get("style_consensus", False)], replay, point["replay_share"])
         source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))
         train_lora(model, family, source, cfg, Accelerator(mixed_precision=precision, cpu=True), show_progress=False)
         seconds = time.perf_counter() - started
@@ -243,7 +254,8 @@ def main() -> None:
     for r in rows:
         mark = "**" if r is best else ""
         lines.append(f"| {r['learning_rate']:g} | {r['lora_r']} | {r['targets']} | {r['max_steps']} | {r['replay_share']:g} | "
-                     f"{'up to ' + str(r['join_clips']) if r.get('join_clips', 1) > 1 else 'no'} | "
+                     f"{'up to ' + str(r['join_clips']) if r.get('join_clips', 1) > 1 else 'no'}"
+                     f"{'; targets: style consensus' if r.get('style_consensus') else ''} | "
                      f"{mark}{100 * r['valid_wer']:.1f}%{mark} | {r['valid_loss']:.3f} | {100 * r['forget_wer']:.1f}% | "
                      f"{_f1(r.get('forget_punctuation_f1'))} | {_f1(r.get('forget_capitalisation_f1'))} | {r['train_seconds']:.0f} |")
     out = Path(args.output or f"recipes/results/sweep_{args.family}.md")

@@ -142,12 +142,14 @@ def test_a_text_spoken_on_several_clips_gets_its_most_common_style(speech_dir, t
     base |= {once[0].id: "One.", once[1].id: "Won,"}
     repeats = [replace(nines[1], id=f"{nines[1].id}-r{k}", extra={}) for k in range(4)]  # one clip repeated: one vote
     rows = nines + once + repeats
-    style = style_rows(rows, Transcriber(base), TranscriptCache("m", tmp_path))
+    per_clip = style_rows(rows, Transcriber(base), TranscriptCache("m", tmp_path))  # the default: each clip's own
+    assert [u.extra["target"] for u in nines] == ["Nine.", "nine", "Nine?", "Nine.", "Nine"] and per_clip.consensus_rows == 0
+    style = style_rows(rows, Transcriber(base), TranscriptCache("m", tmp_path), consensus=True)
     assert {u.extra["target"] for u in nines + repeats} == {"Nine."}  # "nine", "Nine?", "Eight," -> the majority's form
     assert style.consensus_rows == 3 + len(repeats)  # the take heard as "" counts once however often it is repeated
     assert [u.extra["target"] for u in once] == ["One.", "One,"]  # two clips decide nothing: each keeps its own
     joined = with_joined_clips(nines[:3], 3, seed=1)
-    style_rows(joined, Transcriber(base), TranscriptCache("m", tmp_path))
+    style_rows(joined, Transcriber(base), TranscriptCache("m", tmp_path), consensus=True)
     assert {u.extra["target"] for u in joined[3:]} <= {"Nine. Nine.", "Nine. Nine. Nine."}  # joined clips carry it too
 
 

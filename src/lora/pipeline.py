@@ -230,7 +230,7 @@ def _read_rows(cfg: TrainConfig, use_hub: bool, dataset, key: str | None) -> Sel
 # the quarantine list goes, and is not among them).
 PREPARED_OPTIONS = ("manifest", "train_split", "training_rows", "eval_samples", "seed", "train_speakers", "eval_speakers",
                     "canary", "canary_samples", "allow_shared_speakers", "allow_shared_text", "replay_subsets",
-                    "replay_share", "join_clips", "target_policy", "model_id")
+                    "replay_share", "join_clips", "target_policy", "style_consensus", "model_id")
 
 
 def _prepared_key(cfg: TrainConfig) -> str | None:
@@ -395,7 +395,7 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
         return out
 
     started = time.perf_counter()
-    style = style_rows(selected.train_rows, transcribe, TranscriptCache(model_key))
+    style = style_rows(selected.train_rows, transcribe, TranscriptCache(model_key), consensus=cfg.style_consensus)
     style = dataclasses.replace(style, seconds=time.perf_counter() - started)
     selected.style = style
     log.info("styled targets: %d of %d rows given the base model's style (word coverage %s; %d given the most common style of "

@@ -10,8 +10,8 @@ JFK) keep theirs. The result goes into `Utterance.extra["target"]`, which the lo
 `prepare_dataset` hand to `family.label_ids`; a joined clip gets its parts' targets joined; replay rows
 are styled like the rest.
 
-A reference text spoken on several clips (a prompt list: digits, commands, keywords) gets one styled
-form, the one most of its clips give (`consensus_targets`): the style of "NINE" is a property of the text,
+With `--style-consensus`, a reference text spoken on several clips (a prompt list: digits, commands,
+keywords) gets one styled form, the one most of its clips give (`consensus_targets`): the style of "NINE" is a property of the text,
 and the base model's mishearing of one take ("" or "Mm-hmm," for a nine) says nothing about it. Without
 this, 29% of Moonshine's targets for the digit recipe's training speakers were not "Nine."-like: "nine"
 (19%: no capital, no stop, the base model wrote nothing), "Nine" (5%), "Nine?" (3%, from "Or?"), "Eight,"
@@ -129,10 +129,12 @@ class TranscriptCache:
         self.entries, self.added = merged, 0
 
 
-def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], list[str]], cache: TranscriptCache) -> TargetStyle:
+def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], list[str]], cache: TranscriptCache,
+               consensus: bool = False) -> TargetStyle:
     """Set `extra["target"]` on the rows whose reference lacks style (in place); joined clips join their parts'.
 
-    `transcribe(rows) -> texts` is the base model's greedy output (called once, on the cache misses).
+    `transcribe(rows) -> texts` is the base model's greedy output (called once, on the cache misses);
+    `consensus`: a text spoken on several clips takes its most common styled form (`consensus_targets`).
     """
     unique: dict[str, Utterance] = {}
     for u in rows:
@@ -177,7 +179,7 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         matched += round(coverage * n)
         words += n
         u.extra["target"] = target
-    consensus = consensus_targets(plain, keys)
+    consensus = consensus_targets(plain, keys) if consensus else 0
     for u in joined:
         parts = [unique.get(i) for i in u.extra["joined_from"]]
         if any(p is None for p in parts):

@@ -84,6 +84,8 @@ class TrainConfig:
     target_modules: str | None = opt(None, "comma-separated module names to adapt (default: the family's attention projections)")
     target_policy: str | None = opt(None, "training-target text style: styled (the base model's casing and punctuation carried "
                                     "onto unstyled references), raw, lower, sentence, normalized (default: the family's, styled)")
+    style_consensus: bool = opt(False, "styled targets: a reference text spoken on 3+ distinct clips (a prompt list: digits, "
+                                "commands) gets the styled form most of its clips give, not each clip's own")
     seed: int = opt(42, "seed for data selection, splits, LoRA init and shuffling")
     output_dir: str = opt("outputs/real_small", "run folder: real_metrics.json, lora_adapter/, processor/")
     checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")
