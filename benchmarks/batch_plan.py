@@ -1,6 +1,6 @@
 """How long the batch plan of a 100 h corpus takes: `plan_epoch` (a batch at a time, NumPy) against
 filling batches clip by clip in Python (the loop it replaced), side by side in one process, on the
-durations of a real scale manifest. The plan is computed before the first optimizer step (twice: once
+durations of a real scale manifest, with the padding a Moonshine run plans with (length buckets). The plan is computed before the first optimizer step (twice: once
 for the epoch's batch count, once by the loader), so its time is start-up time.
 
     uv run python benchmarks/batch_plan.py [--manifest data/scale_100h.jsonl] [--repeats 3]
@@ -11,6 +11,7 @@ Writes benchmarks/results/batch_plan.json atomically. Both sides must give the s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -18,17 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from lora.core.outputs import write_json_atomic
-from lora.data_loader import plan_epoch
+from lora.data_loader import _bucketed_seconds, plan_epoch
+from lora.families import family_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def clip_by_clip(seconds: np.ndarray, batch_size: int, max_batch_seconds: float) -> list[list[int]]:
+def clip_by_clip(seconds: np.ndarray, batch_size: int, max_batch_seconds: float, pad) -> list[list[int]]:
     """The previous `plan_epoch`: rows in duration order, each added to the open batch or closing it."""
     batches: list[list[int]] = []
     current: list[int] = []
     for i in np.argsort(seconds, kind="stable").tolist():
-        cost = (len(current) + 1) * float(seconds[i])
+        cost = (len(current) + 1) * pad(float(seconds[i]))
         if current and (len(current) >= batch_size or (max_batch_seconds > 0 and cost > max_batch_seconds)):
             batches.append(current)
             current = []
@@ -60,8 +62,10 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/batch_plan.json"))
     args = parser.parse_args()
     seconds = durations(Path(args.manifest))
-    ours_s, ours = fastest(lambda: plan_epoch(seconds, args.batch_size, args.max_batch_seconds), args.repeats)
-    loop_s, loop = fastest(lambda: clip_by_clip(seconds, args.batch_size, args.max_batch_seconds), args.repeats)
+    # what a Moonshine run's loader plans with: each clip's cost is its length rounded up to the length buckets
+    pad = functools.partial(_bucketed_seconds, family_for("moonshine"))
+    ours_s, ours = fastest(lambda: plan_epoch(seconds, args.batch_size, args.max_batch_seconds, pad), args.repeats)
+    loop_s, loop = fastest(lambda: clip_by_clip(seconds, args.batch_size, args.max_batch_seconds, pad), args.repeats)
     if ours != loop:
         raise SystemExit("the two plans differ")
     result = {"command": f"uv run python benchmarks/batch_plan.py --manifest {args.manifest}", "rows": int(len(seconds)),
