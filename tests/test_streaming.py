@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,16 +28,15 @@ def test_plan_caps_clips_and_padded_seconds_and_covers_every_row_once():
     assert all(len(b) <= 2 for b in padded)
 
 
-def _greedy_plan(seconds, batch_size, max_batch_seconds, pad):
-    """The plan filled clip by clip (the loop `plan_epoch` replaced with a batch-at-a-time NumPy fill)."""
-    batches, current = [], []
-    for i in np.argsort(seconds, kind="stable").tolist():
-        cost = (len(current) + 1) * pad(float(seconds[i]))
-        if current and (len(current) >= batch_size or (max_batch_seconds > 0 and cost > max_batch_seconds)):
-            batches.append(current)
-            current = []
-        current.append(i)
-    return batches + ([current] if current else [])
+def _bench(name: str):
+    """A module of benchmarks/ (not a package), loaded by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_plan_equals_filling_clip_by_clip():
@@ -45,7 +45,7 @@ def test_plan_equals_filling_clip_by_clip():
     bucketed = lambda s: float(np.ceil(s * 4) / 4)  # noqa: E731 - a monotone padding like the length buckets
     for batch_size, cap, pad in [(8, 60.0, None), (256, 60.0, None), (10**6, 300.0, None), (3, 0.0, None),
                                  (16, 60.0, lambda s: 30.0), (64, 90.0, bucketed), (1, 60.0, None), (500, 10.0, None)]:
-        expected = _greedy_plan(seconds, batch_size, cap, pad or (lambda s: s))
+        expected = _bench("batch_plan").clip_by_clip(seconds, batch_size, cap, pad or float)
         assert plan_epoch(seconds, batch_size, cap, pad) == expected, (batch_size, cap)
     assert plan_epoch(np.zeros(0, np.float32), 4, 60.0) == []
 

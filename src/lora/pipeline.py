@@ -33,7 +33,7 @@ from lora import prepared_rows_cache
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.cli import setup_logging
 from lora.core.hub import hub_reachable
-from lora.core.memory import allocator_in_use, bound_kernel_cache
+from lora.core.memory import allocator_in_use, bound_kernel_cache, jemalloc_path
 from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic, write_text_atomic
 from lora.core.paths import default_speech_dir
 from lora.core.precision import resolve_precision
@@ -147,8 +147,10 @@ def start(cfg: TrainConfig, cpu: bool, started: float | None = None) -> Session:
     """The accelerator (one process or several), mixed precision chosen for the device, the seed."""
     bound_kernel_cache()  # before the first CPU kernel is built (lora.core.memory)
     allocator = allocator_in_use()
-    log.info("memory allocator: %s%s", allocator, "" if allocator == "jemalloc" else
-             " (jemalloc keeps peak RSS lower: apt-get install libjemalloc2, unless LORA_ALLOCATOR=glibc chose this)")
+    note = ("" if allocator == "jemalloc" else
+            " (jemalloc is installed: lora train, lora digits and train_real_small.py use it unless LORA_ALLOCATOR=glibc)" if jemalloc_path() else
+            " (jemalloc keeps peak RSS lower: apt-get install libjemalloc2)")
+    log.info("memory allocator: %s%s", allocator, note)
     from accelerate import Accelerator  # deferred: heavy
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 
