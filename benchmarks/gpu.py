@@ -11,6 +11,11 @@ Data: every clip of `--speech-dir` (real FLAC files, LibriSpeech layout or manif
 over 1 s only (sentence speech; 0.4 s isolated digits would measure per-clip overhead, not training),
 repeated under new ids to fill the run; decoded, resampled and featurised by the workers each time.
 
+Before the sides of a family, one untimed pass of `ours` (`--no-warm-pass` skips it): the first side a
+process runs for a model pays once-per-process costs on every new batch shape (measured: whichever side ran
+first was 10-40% slower; benchmarks/results/gpu_order.json), which would otherwise go to whichever side is
+first in `--sides`.
+
 Sides, per family, `--steps` optimizer steps each, the first `--warmup` not timed:
   ours          `lora.training.train_lora` + `lora.data_loader` as `lora train` runs on CUDA
                 (duration-capped batches, workers handing over 16-bit PCM, no pinning thread, bf16
@@ -18,6 +23,8 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
   ours_pinned   the same with the DataLoader's pinning thread (measured slower, kept for the A/B)
   ours_worker_features  the same with features made in the workers (the hand-over before PCM16)
   ours_preloaded  our loop over 8 batches loaded once (the loop's own cost without the workers)
+  ours_compiled  `ours` with the model under `torch.compile` (`--compile`, `lora.pipeline.compiled`); its
+                first `--compile-warmup` steps (compilation, the recompile for dynamic shapes) are not timed
   loader        the loader alone, no model: what it can feed
   reference     `Seq2SeqTrainer` + PEFT at its best: bf16, `group_by_length`, the same workers,
                 pinned memory, `adamw_torch_fused`, the same batch size in clips, features in workers
@@ -180,11 +187,16 @@ class _TimedStream:
         getattr(self.inner, "_shutdown_workers", lambda: None)()
 
 
-def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = True, pin: bool = False) -> dict:
+def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = True, pin: bool = False,
+             compile_model: bool = False) -> dict:
     import torch
     from accelerate import Accelerator
 
+    from lora.pipeline import compiled
+
     model, processor, family = build(model_dir, device)
+    if compile_model:
+        model = compiled(model)
     clips, cap = BATCH[family.name]
     table = ClipTable.from_records(rows)
     cuda = device == "cuda"
@@ -352,6 +364,8 @@ def main(argv=None) -> int:
     parser.add_argument("--speech-dir", action="append", required=True, help="real speech folder(s) with FLAC files")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per side (the first --warmup are not timed)")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--no-warm-pass", action="store_true", help="skip the untimed pass of `ours` before each family's sides")
+    parser.add_argument("--compile-warmup", type=int, default=15, help="untimed steps of the compiled side (compilation)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--sides", default="loader,ours,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,ours_preloaded")
@@ -373,6 +387,10 @@ def main(argv=None) -> int:
     for model_name in args.models.split(","):
         model_dir = Path(args.models_dir) / model_name
         res = summary["results"][model_name] = {}
+        if not args.no_warm_pass:
+            log(f"{model_name} warm pass (untimed) ...")
+            res["warm_pass"] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup)
+            log(f"{model_name} warm pass: {res['warm_pass']['audio_seconds_per_second']:.0f} audio s/s (not compared)")
         for side in args.sides.split(","):
             log(f"{model_name} {side} ...")
             try:
@@ -382,6 +400,9 @@ def main(argv=None) -> int:
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, on_device=False)
                 elif side == "ours_pinned":  # the DataLoader's pinning thread on (the default until it measured slower)
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=True)
+                elif side == "ours_compiled":
+                    res[side] = run_ours(model_dir, rows, device, args.workers, args.steps + args.compile_warmup, args.compile_warmup,
+                                         compile_model=True)
                 elif side == "loader":
                     res[side] = run_loader(model_dir, rows, device, args.workers, args.steps, args.warmup)
                 elif side == "ours_preloaded":
@@ -395,6 +416,7 @@ def main(argv=None) -> int:
             except Exception as exc:  # one failing side must not lose the others' figures
                 res[side] = {"error": f"{type(exc).__name__}: {exc}"}
             log(f"{model_name} {side}: {res[side]}")
+            write_json_atomic(args.output, summary)  # after every side: a time-out still leaves results
             torch.cuda.empty_cache() if device == "cuda" else None
         ours, ceil = (res.get(s, {}).get("audio_seconds_per_second") for s in ("ours", "ceiling"))
         refs = [res.get(s, {}).get("audio_seconds_per_second") for s in ("reference", "reference_unpinned")]
@@ -404,6 +426,9 @@ def main(argv=None) -> int:
             res["ours_vs_reference"] = ours / ref
         if ours and ceil:
             res["ours_vs_ceiling"] = ours / ceil
+        comp = res.get("ours_compiled", {}).get("audio_seconds_per_second")
+        if comp and ref:
+            res["ours_compiled_vs_reference"] = comp / ref
         pre = res.get("ours_preloaded", {}).get("audio_seconds_per_second")
         if pre and ceil:
             res["preloaded_loop_vs_ceiling"] = pre / ceil
@@ -421,8 +446,8 @@ def markdown(summary: dict) -> str:
     lines = [f"# GPU training throughput ({summary['device']})", "",
              f"{summary['weights']}; {summary['data']}; {summary['workers']} loader workers; {summary['steps']} steps per side "
              f"({summary['warmup_steps']} warm-up steps not timed); torch {summary['torch']}.", "",
-             "| model | ours (audio s/s) | Seq2SeqTrainer+PEFT best (audio s/s) | ours / reference | bare-loop ceiling | ours / ceiling | MFU ours | MFU ceiling | loader alone | ours, pinning thread | ours, features made in the workers |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | ours (audio s/s) | Seq2SeqTrainer+PEFT best (audio s/s) | ours / reference | bare-loop ceiling | ours / ceiling | MFU ours | MFU ceiling | loader alone | ours, pinning thread | ours, features made in the workers | ours compiled | compiled / reference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(x, fmt="{:,.0f}"):
         return "n/a" if x is None else fmt.format(x)
@@ -434,8 +459,9 @@ def markdown(summary: dict) -> str:
                      f"{f(r.get('mfu_ours'), '{:.1%}')} | {f(r.get('mfu_ceiling'), '{:.1%}')} | "
                      f"{f(r.get('loader', {}).get('audio_seconds_per_second'))} | "
                      f"{f(r.get('ours_pinned', {}).get('audio_seconds_per_second'))} | "
-                     f"{f(r.get('ours_worker_features', {}).get('audio_seconds_per_second'))} |")
-        for side in ("loader", "ours", "ours_pinned", "ours_worker_features", "reference", "reference_unpinned", "ceiling"):
+                     f"{f(r.get('ours_worker_features', {}).get('audio_seconds_per_second'))} | "
+                     f"{f(r.get('ours_compiled', {}).get('audio_seconds_per_second'))} | {f(r.get('ours_compiled_vs_reference'), '{:.2f}x')} |")
+        for side in ("loader", "ours", "ours_pinned", "ours_worker_features", "reference", "reference_unpinned", "ceiling", "ours_compiled"):
             if "error" in r.get(side, {}):
                 lines.append(f"\n{model} {side} failed: {r[side]['error']}")
     return "\n".join(lines) + "\n"
