@@ -230,8 +230,6 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                             "lower --learning-rate, check the quarantine for bad rows, or try --mixed-precision no")
         result.audio_seconds += step_seconds
         result.label_tokens += round(step_tokens)
-        if result.first_step_wall is None:
-            result.first_step_wall = time.perf_counter()
         row = {"step": done.step, "loss": step_loss, "lr": done.lr, "elapsed_s": time.perf_counter() - start,
                "audio_seconds": step_seconds,
                "grad_norm": float(done.grad_norm) if done.grad_norm is not None else None,
@@ -271,6 +269,10 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             tokens += loaded.tokens
             if on_cpu:  # opt-in (LORA_GLIBC_TUNING): hand the micro-batch's freed heap pages back
                 release_free_memory()
+        if result.first_step_wall is None:  # when the first optimizer step ended, not when its loss was read (a step later)
+            if accelerator.device.type == "cuda":
+                torch.cuda.synchronize(accelerator.device)  # the run's one extra sync: kernels are queued, not done
+            result.first_step_wall = time.perf_counter()
         sync_now = on_step is not None and cfg.eval_steps > 0 and (step % cfg.eval_steps == 0 or step == cfg.max_steps)
         if pending is not None and record(pending):
             pending = None
