@@ -47,7 +47,7 @@ class LoaderOptions:
     max_batch_seconds: float = 0.0  # padded audio seconds per micro-batch at most (0 = clips only)
     seed: int = 42
     num_workers: int = 0  # DataLoader worker processes (0 = in this process)
-    pin_memory: bool = False  # page-locked batches via the DataLoader's pinning thread (slower on an H200: see loader_options)
+    pin_memory: bool = False  # page-locked batches via the DataLoader's pinning thread (off by default: see loader_options)
     prefetch_factor: int = 4  # batches each worker prepares ahead
     features_on_device: bool = False  # workers hand over raw audio; the family featurises on the GPU
     length_buckets: bool = False  # pad audio and labels up to `bucket_length` steps, so batch shapes repeat

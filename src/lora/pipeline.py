@@ -352,10 +352,10 @@ def _prepare_rows_child(cfg: TrainConfig, min_rows: int) -> None:
 def loader_options(cfg: TrainConfig, device_type: str) -> LoaderOptions:
     workers = default_num_workers() if cfg.num_workers < 0 else cfg.num_workers
     cuda = device_type == "cuda"
-    # Not pinned: the DataLoader's pinning thread slowed the training loop beside it (H200, same run:
-    # Whisper tiny.en 3,379 -> 5,645 audio s/s without it, Moonshine base 5,492 -> 6,110, the loop waiting
-    # under 2 ms per step for batches either way; benchmarks/results/gpu_pinning_ab.json). Copies from the
-    # workers' pageable memory are staged by the driver at once, so they do not stall the queue.
+    # Not pinned (the DataLoader's pinning thread off). The A/B that chose this (H200: Whisper tiny.en
+    # 3,379 -> 5,645 audio s/s without it, benchmarks/results/gpu_pinning_ab.json) ran the pinned side
+    # first, and the first side a process runs was later measured 10-40% slower whatever it was
+    # (gpu_order.json), so neither setting is shown faster; the loop waited under 2 ms per step either way.
     return LoaderOptions(cfg.clips_per_batch, cfg.max_batch_seconds, cfg.seed, workers, pin_memory=False, features_on_device=cuda,
                          length_buckets=cfg.length_buckets and cfg.max_batch_seconds > 0)
 
