@@ -20,7 +20,7 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
   ours          `lora.training.train_lora` + `lora.data_loader` as `lora train` runs on CUDA
                 (duration-capped batches, workers handing over 16-bit PCM, no pinning thread, bf16
                 autocast, fused AdamW, features made on the GPU)
-  ours_pinned   the same with the DataLoader's pinning thread (measured slower, kept for the A/B)
+  ours_pinned   the same with the DataLoader's pinning thread (the A/B; the run that chose it off ran it first)
   ours_worker_features  the same with features made in the workers (the hand-over before PCM16)
   ours_preloaded  our loop over 8 batches loaded once (the loop's own cost without the workers)
   ours_compiled  `ours` with the model under `torch.compile` (`--compile`, `lora.pipeline.compiled`); its
@@ -398,7 +398,7 @@ def main(argv=None) -> int:
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup)
                 elif side == "ours_worker_features":  # the loader before PCM16 hand-over: features (+ int64 mask) made in the workers
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, on_device=False)
-                elif side == "ours_pinned":  # the DataLoader's pinning thread on (the default until it measured slower)
+                elif side == "ours_pinned":  # the DataLoader's pinning thread on (off by default; RESULTS.md: not shown slower)
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=True)
                 elif side == "ours_compiled":
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps + args.compile_warmup, args.compile_warmup,
