@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,11 +79,47 @@ def test_off_by_default_and_by_the_switch(fresh):
     memory.release_free_memory()  # a no-op, not an error
 
 
-def test_the_kernel_cache_is_bounded_unless_the_user_chose(monkeypatch):
+def test_the_kernel_caches_are_bounded_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv(memory.ONEDNN_CACHE_ENV, raising=False)
-    assert memory.bound_kernel_cache() == str(memory.ONEDNN_CACHE_CAPACITY) == os.environ[memory.ONEDNN_CACHE_ENV]
+    monkeypatch.delenv(memory.IDEEP_CACHE_ENV, raising=False)
+    in_force = memory.bound_kernel_cache()
+    assert in_force == {memory.ONEDNN_CACHE_ENV: str(memory.ONEDNN_CACHE_CAPACITY), memory.IDEEP_CACHE_ENV: str(memory.IDEEP_CACHE_CAPACITY)}
+    assert all(os.environ[name] == value for name, value in in_force.items())
     monkeypatch.setenv(memory.ONEDNN_CACHE_ENV, "256")
-    assert memory.bound_kernel_cache() == "256"  # the user's setting stands
+    monkeypatch.setenv(memory.IDEEP_CACHE_ENV, "1024")
+    assert memory.bound_kernel_cache() == {memory.ONEDNN_CACHE_ENV: "256", memory.IDEEP_CACHE_ENV: "1024"}  # the user's settings stand
+
+
+def test_the_ideep_cap_set_in_process_stops_the_per_shape_creep():
+    """ideep reads LRU_CACHE_CAPACITY when its cache is first used, so `bound_kernel_cache` (called by
+    `pipeline.start`, in the process, not the shell) must be in time. A fresh interpreter runs bf16 matmuls
+    of 300 shapes, as duration-capped micro-batches do; jemalloc's live bytes grow with the cache's entries
+    unless the cap holds."""
+    if memory.jemalloc_path() is None:
+        pytest.skip("needs jemalloc's statistics (apt-get install libjemalloc2)")
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU runs bf16 matmuls without oneDNN/ideep, so there is no ideep cache to bound")
+    code = (
+        "import ctypes, os, sys, torch\n"
+        "from lora.core.memory import bound_kernel_cache, jemalloc_path\n"
+        "if sys.argv[1] == 'bounded': bound_kernel_cache()\n"
+        "je = ctypes.CDLL(jemalloc_path())\n"
+        "def allocated():\n"
+        "    e = ctypes.c_uint64(1); je.mallctl(b'epoch', None, None, ctypes.byref(e), ctypes.c_size_t(8))\n"
+        "    v = ctypes.c_size_t(0); n = ctypes.c_size_t(8)\n"
+        "    je.mallctl(b'stats.allocated', ctypes.byref(v), ctypes.byref(n), None, ctypes.c_size_t(0)); return v.value\n"
+        "w = torch.randn(256, 256, dtype=torch.bfloat16)\n"
+        "for n in range(1, 21): torch.randn(n, 256, dtype=torch.bfloat16) @ w\n"
+        "before = allocated()\n"
+        "for n in range(21, 321): torch.randn(n, 256, dtype=torch.bfloat16) @ w\n"
+        "print(allocated() - before)\n")
+    env = {k: v for k, v in os.environ.items() if k not in (memory.IDEEP_CACHE_ENV, memory.ONEDNN_CACHE_ENV)}
+    env.update(memory.jemalloc_env(env) or {}, PYTHONPATH=str(Path(memory.__file__).resolve().parents[2]))
+    grown = {side: int(subprocess.run([sys.executable, "-c", code, side], env=env, capture_output=True, text=True,
+                                      check=True).stdout.split()[-1]) for side in ("bounded", "default")}
+    assert grown["default"] > 4 * max(grown["bounded"], 1 << 20), grown
 
 
 def _entry_script(tmp_path) -> str:

@@ -53,6 +53,14 @@ TRIM_ONLY = "trim"
 # unless the user already did.
 ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_CAPACITY = 8
+# ideep (PyTorch's C++ layer over oneDNN) keeps its own LRU of matmul primitive descriptors, one per shape,
+# 1024 by default, read from `LRU_CACHE_CAPACITY` when it is first used. A jemalloc heap profile of the
+# 10 h scale run (`jeprof`, step 5 against step 50) put 153 of the 161 MB that stayed allocated between
+# those steps in `ideep::utils::computation_cache::fetch_or_create` (every micro-batch is a new
+# clips x frames shape): the ~300 MB creep of RSS between steps that made the peak depend on which batches
+# were drawn. Measured A B B A, 10 h manifest, 50 steps of 60 s (benchmarks/results/ideep_cache*.md).
+IDEEP_CACHE_ENV = "LRU_CACHE_CAPACITY"
+IDEEP_CACHE_CAPACITY = 64
 
 ALLOCATOR_ENV = "LORA_ALLOCATOR"  # "jemalloc" (default where found) or "glibc"
 _REEXEC_MARK = "LORA_ALLOCATOR_REEXEC"  # set on the re-executed process: never loop
@@ -106,9 +114,11 @@ def release_free_memory() -> None:
         libc.malloc_trim(0)
 
 
-def bound_kernel_cache() -> str:
-    """Cap oneDNN's kernel cache (`ONEDNN_CACHE_CAPACITY`) unless the environment sets it; the value in force."""
-    return os.environ.setdefault(ONEDNN_CACHE_ENV, str(ONEDNN_CACHE_CAPACITY))
+def bound_kernel_cache() -> dict[str, str]:
+    """Cap oneDNN's kernel cache and ideep's primitive-descriptor cache (`ONEDNN_CACHE_CAPACITY`,
+    `IDEEP_CACHE_CAPACITY`) unless the environment sets them; {variable: value in force}."""
+    return {name: os.environ.setdefault(name, str(value))
+            for name, value in ((ONEDNN_CACHE_ENV, ONEDNN_CACHE_CAPACITY), (IDEEP_CACHE_ENV, IDEEP_CACHE_CAPACITY))}
 
 
 def jemalloc_path() -> str | None:
