@@ -24,6 +24,7 @@ from lora.core.outputs import current_rss_mb
 from lora.data.manifest import BadRow
 from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, loader_plan, make_loader
 from lora.encoder_cache import EncoderCache, encoder_is_fixed
+from lora.token_loss import training_loss
 
 log = logging.getLogger("lora")
 
@@ -256,7 +257,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             if encoder_cache is not None:
                 batch = encoder_cache.model_inputs(loaded.rows, batch)
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = training_loss(model, batch, bare.config)  # the float32 logits a chunk at a time (lora.token_loss)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
                     grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
