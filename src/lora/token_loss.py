@@ -23,7 +23,10 @@ import functools
 
 from lora.families.base import IGNORE_INDEX
 
-CHUNK_TOKENS = 128  # positions per float32 chunk: 128 x 51,865 (Whisper's vocabulary) x 4 B = 27 MB
+CHUNK_TOKENS = 128  # positions per float32 chunk on a CPU: 128 x 51,865 (Whisper's vocabulary) x 4 B = 27 MB
+# On a GPU memory is rarely what runs out and every chunk is a few more kernel launches, so a micro-batch's
+# positions mostly fit one chunk there (not measured on a GPU yet: no machine was lent since this was written).
+GPU_CHUNK_TOKENS = 8192
 
 
 def shift_right(labels, decoder_start_token_id: int, pad_token_id: int):
@@ -80,10 +83,14 @@ def chunked_cross_entropy(logits, labels, chunk_tokens: int = CHUNK_TOKENS):
     return _chunked_cross_entropy_function().apply(logits, labels, chunk_tokens)
 
 
-def training_loss(model, batch: dict, config, chunk_tokens: int = CHUNK_TOKENS):
+def training_loss(model, batch: dict, config, chunk_tokens: int | None = None):
     """The loss of `model` (called as a whole, so DDP and accelerate's autocast wrap it as usual) on
-    `batch`: its inputs plus "labels"; `config`: the model's config (decoder start and pad tokens)."""
+    `batch`: its inputs plus "labels"; `config`: the model's config (decoder start and pad tokens);
+    `chunk_tokens`: None for `CHUNK_TOKENS` on a CPU, `GPU_CHUNK_TOKENS` elsewhere."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     inputs["decoder_input_ids"] = shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
-    return chunked_cross_entropy(model(**inputs).logits, labels, chunk_tokens)
+    logits = model(**inputs).logits
+    if chunk_tokens is None:
+        chunk_tokens = CHUNK_TOKENS if logits.device.type == "cpu" else GPU_CHUNK_TOKENS
+    return chunked_cross_entropy(logits, labels, chunk_tokens)
