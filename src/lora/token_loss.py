@@ -9,8 +9,8 @@ quarter second against 7 clips of 8 s): measured on Moonshine base (vocabulary 3
 peak of a scale run whenever the run drew one (benchmarks/results/logits_peak.md). Here the model
 returns its (bf16 under autocast) logits, and the cross-entropy and its gradient are computed together
 over chunks of `CHUNK_TOKENS` positions in float32: each chunk's float32 copy lives only while that chunk
-is computed, and the backward pass keeps only the gradient, in the logits' dtype (the logits themselves
-are freed once the loss is known).
+is computed, and the gradient, in the logits' dtype, is written over the logits themselves (nothing else
+needs them), so one logits-sized bf16 tensor is all a step keeps.
 
 Same loss as the models' own: mean cross-entropy in float32 over the positions whose label is not
 `IGNORE_INDEX`, with the decoder input the labels shifted right behind the decoder start token
@@ -53,7 +53,10 @@ def _chunked_cross_entropy_function():
             flat = logits.reshape(-1, logits.shape[-1])
             flat_labels = labels.reshape(-1)
             count = (flat_labels != IGNORE_INDEX).sum().clamp(min=1)
-            grad = torch.empty_like(flat)
+            # The gradient is written over the logits, chunk by chunk, once each chunk's loss is read: the
+            # logits are needed for nothing else (the vocabulary projection's backward keeps its input, not
+            # its output), so a step holds one bf16 tensor of logits-size, not two.
+            grad = flat.detach()
             total = torch.zeros((), dtype=torch.float32, device=logits.device)
             for start in range(0, flat.shape[0], chunk_tokens):
                 part = flat[start:start + chunk_tokens].float()
@@ -72,14 +75,15 @@ def _chunked_cross_entropy_function():
         @staticmethod
         def backward(ctx, grad_output):
             (grad,) = ctx.saved_tensors
-            return (grad * grad_output.to(grad.dtype)).view(ctx.shape), None, None
+            return grad.mul_(grad_output.to(grad.dtype)).view(ctx.shape), None, None  # in place: used once
 
     return ChunkedCrossEntropy
 
 
 def chunked_cross_entropy(logits, labels, chunk_tokens: int = CHUNK_TOKENS):
     """Mean float32 cross-entropy of `logits` (batch x positions x vocabulary, any float dtype) against
-    `labels` (batch x positions, `IGNORE_INDEX` where none), `chunk_tokens` positions at a time."""
+    `labels` (batch x positions, `IGNORE_INDEX` where none), `chunk_tokens` positions at a time.
+    `logits` are overwritten with the loss's gradient: pass a tensor nothing else reads afterwards."""
     return _chunked_cross_entropy_function().apply(logits, labels, chunk_tokens)
 
 
