@@ -27,20 +27,10 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "src")]
 
-from lora.core.memory import allocator_in_use, jemalloc_path  # noqa: E402 - benchmarks/ is a folder of scripts
+from lora.core.memory import allocator_in_use, jemalloc_path, jemalloc_stat_bytes  # noqa: E402 - benchmarks/ is a folder of scripts
 from lora.core.outputs import write_json_atomic  # noqa: E402
 
 STATS = ("allocated", "active", "resident", "mapped", "retained")
-
-
-def _mallctl_size(lib, name: str) -> float:
-    """A jemalloc size statistic in MB (refreshed through `epoch` first)."""
-    epoch = ctypes.c_uint64(1)
-    lib.mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(ctypes.sizeof(epoch)))
-    value, size = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
-    if lib.mallctl(name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
-        raise RuntimeError(f"mallctl {name} failed")
-    return value.value / 2**20
 
 
 def main() -> None:
@@ -79,7 +69,7 @@ def main() -> None:
         # ru_maxrss is KiB on Linux; the loop logs a step one step late, so the batch listed is the one
         # of the step logged (shapes[step - 1]) and the peak is as of the step after it began
         trace.append({"step": step, "rss_mb": rss, "peak_so_far_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      **{f"{k}_mb": _mallctl_size(lib, "stats." + k) for k in STATS},
+                      **{f"{k}_mb": jemalloc_stat_bytes("stats." + k) / 2**20 for k in STATS},
                       "batch": shapes[step - 1] if step <= len(shapes) else None})
         return rss
 

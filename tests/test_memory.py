@@ -102,14 +102,11 @@ def test_the_ideep_cap_set_in_process_stops_the_per_shape_creep():
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("this CPU runs bf16 matmuls without oneDNN/ideep, so there is no ideep cache to bound")
     code = (
-        "import ctypes, os, sys, torch\n"
-        "from lora.core.memory import bound_kernel_cache, jemalloc_path\n"
+        "import sys, torch\n"
+        "from lora.core.memory import bound_kernel_cache, jemalloc_stat_bytes\n"
         "if sys.argv[1] == 'bounded': bound_kernel_cache()\n"
-        "je = ctypes.CDLL(jemalloc_path())\n"
         "def allocated():\n"
-        "    e = ctypes.c_uint64(1); je.mallctl(b'epoch', None, None, ctypes.byref(e), ctypes.c_size_t(8))\n"
-        "    v = ctypes.c_size_t(0); n = ctypes.c_size_t(8)\n"
-        "    je.mallctl(b'stats.allocated', ctypes.byref(v), ctypes.byref(n), None, ctypes.c_size_t(0)); return v.value\n"
+        "    return jemalloc_stat_bytes('stats.allocated')\n"
         "w = torch.randn(256, 256, dtype=torch.bfloat16)\n"
         "for n in range(1, 21): torch.randn(n, 256, dtype=torch.bfloat16) @ w\n"
         "before = allocated()\n"

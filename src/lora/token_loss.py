@@ -44,8 +44,8 @@ def _chunked_cross_entropy_function():
 
     class ChunkedCrossEntropy(torch.autograd.Function):
         """Forward: the loss and, in the same pass, its gradient with respect to the logits, a chunk at a
-        time in float32; only that gradient (in the logits' dtype) is kept for the backward pass, not the
-        logits nor any float32 copy. The gradient of mean cross-entropy is (softmax - one-hot) / count at
+        time in float32; only that gradient (in the logits' dtype, in the logits' own memory) is kept for the
+        backward pass, and no float32 copy. The gradient of mean cross-entropy is (softmax - one-hot) / count at
         each counted position: what autograd computes from the float32 copy and casts back."""
 
         @staticmethod

@@ -57,7 +57,7 @@ ONEDNN_CACHE_CAPACITY = 8
 # 1024 by default, read from `LRU_CACHE_CAPACITY` when it is first used. A jemalloc heap profile of the
 # 10 h scale run (`jeprof`, step 5 against step 50) put 153 of the 161 MB that stayed allocated between
 # those steps in `ideep::utils::computation_cache::fetch_or_create` (every micro-batch is a new
-# clips x frames shape): the ~300 MB creep of RSS between steps that made the peak depend on which batches
+# clips x frames shape): the ~340 MB creep of RSS between steps that made the peak depend on which batches
 # were drawn. Measured A B B A, 10 h manifest, 50 steps of 60 s (benchmarks/results/ideep_cache*.md).
 IDEEP_CACHE_ENV = "LRU_CACHE_CAPACITY"
 IDEEP_CACHE_CAPACITY = 64
@@ -125,6 +125,18 @@ def jemalloc_path() -> str | None:
     """The system's jemalloc shared library, or None."""
     found = next((p for p in JEMALLOC_PATHS if os.path.isfile(p)), None)
     return found or ctypes.util.find_library("jemalloc")
+
+
+def jemalloc_stat_bytes(name: str) -> int:
+    """A jemalloc size statistic of this process (e.g. "stats.allocated": live bytes the program holds),
+    refreshed through `epoch` first. Only where jemalloc is loaded (`allocator_in_use() == "jemalloc"`)."""
+    lib = ctypes.CDLL(jemalloc_path())
+    epoch = ctypes.c_uint64(1)
+    lib.mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(ctypes.sizeof(epoch)))
+    value, size = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+    if lib.mallctl(name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+        raise RuntimeError(f"jemalloc has no statistic {name!r}")
+    return value.value
 
 
 def allocator_in_use() -> str:
