@@ -41,7 +41,7 @@ def main() -> None:
                  "attention_mask": torch.ones(clips, samples, dtype=torch.long),
                  "labels": torch.randint(0, 1000, (clips, tokens))}
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = training_loss(model, batch, model.config) if args.chunked else model(**batch).loss
+            loss = training_loss(model, model, batch) if args.chunked else model(**batch).loss
         loss.backward()
 
     step(4, 16000, 4)  # warm-up: kernels built, allocator primed

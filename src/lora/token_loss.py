@@ -12,6 +12,14 @@ over chunks of `CHUNK_TOKENS` positions in float32: each chunk's float32 copy li
 is computed, and the gradient, in the logits' dtype, is written over the logits themselves (nothing else
 needs them), so one logits-sized bf16 tensor is all a step keeps.
 
+Where the vocabulary projection is a plain frozen linear layer (both families' tied `proj_out`, unless a
+user's LoRA targets it), even that tensor never exists: for the training call the projection is stood in
+for by `HiddenStatesHead`, which hands out the decoder's last hidden states (in the dtype the projection
+would have run in), and the loss projects a chunk of positions at a time and writes the gradient with
+respect to the hidden states in the same pass (the fused linear cross-entropy of Liger-Kernel and Apple's
+Cut Cross-Entropy, written here in PyTorch for the CPU: neither library runs there). Then a step keeps
+hidden-size tensors only, and its peak no longer grows with the vocabulary per label token.
+
 Same loss as the models' own: mean cross-entropy in float32 over the positions whose label is not
 `IGNORE_INDEX`, with the decoder input the labels shifted right behind the decoder start token
 (`shift_right`, as both families' `forward` builds it when given only labels).
@@ -19,6 +27,7 @@ Same loss as the models' own: mean cross-entropy in float32 over the positions w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from lora.families.base import IGNORE_INDEX
@@ -59,15 +68,9 @@ def _chunked_cross_entropy_function():
             grad = flat.detach()
             total = torch.zeros((), dtype=torch.float32, device=logits.device)
             for start in range(0, flat.shape[0], chunk_tokens):
-                part = flat[start:start + chunk_tokens].float()
-                target = flat_labels[start:start + chunk_tokens]
-                counted = target != IGNORE_INDEX
-                index = target.clamp(min=0)[:, None]
-                log_norm = torch.logsumexp(part, dim=-1)
-                total += ((log_norm - part.gather(1, index)[:, 0]) * counted).sum()
-                probs = part.sub_(log_norm[:, None]).exp_()  # softmax, in place of the float32 copy
-                probs.scatter_add_(1, index, torch.full(index.shape, -1.0, dtype=probs.dtype, device=probs.device))
-                grad[start:start + chunk_tokens] = probs.mul_((counted / count)[:, None])
+                loss, grad[start:start + chunk_tokens] = _chunk_loss_and_grad(
+                    flat[start:start + chunk_tokens], flat_labels[start:start + chunk_tokens], count)
+                total += loss
             ctx.save_for_backward(grad)
             ctx.shape = logits.shape
             return total / count
@@ -80,6 +83,110 @@ def _chunked_cross_entropy_function():
     return ChunkedCrossEntropy
 
 
+def _chunk_loss_and_grad(logits, target, count):
+    """The summed float32 cross-entropy of one chunk of `logits` (positions x vocabulary) against `target`
+    and its gradient of the mean over `count` positions, (softmax - one-hot) / count at each counted
+    position, in float32 (in place of the float32 copy): what autograd computes from a float32 copy."""
+    import torch  # deferred: see _chunked_cross_entropy_function
+
+    part = logits.float()
+    counted = target != IGNORE_INDEX
+    index = target.clamp(min=0)[:, None]
+    log_norm = torch.logsumexp(part, dim=-1)
+    loss = ((log_norm - part.gather(1, index)[:, 0]) * counted).sum()
+    probs = part.sub_(log_norm[:, None]).exp_()  # softmax, in place of the float32 copy
+    probs.scatter_add_(1, index, torch.full(index.shape, -1.0, dtype=probs.dtype, device=probs.device))
+    return loss, probs.mul_((counted / count)[:, None])
+
+
+@functools.cache
+def _chunked_projected_cross_entropy_function():
+    import torch  # deferred: see _chunked_cross_entropy_function
+
+    class ChunkedProjectedCrossEntropy(torch.autograd.Function):
+        """Forward: for a chunk of positions at a time, the logits (hidden @ weight.T in the hidden states'
+        dtype, as the projection layer computes them), their loss and gradient in float32 (as
+        ChunkedCrossEntropy), and from it the gradient with respect to the hidden states (gradient @ weight,
+        in the hidden states' dtype: what the projection's backward computes). Only that hidden-size gradient
+        is kept for the backward pass. The weight is frozen (the caller checks): no gradient for it."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, labels, chunk_tokens: int):
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            flat_labels = labels.reshape(-1)
+            count = (flat_labels != IGNORE_INDEX).sum().clamp(min=1)
+            w = weight.to(hidden.dtype)  # once per step, as autocast casts a frozen weight at each call
+            grad = torch.empty_like(flat)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for start in range(0, flat.shape[0], chunk_tokens):
+                part = flat[start:start + chunk_tokens]
+                loss, logits_grad = _chunk_loss_and_grad(part @ w.T, flat_labels[start:start + chunk_tokens], count)
+                total += loss
+                grad[start:start + chunk_tokens] = logits_grad.to(w.dtype) @ w
+            ctx.save_for_backward(grad)
+            ctx.shape = hidden.shape
+            return total / count
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (grad,) = ctx.saved_tensors
+            return grad.mul_(grad_output.to(grad.dtype)).view(ctx.shape), None, None, None  # in place: used once
+
+    return ChunkedProjectedCrossEntropy
+
+
+@functools.cache
+def _hidden_states_head_class():
+    import torch  # deferred: see _chunked_cross_entropy_function
+
+    class HiddenStatesHead(torch.nn.Module):
+        """Stands in for a vocabulary projection during one training call: returns its input (the decoder's
+        last hidden states) cast to the dtype the projection would have computed in, autocast's when it is
+        on, so `chunked_projected_cross_entropy` projects them exactly as the layer would have."""
+
+        def __init__(self, weight_dtype):
+            super().__init__()
+            self.weight_dtype = weight_dtype
+
+        def forward(self, hidden):
+            kind = hidden.device.type
+            if torch.is_autocast_enabled(kind):
+                return hidden.to(torch.get_autocast_dtype(kind))
+            return hidden.to(torch.promote_types(hidden.dtype, self.weight_dtype))
+
+    return HiddenStatesHead
+
+
+def frozen_projection(model):
+    """The weight of `model`'s vocabulary projection when it is a plain bias-free linear layer nobody trains
+    (so the loss may compute it a chunk at a time), else None (the projection then runs whole)."""
+    import torch  # deferred: see _chunked_cross_entropy_function
+
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.requires_grad:
+        return None
+    return head.weight
+
+
+@contextlib.contextmanager
+def hidden_states_out(model):
+    """Within the block, `model`'s forward returns as "logits" the hidden states its vocabulary projection
+    would have projected (see `HiddenStatesHead`); the projection is put back on leaving, error or not."""
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(_hidden_states_head_class()(head.weight.dtype))
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(head)
+
+
+def chunked_projected_cross_entropy(hidden, weight, labels, chunk_tokens: int = CHUNK_TOKENS):
+    """Mean float32 cross-entropy of the logits `hidden @ weight.T` (hidden: batch x positions x width, the
+    logits' dtype; weight: vocabulary x width, frozen) against `labels`, `chunk_tokens` positions at a time:
+    no tensor of all the logits is ever made."""
+    return _chunked_projected_cross_entropy_function().apply(hidden, weight, labels, chunk_tokens)
+
+
 def chunked_cross_entropy(logits, labels, chunk_tokens: int = CHUNK_TOKENS):
     """Mean float32 cross-entropy of `logits` (batch x positions x vocabulary, any float dtype) against
     `labels` (batch x positions, `IGNORE_INDEX` where none), `chunk_tokens` positions at a time.
@@ -87,14 +194,24 @@ def chunked_cross_entropy(logits, labels, chunk_tokens: int = CHUNK_TOKENS):
     return _chunked_cross_entropy_function().apply(logits, labels, chunk_tokens)
 
 
-def training_loss(model, batch: dict, config, chunk_tokens: int | None = None):
+def training_loss(model, bare, batch: dict, chunk_tokens: int | None = None):
     """The loss of `model` (called as a whole, so DDP and accelerate's autocast wrap it as usual) on
-    `batch`: its inputs plus "labels"; `config`: the model's config (decoder start and pad tokens);
-    `chunk_tokens`: None for `CHUNK_TOKENS` on a CPU, `GPU_CHUNK_TOKENS` elsewhere."""
+    `batch`: its inputs plus "labels". `bare`: the model unwrapped (its config gives the decoder's start and
+    pad tokens, its output embeddings the projection); `chunk_tokens`: None for `CHUNK_TOKENS` on a CPU,
+    `GPU_CHUNK_TOKENS` elsewhere."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    inputs["decoder_input_ids"] = shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
-    logits = model(**inputs).logits
-    if chunk_tokens is None:
-        chunk_tokens = CHUNK_TOKENS if logits.device.type == "cpu" else GPU_CHUNK_TOKENS
-    return chunked_cross_entropy(logits, labels, chunk_tokens)
+    inputs["decoder_input_ids"] = shift_right(labels, bare.config.decoder_start_token_id, bare.config.pad_token_id)
+    weight = frozen_projection(bare)
+    if weight is None:  # a trained projection: whole logits, loss still a chunk at a time
+        logits = model(**inputs).logits
+        return chunked_cross_entropy(logits, labels, _chunk_tokens(chunk_tokens, logits.device))
+    with hidden_states_out(bare):
+        hidden = model(**inputs).logits
+    return chunked_projected_cross_entropy(hidden, weight, labels, _chunk_tokens(chunk_tokens, hidden.device))
+
+
+def _chunk_tokens(chunk_tokens: int | None, device) -> int:
+    if chunk_tokens is not None:
+        return chunk_tokens
+    return CHUNK_TOKENS if device.type == "cpu" else GPU_CHUNK_TOKENS

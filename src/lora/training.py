@@ -257,7 +257,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             if encoder_cache is not None:
                 batch = encoder_cache.model_inputs(loaded.rows, batch)
             with accelerator.accumulate(model):
-                loss = training_loss(model, batch, bare.config)  # the float32 logits a chunk at a time (lora.token_loss)
+                loss = training_loss(model, bare, batch)  # logits a chunk at a time (lora.token_loss)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
                     grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
