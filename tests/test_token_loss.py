@@ -149,3 +149,23 @@ def test_a_step_of_many_label_tokens_peaks_lower():
                                        check=True).stdout.split()[-1]) for side in ("whole", "chunked", "projected")}
     assert rise["chunked"] < 0.6 * rise["whole"], rise
     assert rise["projected"] < 0.6 * rise["chunked"], rise
+
+
+def test_a_compiled_model_is_not_recompiled_at_each_step(tiny_model_dir):
+    """The projection's stand-in is one object per dtype: `torch.compile` guards on the modules it traced,
+    so a new stand-in at every call would recompile the model at every training step."""
+    import torch._dynamo
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_model_dir)
+    model.get_output_embeddings().weight.requires_grad_(False)
+    compiled = torch.compile(model, backend="eager")
+    batch = _batch(model)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    for _ in range(3):
+        training_loss(compiled, model, batch).backward()
+    assert counters["stats"]["unique_graphs"] >= 1
+    frames = counters["stats"]["unique_graphs"]
+    training_loss(compiled, model, batch).backward()
+    assert counters["stats"]["unique_graphs"] == frames, dict(counters["stats"])

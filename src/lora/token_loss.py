@@ -136,7 +136,9 @@ def _chunked_projected_cross_entropy_function():
 
 
 @functools.cache
-def _hidden_states_head_class():
+def _hidden_states_head(weight_dtype):
+    """One stand-in per weight dtype, the same object at every call: `torch.compile` guards on the modules it
+    traced, and a new one per step would recompile the model at every step."""
     import torch  # deferred: see _chunked_cross_entropy_function
 
     class HiddenStatesHead(torch.nn.Module):
@@ -154,7 +156,7 @@ def _hidden_states_head_class():
                 return hidden.to(torch.get_autocast_dtype(kind))
             return hidden.to(torch.promote_types(hidden.dtype, self.weight_dtype))
 
-    return HiddenStatesHead
+    return HiddenStatesHead(weight_dtype)
 
 
 def frozen_projection(model):
@@ -173,7 +175,7 @@ def hidden_states_out(model):
     """Within the block, `model`'s forward returns as "logits" the hidden states its vocabulary projection
     would have projected (see `HiddenStatesHead`); the projection is put back on leaving, error or not."""
     head = model.get_output_embeddings()
-    model.set_output_embeddings(_hidden_states_head_class()(head.weight.dtype))
+    model.set_output_embeddings(_hidden_states_head(head.weight.dtype))
     try:
         yield
     finally:
