@@ -31,6 +31,10 @@ decoder, which encoder-only LoRA leaves as it was) and on the decoder only (the 
 features, pauses included, kept as they were), with the recipe's data mix. `--reuse FILE` takes the
 rows of points already measured from an earlier run's JSON and trains only the others.
 
+`--grid style` (Moonshine): the recipe's point (encoder-only, consensus targets) against shorter schedules
+and more replay, for a style check with more speech than the 5 clips that scored the recipe's point 0.909:
+the conversation clips of `recipes/style_audio.py` added to it.
+
 Style check: punctuation and capitalisation F1 of the tuned model's output against the base model's, on
 the forgetting check plus any real speech given with `--style-audio` (no transcript needed: the reference
 is the base model's own output). By default that is `test-data/beckett.wav`, the 10 s of punctuated
@@ -100,6 +104,11 @@ def grid(family: str, name: str = "default"):
             yield point | {"learning_rate": lr, "targets": where, "max_steps": n, "replay_share": 0.15, "join_clips": 3,
                            "style_consensus": consensus}
         return
+    if name == "style":  # Moonshine's recipe point against shorter schedules and more replay, for a larger style check
+        point |= {"targets": "encoder", "join_clips": 3, "style_consensus": True}
+        for lr, n, replay in ((1e-3, 240, 0.15), (1e-3, 240, 0.3), (1e-3, 180, 0.15), (1e-3, 120, 0.15), (3e-3, 120, 0.15)):
+            yield point | {"learning_rate": lr, "max_steps": n, "replay_share": replay}
+        return
     if name == "placement":  # LoRA on the encoder only, beside the recipe's all-attention point
         yield point | {"learning_rate": 3e-3, "targets": "all", "max_steps": 240, "replay_share": 0.15, "join_clips": 3}
         for lr, n in ((1e-3, 240), (3e-3, 240), (3e-3, 360)):
@@ -160,7 +169,7 @@ def main() -> None:
     parser.add_argument("--extra-speech-dir", default="",
                         help="more FSDD takes (../shared/speech-extra): train and validate on every take of the sweep's "
                              "speakers, as the recipe does; '' (default): the speech folder's 50 takes per speaker")
-    parser.add_argument("--grid", choices=("default", "fast", "recipe", "placement", "consensus"), default="default")
+    parser.add_argument("--grid", choices=("default", "fast", "recipe", "placement", "consensus", "style"), default="default")
     parser.add_argument("--style-audio", action="append", default=None,
                         help="real speech files for the style check only (repeatable; default: the moonshine-cpp "
                              "wheel's test-data/beckett.wav when installed); 'none' for the forgetting check alone")

@@ -33,7 +33,8 @@ def test_nothing_within_budgets_falls_back_to_least_forgetting():
 
 
 @pytest.mark.parametrize("family,name", [("whisper", "default"), ("whisper", "fast"), ("moonshine", "default"),
-                                         ("moonshine", "recipe"), ("moonshine", "placement")])
+                                         ("moonshine", "recipe"), ("moonshine", "placement"),
+                                         ("moonshine", "consensus"), ("moonshine", "style")])
 def test_every_grid_point_is_complete(family, name):
     keys = {"learning_rate", "lora_r", "lora_alpha", "targets", "max_steps", "replay_share", "join_clips"}
     points = list(sweep.grid(family, name))
@@ -54,3 +55,20 @@ def test_the_default_style_audio_is_real_speech_outside_the_recipes_sets():
     info = sf.info(path)
     assert info.frames / info.samplerate > 5 and Path(path).name == "beckett.wav"
     assert "shared/speech" not in Path(path).resolve().as_posix()
+
+
+_STYLE_PATH = Path(__file__).resolve().parents[1] / "recipes" / "style_audio.py"
+_style_spec = importlib.util.spec_from_file_location("style_audio", _STYLE_PATH)
+style_audio = importlib.util.module_from_spec(_style_spec)
+_style_spec.loader.exec_module(style_audio)
+
+
+def test_conversation_turns_become_clips_of_at_most_ten_seconds():
+    """The pinned sample's reference (pyannote.audio 4.0.7 `sample.stm`, two lines shown) and the cut: turns
+    are grouped while the clip stays within MAX_CLIP_S; a longer turn is a clip of its own, never split."""
+    stm = ("sample 1 Diane 6.68 7.16 Hello?\n"
+           "sample 1 Sheila 7.634 8.155 Hello?\n"
+           "not a turn\n")
+    assert style_audio.read_turns(stm) == [(6.68, 7.16), (7.634, 8.155)]
+    turns = [(0.0, 4.0), (4.5, 9.0), (9.5, 12.0), (12.0, 30.0), (30.5, 31.0)]
+    assert style_audio.clips_from_turns(turns, 10.0) == [(0.0, 9.0), (9.5, 12.0), (12.0, 30.0), (30.5, 31.0)]

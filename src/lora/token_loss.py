@@ -1,4 +1,4 @@
-"""The training loss, computed without holding the whole micro-batch's float32 logits.
+"""The training loss, computed without holding the micro-batch's logits.
 
 Why by hand: both families' `forward(labels=...)` upcast the logits of every label position to float32
 and keep the float32 log-softmax for the backward pass (transformers' `ForCausalLMLoss` for Moonshine,
@@ -47,9 +47,25 @@ def shift_right(labels, decoder_start_token_id: int, pad_token_id: int):
     return shifted.masked_fill_(shifted == IGNORE_INDEX, pad_token_id)
 
 
+def _chunk_loss_and_grad(logits, target, count):
+    """The summed float32 cross-entropy of one chunk of `logits` (positions x vocabulary) against `target`
+    and its gradient of the mean over `count` positions, (softmax - one-hot) / count at each counted
+    position, in float32 (in place of the float32 copy): what autograd computes from a float32 copy."""
+    import torch  # deferred: heavy, and modules that import this one are imported by `lora --help`
+
+    part = logits.float()
+    counted = target != IGNORE_INDEX
+    index = target.clamp(min=0)[:, None]
+    log_norm = torch.logsumexp(part, dim=-1)
+    loss = ((log_norm - part.gather(1, index)[:, 0]) * counted).sum()
+    probs = part.sub_(log_norm[:, None]).exp_()  # softmax, in place of the float32 copy
+    probs.scatter_add_(1, index, torch.full(index.shape, -1.0, dtype=probs.dtype, device=probs.device))
+    return loss, probs.mul_((counted / count)[:, None])
+
+
 @functools.cache
 def _chunked_cross_entropy_function():
-    import torch  # deferred: heavy, and modules that import this one are imported by `lora --help`
+    import torch  # deferred: see _chunk_loss_and_grad
 
     class ChunkedCrossEntropy(torch.autograd.Function):
         """Forward: the loss and, in the same pass, its gradient with respect to the logits, a chunk at a
@@ -83,25 +99,9 @@ def _chunked_cross_entropy_function():
     return ChunkedCrossEntropy
 
 
-def _chunk_loss_and_grad(logits, target, count):
-    """The summed float32 cross-entropy of one chunk of `logits` (positions x vocabulary) against `target`
-    and its gradient of the mean over `count` positions, (softmax - one-hot) / count at each counted
-    position, in float32 (in place of the float32 copy): what autograd computes from a float32 copy."""
-    import torch  # deferred: see _chunked_cross_entropy_function
-
-    part = logits.float()
-    counted = target != IGNORE_INDEX
-    index = target.clamp(min=0)[:, None]
-    log_norm = torch.logsumexp(part, dim=-1)
-    loss = ((log_norm - part.gather(1, index)[:, 0]) * counted).sum()
-    probs = part.sub_(log_norm[:, None]).exp_()  # softmax, in place of the float32 copy
-    probs.scatter_add_(1, index, torch.full(index.shape, -1.0, dtype=probs.dtype, device=probs.device))
-    return loss, probs.mul_((counted / count)[:, None])
-
-
 @functools.cache
 def _chunked_projected_cross_entropy_function():
-    import torch  # deferred: see _chunked_cross_entropy_function
+    import torch  # deferred: see _chunk_loss_and_grad
 
     class ChunkedProjectedCrossEntropy(torch.autograd.Function):
         """Forward: for a chunk of positions at a time, the logits (hidden @ weight.T in the hidden states'
@@ -139,7 +139,7 @@ def _chunked_projected_cross_entropy_function():
 def _hidden_states_head(weight_dtype):
     """One stand-in per weight dtype, the same object at every call: `torch.compile` guards on the modules it
     traced, and a new one per step would recompile the model at every step."""
-    import torch  # deferred: see _chunked_cross_entropy_function
+    import torch  # deferred: see _chunk_loss_and_grad
 
     class HiddenStatesHead(torch.nn.Module):
         """Stands in for a vocabulary projection during one training call: returns its input (the decoder's
@@ -162,7 +162,7 @@ def _hidden_states_head(weight_dtype):
 def frozen_projection(model):
     """The weight of `model`'s vocabulary projection when it is a plain bias-free linear layer nobody trains
     (so the loss may compute it a chunk at a time), else None (the projection then runs whole)."""
-    import torch  # deferred: see _chunked_cross_entropy_function
+    import torch  # deferred: see _chunk_loss_and_grad
 
     head = model.get_output_embeddings()
     if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.requires_grad:
