@@ -82,6 +82,7 @@ FORGET_BUDGET = 0.01  # WER rise on the forgetting check (the recipe's canary ta
 # `make demo-digits` measures the recipe's own.
 TRAIN_BUDGET_S = 300.0
 MODELS = {"moonshine": "moonshine-base-en", "whisper": "whisper-tiny.en"}
+NARROWBAND_RATE = 8_000  # FSDD's (and a telephone's) 8 kHz: nothing above 4 kHz
 
 
 def grid(family: str, name: str = "default"):
@@ -108,6 +109,8 @@ def grid(family: str, name: str = "default"):
         point |= {"targets": "encoder", "join_clips": 3, "style_consensus": True}
         for lr, n, replay in ((1e-3, 240, 0.15), (1e-3, 240, 0.3), (1e-3, 180, 0.15), (1e-3, 120, 0.15), (3e-3, 120, 0.15)):
             yield point | {"learning_rate": lr, "max_steps": n, "replay_share": replay}
+        for n in (240, 180):  # replay also through the digits' 8 kHz band (added once the points above all lost style)
+            yield point | {"learning_rate": 1e-3, "max_steps": n, "replay_share": 0.15, "replay_narrowband": True}
         return
     if name == "placement":  # LoRA on the encoder only, beside the recipe's all-attention point
         yield point | {"learning_rate": 3e-3, "targets": "all", "max_steps": 240, "replay_share": 0.15, "join_clips": 3}
@@ -129,6 +132,19 @@ def grid(family: str, name: str = "default"):
         yield point | {"learning_rate": lr, "targets": where, "max_steps": steps, "replay_share": 0.0}
     for steps in (60, 120):
         yield point | {"learning_rate": 1e-3, "lora_r": 16, "lora_alpha": 32, "targets": "all", "max_steps": steps, "replay_share": 0.0}
+
+
+def narrowband_copies(rows: list[Utterance], rate: int = NARROWBAND_RATE) -> list[Utterance]:
+    """Each row's real recording again, resampled to `rate` (its band cut at rate / 2, as FSDD's 8 kHz files
+    and a telephone channel cut it) under the id `<id>~<rate/1000>k`, same speaker, text and extras; decoded
+    here (the replay set is a few clips). The idea (`--grid style`): a model tuned on narrow-band clips of
+    single words learns that narrow-band audio is written as single words; replaying general sentences
+    through the same band as well might show it that such audio still carries sentences and punctuation."""
+    import soxr
+
+    suffix = f"~{rate // 1000}k"
+    return [Utterance(u.id + suffix, u.speaker, u.text, soxr.resample(u.samples(), 16_000, rate, quality="HQ"), rate,
+                      u.origin, u.subset, dict(u.extra)) for u in rows]
 
 
 def default_style_audio() -> list[str]:
@@ -197,16 +213,19 @@ def main() -> None:
     joins = {p["join_clips"] for p in grid(args.family, args.grid)}
     joined_rows = {n: with_joined_clips(data.train, n, 42) for n in joins}
     replay_rows = [u for u in general if u.speaker in SWEEP_REPLAY]
+    narrowband_rows = narrowband_copies(replay_rows) if any(p.get("replay_narrowband") for p in grid(args.family, args.grid)) else []
     policy = args.target_policy
     joined = {}  # (join_clips, style_consensus) -> training examples
     for consensus in sorted({p.get("style_consensus", False) for p in grid(args.family, args.grid)}):
         if policy == "styled":  # the base model's casing/punctuation on unstyled references
-            style_rows([u for rows in joined_rows.values() for u in rows] + replay_rows,
+            style_rows([u for rows in joined_rows.values() for u in rows] + replay_rows + narrowband_rows,
                        lambda rows: transcribe_examples(base, processor, family, prepare_dataset(rows, processor, family, "raw"), 32),
                        TranscriptCache(f"{resolved.model_id_used}@{resolved.path}"), consensus=consensus)
         joined |= {(n, consensus): prepare_dataset(rows, processor, family, policy) for n, rows in joined_rows.items()}
     valid = prepare_dataset(data.eval, processor, family)
-    replay = prepare_dataset(replay_rows, processor, family, policy)
+    replay = {False: prepare_dataset(replay_rows, processor, family, policy)}  # replay_narrowband -> examples
+    if narrowband_rows:
+        replay[True] = prepare_dataset(replay_rows + narrowband_rows, processor, family, policy)
     forget = prepare_dataset([u for u in general if u.speaker in FORGET_CHECK], processor, family)
     style_files = default_style_audio() if args.style_audio is None else [f for f in args.style_audio if f != "none"]
     style_extra = prepare_dataset([Utterance(f"style-{i}", "style", "", Path(f)) for i, f in enumerate(style_files)],
@@ -240,7 +259,8 @@ def main() -> None:
         cfg = replace(TrainConfig(), batch_size=8, gradient_accumulation_steps=1, learning_rate=point["learning_rate"],
                       max_steps=point["max_steps"], checkpoint_every=0)
         started = time.perf_counter()
-        examples = mix_replay(joined[point["join_clips"], point.get("style_consensus", False)], replay, point["replay_share"])
+        examples = mix_replay(joined[point["join_clips"], point.get("style_consensus", False)],
+                              replay[point.get("replay_narrowband", False)], point["replay_share"])
         source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))
         train_lora(model, family, source, cfg, Accelerator(mixed_precision=precision, cpu=True), show_progress=False)
         seconds = time.perf_counter() - started
@@ -249,7 +269,7 @@ def main() -> None:
     best = choose(rows, baseline["forget_wer"])
     lines = [f"Digits sweep, {args.family} ({MODELS[args.family]}): train speakers {', '.join(SWEEP_TRAIN)} "
              f"({len(data.train)} utts), validation speaker {', '.join(SWEEP_VALID)} ({len(valid)} utts); replay from "
-             f"{', '.join(SWEEP_REPLAY)} ({len(replay)} utts, repeated to the share); forgetting check "
+             f"{', '.join(SWEEP_REPLAY)} ({len(replay[False])} utts, repeated to the share); forgetting check "
              f"{', '.join(FORGET_CHECK)} ({len(forget)} utts); style check: those plus {len(style_extra)} file(s) "
              f"({', '.join(Path(f).name for f in style_files) or 'none'}). Baseline: validation WER {100 * baseline['valid_wer']:.1f}%, "
              f"loss {baseline['valid_loss']:.3f}; forgetting check WER {100 * baseline['forget_wer']:.1f}%. "
@@ -262,7 +282,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mark = "**" if r is best else ""
-        lines.append(f"| {r['learning_rate']:g} | {r['lora_r']} | {r['targets']} | {r['max_steps']} | {r['replay_share']:g} | "
+        lines.append(f"| {r['learning_rate']:g} | {r['lora_r']} | {r['targets']} | {r['max_steps']} | {r['replay_share']:g}"
+                     f"{' (+ 8 kHz copies)' if r.get('replay_narrowband') else ''} | "
                      f"{'up to ' + str(r['join_clips']) if r.get('join_clips', 1) > 1 else 'no'}"
                      f"{'; targets: style consensus' if r.get('style_consensus') else ''} | "
                      f"{mark}{100 * r['valid_wer']:.1f}%{mark} | {r['valid_loss']:.3f} | {100 * r['forget_wer']:.1f}% | "
