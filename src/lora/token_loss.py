@@ -68,63 +68,37 @@ def _chunked_cross_entropy_function():
     import torch  # deferred: see _chunk_loss_and_grad
 
     class ChunkedCrossEntropy(torch.autograd.Function):
-        """Forward: the loss and, in the same pass, its gradient with respect to the logits, a chunk at a
-        time in float32; only that gradient (in the logits' dtype, in the logits' own memory) is kept for the
-        backward pass, and no float32 copy. The gradient of mean cross-entropy is (softmax - one-hot) / count at
-        each counted position: what autograd computes from the float32 copy and casts back."""
+        """Forward: the loss and, in the same pass, its gradient, a chunk of positions at a time in float32;
+        only that gradient is kept for the backward pass, and no float32 copy. The gradient of mean
+        cross-entropy with respect to the logits is (softmax - one-hot) / count at each counted position:
+        what autograd computes from the float32 copy and casts back.
+
+        `weight` None: `inputs` are the logits, and the gradient is written over them (in their dtype, in
+        their memory: the vocabulary projection's backward keeps its input, not its output, so nothing else
+        reads them), so a step holds one logits-sized tensor, not two.
+        `weight` given (vocabulary x width, frozen: the caller checks, no gradient for it): `inputs` are the
+        hidden states the projection would have read, each chunk's logits are `inputs @ weight.T` in their
+        dtype (as the layer computes them), and what is kept is the gradient with respect to the hidden
+        states (logits gradient @ weight, what the projection's backward computes): hidden-size, no logits."""
 
         @staticmethod
-        def forward(ctx, logits, labels, chunk_tokens: int):
-            flat = logits.reshape(-1, logits.shape[-1])
+        def forward(ctx, inputs, weight, labels, chunk_tokens: int):
+            flat = inputs.reshape(-1, inputs.shape[-1])
             flat_labels = labels.reshape(-1)
             count = (flat_labels != IGNORE_INDEX).sum().clamp(min=1)
-            # The gradient is written over the logits, chunk by chunk, once each chunk's loss is read: the
-            # logits are needed for nothing else (the vocabulary projection's backward keeps its input, not
-            # its output), so a step holds one bf16 tensor of logits-size, not two.
-            grad = flat.detach()
-            total = torch.zeros((), dtype=torch.float32, device=logits.device)
+            w = None if weight is None else weight.to(inputs.dtype)  # once per step, as autocast casts a frozen weight each call
+            grad = flat.detach() if w is None else torch.empty_like(flat)
+            total = torch.zeros((), dtype=torch.float32, device=inputs.device)
             for start in range(0, flat.shape[0], chunk_tokens):
-                loss, grad[start:start + chunk_tokens] = _chunk_loss_and_grad(
-                    flat[start:start + chunk_tokens], flat_labels[start:start + chunk_tokens], count)
+                part, target = flat[start:start + chunk_tokens], flat_labels[start:start + chunk_tokens]
+                if w is None:
+                    loss, grad[start:start + chunk_tokens] = _chunk_loss_and_grad(part, target, count)
+                else:
+                    loss, logits_grad = _chunk_loss_and_grad(part @ w.T, target, count)
+                    grad[start:start + chunk_tokens] = logits_grad.to(w.dtype) @ w
                 total += loss
             ctx.save_for_backward(grad)
-            ctx.shape = logits.shape
-            return total / count
-
-        @staticmethod
-        def backward(ctx, grad_output):
-            (grad,) = ctx.saved_tensors
-            return grad.mul_(grad_output.to(grad.dtype)).view(ctx.shape), None, None  # in place: used once
-
-    return ChunkedCrossEntropy
-
-
-@functools.cache
-def _chunked_projected_cross_entropy_function():
-    import torch  # deferred: see _chunk_loss_and_grad
-
-    class ChunkedProjectedCrossEntropy(torch.autograd.Function):
-        """Forward: for a chunk of positions at a time, the logits (hidden @ weight.T in the hidden states'
-        dtype, as the projection layer computes them), their loss and gradient in float32 (as
-        ChunkedCrossEntropy), and from it the gradient with respect to the hidden states (gradient @ weight,
-        in the hidden states' dtype: what the projection's backward computes). Only that hidden-size gradient
-        is kept for the backward pass. The weight is frozen (the caller checks): no gradient for it."""
-
-        @staticmethod
-        def forward(ctx, hidden, weight, labels, chunk_tokens: int):
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            flat_labels = labels.reshape(-1)
-            count = (flat_labels != IGNORE_INDEX).sum().clamp(min=1)
-            w = weight.to(hidden.dtype)  # once per step, as autocast casts a frozen weight at each call
-            grad = torch.empty_like(flat)
-            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            for start in range(0, flat.shape[0], chunk_tokens):
-                part = flat[start:start + chunk_tokens]
-                loss, logits_grad = _chunk_loss_and_grad(part @ w.T, flat_labels[start:start + chunk_tokens], count)
-                total += loss
-                grad[start:start + chunk_tokens] = logits_grad.to(w.dtype) @ w
-            ctx.save_for_backward(grad)
-            ctx.shape = hidden.shape
+            ctx.shape = inputs.shape
             return total / count
 
         @staticmethod
@@ -132,7 +106,7 @@ def _chunked_projected_cross_entropy_function():
             (grad,) = ctx.saved_tensors
             return grad.mul_(grad_output.to(grad.dtype)).view(ctx.shape), None, None, None  # in place: used once
 
-    return ChunkedProjectedCrossEntropy
+    return ChunkedCrossEntropy
 
 
 @functools.cache
@@ -144,7 +118,8 @@ def _hidden_states_head(weight_dtype):
     class HiddenStatesHead(torch.nn.Module):
         """Stands in for a vocabulary projection during one training call: returns its input (the decoder's
         last hidden states) cast to the dtype the projection would have computed in, autocast's when it is
-        on, so `chunked_projected_cross_entropy` projects them exactly as the layer would have."""
+        on, so `chunked_projected_cross_entropy` projects them in the layer's own dtype (the same values to float
+        rounding: a chunk's matmul may sum in another order than the whole one)."""
 
         def __init__(self, weight_dtype):
             super().__init__()
@@ -186,14 +161,14 @@ def chunked_projected_cross_entropy(hidden, weight, labels, chunk_tokens: int = 
     """Mean float32 cross-entropy of the logits `hidden @ weight.T` (hidden: batch x positions x width, the
     logits' dtype; weight: vocabulary x width, frozen) against `labels`, `chunk_tokens` positions at a time:
     no tensor of all the logits is ever made."""
-    return _chunked_projected_cross_entropy_function().apply(hidden, weight, labels, chunk_tokens)
+    return _chunked_cross_entropy_function().apply(hidden, weight, labels, chunk_tokens)
 
 
 def chunked_cross_entropy(logits, labels, chunk_tokens: int = CHUNK_TOKENS):
     """Mean float32 cross-entropy of `logits` (batch x positions x vocabulary, any float dtype) against
     `labels` (batch x positions, `IGNORE_INDEX` where none), `chunk_tokens` positions at a time.
     `logits` are overwritten with the loss's gradient: pass a tensor nothing else reads afterwards."""
-    return _chunked_cross_entropy_function().apply(logits, labels, chunk_tokens)
+    return _chunked_cross_entropy_function().apply(logits, None, labels, chunk_tokens)
 
 
 def training_loss(model, bare, batch: dict, chunk_tokens: int | None = None):
