@@ -1,14 +1,27 @@
-"""The digits sweep's selection rule (recipes/digits_sweep.py), on made-up result rows."""
+"""The digits sweep (recipes/digits_sweep.py): its selection rule on made-up result rows, its grids, its style
+check's audio (recipes/style_audio.py) and its narrow-band replay copies."""
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "recipes" / "digits_sweep.py"
-_spec = importlib.util.spec_from_file_location("digits_sweep", _PATH)
-sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sweep)
+from lora.core.audio import SAMPLE_RATE
+from lora.data.records import read_librispeech_dir
+from lora.data.selection import mix_replay
+
+
+def _recipe(name: str):
+    """A script of recipes/ as a module (recipes/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep = _recipe("digits_sweep")
+style_audio = _recipe("style_audio")
 
 
 def row(valid, forget, seconds, **extra):
@@ -57,12 +70,6 @@ def test_the_default_style_audio_is_real_speech_outside_the_recipes_sets():
     assert "shared/speech" not in Path(path).resolve().as_posix()
 
 
-_STYLE_PATH = Path(__file__).resolve().parents[1] / "recipes" / "style_audio.py"
-_style_spec = importlib.util.spec_from_file_location("style_audio", _STYLE_PATH)
-style_audio = importlib.util.module_from_spec(_style_spec)
-_style_spec.loader.exec_module(style_audio)
-
-
 def test_conversation_turns_become_clips_of_at_most_ten_seconds():
     """The pinned sample's reference (pyannote.audio 4.0.7 `sample.stm`, two lines shown) and the cut: turns
     are grouped while the clip stays within MAX_CLIP_S; a longer turn is a clip of its own, never split."""
@@ -72,3 +79,34 @@ def test_conversation_turns_become_clips_of_at_most_ten_seconds():
     assert style_audio.read_turns(stm) == [(6.68, 7.16), (7.634, 8.155)]
     turns = [(0.0, 4.0), (4.5, 9.0), (9.5, 12.0), (12.0, 30.0), (30.5, 31.0)]
     assert style_audio.clips_from_turns(turns, 10.0) == [(0.0, 9.0), (9.5, 12.0), (12.0, 30.0), (30.5, 31.0)]
+
+
+def _band_energy(samples: np.ndarray, low_hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(samples)) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)
+    return float(spectrum[freqs >= low_hz].sum() / spectrum.sum())
+
+
+def test_copies_are_the_same_real_speech_cut_to_four_kilohertz(speech_dir):
+    rows = read_librispeech_dir(speech_dir, ["jfk"])[:1] + read_librispeech_dir(speech_dir, ["dev-clean"])[:1]
+    copies = sweep.narrowband_copies(rows)
+    assert [c.id for c in copies] == [u.id + "~8k" for u in rows]
+    for u, c in zip(rows, copies, strict=True):
+        assert (c.speaker, c.text, c.subset, c.sampling_rate) == (u.speaker, u.text, u.subset, 8000)
+        wide, narrow = u.samples(), c.samples()  # back at 16 kHz, as the loader reads them
+        assert abs(len(narrow) - len(wide)) <= 2
+        assert _band_energy(wide, 4200) > 1e-5  # the original has energy above 4 kHz (JFK: 3.7e-5, dev-clean: 5e-3) ...
+        assert _band_energy(narrow, 4200) < 1e-7  # ... the copy none (1.5e-9, 6.6e-10)
+        # below 3.5 kHz the copy is the original (the pass band of soxr's filter)
+        lo_w = np.fft.rfft(wide)[: int(3500 * len(wide) / SAMPLE_RATE)]
+        lo_n = np.fft.rfft(narrow[: len(wide)])[: len(lo_w)]
+        assert np.linalg.norm(lo_w - lo_n) < 0.05 * np.linalg.norm(lo_w)
+
+
+def test_copies_join_the_replay_share_as_distinct_rows(speech_dir):
+    replay = read_librispeech_dir(speech_dir, ["jfk"])
+    train = read_librispeech_dir(speech_dir, ["dev-clean"])
+    mixed = mix_replay(train, replay + sweep.narrowband_copies(replay), 0.5)
+    ids = [u.id for u in mixed[len(train):]]
+    assert len(ids) >= 2 and {i.removesuffix("~8k") for i in ids} == {u.id for u in replay}
+    assert any(i.endswith("~8k") for i in ids) and any(not i.endswith("~8k") for i in ids)
