@@ -1,6 +1,6 @@
 """Step time of the two token-loss paths side by side (benchmarks/results/loss_step_time.md): the previous
 one (the model projects every position, `chunked_cross_entropy` scores the bf16 logits a chunk at a time)
-against the committed one (`chunked_projected_cross_entropy`: the frozen projection a chunk at a time inside
+against the committed one (`training_loss`, which computes the frozen projection a chunk at a time inside
 the loss). Moonshine base random-initialised from the imported config, q/v_proj trainable, bf16 autocast;
 old new new old, twice, 2 steps per batch shape, fastest counts:
 
@@ -17,23 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402 - after the path: benchmarks/ is a folder of scripts
 from transformers import AutoConfig, AutoModelForSpeechSeq2Seq  # noqa: E402
 
-from lora.token_loss import (  # noqa: E402
-    chunked_cross_entropy,
-    chunked_projected_cross_entropy,
-    frozen_projection,
-    hidden_states_out,
-    shift_right,
-)
+from lora.token_loss import chunked_cross_entropy, shift_right, training_loss  # noqa: E402
 
-torch.manual_seed(0)
-d = os.path.expanduser("~/.cache/lora/models/moonshine-base-en")
-model = AutoModelForSpeechSeq2Seq.from_config(AutoConfig.from_pretrained(d))
-for n, p in model.named_parameters():
-    p.requires_grad = "q_proj" in n or "v_proj" in n
-model.train()
+SHAPES = [(7, 128000, 25), (60, 16000, 6), (250, 3840, 4)]  # clips, samples per clip, label tokens per clip
 
 
 def old(model, batch):
+    """The previous path: the model projects every position, the loss scores the bf16 logits a chunk at a time."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     inputs["decoder_input_ids"] = shift_right(labels, model.config.decoder_start_token_id, model.config.pad_token_id)
@@ -43,35 +33,37 @@ def old(model, batch):
 
 
 def new(model, batch):
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    inputs["decoder_input_ids"] = shift_right(labels, model.config.decoder_start_token_id, model.config.pad_token_id)
-    w = frozen_projection(model)
-    with hidden_states_out(model):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            h = model(**inputs).logits
-    return chunked_projected_cross_entropy(h, w, labels)
+    """The committed path, as `lora.training` calls it."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return training_loss(model, model, batch)
 
 
-shapes = [(7, 128000, 25), (60, 16000, 6), (250, 3840, 4)]
+def make_batch(clips: int, samples: int, tokens: int) -> dict:
+    return {"input_values": torch.randn(clips, samples) * 0.1, "attention_mask": torch.ones(clips, samples, dtype=torch.long),
+            "labels": torch.randint(0, 1000, (clips, tokens))}
 
 
-def batch(c, s, t):
-    return {"input_values": torch.randn(c, s) * 0.1, "attention_mask": torch.ones(c, s, dtype=torch.long), "labels": torch.randint(0, 1000, (c, t))}
+def main() -> None:
+    torch.manual_seed(0)
+    model = AutoModelForSpeechSeq2Seq.from_config(AutoConfig.from_pretrained(os.path.expanduser("~/.cache/lora/models/moonshine-base-en")))
+    for name, param in model.named_parameters():
+        param.requires_grad = "q_proj" in name or "v_proj" in name
+    model.train()
+    batches = [make_batch(*shape) for shape in SHAPES]
+    for side in (old, new):  # warm-up: kernels built, allocator primed
+        side(model, batches[0]).backward()
+    seconds: dict = {}
+    for _ in range(2):
+        for name, side in (("old", old), ("new", new), ("new", new), ("old", old)):
+            for i, batch in enumerate(batches):
+                start = time.perf_counter()
+                for _ in range(2):
+                    side(model, batch).backward()
+                seconds.setdefault((name, i), []).append(time.perf_counter() - start)
+    for i, shape in enumerate(SHAPES):
+        o, n = min(seconds[("old", i)]), min(seconds[("new", i)])
+        print(shape, f"old {o:.2f}s new {n:.2f}s new/old {n / o:.3f}")
 
 
-bs = [batch(*s) for s in shapes]
-for f in (old, new):
-    f(model, bs[0]).backward()
-res = {}
-for rep in range(2):
-    for name, f in (("old", old), ("new", new), ("new", new), ("old", old)):
-        for i, b in enumerate(bs):
-            t = time.perf_counter()
-            for _ in range(2):
-                f(model, b).backward()
-            res.setdefault((name, i), []).append(time.perf_counter() - t)
-for i, s in enumerate(shapes):
-    o = min(res[("old", i)])
-    n = min(res[("new", i)])
-    print(s, f"old {o:.2f}s new {n:.2f}s new/old {n / o:.3f}")
+if __name__ == "__main__":
+    main()
