@@ -34,6 +34,9 @@ rows of points already measured from an earlier run's JSON and trains only the o
 `--grid style` (Moonshine): the recipe's point (encoder-only, consensus targets) against shorter schedules
 and more replay, for a style check with more speech than the 5 clips that scored the recipe's point 0.909:
 the conversation clips of `recipes/style_audio.py` added to it.
+`--grid distillation`: the recipe's point of each family with replay also distilled to the base model
+(`--replay-distillation` 0, 1 and 4: KL to the model with its adapters off on the replay clips,
+`lora.token_loss.distillation_to_base`).
 
 Style check: punctuation and capitalisation F1 of the tuned model's output against the base model's, on
 the forgetting check plus any real speech given with `--style-audio` (no transcript needed: the reference
@@ -52,6 +55,8 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from lora.core.outputs import write_json_atomic, write_text_atomic
 from lora.core.precision import resolve_precision
@@ -111,6 +116,12 @@ def grid(family: str, name: str = "default"):
             yield point | {"learning_rate": lr, "max_steps": n, "replay_share": replay}
         for n in (240, 180):  # replay also through the digits' 8 kHz band (added once the points above all lost style)
             yield point | {"learning_rate": 1e-3, "max_steps": n, "replay_share": 0.15, "replay_narrowband": True}
+        return
+    if name == "distillation":  # the recipe's point, with replay also distilled to the base model (lora.token_loss)
+        where, lr, n, consensus = ("encoder", 1e-3, 240, True) if family == "moonshine" else ("decoder", 3e-3, 60, False)
+        for weight in (0.0, 1.0, 4.0):
+            yield point | {"learning_rate": lr, "targets": where, "max_steps": n, "replay_share": 0.15, "join_clips": 3,
+                           "style_consensus": consensus, "replay_distillation": weight}
         return
     if name == "placement":  # LoRA on the encoder only, beside the recipe's all-attention point
         yield point | {"learning_rate": 3e-3, "targets": "all", "max_steps": 240, "replay_share": 0.15, "join_clips": 3}
@@ -185,7 +196,7 @@ def main() -> None:
     parser.add_argument("--extra-speech-dir", default="",
                         help="more FSDD takes (../shared/speech-extra): train and validate on every take of the sweep's "
                              "speakers, as the recipe does; '' (default): the speech folder's 50 takes per speaker")
-    parser.add_argument("--grid", choices=("default", "fast", "recipe", "placement", "consensus", "style"), default="default")
+    parser.add_argument("--grid", choices=("default", "fast", "recipe", "placement", "consensus", "style", "distillation"), default="default")
     parser.add_argument("--style-audio", action="append", default=None,
                         help="real speech files for the style check only (repeatable; default: the moonshine-cpp "
                              "wheel's test-data/beckett.wav when installed); 'none' for the forgetting check alone")
@@ -257,11 +268,13 @@ def main() -> None:
         targets = family.default_target_modules if where == "all" else (family.attention_in(where),)
         model = attach_lora(copy.deepcopy(base), point["lora_r"], point["lora_alpha"], 0.05, targets)
         cfg = replace(TrainConfig(), batch_size=8, gradient_accumulation_steps=1, learning_rate=point["learning_rate"],
-                      max_steps=point["max_steps"], checkpoint_every=0)
+                      max_steps=point["max_steps"], checkpoint_every=0, replay_distillation=point.get("replay_distillation", 0.0))
         started = time.perf_counter()
-        examples = mix_replay(joined[point["join_clips"], point.get("style_consensus", False)],
-                              replay[point.get("replay_narrowband", False)], point["replay_share"])
+        replayed = replay[point.get("replay_narrowband", False)]
+        examples = mix_replay(joined[point["join_clips"], point.get("style_consensus", False)], replayed, point["replay_share"])
         source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))
+        replay_ids = {e.id for e in replayed}
+        source.base_rows = np.array([e.id in replay_ids for e in examples], dtype=bool)  # for --replay-distillation
         train_lora(model, family, source, cfg, Accelerator(mixed_precision=precision, cpu=True), show_progress=False)
         seconds = time.perf_counter() - started
         rows.append(point | measure(model, baseline["forget_outputs"]) | {"train_seconds": seconds})
@@ -285,7 +298,8 @@ def main() -> None:
         lines.append(f"| {r['learning_rate']:g} | {r['lora_r']} | {r['targets']} | {r['max_steps']} | {r['replay_share']:g}"
                      f"{' (+ 8 kHz copies)' if r.get('replay_narrowband') else ''} | "
                      f"{'up to ' + str(r['join_clips']) if r.get('join_clips', 1) > 1 else 'no'}"
-                     f"{'; targets: style consensus' if r.get('style_consensus') else ''} | "
+                     f"{'; targets: style consensus' if r.get('style_consensus') else ''}"
+                     f"{'; replay distilled to the base, weight %g' % r['replay_distillation'] if r.get('replay_distillation') else ''} | "
                      f"{mark}{100 * r['valid_wer']:.1f}%{mark} | {r['valid_loss']:.3f} | {100 * r['forget_wer']:.1f}% | "
                      f"{_f1(r.get('forget_punctuation_f1'))} | {_f1(r.get('forget_capitalisation_f1'))} | {r['train_seconds']:.0f} |")
     out = Path(args.output or f"recipes/results/sweep_{args.family}.md")

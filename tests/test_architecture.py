@@ -130,6 +130,9 @@ def test_config_files_are_type_checked_and_lists_accepted(tmp_path):
         _config(tmp_path, "f.yaml", "a: [1,\n")
     with pytest.raises(UserError, match="--learning-rate must be > 0"):
         _config(tmp_path, "g.toml", "learning_rate = 0.0\n")
+    with pytest.raises(UserError, match="--replay-distillation needs --replay-subsets"):
+        _config(tmp_path, "h.toml", "replay_distillation = 1.0\n")
+    assert _config(tmp_path, "i.toml", 'replay_distillation = 1.0\nreplay_subsets = "dev-clean"\n').replay_distillation == 1.0
 
 
 def test_nan_loss_stops_the_run_with_one_line(tiny_moonshine, librispeech_utterances, tmp_path):

@@ -169,3 +169,126 @@ def test_a_compiled_model_is_not_recompiled_at_each_step(tiny_model_dir):
     frames = counters["stats"]["unique_graphs"]
     training_loss(compiled, model, batch).backward()
     assert counters["stats"]["unique_graphs"] == frames, dict(counters["stats"])
+
+
+def _lora_model(tiny_model_dir, head: str = "frozen"):
+    """The tiny model with LoRA on every attention projection, its B matrices non-zero (so the adapters change the
+    outputs, as after a few steps), dropout off; the vocabulary projection frozen or trained."""
+    from peft import LoraConfig, get_peft_model
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_model_dir)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data = torch.randn(p.shape, generator=g) * 0.2
+    model.get_output_embeddings().weight.requires_grad_(head == "trained")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train()
+    return model
+
+
+def _reference_distillation(model, batch, rows, weight):
+    """The model's own loss plus `weight` x KL(base || tuned), written with plain autograd (the base: adapters off)."""
+    labels = batch["labels"]
+    inputs = {k: v[rows] for k, v in batch.items() if k != "labels"}
+    inputs["decoder_input_ids"] = shift_right(labels[rows], model.config.decoder_start_token_id, model.config.pad_token_id)
+    with torch.no_grad(), model.disable_adapter():
+        teacher = model(**inputs).logits
+    student = model(**inputs).logits
+    counted = labels[rows] != IGNORE_INDEX
+    p = torch.softmax(teacher[counted].float(), -1)
+    kl = (p * (p.log() - torch.log_softmax(student[counted].float(), -1))).sum(-1).mean()
+    return model(**batch).loss + weight * kl, kl
+
+
+@pytest.mark.parametrize("head", ["frozen", "trained"])
+def test_distillation_to_base_adds_the_kl_on_the_chosen_rows(tiny_model_dir, head):
+    """On the rows marked for it, the loss gains weight x mean KL(base model || tuned model) over their label
+    positions, the base being the same model with its adapters off: value and gradients as plain autograd gives."""
+    model = _lora_model(tiny_model_dir, head)
+    batch = _batch(model)
+    rows = torch.tensor([True, False, True])
+    theirs, kl = _reference_distillation(model, batch, rows, 2.0)
+    assert float(kl.detach()) > 1e-4  # the adapters do change the distributions: the term is not vacuous
+    theirs.backward()
+    their_grads = _grads(model)
+    model.zero_grad(set_to_none=True)
+    ours = training_loss(model, model, batch, chunk_tokens=4, base_rows=rows, base_weight=2.0)
+    ours.backward()
+    our_grads = _grads(model)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6), (float(ours), float(theirs))
+    assert our_grads.keys() == their_grads.keys() and any("lora_B" in n for n in our_grads)
+    for name, grad in our_grads.items():
+        assert torch.allclose(grad, their_grads[name], rtol=1e-4, atol=1e-6), name
+    # without marked rows (or weight 0) it is the plain loss
+    plain = training_loss(model, model, batch, chunk_tokens=4)
+    assert torch.allclose(training_loss(model, model, batch, chunk_tokens=4, base_rows=torch.zeros(3, dtype=torch.bool),
+                                        base_weight=2.0), plain)
+    assert torch.allclose(training_loss(model, model, batch, chunk_tokens=4, base_rows=rows, base_weight=0.0), plain)
+    assert torch.allclose(ours - plain, 2.0 * kl, rtol=1e-4, atol=1e-6)
+
+
+def test_distillation_to_base_is_zero_while_the_adapters_do_nothing(tiny_model_dir):
+    """Fresh LoRA (B = 0) leaves the model the base model: the KL term is 0 and the loss the plain one."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    batch = _batch(model)
+    rows = torch.tensor([False, True, True])
+    plain = training_loss(model, model, batch)
+    assert torch.allclose(training_loss(model, model, batch, base_rows=rows, base_weight=5.0), plain, atol=1e-6)
+
+
+def test_distillation_needs_a_peft_model(tiny_model_dir):
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(tiny_model_dir)
+    batch = _batch(model)
+    with pytest.raises(ValueError, match="needs a PEFT model"):
+        training_loss(model, model, batch, base_rows=torch.tensor([True, False, False]), base_weight=1.0)
+
+
+def _train_distilled(model_dir, utterances, weight: float, cache: bool, marked=(False, True, False, True)):
+    import numpy as np
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from lora.data_loader import LoaderOptions, prepare_dataset
+    from lora.model_utils import attach_lora, load_base, resolve_model_id
+    from lora.training import example_source, train_lora
+    from lora.training_config import TrainConfig
+
+    set_seed(0)
+    model, processor, family = load_base(resolve_model_id(str(model_dir)))
+    examples = prepare_dataset(utterances, processor, family)
+    model = attach_lora(model, 4, 8, 0.0, (family.attention_in("decoder"),))
+    cfg = TrainConfig(batch_size=2, gradient_accumulation_steps=1, max_steps=4, checkpoint_every=0, seed=0,
+                      learning_rate=1e-2, replay_distillation=weight)  # 2 batches an epoch: each is met twice
+    source = example_source(examples, family, LoaderOptions(batch_size=2, seed=0))
+    if marked is not None:
+        source.base_rows = np.array(marked, dtype=bool)
+    result = train_lora(model, family, source, cfg, Accelerator(cpu=True), show_progress=False, cache_encoder=cache)
+    return [row["loss"] for row in result.history]
+
+
+def test_train_lora_distils_the_replay_rows(tiny_model_dir, librispeech_utterances):
+    """`--replay-distillation` in the training loop: the first step is the plain one (fresh adapters are the base
+    model), later steps add the KL on the marked rows; with the frozen encoder's outputs cached (decoder LoRA) the
+    rows are taken from `encoder_outputs`, with the same losses as without the cache; a source that does not say
+    which rows are replay is refused."""
+    four = sorted(librispeech_utterances, key=lambda u: u.id)[:4]
+    distilled = _train_distilled(tiny_model_dir, four, 1.0, cache=True)
+    assert distilled == _train_distilled(tiny_model_dir, four, 1.0, cache=False)
+    plain = _train_distilled(tiny_model_dir, four, 0.0, cache=True)
+    # until the first step that adds a positive KL, both runs hold the same weights (the KL's gradient is 0 where
+    # the model is the base), so that step's loss is the plain one plus the KL term, which is never negative
+    first = next(i for i, (d, p) in enumerate(zip(distilled, plain, strict=True)) if d != p)
+    assert first >= 1 and distilled[first] > plain[first]
+    with pytest.raises(ValueError, match="base_rows"):
+        _train_distilled(tiny_model_dir, four, 1.0, cache=False, marked=None)

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+
 from lora import prepared_rows_cache
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.cli import setup_logging
@@ -417,7 +419,11 @@ def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, opt
             _save_prepared(selected, cfg)
     table = selected.table
     policy = cfg.target_policy or lm.family.target_policy
-    return streaming_source(table, lm.processor, lm.family, policy, options), table
+    source = streaming_source(table, lm.processor, lm.family, policy, options)
+    if cfg.replay_distillation > 0:  # the rows the distillation to the base model applies to
+        replay = {u.id for u in selected.data.replay}
+        source.base_rows = np.fromiter((table.ids[i] in replay for i in range(len(table))), dtype=bool, count=len(table))
+    return source, table
 
 
 def _save_prepared(selected: SelectedData, cfg: TrainConfig) -> None:

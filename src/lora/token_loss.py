@@ -171,21 +171,72 @@ def chunked_cross_entropy(logits, labels, chunk_tokens: int = CHUNK_TOKENS):
     return _chunked_cross_entropy_function().apply(logits, None, labels, chunk_tokens)
 
 
-def training_loss(model, bare, batch: dict, chunk_tokens: int | None = None):
+def training_loss(model, bare, batch: dict, chunk_tokens: int | None = None, base_rows=None, base_weight: float = 0.0):
     """The loss of `model` (called as a whole, so DDP and accelerate's autocast wrap it as usual) on
     `batch`: its inputs plus "labels". `bare`: the model unwrapped (its config gives the decoder's start and
     pad tokens, its output embeddings the projection); `chunk_tokens`: None for `CHUNK_TOKENS` on a CPU,
-    `GPU_CHUNK_TOKENS` elsewhere."""
+    `GPU_CHUNK_TOKENS` elsewhere.
+
+    `base_rows` (a boolean tensor over the batch's rows, or None) and `base_weight` > 0: plus `base_weight` x
+    `distillation_to_base` on those rows (replay clips), which keeps the model's token distributions there
+    those of the base model."""
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     inputs["decoder_input_ids"] = shift_right(labels, bare.config.decoder_start_token_id, bare.config.pad_token_id)
+    distil = base_rows is not None and base_weight > 0 and bool(base_rows.any())
     weight = frozen_projection(bare)
     if weight is None:  # a trained projection: whole logits, loss still a chunk at a time
         logits = model(**inputs).logits
-        return chunked_cross_entropy(logits, labels, _chunk_tokens(chunk_tokens, logits.device))
-    with hidden_states_out(bare):
-        hidden = model(**inputs).logits
-    return chunked_projected_cross_entropy(hidden, weight, labels, _chunk_tokens(chunk_tokens, hidden.device))
+        # the rows' logits copied out before the loss writes its gradient over `logits`
+        kept = logits[base_rows] if distil else None
+        loss = chunked_cross_entropy(logits, labels, _chunk_tokens(chunk_tokens, logits.device))
+    else:
+        with hidden_states_out(bare):
+            hidden = model(**inputs).logits
+        kept = hidden[base_rows] @ weight.to(hidden.dtype).T if distil else None  # as the layer projects them
+        loss = chunked_projected_cross_entropy(hidden, weight, labels, _chunk_tokens(chunk_tokens, hidden.device))
+    if not distil:
+        return loss
+    return loss + base_weight * distillation_to_base(model, bare, _take_rows(inputs, base_rows), labels[base_rows], kept)
+
+
+def distillation_to_base(model, bare, inputs: dict, labels, student_logits):
+    """Mean KL(base || tuned) of the next-token distributions over the label positions of `inputs` (teacher
+    forcing on the targets), the base model being `model` with its LoRA adapters switched off (PEFT's
+    `disable_adapter`: no second copy of the weights). Learning-without-forgetting (Li & Hoiem, 2016) on the
+    replay clips: their cross-entropy teaches the target's one token per position, this term the base model's
+    whole distribution (how likely a comma or a capital was where the target has none), which is what a model
+    tuned on unpunctuated one-word clips drifts away from. `student_logits`: the tuned model's logits for
+    these rows (positions x vocabulary per row, any float dtype); float32 here."""
+    import torch  # deferred: see _chunk_loss_and_grad
+
+    if not hasattr(bare, "disable_adapter"):
+        raise ValueError("distillation to the base model needs a PEFT model (its adapters are switched off for the base)")
+    with torch.no_grad(), bare.disable_adapter():
+        teacher_logits = model(**inputs).logits
+    counted = labels != IGNORE_INDEX
+    teacher = torch.log_softmax(teacher_logits[counted].float(), dim=-1)
+    student = torch.log_softmax(student_logits[counted].float(), dim=-1)
+    if student.shape[0] == 0:
+        return student.sum()  # zero, still attached to the graph
+    return torch.nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
+
+
+def _take_rows(inputs: dict, rows) -> dict:
+    """The model inputs of the batch rows where `rows` is true: tensors indexed on their first dimension, model
+    outputs (cached `encoder_outputs`) field by field."""
+    import torch  # deferred: see _chunk_loss_and_grad
+
+    def take(value):
+        if isinstance(value, torch.Tensor):
+            return value[rows]
+        if hasattr(value, "items"):  # a transformers ModelOutput: same class, each tensor field indexed
+            return type(value)(**{k: take(v) for k, v in value.items()})
+        if isinstance(value, tuple):
+            return tuple(take(v) for v in value)
+        return value
+
+    return {k: take(v) for k, v in inputs.items()}
 
 
 def _chunk_tokens(chunk_tokens: int | None, device) -> int:

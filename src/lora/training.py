@@ -49,6 +49,8 @@ StepCallback = Callable[[int, dict], bool | None]
 
 
 # A BatchSource opens this process's micro-batch stream: (rank, world, skip) -> LoadedBatch iterator.
+# Optional attributes: `batches_per_epoch`; `on_device(batch)` (inputs computed on the device); `base_rows`, a
+# NumPy bool per source row (table row or example) marking the replay clips `--replay-distillation` applies to.
 BatchSource = Callable[[int, int, int], Iterator[LoadedBatch]]
 
 
@@ -218,6 +220,10 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                disable=not (show_progress and accelerator.is_main_process))
     non_blocking = accelerator.device.type == "cuda"
     on_device = getattr(source, "on_device", lambda batch: batch)  # e.g. Whisper's log-mel on the GPU
+    distillation = getattr(cfg, "replay_distillation", 0.0)
+    base_rows = getattr(source, "base_rows", None) if distillation > 0 else None  # bool per source row: replay clips
+    if distillation > 0 and base_rows is None:
+        raise ValueError("replay_distillation > 0 needs a batch source with `base_rows` (which rows are replay clips)")
     start = time.perf_counter()
     pending: _Pending | None = None
 
@@ -256,8 +262,11 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             batch = on_device(batch)
             if encoder_cache is not None:
                 batch = encoder_cache.model_inputs(loaded.rows, batch)
+            rows_to_base = base_rows[list(loaded.rows)] if base_rows is not None else None
+            rows_to_base = torch.from_numpy(rows_to_base).to(accelerator.device) if rows_to_base is not None and rows_to_base.any() else None
             with accelerator.accumulate(model):
-                loss = training_loss(model, bare, batch)  # logits a chunk at a time (lora.token_loss)
+                # logits a chunk at a time; on replay rows, plus the distillation to the base model (lora.token_loss)
+                loss = training_loss(model, bare, batch, base_rows=rows_to_base, base_weight=distillation)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
                     grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)

@@ -55,6 +55,9 @@ class TrainConfig:
     replay_subsets: str | None = opt(None, "comma-separated general-speech folders of the data dir mixed into training "
                                      "to prevent forgetting (e.g. dev-clean,jfk); the canary then leaves their speakers out")
     replay_share: float = opt(0.15, "share of training utterances drawn from the replay folders")
+    replay_distillation: float = opt(0.0, "weight of a term that keeps the model's next-token distributions on the replay "
+                                     "clips those of the base model (KL to the model with its adapters off: learning "
+                                     "without forgetting); 0 = off, replay then teaches only its targets")
     prepared_cache: bool = opt(True, "reuse the checked, selected and styled rows of a large manifest (20,000+ training rows) "
                                "read before with the same options, files and code (cached under $LORA_HOME/prepared_rows/)")
     join_clips: int = opt(1, "also train on runs of 2..N clips of one speaker joined end to end (1 = off): for "
@@ -265,6 +268,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.lora_r >= 1, "--lora-r must be >= 1"),
         (cfg.eval_samples >= 1, "--eval-samples must be >= 1"),
         (0 <= cfg.replay_share < 1, "--replay-share must be in [0, 1)"),
+        (cfg.replay_distillation >= 0, "--replay-distillation must be >= 0 (0 = off)"),
+        (cfg.replay_distillation == 0 or bool(cfg.replay_subsets), "--replay-distillation needs --replay-subsets"),
         (cfg.num_workers >= -1, "--num-workers must be >= 0 (or -1 for automatic)"),
         (cfg.warmup_steps >= 0, "--warmup-steps must be >= 0"),
         (cfg.lr_scheduler_type in LR_SCHEDULERS, f"--lr-scheduler-type must be one of {', '.join(LR_SCHEDULERS)}"),

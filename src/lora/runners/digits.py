@@ -55,10 +55,12 @@ RECIPE = TrainConfig(
 # once per batch): all-attention LoRA trained for 694 s on an AVX2-only 2-core CPU, over the 5-minute budget.
 # Moonshine's targets take each digit word's most common styled form (`--grid consensus`,
 # recipes/results/sweep_moonshine_consensus.md: validation 11.8% -> 7.2%, forgetting check unchanged, style check
-# 0.909 / 1.000); Whisper's were not swept and stay per clip.
+# 0.909 / 1.000); Whisper's were not swept and stay per clip. Moonshine's replay clips are also distilled to the
+# base model (`--grid distillation`, recipes/results/sweep_moonshine_distillation.md: weight 1 validated at 6.2%
+# against 7.2% without, forgetting and style checks unchanged at 1.3% and 0.909 / 1.000; weight 4 at 7.2%, 1.000 / 1.000).
 PER_FAMILY = {
     "moonshine": dict(model_id="moonshine-base-en", learning_rate=1e-3, max_steps=240,
-                      target_modules=MOONSHINE.attention_in("encoder"), style_consensus=True),
+                      target_modules=MOONSHINE.attention_in("encoder"), style_consensus=True, replay_distillation=1.0),
     "whisper": dict(model_id="whisper-tiny.en", learning_rate=3e-3, max_steps=60, target_modules=WHISPER.attention_in("decoder")),
 }
 
@@ -115,7 +117,8 @@ def compact(m: RealMetrics) -> dict:
             "canary_verdict": c.verdict, "canary_verdict_reasons": c.verdict_reasons,
             "target_policy": m.target_policy, "target_style": to_dict(m.target_style) if m.target_style else None,
             "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds,
-            "config": {k: m.config[k] for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips")}}
+            "config": {k: m.config.get(k) for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips",
+                                                    "replay_distillation")}}
 
 
 def table(results: dict[str, RealMetrics]) -> str:
