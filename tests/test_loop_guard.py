@@ -32,11 +32,14 @@ def test_the_digit_loop_is_cut_to_one_copy():
 
 @pytest.mark.parametrize("text, seconds, expected", [
     ("zero zero zero", 0.5, "zero zero zero"),  # the floor: people say "no no no"
-    ("zero zero zero zero", 0.5, "zero"),  # 4 > max(3, ceil(2))
+    ("zero zero zero", 0.375, "zero zero zero"),  # ... as fast as 8 words/s
+    ("Four. Four. Four.", 0.204, "Four."),  # but not at 15 words/s (the digits recipe's 0.2 s clip)
+    ("Four. Four.", 0.298, "Four. Four."),  # 2 copies: floor(8 x 0.298) = 2
+    ("zero zero zero zero", 0.5, "zero"),  # 4 > max(1, ceil(2), min(3, floor(4)))
     (LOOP, 2.0, LOOP),  # 2 s can hold 8 words
     (LOOP, 1.5, "zero"),  # 8 > ceil(4 x 1.5) = 6
     ("i know i know i know i know i know", 1.0, "i know"),  # a bigram loop: 5 copies > 3
-    ("and so my fellow americans ask not ask not ask not ask not ask not", 2.0, "and so my fellow americans ask not"),  # 5 > max(3, ceil(4 x 2 / 2))
+    ("and so my fellow americans ask not ask not ask not ask not ask not", 2.0, "and so my fellow americans ask not"),  # 5 > max(1, ceil(4 x 2 / 2), min(3, floor(8 x 2 / 2)))
     ("Zero, zero. ZERO zero zero zero zero zero", 0.5, "Zero,"),  # compared by letters only, text kept
     ("the cat sat on the mat", 0.5, "the cat sat on the mat"),  # too many words, but no repetition
     ("", 0.5, ""),
@@ -46,7 +49,7 @@ def test_trim_loops(text, seconds, expected):
 
 
 def test_allowed_copies_grow_with_audio_and_shrink_with_ngram_length():
-    assert [WORD_GUARD.allowed(1, s) for s in (0.2, 1.0, 2.5, 10.0)] == [3, 4, 10, 40]
+    assert [WORD_GUARD.allowed(1, s) for s in (0.2, 0.3, 0.375, 1.0, 2.5, 10.0)] == [1, 2, 3, 4, 10, 40]
     assert [WORD_GUARD.allowed(n, 10.0) for n in (1, 2, 3, 4)] == [40, 20, 14, 10]
     assert LoopGuardOptions(min_repeats=1).allowed(1, 0.1) == 1
 
@@ -57,10 +60,10 @@ def test_earliest_cut_wins():
 
 
 def test_ends_in_loop_is_the_streaming_check():
-    assert ends_in_loop([5] * 5, 0.5, TOKEN_GUARD)  # 5 > max(3, ceil(8 x 0.5)) = 4
+    assert ends_in_loop([5] * 5, 0.5, TOKEN_GUARD)  # 5 > max(1, ceil(8 x 0.5), min(3, floor(16 x 0.5))) = 4
     assert not ends_in_loop([5] * 4, 0.5, TOKEN_GUARD)
     assert not ends_in_loop([5] * 5 + [6], 0.5, TOKEN_GUARD)  # the loop has to be at the end
-    assert ends_in_loop([7, 8] * 4, 0.5, TOKEN_GUARD)  # bigram: 4 > max(3, 2)
+    assert ends_in_loop([7, 8] * 4, 0.5, TOKEN_GUARD)  # bigram: 4 > max(1, 2, min(3, 4))
 
 
 def test_trim_token_loops_ignores_special_ids():
@@ -155,7 +158,7 @@ def test_real_generate_of_a_tiny_moonshine(tiny_moonshine, speech_dir):
     prompt = guard.prompt_length
     assert plain.shape[1] == prompt + 40 and eos not in plain[:, prompt:].tolist()[0]  # it loops to the cap
     row0 = guarded[0, prompt:].tolist()
-    assert TOKEN_GUARD.allowed(1, seconds[0]) == 3  # 0.30 s: max(3, ceil(8 x 0.3))
+    assert TOKEN_GUARD.allowed(1, seconds[0]) == 3  # 0.30 s: max(1, ceil(8 x 0.3), min(3, floor(16 x 0.3)))
     assert row0.index(eos) == 4  # the 4th copy triggered EOS
     assert guard.stopped == {0}  # 10.4 s allows 84 copies: the long row runs to the cap
     assert eos not in guarded[1, prompt:].tolist()

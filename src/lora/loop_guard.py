@@ -10,16 +10,25 @@ The rule. With S seconds of audio, a speaker says at most `units_per_second` x S
 tokens for the token-level guard). k consecutive copies of an n-gram are k x n units, so they need
 at least k x n / units_per_second seconds. A run of copies is a loop when
 
-    k > allowed(n) = max(min_repeats, ceil(units_per_second x S / n)),   for n = 1 .. max_ngram.
+    k > allowed(n) = max(1, ceil(units_per_second x S / n), min(min_repeats, floor(fastest_units_per_second x S / n))),
+    for n = 1 .. max_ngram.
 
 `min_repeats` (3) is a floor because people do say "no no no" or "zero zero zero" (phone numbers)
-in any length of audio. Defaults and why:
+quickly, faster than the typical rate; but not faster than anyone speaks: the floor holds only where the
+audio could hold its copies at `fastest_units_per_second`. Defaults and why:
   * words: 4 words/s. The sentences of ../shared/speech run at 1.6-3.7 words/s (test-clean
     2.3-3.1, dev-clean 1.6-3.7, LJSpeech 2.0-3.1, JFK 2.0); the FSDD clips reach 7 words/s, but
-    each is one word (k = 1, below the floor). 4/s still catches the loop that matters: "zero" x 8 on 0.5 s is k = 8 >
-    max(3, ceil(2)) = 3.
-  * tokens: 8 tokens/s (subword tokenizers split a word into 1-2 tokens), same floor; "zero" x 8
-    on 0.5 s is caught whether "zero" is one token (8 > max(3, 4)) or two (8 > max(3, 2)).
+    each is one word (k = 1). 4/s still catches the loop that matters: "zero" x 8 on 0.5 s is k = 8 >
+    max(1, ceil(2), min(3, 4)) = 3.
+    The floor's fastest rate: 8 words/s, above the 7.0 words/s of the shortest one-word clips of
+    ../shared/speech and speech-extra (0.143 s; the training speakers' shortest, 0.144 s) and above
+    the fastest conversational speech (6-7 syllables/s). So three copies of a word need 0.375 s:
+    "Four. Four. Four." on a 0.2 s clip (one output of the digits recipe's tuned Moonshine, whose base
+    model wrote nothing there) is cut to "Four.", while "no no no" on 0.375 s or more keeps the floor.
+    Before this bound the floor held at any length (3 words on 0.2 s is 15 words/s).
+  * tokens: 8 tokens/s (subword tokenizers split a word into 1-2 tokens), the floor's fastest rate
+    16 tokens/s; "zero" x 8 on 0.5 s is caught whether "zero" is one token (8 > max(1, 4, 3)) or
+    two (8 > max(1, 2, min(3, 4))).
   The test suite checks that no transcript of ../shared/speech (326, with their real durations)
   fires, at the word level and at the token level of both real tokenizers.
 
@@ -53,16 +62,21 @@ class LoopGuardOptions:
     units_per_second: float = field(default=4.0, metadata={
         "help": "most units (words, or tokens for the token guard) a speaker says per second of audio"})
     min_repeats: int = field(default=3, metadata={
-        "help": "consecutive copies always allowed, whatever the length ('no no no')"})
+        "help": "consecutive copies allowed beyond the typical rate ('no no no') where the audio could hold them "
+                "at fastest_units_per_second"})
+    fastest_units_per_second: float = field(default=8.0, metadata={
+        "help": "fastest rate anyone says units at: min_repeats copies need min_repeats x n / this many seconds"})
     max_ngram: int = field(default=4, metadata={"help": "longest repeated n-gram looked for"})
 
     def allowed(self, n: int, seconds: float) -> int:
         """Most consecutive copies of an n-gram that `seconds` of audio can hold."""
-        return max(self.min_repeats, math.ceil(self.units_per_second * max(seconds, 0.0) / n))
+        seconds = max(seconds, 0.0)
+        floor = min(self.min_repeats, math.floor(self.fastest_units_per_second * seconds / n))
+        return max(1, math.ceil(self.units_per_second * seconds / n), floor)
 
 
 WORD_GUARD = LoopGuardOptions()
-TOKEN_GUARD = LoopGuardOptions(units_per_second=8.0)
+TOKEN_GUARD = LoopGuardOptions(units_per_second=8.0, fastest_units_per_second=16.0)
 
 _WORD = re.compile(r"\S+")
 
