@@ -56,14 +56,12 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from lora.core.outputs import write_json_atomic, write_text_atomic
 from lora.core.precision import resolve_precision
 from lora.data.clip_joining import with_joined_clips
 from lora.data.records import Utterance, read_librispeech_dir
 from lora.data.resolve import DataChoice, resolve_data
-from lora.data.selection import mix_replay
+from lora.data.selection import mix_replay, replay_mask
 from lora.data_loader import LoaderOptions, prepare_dataset
 from lora.decoding import assess, transcribe_examples
 from lora.model_utils import attach_lora, load_base, resolve_model_id
@@ -273,8 +271,7 @@ def main() -> None:
         replayed = replay[point.get("replay_narrowband", False)]
         examples = mix_replay(joined[point["join_clips"], point.get("style_consensus", False)], replayed, point["replay_share"])
         source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))
-        replay_ids = {e.id for e in replayed}
-        source.base_rows = np.array([e.id in replay_ids for e in examples], dtype=bool)  # for --replay-distillation
+        source.base_rows = replay_mask((e.id for e in examples), replayed)  # for --replay-distillation
         train_lora(model, family, source, cfg, Accelerator(mixed_precision=precision, cpu=True), show_progress=False)
         seconds = time.perf_counter() - started
         rows.append(point | measure(model, baseline["forget_outputs"]) | {"train_seconds": seconds})

@@ -9,7 +9,7 @@ import pytest
 
 from lora.core.audio import SAMPLE_RATE
 from lora.data.records import read_librispeech_dir
-from lora.data.selection import mix_replay
+from lora.data.selection import mix_replay, replay_mask
 
 
 def _recipe(name: str):
@@ -110,3 +110,12 @@ def test_copies_join_the_replay_share_as_distinct_rows(speech_dir):
     ids = [u.id for u in mixed[len(train):]]
     assert len(ids) >= 2 and {i.removesuffix("~8k") for i in ids} == {u.id for u in replay}
     assert any(i.endswith("~8k") for i in ids) and any(not i.endswith("~8k") for i in ids)
+
+
+def test_replay_mask_marks_the_replay_rows_of_the_mix(speech_dir):
+    """The rows `--replay-distillation` applies to: every copy of a replay row, no training row."""
+    replay = read_librispeech_dir(speech_dir, ["jfk"])
+    train = read_librispeech_dir(speech_dir, ["dev-clean"])
+    mixed = mix_replay(train, replay, 0.5)
+    mask = replay_mask((u.id for u in mixed), replay)
+    assert mask.dtype == bool and mask.tolist() == [False] * len(train) + [True] * (len(mixed) - len(train))

@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-
 from lora import prepared_rows_cache
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.cli import setup_logging
@@ -44,7 +42,7 @@ from lora.data.manifest import BadRow
 from lora.data.preflight import write_quarantine
 from lora.data.records import Utterance
 from lora.data.resolve import DataChoice, TrainEvalData, resolve_data
-from lora.data.selection import check_leakage, mix_replay
+from lora.data.selection import check_leakage, mix_replay, replay_mask
 from lora.data.sources import canary_utterances, read_manifest_rows
 from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_workers, prepare_dataset, record_seconds
 from lora.decoding import assess, transcribe_examples
@@ -421,8 +419,7 @@ def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, opt
     policy = cfg.target_policy or lm.family.target_policy
     source = streaming_source(table, lm.processor, lm.family, policy, options)
     if cfg.replay_distillation > 0:  # the rows the distillation to the base model applies to
-        replay = {u.id for u in selected.data.replay}
-        source.base_rows = np.fromiter((table.ids[i] in replay for i in range(len(table))), dtype=bool, count=len(table))
+        source.base_rows = replay_mask((table.ids[i] for i in range(len(table))), selected.data.replay)
     return source, table
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Iterable
+
+import numpy as np
 
 from lora.core.errors import UserError
 from lora.core.text import normalize_for_scoring
@@ -102,6 +105,12 @@ def mix_replay(train: list, replay: list, share: float) -> list:
     wanted = round(share * len(train) / (1 - share))
     copies = max(1, round(wanted / len(replay)))
     return list(train) + list(replay) * copies
+
+
+def replay_mask(ids: Iterable[str], replay: list) -> np.ndarray:
+    """One bool per training row id: is it one of the `replay` rows (what `--replay-distillation` applies to)?"""
+    replay_ids = {u.id for u in replay}
+    return np.array([i in replay_ids for i in ids], dtype=bool)
 
 
 def leakage(train: list[Utterance], held: list[Utterance]) -> dict:
