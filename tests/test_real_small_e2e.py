@@ -38,7 +38,7 @@ def test_metrics_are_complete_and_honest(run_dir):
     assert m["canary"]["wer_before"] is not None and m["canary"]["wer_after"] is not None
     assert m["data_source"]["train_split_used"] != m["data_source"]["train_split_requested"]  # no train-clean-100 here
     assert m["scale"]["seconds_to_first_step"] > 0 and m["scale"]["train_rows"] == 8
-    stages = ["select_data", "load_model", "style_targets", "train_batches", "eval_sets", "baseline", "train", "tuned"]
+    stages = ["select_data", "load_model", "style_targets", "train_batches", "eval_sets", "train", "baseline", "tuned"]
     assert list(m["scale"]["stage_seconds"]) == stages and list(m["scale"]["stage_peak_rss_mb"]) == stages
     assert sum(m["scale"]["stage_seconds"].values()) <= m["wall_seconds"]
     peaks = list(m["scale"]["stage_peak_rss_mb"].values())

@@ -75,7 +75,7 @@ class Session:
     precision_note: str | None
     started: float  # time.perf_counter() at the start of the run
     cpu: bool
-    baseline_seconds: float = 0.0  # time spent measuring the baseline (set by `measure_baseline`)
+    baseline_seconds: float = 0.0  # time spent measuring the baseline after training (set by `measure_baseline`)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # `mark`: wall seconds per stage
     stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)  # `mark`: peak RSS when it ended
     _last_mark: float | None = None
@@ -447,12 +447,17 @@ def measure(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig) -> Measure
     return Measurement(result, canary)
 
 
-def measure_baseline(lm: LoadedModel, sets: EvalSets, cfg: TrainConfig, session: Session) -> Measurement | None:
-    """The model before training (main process only; the others wait in the first collective)."""
+def measure_baseline(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig, session: Session) -> Measurement | None:
+    """The model before training, measured after it (main process only): the trained PEFT model with its
+    adapters switched off is the base model, weight for weight (LoRA only adds B·A beside each frozen
+    weight), so the baseline need not delay the first optimizer step by an inference pass over the eval
+    set and the canary."""
     if not session.accelerator.is_main_process:
         return None
+    bare = getattr(model, "_orig_mod", model)  # under --compile: the module torch.compile wraps
     start = time.perf_counter()
-    result = measure(lm, lm.model, sets, cfg)
+    with bare.disable_adapter():  # PEFT: the same weights without the LoRA update
+        result = measure(lm, bare, sets, cfg)
     session.baseline_seconds = time.perf_counter() - start
     return result
 

@@ -1,8 +1,9 @@
 """The real small run: baseline -> LoRA fine-tune -> tuned, on real speech, with honest numbers.
 
 Steps (as README lists them, each a stage of `lora.pipeline`): load the model; pick real utterances
-with train/eval speakers disjoint; stream the training rows through the loader's workers; measure the
-baseline (eval loss + WER, canary); attach LoRA and train; measure again; save `lora_adapter/`,
+with train/eval speakers disjoint; stream the training rows through the loader's workers; attach LoRA
+and train; measure the baseline (eval loss + WER, canary: the same model with its adapters off, so
+the first step is not kept waiting for it) and the tuned model; save `lora_adapter/`,
 `processor/`, `real_metrics.json` and the report.
 """
 
@@ -58,17 +59,17 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     sets = pipeline.eval_sets(selected, lm, cfg)                               #    eval + canary (small)
     lm.model.to(session.accelerator.device)
     session.mark("eval_sets")
-    before = pipeline.measure_baseline(lm, sets, cfg, session)                 # 3. baseline
-    session.mark("baseline")
-    model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 4. LoRA
+    model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 3. LoRA
     if cfg.compile:
         model = pipeline.compiled(model)
-    result = pipeline.train(model, lm, source, cfg, session, sets)             # 5. train (+ --eval-steps, best kept)
+    result = pipeline.train(model, lm, source, cfg, session, sets)             # 4. train (+ --eval-steps, best kept)
     session.mark("train")
     model = session.accelerator.unwrap_model(model)
     session.accelerator.wait_for_everyone()
     if not main:
         return None
+    before = pipeline.measure_baseline(lm, model, sets, cfg, session)         # 5. baseline (adapters off)
+    session.mark("baseline")
     after = pipeline.measure(lm, model, sets, cfg)                             # 6. tuned
     session.mark("tuned")
     out = Path(cfg.output_dir)
