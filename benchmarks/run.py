@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_config as bc  # noqa: E402
 from children import ChildFailed, run_child  # noqa: E402
 from lora.core.outputs import library_versions, write_json_atomic, write_text_atomic
+from lora.core.precision import native_bf16
 from report import markdown, summarize_scaling, summarize_training, verdicts  # noqa: E402
 
 SECTIONS = ("scale", "train", "memory", "transcribe", "scaling", "export")
@@ -40,8 +41,9 @@ TRAINING_NOTE = ("The reference runs at its best settings: its own length groupi
                  "pads every clip to 30 s, so batching cannot matter there and the two loops are expected to tie. "
                  "(2) with LoRA on the decoder only, ours runs the frozen encoder once per distinct micro-batch "
                  "(`lora.encoder_cache`, same losses), the reference every step. (3) precision: ours trains in bf16 autocast "
-                 "by default where the CPU computes bf16 natively (AVX512-BF16/AMX; `--mixed-precision auto`), the Trainer in "
-                 "fp32 unless told `bf16=True`; both like-for-like pairs are timed too.")
+                 "by default where the CPU computes bf16 natively and a probe finds it faster than fp32 (`--mixed-precision auto`, "
+                 "`lora.core.precision`; the table's precision column says what it chose), the Trainer in fp32 unless told "
+                 "`bf16=True`; both like-for-like pairs are timed too.")
 SCALING_NOTE = ("Clips are whole real utterances of one LJSpeech speaker (9001), concatenated. Moonshine reads raw audio "
                 "without padding, so its encoder work grows with the clip; Whisper pads every clip to 30 s of log-mel, so its "
                 "step time is flat-ish and only the (short) decoder grows with the transcript: its slope is near zero "
@@ -84,7 +86,8 @@ def best_of(summary: dict, label: str, task: str, sides: tuple[str, str], repeat
 
 def bench_training(summary: dict, candidates: bool, repeats: int) -> None:
     """Per case: our default vs the reference's default, then the like-for-like pair at the other precision
-    (ours fp32 vs reference fp32 when our default is bf16; nothing more when our default is fp32 already)."""
+    (ours fp32 vs reference fp32 when our default is bf16; ours bf16 vs the reference's bf16 when our default
+    is fp32 on a CPU with native bf16, which shows what the precision probe turned down)."""
     summary["training"], summary["training_note"] = [], TRAINING_NOTE
     for n, case in enumerate(bc.TRAIN_CASES):
         args = dataclasses.asdict(case)
@@ -99,6 +102,11 @@ def bench_training(summary: dict, candidates: bool, repeats: int) -> None:
                 extra["like_for_like"] = {
                     "fp32": summarize_training(pair["ours_fp32"], results["reference"], {}),
                     results["ours"]["precision"]: summarize_training(results["ours"], pair["reference_bf16"], {})}
+        elif native_bf16(cpu=True):
+            pair = best_of(summary, f"train {case.name}", "train", ("reference_bf16", "ours_bf16"), repeats, case=args)
+            if len(pair) == 2:
+                extra["like_for_like"] = {"fp32": summarize_training(results["ours"], results["reference"], {}),
+                                          "bf16": summarize_training(pair["ours_bf16"], pair["reference_bf16"], {})}
         if candidates and case.targets == "decoder":
             r = measure(summary, f"train {case.name} [ours_no_encoder_cache]", "train", case=args, side="ours_no_encoder_cache")
             extra["candidates"] = {"ours_no_encoder_cache": r} if r else {}

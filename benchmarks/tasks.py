@@ -24,9 +24,10 @@ from lora.training_config import TrainConfig
 from speech import speaker_clips, utterances
 
 # "ours": our trainer as `lora-train` runs it (default precision "auto": bf16 autocast where the CPU has
-# native bf16); "reference": Seq2SeqTrainer as its defaults run it (fp32). The like-for-like pairs:
-# "ours_fp32" vs "reference", and "ours" vs "reference_bf16" (the Trainer's own `bf16=True`).
-TRAIN_SIDES = ("ours", "reference", "ours_fp32", "reference_bf16", "ours_no_encoder_cache")
+# native bf16 and the probe finds it faster); "reference": Seq2SeqTrainer as its defaults run it (fp32). The
+# like-for-like pairs: fp32 ("ours" or "ours_fp32" vs "reference") and bf16 ("ours" or "ours_bf16" vs
+# "reference_bf16", the Trainer's own `bf16=True`).
+TRAIN_SIDES = ("ours", "reference", "ours_fp32", "ours_bf16", "reference_bf16", "ours_no_encoder_cache")
 
 
 def _load(model_id: str):
@@ -76,7 +77,7 @@ def train(case: dict, side: str) -> dict:
         result["precision"] = "bf16" if side == "reference_bf16" else "no"
     else:
 
-        precision = "no" if side == "ours_fp32" else resolve_precision(cfg.mixed_precision, cpu=True)[0]
+        precision = {"ours_fp32": "no", "ours_bf16": "bf16"}.get(side) or resolve_precision(cfg.mixed_precision, cpu=True)[0]
         accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=True)
         start = time.perf_counter()
         source = example_source(examples, family, LoaderOptions(cfg.batch_size, seed=cfg.seed))

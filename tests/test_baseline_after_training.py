@@ -55,3 +55,31 @@ def test_a_non_main_process_measures_no_baseline():
     session = SimpleNamespace(accelerator=SimpleNamespace(is_main_process=False), baseline_seconds=0.0)
     assert pipeline.measure_baseline(None, torch.nn.Linear(1, 1), None, None, session) is None
     assert session.baseline_seconds == 0.0
+
+
+@pytest.mark.slow
+def test_baseline_first_and_after_training_give_the_same_baseline(tiny_moonshine, speech_dir, tmp_path):
+    """`lora train` both ways on real speech: the baseline's figures and transcripts agree, only its place differs."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    metrics = {}
+    for name, extra in (("after", []), ("first", ["--baseline-first"])):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, str(root / "train_real_small.py"), "--model-id", str(tiny_moonshine), "--data-dir", str(speech_dir),
+             "--dataset-samples", "6", "--eval-samples", "3", "--canary-samples", "2", "--eval-batch-size", "3",
+             "--max-steps", "2", "--learning-rate", "0.05", "--mixed-precision", "no", "--quiet", "--output-dir", str(out), *extra],
+            capture_output=True, text=True, cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        metrics[name] = json.loads((out / "real_metrics.json").read_text())
+    after, first = metrics["after"], metrics["first"]
+    assert list(after["scale"]["stage_seconds"]).index("baseline") > list(after["scale"]["stage_seconds"]).index("train")
+    assert list(first["scale"]["stage_seconds"]).index("baseline") < list(first["scale"]["stage_seconds"]).index("train")
+    assert after["baseline_eval_loss"] == pytest.approx(first["baseline_eval_loss"], rel=1e-5)
+    assert after["baseline_wer"] == first["baseline_wer"]
+    assert [s["hypothesis_before"] for s in after["samples"]] == [s["hypothesis_before"] for s in first["samples"]]
+    assert after["canary"]["wer_before"] == first["canary"]["wer_before"]

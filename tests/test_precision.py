@@ -1,4 +1,5 @@
-"""`--mixed-precision auto`: bf16 autocast only where the device computes bf16 natively."""
+"""`--mixed-precision auto`: bf16 autocast only where the device computes bf16 natively and, on a CPU, where
+the probe finds it faster than fp32."""
 
 import pytest
 
@@ -15,7 +16,44 @@ def _no_launcher_env(monkeypatch):
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "no")])
 def test_auto_follows_the_hardware(monkeypatch, native, expected):
     monkeypatch.setattr(precision, "native_bf16", lambda cpu: native)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 1.5)
     assert resolve_precision("auto", cpu=True) == (expected, None)
+
+
+@pytest.mark.parametrize("speedup, expected", [(1.5, "bf16"), (1.1, "bf16"), (1.05, "no"), (0.68, "no"), (None, "bf16")])
+def test_auto_on_a_cpu_trains_in_bf16_only_where_the_probe_finds_it_faster(monkeypatch, speedup, expected):
+    monkeypatch.setattr(precision, "native_bf16", lambda cpu: True)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    chosen, note = resolve_precision("auto", cpu=True)
+    assert chosen == expected
+    assert (note is not None) == (expected == "no") and (note is None or f"{speedup:.2f}x the fp32 speed" in note)
+    assert resolve_precision("bf16", cpu=True) == ("bf16", None)  # asked for by name: kept whatever the probe says
+
+
+def test_the_probe_runs_once_per_machine_and_is_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("LORA_HOME", str(tmp_path))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    calls = []
+    monkeypatch.setattr(precision, "_probe", lambda torch: calls.append(1) or 0.7)
+    assert precision.cpu_bf16_speedup() == 0.7 and precision.cpu_bf16_speedup() == 0.7 and calls == [1]
+    cached = (tmp_path / precision.PROBE_CACHE).read_text()
+    assert "threads" in cached and "0.7" in cached
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several processes read the cached answer
+    assert precision.cpu_bf16_speedup() == 0.7 and calls == [1]
+
+
+def test_several_processes_without_a_cached_probe_do_not_probe(monkeypatch, tmp_path):
+    monkeypatch.setenv("LORA_HOME", str(tmp_path))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(precision, "_probe", lambda torch: pytest.fail("probed under several processes"))
+    assert precision.cpu_bf16_speedup() is None
+
+
+def test_the_real_probe_times_both_precisions():
+    import torch
+
+    speedup = precision._probe(torch)
+    assert 0.05 < speedup < 20  # a ratio of two timings of the same layer, not a constant
 
 
 def test_a_launcher_choice_beats_auto(monkeypatch):

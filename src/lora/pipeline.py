@@ -19,6 +19,7 @@ This file knows the order of the stages, not how any stage works inside.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -447,16 +448,18 @@ def measure(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig) -> Measure
     return Measurement(result, canary)
 
 
-def measure_baseline(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig, session: Session) -> Measurement | None:
-    """The model before training, measured after it (main process only): the trained PEFT model with its
-    adapters switched off is the base model, weight for weight (LoRA only adds B·A beside each frozen
-    weight), so the baseline need not delay the first optimizer step by an inference pass over the eval
-    set and the canary."""
+def measure_baseline(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig, session: Session,
+                     adapters_off: bool = True) -> Measurement | None:
+    """The model before training (main process only). By default measured after training: the trained PEFT
+    model with its adapters switched off (`adapters_off`) is the base model weight for weight (LoRA only
+    adds B·A beside each frozen weight), so the baseline does not delay the first optimizer step by an
+    inference pass over the eval set and the canary. With `--baseline-first`, `model` is the base model
+    before LoRA is attached and `adapters_off` is False."""
     if not session.accelerator.is_main_process:
         return None
     bare = getattr(model, "_orig_mod", model)  # under --compile: the module torch.compile wraps
     start = time.perf_counter()
-    with bare.disable_adapter():  # PEFT: the same weights without the LoRA update
+    with bare.disable_adapter() if adapters_off else contextlib.nullcontext():  # PEFT: the weights without the LoRA update
         result = measure(lm, bare, sets, cfg)
     session.baseline_seconds = time.perf_counter() - start
     return result

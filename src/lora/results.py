@@ -97,13 +97,14 @@ class ScaleFacts:
     max_batch_seconds: float
     loader_workers: int
     seconds_to_first_step: float | None  # from the start of the run to the end of the first optimizer step
-    baseline_seconds: float  # measuring the baseline (eval set + canary; after training, adapters off: not in the above)
+    baseline_seconds: float  # measuring the baseline (eval set + canary): after training unless --baseline-first
     quarantined_while_training: int  # rows the loader's workers could not load (kept out, run went on)
     attention: str  # the attention kernel transformers chose (sdpa, eager, ...)
     compiled: bool
     # Per run stage, in order (select_data, load_model, style_targets, train_batches, eval_sets, train,
-    # baseline, tuned): wall seconds it took, and the process's peak RSS (MB) when it ended. Peak RSS only
-    # grows, so the first stage whose figure reaches the run's peak is where the peak was set.
+    # baseline, tuned; baseline before train under --baseline-first): wall seconds it took, and the
+    # process's peak RSS (MB) when it ended. Peak RSS only grows, so the first stage whose figure reaches
+    # the run's peak is where the peak was set.
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     allocator: str = "glibc"  # the process's malloc: jemalloc where installed (lora.core.memory.prefer_jemalloc)

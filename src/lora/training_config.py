@@ -99,6 +99,9 @@ class TrainConfig:
     report_to: str = opt("tensorboard", "experiment tracking: tensorboard, wandb, mlflow, trackio (comma-separated) or none; "
                          "TensorBoard event files go to <output-dir>/runs/")
     run_name: str | None = opt(None, "run name in the tracker (default: the start time)")
+    baseline_first: bool = opt(False, "measure the baseline (eval set + canary) before the first step, an early look at the "
+                               "eval set on a long run; by default it is measured after training with the adapters switched "
+                               "off (the same figures, and the first step is not kept waiting)")
     eval_steps: int = opt(0, "measure eval loss + WER every N optimizer steps and keep the best adapter (0 = only at the end)")
     eval_subset: int = opt(0, "utterances of the eval set decoded at each --eval-steps evaluation (0 = all)")
     metric_for_best_model: str = opt("wer", "what picks the kept adapter under --eval-steps: wer or eval_loss (lower is better)")

@@ -59,6 +59,9 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     sets = pipeline.eval_sets(selected, lm, cfg)                               #    eval + canary (small)
     lm.model.to(session.accelerator.device)
     session.mark("eval_sets")
+    if cfg.baseline_first:                                                     #    (--baseline-first: baseline now)
+        before = pipeline.measure_baseline(lm, lm.model, sets, cfg, session, adapters_off=False)
+        session.mark("baseline")
     model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 3. LoRA
     if cfg.compile:
         model = pipeline.compiled(model)
@@ -68,8 +71,9 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     session.accelerator.wait_for_everyone()
     if not main:
         return None
-    before = pipeline.measure_baseline(lm, model, sets, cfg, session)         # 5. baseline (adapters off)
-    session.mark("baseline")
+    if not cfg.baseline_first:
+        before = pipeline.measure_baseline(lm, model, sets, cfg, session)     # 5. baseline (adapters off)
+        session.mark("baseline")
     after = pipeline.measure(lm, model, sets, cfg)                             # 6. tuned
     session.mark("tuned")
     out = Path(cfg.output_dir)
