@@ -96,7 +96,11 @@ def _met(met) -> str:
 
 
 def markdown(summary: dict) -> str:
-    out = [f"# Benchmarks ({summary['generated']}, {summary['machine']})", "",
+    cpu = summary.get("cpu") or {}
+    probe = cpu.get("bf16_probe_speedup")
+    facts = (f"; CPU {cpu.get('model')}, AMX {cpu.get('amx')}, oneDNN bf16 {cpu.get('onednn_bf16')}, bf16 probe "
+             f"{'n/a' if probe is None else f'{probe:.2f}x'} fp32 speed" if cpu else "")
+    out = [f"# Benchmarks ({summary['generated']}, {summary['machine']}{facts})", "",
            "Every speed figure is a ratio of two things timed in the same `make bench` run on the same real "
            "utterances, each in a fresh child process after one untimed warm-up step; each side of a comparison runs "
            f"{summary['repeats']} times in A B B A order and its fastest run counts (other load on a shared machine only slows runs down).", "",

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_config as bc  # noqa: E402
 from children import ChildFailed, run_child  # noqa: E402
 from lora.core.outputs import library_versions, write_json_atomic, write_text_atomic
-from lora.core.precision import native_bf16
+from lora.core.precision import cpu_bf16_speedup, machine_key, native_bf16
 from report import markdown, summarize_scaling, summarize_training, verdicts  # noqa: E402
 
 SECTIONS = ("scale", "train", "memory", "transcribe", "scaling", "export")
@@ -82,6 +82,18 @@ def best_of(summary: dict, label: str, task: str, sides: tuple[str, str], repeat
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
                 "runs_audio_seconds_per_second": [r["audio_seconds_per_second"] for r in results]}
     return best
+
+
+def cpu_facts() -> dict:
+    """What decides the CPU's bf16 speed, recorded with every bench: its model, AMX, and the precision probe."""
+    import torch  # deferred: heavy
+
+    try:  # private, as is oneDNN's own check; a missing one is "unknown", not "no"
+        amx = bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        amx = None
+    return {"model": machine_key(torch.__version__, torch.get_num_threads()).split(" | ")[0], "amx": amx,
+            "onednn_bf16": native_bf16(cpu=True), "bf16_probe_speedup": cpu_bf16_speedup()}
 
 
 def bench_training(summary: dict, candidates: bool, repeats: int) -> None:
@@ -194,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     started = time.perf_counter()
     summary = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU", "repeats": args.repeats, "errors": []}
+               "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU", "cpu": cpu_facts(), "repeats": args.repeats,
+               "errors": []}
     if "scale" in sections:
         bench_scale(summary, args.scale_steps)
     if "train" in sections:

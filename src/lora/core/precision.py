@@ -93,7 +93,7 @@ def cpu_bf16_speedup() -> float | None:
     """
     import torch  # deferred: heavy
 
-    key = _machine_key(torch.__version__, torch.get_num_threads())
+    key = machine_key(torch.__version__, torch.get_num_threads())
     path = lora_home() / PROBE_CACHE
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
@@ -131,7 +131,7 @@ def _probe(torch) -> float:
     return fp32 / max(bf16, 1e-9)
 
 
-def _machine_key(torch_version: str, threads: int) -> str:
+def machine_key(torch_version: str, threads: int) -> str:
     """CPU model + a digest of its flags + torch version + threads: what decides the probe's answer."""
     fields: dict[str, str] = {}
     try:
