@@ -31,11 +31,11 @@ def resolve_precision(requested: str, cpu: bool) -> tuple[str, str | None]:
     """(precision to train in, why it differs from what was asked, or None).
 
     "auto" (the default) trains in bf16 autocast where the device computes bf16 natively and it pays: on
-    Ampere+ GPUs, and on CPUs with AVX512-BF16/AMX where a probe (`cpu_bf16_speedup`, ~0.2 s, cached per
-    machine) finds bf16 autocast at least BF16_MIN_SPEEDUP x faster than fp32; fp32 elsewhere. Why the
-    probe: on the 2-core machines of earlier sessions bf16 trained Moonshine base 1.3-1.5x faster than fp32,
-    but on an AVX512-BF16 Xeon without AMX it trained at 0.70x (plan.md, "mixed precision"), and the CPU
-    flags alone cannot tell the two apart; emulated bf16 is slower still.
+    Ampere+ GPUs, and on CPUs with AVX512-BF16/AMX where a probe (`cpu_bf16_speedup`, a fraction of a second,
+    cached per machine) finds bf16 autocast at least BF16_MIN_SPEEDUP x faster than fp32; fp32 elsewhere. Why
+    the probe: on the 2-core machines of earlier sessions bf16 trained Moonshine base 1.3-1.5x faster than
+    fp32, but on an AVX512-BF16 Xeon without AMX it trained at 0.70x (plan.md, "mixed precision"), and both
+    pass oneDNN's bf16 check; emulated bf16 is slower still.
     accelerate accepts fp16 on a CPU and then trains in fp32 without a word, and stops with a traceback
     on bf16 where the device lacks it: both fall back to fp32 here, logged and kept in the metrics.
     `accelerate launch --mixed_precision X` counts when our own flag is left at "auto".
