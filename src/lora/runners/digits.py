@@ -117,6 +117,7 @@ def compact(m: RealMetrics) -> dict:
             "canary_verdict": c.verdict, "canary_verdict_reasons": c.verdict_reasons,
             "target_policy": m.target_policy, "target_style": to_dict(m.target_style) if m.target_style else None,
             "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds,
+            "mixed_precision": m.mixed_precision, "mixed_precision_note": m.mixed_precision_note,
             "config": {k: m.config.get(k) for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips",
                                                     "replay_distillation")}}
 
