@@ -80,3 +80,13 @@ def test_native_bf16_agrees_with_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo on this system")
     flags = set(cpuinfo.read_text().split())
     assert precision.native_bf16(cpu=True) == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize("speedup, shown", [(1.5, "bf16 autocast"), (0.7, "fp32; bf16 autocast ran at 0.70x")])
+def test_doctor_says_what_auto_trains_in(monkeypatch, speedup, shown):
+    from lora.scripts.doctor import precision_row
+
+    monkeypatch.setattr(precision, "native_bf16", lambda cpu: True)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    name, value = precision_row(cpu=True)
+    assert name == "training precision (auto)" and value.startswith(shown)

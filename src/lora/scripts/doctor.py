@@ -1,4 +1,4 @@
-"""`lora doctor`: print the environment a run would see (versions, threads, GPU, hub, offline models)."""
+"""`lora doctor`: print the environment a run would see (versions, threads, GPU, precision, hub, offline models)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from lora.core.cli import run_cli
 from lora.core.hub import hub_reachable
 from lora.core.outputs import library_versions
 from lora.core.paths import default_speech_dir, imported_models_dir
+from lora.core.precision import resolve_precision
 from lora.importing import imports, read_record
 
 
@@ -26,6 +27,7 @@ def doctor() -> list[tuple[str, str]]:
     rows.append(("cpu cores / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"))
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     rows.append(("gpu", ", ".join(gpus) or "none (CPU training)"))
+    rows.append(precision_row(cpu=not gpus))
     rows.append(("hugging face hub", "reachable" if hub_reachable() else "unreachable (offline: use import names)"))
     for name, spec in imports().items():
         package = spec.package
@@ -37,6 +39,13 @@ def doctor() -> list[tuple[str, str]]:
         rows.append((f"offline model {name}", f"{installed}; {cached} in {imported_models_dir()}"))
     rows.append(("speech folder", str(default_speech_dir() or "none ($LORA_SPEECH_DIR or ../shared/speech)")))
     return rows
+
+
+def precision_row(cpu: bool) -> tuple[str, str]:
+    """What `--mixed-precision auto` trains in here, and why (on a CPU: the cached bf16 probe)."""
+    precision, note = resolve_precision("auto", cpu)
+    chosen = "bf16 autocast" if precision == "bf16" else "fp32"
+    return "training precision (auto)", f"{chosen}{f'; {note}' if note else ''}"
 
 
 def _main(argv: list[str] | None) -> int:
