@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_config as bc  # noqa: E402
 from children import ChildFailed, run_child  # noqa: E402
 from lora.core.outputs import library_versions, write_json_atomic, write_text_atomic
-from lora.core.precision import cpu_bf16_speedup, machine_key, native_bf16
+from lora.core.precision import cpu_bf16_speedup, cpu_model, native_bf16
 from report import markdown, summarize_scaling, summarize_training, verdicts  # noqa: E402
 
 SECTIONS = ("scale", "train", "memory", "transcribe", "scaling", "export")
@@ -92,7 +92,7 @@ def cpu_facts() -> dict:
         amx = bool(torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         amx = None
-    return {"model": machine_key(torch.__version__, torch.get_num_threads()).split(" | ")[0], "amx": amx,
+    return {"model": cpu_model(), "amx": amx,
             "onednn_bf16": native_bf16(cpu=True), "bf16_probe_speedup": cpu_bf16_speedup()}
 
 

@@ -103,6 +103,16 @@ def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple
     return get_peft_model(model, config)
 
 
+def base_model_view(model):
+    """A context in which `model` (a PEFT model, or `torch.compile`'s wrapper of one) computes as its base
+    model: PEFT's `disable_adapter`, the same weights without the LoRA update (no second copy of them).
+    Used for the baseline after training, the distillation to the base model and `lora evaluate --compare-base`."""
+    bare = getattr(model, "_orig_mod", model)  # under --compile: the module torch.compile wraps
+    if not hasattr(bare, "disable_adapter"):
+        raise ValueError("the base model's view needs a PEFT model (its LoRA adapters are switched off)")
+    return bare.disable_adapter()
+
+
 def portable_base(run_info: dict) -> str | None:
     """What `base_model_name_or_path` in adapter_config.json should say: the import name
     (`moonshine-base-en`) or hub id the run used, never a cache path; a local folder stays its path."""

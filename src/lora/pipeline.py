@@ -49,7 +49,7 @@ from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_work
 from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.families import family_for
-from lora.model_utils import ResolvedModel, attach_lora, load_base, resolve_model_id, save_adapter, save_processor
+from lora.model_utils import ResolvedModel, attach_lora, base_model_view, load_base, resolve_model_id, save_adapter, save_processor
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
@@ -457,10 +457,9 @@ def measure_baseline(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig, s
     before LoRA is attached and `adapters_off` is False."""
     if not session.accelerator.is_main_process:
         return None
-    bare = getattr(model, "_orig_mod", model)  # under --compile: the module torch.compile wraps
     start = time.perf_counter()
-    with bare.disable_adapter() if adapters_off else contextlib.nullcontext():  # PEFT: the weights without the LoRA update
-        result = measure(lm, bare, sets, cfg)
+    with base_model_view(model) if adapters_off else contextlib.nullcontext():
+        result = measure(lm, model, sets, cfg)
     session.baseline_seconds = time.perf_counter() - start
     return result
 

@@ -31,6 +31,7 @@ import contextlib
 import functools
 
 from lora.families.base import IGNORE_INDEX
+from lora.model_utils import base_model_view
 
 CHUNK_TOKENS = 128  # positions per float32 chunk on a CPU: 128 x 51,865 (Whisper's vocabulary) x 4 B = 27 MB
 # On a GPU memory is rarely what runs out and every chunk is a few more kernel launches, so a micro-batch's
@@ -210,9 +211,7 @@ def distillation_to_base(model, bare, inputs: dict, labels, student_logits):
     these rows (positions x vocabulary per row, any float dtype); float32 here."""
     import torch  # deferred: see _chunk_loss_and_grad
 
-    if not hasattr(bare, "disable_adapter"):
-        raise ValueError("distillation to the base model needs a PEFT model (its adapters are switched off for the base)")
-    with torch.no_grad(), bare.disable_adapter():
+    with torch.no_grad(), base_model_view(bare):  # a ValueError where `bare` is not a PEFT model
         teacher_logits = model(**inputs).logits
     counted = labels != IGNORE_INDEX
     teacher = torch.log_softmax(teacher_logits[counted].float(), dim=-1)

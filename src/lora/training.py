@@ -263,8 +263,10 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             if encoder_cache is not None:
                 batch = encoder_cache.model_inputs(loaded.rows, batch)
             rows_to_base = None  # this micro-batch's replay rows, when it has any and distillation is on
-            if base_rows is not None and base_rows[list(loaded.rows)].any():
-                rows_to_base = torch.from_numpy(base_rows[list(loaded.rows)]).to(accelerator.device)
+            if base_rows is not None:
+                replay_here = base_rows[list(loaded.rows)]
+                if replay_here.any():
+                    rows_to_base = torch.from_numpy(replay_here).to(accelerator.device)
             with accelerator.accumulate(model):
                 # logits a chunk at a time; on replay rows, plus the distillation to the base model (lora.token_loss)
                 loss = training_loss(model, bare, batch, base_rows=rows_to_base, base_weight=distillation)

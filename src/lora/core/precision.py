@@ -49,7 +49,7 @@ def resolve_precision(requested: str, cpu: bool) -> tuple[str, str | None]:
     if requested == "auto":
         if not native_bf16(cpu):
             return "no", None
-        if not cpu and _cuda():
+        if not cpu:  # an accelerator that computes bf16 natively: the probe below times the CPU
             return "bf16", None
         speedup = cpu_bf16_speedup()
         if speedup is None:  # several processes and no cached probe: they must agree, so none probes alone
@@ -75,12 +75,6 @@ def native_bf16(cpu: bool) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def _cuda() -> bool:
-    import torch  # deferred: heavy
-
-    return torch.cuda.is_available()
 
 
 def cpu_bf16_speedup() -> float | None:
@@ -133,13 +127,22 @@ def _probe(torch) -> float:
 
 def machine_key(torch_version: str, threads: int) -> str:
     """CPU model + a digest of its flags + torch version + threads: what decides the probe's answer."""
+    fields = _cpuinfo()
+    digest = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
+    return f"{cpu_model()} | flags {digest} | torch {torch_version} | {threads} threads"
+
+
+def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's lines of /proc/cpuinfo (empty where there is none)."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())  # the first processor's lines
+            fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    model = fields.get("model name") or platform.processor() or platform.machine()
-    digest = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
-    return f"{model} | flags {digest} | torch {torch_version} | {threads} threads"
+    return fields

@@ -32,7 +32,7 @@ from lora.data_loader import prepare_dataset
 from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, score
 from lora.longform import LongformOptions, torch_transcriber, transcribe_any
-from lora.model_utils import load_base, load_with_adapter, resolve_model_id
+from lora.model_utils import base_model_view, load_base, load_with_adapter, resolve_model_id
 from lora.report.content import write_report
 from lora.results import EvalResult, to_dict, write_result
 from lora.scripts.dataset_args import add_dataset_args, dataset_options
@@ -144,7 +144,7 @@ def _main(argv: list[str] | None) -> int:
     style = {"orthographic_wer": orthographic_wer(refs, hyps), "raw_insertions": raw_insertions(refs, hyps),
              "max_hyp_ref_word_ratio": ratio, "outputs_over_2x_ref": over}
     if args.compare_base:
-        with model.disable_adapter():  # PEFT: the same weights without the LoRA update
+        with base_model_view(model):  # the same weights without the LoRA update
             base_hyps = transcribe_examples(model, processor, family, examples, args.batch_size)
         base = score([e.id for e in examples], [e.text for e in examples], base_hyps)
         style |= {"base_model_wer": base["wer"], "punctuation_f1_vs_base": punctuation_f1(base_hyps, hyps).f1,
