@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lora.report.content import REPORT_HTML, REPORT_MD, write_report
+from lora.report.content import REPORT_HTML, REPORT_MD, _target_style, write_report
 from lora.scripts.screenshot import chromium_path, screenshot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -176,3 +176,11 @@ def test_html_renders_in_headless_chromium(tmp_path):
     pixels = image.imread(shot)
     assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
     assert np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0).shape[0] > 50  # text, colours, plots: not blank
+
+
+def test_the_report_says_how_many_rows_were_styled_as_drawn():
+    style = {"policy": "styled", "rows": 10, "styled_rows": 10, "own_style_rows": 0, "coverage": 0.9, "transcribed": 0,
+             "cache_hits": 2, "on_draw": True, "pending_rows": 8, "transcribed_on_draw": 3, "seconds_on_draw": 1.25}
+    text = _target_style(style)
+    assert "8 rows had no cached transcript when training began, 3 clips transcribed in training (1.2 s)" in text
+    assert "styled as drawn" not in _target_style(style | {"on_draw": False})

@@ -204,3 +204,78 @@ def test_the_canary_verdict_in_the_pipeline(speech_dir):
     assert flat.wer_after == flat.wer_before  # the normalised WER does not see it ...
     assert flat.verdict == "fail" and flat.punctuation_f1 == 0.0 and flat.capitalisation_f1 == 0.0  # ... the verdict does
     assert [r.split(" ")[0] for r in flat.verdict_reasons] == ["orthographic", "punctuation", "capitalisation"]
+
+
+def test_a_large_corpus_leaves_its_misses_to_be_styled_as_drawn(rows, tmp_path):
+    base = {u.id: f"{u.text.capitalize()}." for u in rows}
+    cache = TranscriptCache("model-d@/x", tmp_path)
+    cache.put(audio_identity(rows[1]), base[rows[1].id])  # one clip styled by an earlier run
+    cache.save()
+    asked = Transcriber(base)
+    style = style_rows(rows, asked, cache, on_draw_over=0)
+    assert asked.asked == []  # nothing transcribed before the first step
+    assert rows[1].extra["target"] == base[rows[1].id] and rows[-1].extra["target"] == rows[-1].extra["original_text"]
+    assert all("target" not in u.extra for u in (rows[0], *rows[2:-1]))
+    assert style.on_draw and style.pending_rows == 4 and style.styled_rows == 5 and style.own_style_rows == 1
+    assert style.cache_hits == 1 and style.transcribed == 0
+
+    for u in rows:
+        u.extra.pop("target", None)
+    small = style_rows(rows, Transcriber(base), TranscriptCache("model-d@/x", tmp_path), on_draw_over=5)
+    assert not small.on_draw and small.transcribed == 4  # 5 distinct clips to style: not over 5, styled up front
+    for u in rows:
+        u.extra.pop("target", None)
+    agreed = style_rows(rows, Transcriber(base), TranscriptCache("model-e@/x", tmp_path), consensus=True, on_draw_over=0)
+    assert not agreed.on_draw and agreed.transcribed == 5  # a consensus needs every clip's transcript first
+
+
+def _labels(text: str) -> list[int]:
+    return [ord(c) for c in text]  # stands in for the tokenizer: one id per character
+
+
+def test_the_draw_styler_transcribes_each_clip_once_and_relabels_the_batch(rows, tmp_path):
+    from dataclasses import replace
+
+    from lora.data_loader import LoadedBatch
+    from lora.families import pad_labels
+    from lora.styled_targets import DrawStyler
+
+    repeat = replace(rows[0], id=f"{rows[0].id}-again", extra={})  # the same clip under a second id
+    corpus = [*rows, repeat]
+    base = {u.id: f"{u.text.capitalize()}." for u in corpus}
+    style = style_rows(corpus, Transcriber(base), TranscriptCache("model-s@/x", tmp_path), on_draw_over=0)
+    assert style.pending_rows == 6
+    table = ClipTable.from_records(corpus)
+    asked = []
+
+    def transcribe(clips, model):
+        assert model == "the model"
+        asked.extend(u.id for u in clips)
+        return [base[u.id] for u in clips]
+
+    styler = DrawStyler(table, TranscriptCache("model-s@/x", tmp_path), transcribe, _labels)
+    assert styler.pending_rows == 6 and len(styler.key_names) == 5
+
+    def draw(idx):
+        worker_labels = [_labels(table.targets[i] or table.texts[i]) for i in idx]  # what the workers tokenised
+        batch = LoadedBatch({"labels": pad_labels(worker_labels)}, tuple(idx), 1.0, 0, [])
+        return styler(batch, "the model")
+
+    first = draw([0, 5, 6])  # a LibriSpeech row, LJSpeech (its own style) and the repeat of row 0
+    assert asked == [rows[0].id]  # one clip, transcribed once for both of its rows
+    want = [base[rows[0].id], rows[-1].extra["original_text"], base[rows[0].id]]
+    assert first.tensors["labels"].tolist() == pad_labels([_labels(t) for t in want]).tolist()
+    assert first.tokens == sum(len(t) for t in want)
+    draw([0, 1])
+    assert asked == [rows[0].id, rows[1].id]  # row 0's clip is known now
+    summary = styler.summary(style)
+    assert summary.transcribed_on_draw == 2 and summary.pending_rows == 6
+    assert summary.reference_words == sum(len(u.text.split()) for u in (rows[0], rows[1], repeat))
+
+    styler.save()  # (the trainer saves with each checkpoint): the next run finds these two clips
+    again = DrawStyler(table, TranscriptCache("model-s@/x", tmp_path), transcribe, _labels)
+    assert again.pending_rows == 3 and again.resolved_rows == 3  # rows 0, 1 and the repeat styled in the table
+    assert table.targets[0] == table.targets[6] == base[rows[0].id] and table.targets[1] == base[rows[1].id]
+    assert table.targets[2] == ""  # still pending: the workers will tokenise the reference, the styler relabels it
+    untouched = LoadedBatch({"labels": pad_labels([_labels("x")])}, (5,), 1.0, 1, [])
+    assert again(untouched, "the model") is untouched  # nothing pending in this batch: handed on as it came

@@ -18,24 +18,25 @@ from lora.loop_guard import LoopGuardLogitsProcessor, trim_loops
 log = logging.getLogger("lora")
 
 
-def _bar(total: int, desc: str):
+def _bar(total: int, desc: str, shown: bool = True):
     """A tqdm bar over `total` utterances, shown only while info logging is on (off under --quiet)."""
     from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks; --help must stay fast
 
-    return tqdm(total=total, desc=desc, unit="utt", leave=False, disable=not log.isEnabledFor(logging.INFO))
+    return tqdm(total=total, desc=desc, unit="utt", leave=False, disable=not (shown and log.isEnabledFor(logging.INFO)))
 
 
 def transcribe_examples(model, processor, family, examples: list[Example], batch_size: int = 8,
-                        loop_guard: bool = True) -> list[str]:
+                        loop_guard: bool = True, progress: bool = True) -> list[str]:
     """Greedy hypotheses for `examples`, returned in the order given. `loop_guard=False` decodes as a
-    plain `generate` does (to compare with tools that have no guard, e.g. transformers' pipeline)."""
+    plain `generate` does (to compare with tools that have no guard, e.g. transformers' pipeline).
+    `progress=False`: no bar (inside the training loop's own)."""
     import torch
     from transformers import LogitsProcessorList  # deferred: heavy
 
     device = next(model.parameters()).device
     eos = processor.tokenizer.eos_token_id
     hyps: list[str] = [""] * len(examples)
-    with torch.inference_mode(), _bar(len(examples), "transcribe") as bar:
+    with torch.inference_mode(), _bar(len(examples), "transcribe", progress) as bar:
         for idx in length_grouped_batches(examples, batch_size):
             batch = [examples[i] for i in idx]
             inputs = {k: v.to(device) for k, v in family.pad_inputs([e.inputs for e in batch]).items()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import math
@@ -33,6 +34,7 @@ from pathlib import Path
 from lora import prepared_rows_cache
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.cli import setup_logging
+from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
 from lora.core.memory import allocator_in_use, bound_kernel_cache, jemalloc_path
 from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic, write_text_atomic
@@ -53,7 +55,7 @@ from lora.model_utils import ResolvedModel, attach_lora, base_model_view, load_b
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
-from lora.styled_targets import TranscriptCache, attach_original_text, own_text, style_rows, style_scores
+from lora.styled_targets import DrawStyler, TranscriptCache, attach_original_text, own_text, style_rows, style_scores
 from lora.tracking import Tracker
 from lora.training import BatchSource, TrainResult, streaming_source, train_lora
 from lora.training_config import TrainConfig, split_csv
@@ -233,7 +235,7 @@ def _read_rows(cfg: TrainConfig, use_hub: bool, dataset, key: str | None) -> Sel
 # the quarantine list goes, and is not among them).
 PREPARED_OPTIONS = ("manifest", "train_split", "training_rows", "eval_samples", "seed", "train_speakers", "eval_speakers",
                     "canary", "canary_samples", "allow_shared_speakers", "allow_shared_text", "replay_subsets",
-                    "replay_share", "join_clips", "target_policy", "style_consensus", "model_id")
+                    "replay_share", "join_clips", "target_policy", "style_consensus", "style_on_draw", "model_id")
 
 
 def _prepared_key(cfg: TrainConfig) -> str | None:
@@ -345,7 +347,12 @@ def _prepare_rows_child(cfg: TrainConfig, min_rows: int) -> None:
         if selected.cache_key:
             _save_prepared(selected, cfg)
     except BaseException as exc:  # noqa: BLE001 - the parent reads the rows itself and reports any error in one line
-        log.debug("preparing the rows in a child process: %s", exc, exc_info=True)
+        if isinstance(exc, UserError):  # bad input: the parent meets it again and says so in its one line
+            log.debug("preparing the rows in a child process: %s", exc, exc_info=True)
+        else:
+            log.warning("preparing the rows in a child process failed (%s: %s); the run reads them itself",
+                        type(exc).__name__, exc)
+            log.debug("the child's traceback", exc_info=True)
         sys.stderr.flush()
         os._exit(1)
 
@@ -362,6 +369,9 @@ def loader_options(cfg: TrainConfig, device_type: str) -> LoaderOptions:
 
 
 STYLE_CHUNK = 256  # clips featurised at once for the base transcripts (Whisper's log-mels are ~1 MB each)
+# --style-on-draw auto: more distinct clips to style than this are styled as training draws them. Up front,
+# 256 clips cost ~10 s on 2 CPU cores (Moonshine base; benchmarks/results/styling_pass_cold_cache.json: 2,412 in 91 s).
+STYLE_ON_DRAW_OVER = 256
 
 
 def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> TargetStyle:
@@ -397,8 +407,10 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
             out += transcribe_examples(lm.model, lm.processor, lm.family, examples, cfg.eval_batch_size)
         return out
 
+    on_draw_over = {"yes": 0, "no": None}.get(cfg.style_on_draw, STYLE_ON_DRAW_OVER)
     started = time.perf_counter()
-    style = style_rows(selected.train_rows, transcribe, TranscriptCache(model_key), consensus=cfg.style_consensus)
+    style = style_rows(selected.train_rows, transcribe, TranscriptCache(model_key), consensus=cfg.style_consensus,
+                       on_draw_over=on_draw_over)
     style = dataclasses.replace(style, seconds=time.perf_counter() - started)
     selected.style = style
     log.info("styled targets: %d of %d rows given the base model's style (word coverage %s; %d given the most common style of "
@@ -421,7 +433,33 @@ def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, opt
     source = streaming_source(table, lm.processor, lm.family, policy, options)
     if cfg.replay_distillation > 0:  # the rows the distillation to the base model applies to
         source.base_rows = replay_mask((table.ids[i] for i in range(len(table))), selected.data.replay)
+    if policy == "styled" and selected.style is not None and selected.style.on_draw:
+        styler = DrawStyler(table, TranscriptCache(selected.style_model), functools.partial(_transcribe_drawn, lm, cfg),
+                            functools.partial(lm.family.label_ids, lm.processor.tokenizer, policy=policy), options.length_buckets)
+        if styler.pending_rows:
+            log.info("styled targets: %d rows (%d clips) are styled as training first draws them", styler.pending_rows,
+                     len(styler.key_names) - len(styler.transcripts))
+            source.styler = styler
     return source, table
+
+
+def _transcribe_drawn(lm: LoadedModel, cfg: TrainConfig, rows: list[Utterance], model) -> list[str]:
+    """Base transcripts of clips a training micro-batch drew (`DrawStyler`): the model in training with its
+    adapters off, in eval mode, as the styling pass before training would have transcribed them."""
+    examples = prepare_dataset(rows, lm.processor, lm.family, "raw")
+    was_training = model.training
+    model.eval()
+    try:
+        with base_model_view(model):
+            return transcribe_examples(model, lm.processor, lm.family, examples, cfg.eval_batch_size, progress=False)
+    finally:
+        model.train(was_training)
+
+
+def styled_in_training(style: TargetStyle | None, source: BatchSource) -> TargetStyle | None:
+    """The run's target-style figures with the rows `DrawStyler` styled during training (this process's)."""
+    styler = getattr(source, "styler", None)
+    return styler.summary(style) if styler is not None and style is not None else style
 
 
 def _save_prepared(selected: SelectedData, cfg: TrainConfig) -> None:

@@ -82,6 +82,10 @@ class TargetStyle:
     cache_hits: int = 0  # base-model transcripts read from the cache
     cache_path: str = ""
     seconds: float = 0.0  # wall time of the styling pass (transcription of cache misses included), before the first step
+    on_draw: bool = False  # clips without a cached transcript styled as training first drew them (--style-on-draw)
+    pending_rows: int = 0  # of styled_rows, those whose clip had no cached transcript when training began
+    transcribed_on_draw: int = 0  # clips transcribed during training (pending rows never drawn keep the sentence-cased reference)
+    seconds_on_draw: float = 0.0  # time the training process spent on it, inside the steps' wall time
 
 
 @dataclass(frozen=True)

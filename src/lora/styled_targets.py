@@ -27,12 +27,14 @@ in before writing, so concurrent runs lose nothing but the race's duplicate work
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +45,8 @@ from lora.core.paths import lora_home
 from lora.core.text import has_style
 from lora.data.alignment import carry_style
 from lora.data.records import Utterance
+from lora.data_loader import ClipTable, LoadedBatch, RepeatedStrings, StringColumn
+from lora.families import pad_labels
 from lora.results import TargetStyle
 from lora.style_metrics import capitalisation_f1, orthographic_wer, punctuation_f1, raw_insertions
 
@@ -87,10 +91,14 @@ def own_text(u: Utterance) -> str:
 def audio_identity(u: Utterance) -> str:
     """The cache key of a clip's audio: file path + size + mtime, or a hash of in-memory samples."""
     if isinstance(u.audio, str | os.PathLike):
-        path = Path(u.audio).resolve()
-        st = path.stat()
-        return f"file:{path}|{st.st_size}|{st.st_mtime_ns}"
+        return file_identity(u.audio)
     return "sha1:" + hashlib.sha1(np.ascontiguousarray(u.samples(), dtype=np.float32).tobytes()).hexdigest()
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    path = Path(path).resolve()
+    st = path.stat()
+    return f"file:{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
 class TranscriptCache:
@@ -130,11 +138,15 @@ class TranscriptCache:
 
 
 def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], list[str]], cache: TranscriptCache,
-               consensus: bool = False) -> TargetStyle:
+               consensus: bool = False, on_draw_over: int | None = None) -> TargetStyle:
     """Set `extra["target"]` on the rows whose reference lacks style (in place); joined clips join their parts'.
 
     `transcribe(rows) -> texts` is the base model's greedy output (called once, on the cache misses);
     `consensus`: a text spoken on several clips takes its most common styled form (`consensus_targets`).
+    `on_draw_over`: with more distinct clips to style than this (and neither `consensus` nor joined clips,
+    which need every clip's transcript first), the cache misses are not transcribed here: their rows keep
+    no target, and `DrawStyler` styles them as training first draws them. The choice depends on the corpus,
+    not on what the cache holds, so a resumed run makes the one its first run made.
     """
     unique: dict[str, Utterance] = {}
     for u in rows:
@@ -163,7 +175,17 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
             missing_by_key.setdefault(keys[u.id], u)
     missing = list(missing_by_key.values())
     hits = sum(1 for u in plain if keys[u.id] not in missing_by_key)  # rows whose transcript was cached before this run
-    if missing:
+    on_draw = (on_draw_over is not None and not consensus and not joined
+               and len(set(keys.values())) > on_draw_over)
+    pending = 0
+    if on_draw:  # the misses are transcribed in training, as first drawn (DrawStyler)
+        pending = len(plain) - hits
+        plain = [u for u in plain if keys[u.id] not in missing_by_key]
+        if missing:
+            log.info("styled targets: %d clip(s) without a cached base transcript are styled as training first draws "
+                     "them (%d rows cached)", len(missing), hits)
+        missing, missing_by_key = [], {}
+    elif missing:
         log.info("styled targets: transcribing %d clip(s) with the base model (%d rows cached)", len(missing), hits)
         for key, text in zip(missing_by_key, transcribe(missing), strict=True):
             cache.put(key, text)
@@ -185,10 +207,148 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         if any(p is None for p in parts):
             raise ValueError(f"joined clip {u.id}: a part is not among the training rows")
         u.extra["target"] = " ".join(p.extra.get("target") or own_text(p) for p in parts)
-    return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - len(plain), styled_rows=len(plain),
+    styled = len(plain) + pending
+    return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - styled, styled_rows=styled,
                        joined_rows=len(joined), reference_words=words, words_with_base_style=matched, consensus_rows=consensus,
                        coverage=matched / words if words else None, transcribed=len(missing),
-                       cache_hits=hits, cache_path=str(cache.path))
+                       cache_hits=hits, cache_path=str(cache.path), on_draw=on_draw, pending_rows=pending)
+
+
+class DrawStyler:
+    """Styled targets for the rows whose clip had no cached base transcript when training began
+    (`style_rows` with `on_draw_over`): the training process transcribes such a clip the first time a
+    micro-batch draws it, with the model's adapters off (`transcribe(rows, model)`: the base model,
+    weight for weight, as after training's baseline), carries the style onto its reference and rebuilds
+    the batch's labels (the loader's workers tokenised the sentence-cased reference). So the first step
+    waits for one batch's clips, not for a pass over the corpus; a 50-step run over 100 hours of distinct
+    clips transcribes the few hundred it draws.
+
+    Rows whose clip is in the cache by now (another run, or this one before a restart) get their target
+    in the table up front, so the workers tokenise it and nothing is redone. Transcripts go into the
+    cache when `save` is called (the trainer calls it with each checkpoint and at the end): a resumed run
+    finds every transcript its first run used, and the same targets.
+    """
+
+    def __init__(self, table: ClipTable, cache: TranscriptCache, transcribe: Callable[[list[Utterance], object], list[str]],
+                 label_ids: Callable[[str], list[int]], bucket: bool = False):
+        self.table, self.cache, self.transcribe, self.label_ids, self.bucket = table, cache, transcribe, label_ids, bucket
+        self.key_names: list[str] = []  # audio identities of the pending clips
+        self.row_key = np.full(len(table), -1, dtype=np.int32)  # index into key_names per table row; -1: has its target
+        self.transcripts: dict[int, str] = {}  # key -> base transcript (from the cache, or transcribed here)
+        self._carried: dict[tuple[int, int], tuple[str, float]] = {}  # (text code, key) -> (target, coverage)
+        self._styled_rows: set[int] = set()
+        self.resolved_rows = self.transcribed = self.words = self.matched = 0
+        self.seconds = 0.0
+        self._find_pending()
+        self.pending_rows = int((self.row_key >= 0).sum())
+
+    def _find_pending(self) -> None:
+        table = self.table
+        if table.targets is None:
+            table.targets = RepeatedStrings([""] * len(table))
+        targets, texts = table.targets, table.texts
+        empty_codes = np.flatnonzero(np.diff(targets.values.offsets) == 0)  # the code of "" (if any row has none)
+        rows = np.flatnonzero(np.isin(targets.codes, empty_codes))
+        if not rows.size:
+            return
+        plain_text = {int(c): not has_style(texts.values[int(c)]) for c in np.unique(texts.codes[rows])}
+        rows = rows[np.fromiter((plain_text[int(c)] for c in texts.codes[rows]), dtype=bool, count=rows.size)]
+        key_index: dict[str, int] = {}
+        path_codes = table.audio_paths.codes[rows]
+        key_of_code = np.full(len(table.audio_paths.values), -1, dtype=np.int32)
+        for code in np.unique(path_codes):  # a corpus that repeats clips stats each file once
+            path = table.audio_paths.values[int(code)]
+            if path:
+                try:
+                    key_of_code[code] = key_index.setdefault(file_identity(path), len(key_index))
+                except OSError:  # gone since preflight: the loader's worker quarantines its rows
+                    key_of_code[code] = -2
+        self.row_key[rows] = np.maximum(key_of_code[path_codes], -1)
+        for r in rows[key_of_code[path_codes] == -1]:  # inline samples (small corpora): a hash of each clip's samples
+            self.row_key[r] = key_index.setdefault(audio_identity(table.record(int(r))), len(key_index))
+        self.key_names = list(key_index)
+        for k, name in enumerate(self.key_names):
+            text = self.cache.get(name)
+            if text is not None:
+                self.transcripts[k] = text
+        self._resolve_cached(rows)
+
+    def _resolve_cached(self, rows: np.ndarray) -> None:
+        """Targets in the table for the rows whose clip is in the cache already (one carry per text and clip)."""
+        keys = self.row_key[rows]
+        known = rows[np.isin(keys, np.fromiter(self.transcripts, dtype=np.int32, count=len(self.transcripts)))]
+        if not known.size:
+            return
+        targets = self.table.targets
+        values = targets.values.to_list()
+        index = {v: i for i, v in enumerate(values)}
+        codes = targets.codes.copy()
+        pair = self.table.texts.codes[known].astype(np.int64) * max(len(self.key_names), 1) + self.row_key[known]
+        unique, first, inverse, counts = np.unique(pair, return_index=True, return_inverse=True, return_counts=True)
+        new_codes = np.empty(len(unique), dtype=np.int32)
+        for j, r in enumerate(known[first]):
+            target, n_words = self._carry(int(r))
+            new_codes[j] = index.setdefault(target, len(index))
+            self.words += n_words[0] * int(counts[j])
+            self.matched += n_words[1] * int(counts[j])
+        codes[known] = new_codes[inverse]
+        table_targets = RepeatedStrings.__new__(RepeatedStrings)
+        table_targets.codes, table_targets.values = codes, StringColumn(list(index))
+        self.table.targets = table_targets
+        self.row_key[known] = -1
+        self.resolved_rows = int(known.size)
+
+    def _carry(self, row: int) -> tuple[str, tuple[int, int]]:
+        """The row's styled target and its (reference words, words given the base style)."""
+        key = (int(self.table.texts.codes[row]), int(self.row_key[row]))
+        if key not in self._carried:
+            self._carried[key] = carry_style(self.table.texts[row], self.transcripts[key[1]])
+        target, coverage = self._carried[key]
+        n = len(self.table.texts[row].split())
+        return target, (n, round(coverage * n))
+
+    def __call__(self, loaded: LoadedBatch, model) -> LoadedBatch:
+        """The micro-batch with its pending rows styled (their clips transcribed first if new)."""
+        pending = [r for r in loaded.rows if self.row_key[r] >= 0]
+        if not pending:
+            return loaded
+        started = time.perf_counter()
+        new: dict[int, int] = {}  # key -> a row of it (repeats of a clip are transcribed once)
+        for r in pending:
+            k = int(self.row_key[r])
+            if k not in self.transcripts:
+                new.setdefault(k, r)
+        if new:
+            texts = self.transcribe([self.table.record(r) for r in new.values()], model)
+            for k, text in zip(new, texts, strict=True):
+                self.transcripts[k] = text
+                self.cache.put(self.key_names[k], text)
+            self.transcribed += len(new)
+        labels = []
+        for r in loaded.rows:
+            if self.row_key[r] >= 0:
+                target, (n, matched) = self._carry(r)
+                if r not in self._styled_rows:
+                    self._styled_rows.add(r)
+                    self.words, self.matched = self.words + n, self.matched + matched
+            else:
+                target = self.table.targets[r] or self.table.texts[r]
+            labels.append(self.label_ids(target))
+        tensors = dict(loaded.tensors)
+        tensors["labels"] = pad_labels(labels, self.bucket)
+        self.seconds += time.perf_counter() - started
+        return dataclasses.replace(loaded, tensors=tensors, tokens=sum(len(ids) for ids in labels))
+
+    def save(self) -> None:
+        self.cache.save()
+
+    def summary(self, style: TargetStyle) -> TargetStyle:
+        """`style` (from `style_rows`) with what happened in training: rows found in the cache since, clips
+        transcribed as drawn, the word coverage of every row styled so far."""
+        words, matched = style.reference_words + self.words, style.words_with_base_style + self.matched
+        return dataclasses.replace(style, pending_rows=self.pending_rows, cache_hits=style.cache_hits + self.resolved_rows,
+                                   transcribed_on_draw=self.transcribed, seconds_on_draw=self.seconds, reference_words=words,
+                                   words_with_base_style=matched, coverage=matched / words if words else None)
 
 
 def consensus_targets(rows: list[Utterance], audio_keys: dict[str, str], min_clips: int = CONSENSUS_MIN_CLIPS) -> int:

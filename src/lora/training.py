@@ -50,7 +50,8 @@ StepCallback = Callable[[int, dict], bool | None]
 
 # A BatchSource opens this process's micro-batch stream: (rank, world, skip) -> LoadedBatch iterator.
 # Optional attributes: `batches_per_epoch`; `on_device(batch)` (inputs computed on the device); `base_rows`, a
-# NumPy bool per source row (table row or example) marking the replay clips `--replay-distillation` applies to.
+# NumPy bool per source row (table row or example) marking the replay clips `--replay-distillation` applies to;
+# `styler(batch, model) -> batch` with `save()`, labels for rows styled as first drawn (`lora.styled_targets.DrawStyler`).
 BatchSource = Callable[[int, int, int], Iterator[LoadedBatch]]
 
 
@@ -224,6 +225,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     base_rows = getattr(source, "base_rows", None) if distillation > 0 else None  # bool per source row: replay clips
     if distillation > 0 and base_rows is None:
         raise ValueError("replay_distillation > 0 needs a batch source with `base_rows` (which rows are replay clips)")
+    styler = getattr(source, "styler", None)  # styles rows as first drawn (lora.styled_targets.DrawStyler)
     start = time.perf_counter()
     pending: _Pending | None = None
 
@@ -256,6 +258,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
         step_start = time.perf_counter()
         for micro in range(cfg.gradient_accumulation_steps):
             loaded = _next_good(stream, result, on_bad)
+            if styler is not None:  # the base model's transcripts of clips drawn for the first time -> their labels
+                loaded = styler(loaded, bare)
             local = (step - 1) * cfg.gradient_accumulation_steps + micro
             torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
             batch = {k: v.to(accelerator.device, non_blocking=non_blocking) for k, v in loaded.tensors.items()}
@@ -302,6 +306,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                 pending = None
                 break
             pending = None
+            if styler is not None:  # before the checkpoint: a resumed run finds every transcript its targets came from
+                styler.save()
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, {
@@ -309,6 +315,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                     "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
     if pending is not None:
         record(pending)
+    if styler is not None:
+        styler.save()
     bar.close()
     result.wall_seconds = time.perf_counter() - start
     getattr(stream, "_shutdown_workers", lambda: None)()  # workers end now (their peak RSS is then counted)

@@ -89,6 +89,10 @@ class TrainConfig:
                                     "onto unstyled references), raw, lower, sentence, normalized (default: the family's, styled)")
     style_consensus: bool = opt(False, "styled targets: a reference text spoken on 3+ distinct clips (a prompt list: digits, "
                                 "commands) gets the styled form most of its clips give, not each clip's own")
+    style_on_draw: str = opt("auto", "styled targets: transcribe a clip with the base model when training first draws it (in the "
+                             "training process, adapters off) instead of every clip before the first step: yes, no, or auto "
+                             "(yes for corpora of more than 256 distinct clips to style, unless --style-consensus or "
+                             "--join-clips, which need every transcript first)")
     seed: int = opt(42, "seed for data selection, splits, LoRA init and shuffling")
     output_dir: str = opt("outputs/real_small", "run folder: real_metrics.json, lora_adapter/, processor/")
     checkpoint_every: int = opt(10, "write a resumable checkpoint every N optimizer steps (0 = never)")
@@ -283,6 +287,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.early_stopping_patience >= 0, "--early-stopping-patience must be >= 0"),
         (cfg.early_stopping_patience == 0 or cfg.eval_steps > 0, "--early-stopping-patience needs --eval-steps"),
         (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "--mixed-precision must be auto, no, fp16 or bf16"),
+        (cfg.style_on_draw in ("auto", "yes", "no"), "--style-on-draw must be auto, yes or no"),
+        (cfg.style_on_draw != "yes" or not (cfg.style_consensus or cfg.join_clips > 1),
+         "--style-on-draw yes cannot go with --style-consensus or --join-clips (they need every clip's transcript before "
+         "the first step)"),
     ]
     for ok, message in rules:
         if not ok:

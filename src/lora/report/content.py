@@ -284,7 +284,14 @@ def _target_style(t: dict | None) -> str:
     return (f"{t.get('styled_rows')} of {t.get('rows')} references given the base model's style (word coverage "
             f"{pct(t.get('coverage'))}; {t.get('consensus_rows', 0)} given the most common style of their text), "
             f"{t.get('own_style_rows')} with their own; {t.get('transcribed')} transcribed, "
-            f"{t.get('cache_hits')} from the cache")
+            f"{t.get('cache_hits')} from the cache" + _on_draw(t))
+
+
+def _on_draw(t: dict) -> str:
+    if not t.get("on_draw"):
+        return ""
+    return (f"; styled as drawn: {t.get('pending_rows', 0)} rows had no cached transcript when training began, "
+            f"{t.get('transcribed_on_draw', 0)} clips transcribed in training ({t.get('seconds_on_draw', 0.0):.1f} s)")
 
 
 def build_document(metrics: dict) -> list[tuple]:

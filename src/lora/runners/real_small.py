@@ -67,6 +67,7 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
         model = pipeline.compiled(model)
     result = pipeline.train(model, lm, source, cfg, session, sets)             # 4. train (+ --eval-steps, best kept)
     session.mark("train")
+    style = pipeline.styled_in_training(style, source)                        #    (+ rows styled as first drawn)
     model = session.accelerator.unwrap_model(model)
     session.accelerator.wait_for_everyone()
     if not main:
