@@ -113,15 +113,17 @@ def markdown(summary: dict) -> str:
                 "--gradient-accumulation-steps 1` (Moonshine base), each in a fresh process; peak RSS of that process (the loader's "
                 "workers are processes of their own: their largest is listed). WER on these corpora means nothing.", "",
                 "Targets under the default `styled` policy: the base model transcribes each distinct clip once (cached per "
-                "model under ~/.cache/lora; the column says how many it transcribed in that run and how long the pass took).", "",
+                "model under $LORA_HOME; the columns say how many it transcribed in that run, before the first step and, "
+                "for a corpus styled as drawn (`--style-on-draw`), inside the steps, and how long that took).", "",
                 "| manifest | preflight cache | rows | hours | peak RSS MB | largest worker MB | s to first step | "
-                "styling pass s (clips transcribed) | audio s/s |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "styling pass s (clips transcribed) | styled as drawn s (clips) | audio s/s |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for s in summary["scale"]:
             f = s["scale"]
             out.append(f"| {s['hours']} h | {s['cache']} | {f['corpus_rows']} | {f['corpus_hours']:.1f} | {s['peak_rss_mb']:.0f} | "
                        f"{s['peak_rss_workers_mb']:.0f} | {f['seconds_to_first_step']:.1f} | "
-                       f"{_style_pass(s.get('target_style'))} | {s['train_audio_seconds_per_second']:.1f} |")
+                       f"{_style_pass(s.get('target_style'))} | {_styled_as_drawn(s.get('target_style'))} | "
+                       f"{s['train_audio_seconds_per_second']:.1f} |")
     if summary.get("training"):
         out += ["", "## a. Training throughput: our `train_lora` vs `Seq2SeqTrainer` + PEFT", "",
                 "Each side as it runs out of the box: ours in its default precision (`--mixed-precision auto`), the Trainer in fp32.", "",
@@ -185,6 +187,12 @@ def markdown(summary: dict) -> str:
 
 def _losses(side: dict) -> str:
     return "[" + ", ".join(f"{x:.4f}" for x in side["losses"]) + "]"
+
+
+def _styled_as_drawn(style: dict | None) -> str:
+    if not style or not style.get("on_draw"):
+        return "-"
+    return f"{style.get('seconds_on_draw', 0.0):.1f} ({style.get('transcribed_on_draw', 0)})"
 
 
 def _style_pass(style: dict | None) -> str:

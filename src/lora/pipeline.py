@@ -386,8 +386,8 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
     if selected.from_cache:
         if selected.style.policy == policy and selected.style_model == model_key:
             # nothing to transcribe or align: the cached targets are this model's
-            selected.style = dataclasses.replace(selected.style, transcribed=0, cache_hits=selected.style.styled_rows,
-                                                 seconds=0.0)
+            selected.style = dataclasses.replace(selected.style, transcribed=0, seconds=0.0,
+                                                 cache_hits=selected.style.styled_rows - selected.style.pending_rows)
             return selected.style
         log.info("prepared-rows cache: styled for %s (%s), not %s (%s); preparing the rows again",
                  selected.style_model or "no model", selected.style.policy, model_key or "no model", policy)

@@ -17,6 +17,11 @@ this, 29% of Moonshine's targets for the digit recipe's training speakers were n
 (19%: no capital, no stop, the base model wrote nothing), "Nine" (5%), "Nine?" (3%, from "Or?"), "Eight,"
 (2%), and joined clips chained them ("Eight, nine Three.").
 
+On a corpus of many distinct clips (`--style-on-draw`), the clips without a cached transcript are not
+transcribed before training: `DrawStyler` transcribes each when a training micro-batch first draws it (the
+model in training with its adapters off) and rebuilds that batch's labels, so the first step does not wait for
+an inference pass over the corpus.
+
 Base transcripts are cached in one JSON file per base model under `$LORA_HOME/base_transcripts/`:
 `{"model": <model id used + path>, "transcripts": {<audio identity>: <text>}}`, the audio identity being
 `file:<resolved path>|<size>|<mtime ns>` for files (a re-recorded file is transcribed again) or
