@@ -7,11 +7,14 @@ import os
 
 import pytest
 
+from lora.core.errors import UserError
 from lora.core.text import has_style, target_text
 from lora.data.clip_joining import with_joined_clips
 from lora.data.records import read_librispeech_dir
-from lora.data_loader import ClipDataset, ClipTable
+from lora.data_loader import ClipDataset, ClipTable, LoadedBatch
+from lora.families import pad_labels
 from lora.styled_targets import (
+    DrawStyler,
     TranscriptCache,
     attach_original_text,
     audio_identity,
@@ -19,6 +22,7 @@ from lora.styled_targets import (
     style_scores,
     styled_reference,
 )
+from lora.training_config import TrainConfig, validate
 
 
 def test_has_style():
@@ -236,10 +240,6 @@ def _labels(text: str) -> list[int]:
 def test_the_draw_styler_transcribes_each_clip_once_and_relabels_the_batch(rows, tmp_path):
     from dataclasses import replace
 
-    from lora.data_loader import LoadedBatch
-    from lora.families import pad_labels
-    from lora.styled_targets import DrawStyler
-
     repeat = replace(rows[0], id=f"{rows[0].id}-again", extra={})  # the same clip under a second id
     corpus = [*rows, repeat]
     base = {u.id: f"{u.text.capitalize()}." for u in corpus}
@@ -279,3 +279,12 @@ def test_the_draw_styler_transcribes_each_clip_once_and_relabels_the_batch(rows,
     assert table.targets[2] == ""  # still pending: the workers will tokenise the reference, the styler relabels it
     untouched = LoadedBatch({"labels": pad_labels([_labels("x")])}, (5,), 1.0, 1, [])
     assert again(untouched, "the model") is untouched  # nothing pending in this batch: handed on as it came
+
+
+def test_style_on_draw_values_are_checked():
+    assert validate(TrainConfig(style_on_draw="yes")).style_on_draw == "yes"
+    with pytest.raises(UserError, match="--style-on-draw must be auto, yes or no"):
+        validate(TrainConfig(style_on_draw="maybe"))
+    with pytest.raises(UserError, match="cannot go with --style-consensus or --join-clips"):
+        validate(TrainConfig(style_on_draw="yes", join_clips=3))
+    validate(TrainConfig(style_on_draw="auto", style_consensus=True))  # auto styles such corpora up front instead
