@@ -55,7 +55,8 @@ RECIPE = TrainConfig(
 # once per batch): all-attention LoRA trained for 694 s on an AVX2-only 2-core CPU, over the 5-minute budget.
 # Moonshine's targets take each digit word's most common styled form (`--grid consensus`,
 # recipes/results/sweep_moonshine_consensus.md: validation 11.8% -> 7.2%, forgetting check unchanged, style check
-# 0.909 / 1.000); Whisper's were not swept and stay per clip. Moonshine's replay clips are also distilled to the
+# 0.909 / 1.000); Whisper's stay per clip (`--grid consensus`, recipes/results/sweep_whisper_consensus.md: consensus
+# validated at 9.0% against 8.8%, style check 0.800 / 0.800 against 0.815 / 0.909). Moonshine's replay clips are also distilled to the
 # base model (`--grid distillation`, recipes/results/sweep_moonshine_distillation.md: weight 1 validated at 6.2%
 # against 7.2% without, forgetting and style checks unchanged at 1.3% and 0.909 / 1.000; weight 4 at 7.2%, 1.000 / 1.000).
 PER_FAMILY = {
