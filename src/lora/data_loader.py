@@ -111,9 +111,21 @@ class RepeatedStrings:
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> RepeatedStrings:
+        return cls._of(arrays[f"{prefix}.codes"], StringColumn.from_arrays(arrays, f"{prefix}.values"))
+
+    @classmethod
+    def _of(cls, codes: np.ndarray, values: StringColumn) -> RepeatedStrings:
         column = cls.__new__(cls)
-        column.codes, column.values = arrays[f"{prefix}.codes"], StringColumn.from_arrays(arrays, f"{prefix}.values")
+        column.codes, column.values = codes, values
         return column
+
+    def replaced(self, rows: np.ndarray, values: list[str], which: np.ndarray) -> RepeatedStrings:
+        """A copy in which row `rows[i]` holds `values[which[i]]` (the other rows as they were)."""
+        index = {v: i for i, v in enumerate(self.values.to_list())}
+        new_codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values))
+        codes = self.codes.copy()
+        codes[rows] = new_codes[which]
+        return self._of(codes, StringColumn(list(index)))
 
 
 class OriginColumn:

@@ -8,6 +8,7 @@ Nothing is substituted silently: the resolution is logged and recorded in every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -111,6 +112,17 @@ def base_model_view(model):
     if not hasattr(bare, "disable_adapter"):
         raise ValueError("the base model's view needs a PEFT model (its LoRA adapters are switched off)")
     return bare.disable_adapter()
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """`model` in eval mode (no dropout) for a measurement inside training, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def portable_base(run_info: dict) -> str | None:

@@ -51,7 +51,7 @@ from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_work
 from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.families import family_for
-from lora.model_utils import ResolvedModel, attach_lora, base_model_view, load_base, resolve_model_id, save_adapter, save_processor
+from lora.model_utils import ResolvedModel, attach_lora, base_model_view, evaluating, load_base, resolve_model_id, save_adapter, save_processor
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
@@ -447,13 +447,8 @@ def _transcribe_drawn(lm: LoadedModel, cfg: TrainConfig, rows: list[Utterance], 
     """Base transcripts of clips a training micro-batch drew (`DrawStyler`): the model in training with its
     adapters off, in eval mode, as the styling pass before training would have transcribed them."""
     examples = prepare_dataset(rows, lm.processor, lm.family, "raw")
-    was_training = model.training
-    model.eval()
-    try:
-        with base_model_view(model):
-            return transcribe_examples(model, lm.processor, lm.family, examples, cfg.eval_batch_size, progress=False)
-    finally:
-        model.train(was_training)
+    with evaluating(model), base_model_view(model):
+        return transcribe_examples(model, lm.processor, lm.family, examples, cfg.eval_batch_size, progress=False)
 
 
 def styled_in_training(style: TargetStyle | None, source: BatchSource) -> TargetStyle | None:
@@ -576,12 +571,9 @@ class StepEvaluator:
         from peft import get_peft_model_state_dict  # deferred: heavy
 
         bare = getattr(self.model, "module", self.model)
-        bare.eval()
-        try:
+        with evaluating(bare):
             result = assess(bare, self.lm.processor, self.lm.family, self.loss_examples, self.wer_examples,
                             self.cfg.eval_batch_size)
-        finally:
-            bare.train()
         point = {"step": step, "eval_loss": result["eval_loss"], "wer": result["wer"]}
         self.history.append(point)
         value = point[self.cfg.metric_for_best_model]

@@ -50,7 +50,7 @@ from lora.core.paths import lora_home
 from lora.core.text import has_style
 from lora.data.alignment import carry_style
 from lora.data.records import Utterance
-from lora.data_loader import ClipTable, LoadedBatch, RepeatedStrings, StringColumn
+from lora.data_loader import ClipTable, LoadedBatch, RepeatedStrings
 from lora.families import pad_labels
 from lora.results import TargetStyle
 from lora.style_metrics import capitalisation_f1, orthographic_wer, punctuation_f1, raw_insertions
@@ -196,14 +196,13 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
             cache.put(key, text)
         cache.save()
     matched = words = 0
-    carried: dict[tuple[str, str], tuple[str, float]] = {}  # repeats of a clip align once
+    carried: dict[tuple[str, str], tuple[str, int, int]] = {}  # repeats of a clip align once
     for u in plain:
         pair = (u.text, cache.get(keys[u.id]) or "")
         if pair not in carried:
-            carried[pair] = carry_style(*pair)
-        target, coverage = carried[pair]
-        n = len(u.text.split())
-        matched += round(coverage * n)
+            carried[pair] = carry_counted(*pair)
+        target, n, n_matched = carried[pair]
+        matched += n_matched
         words += n
         u.extra["target"] = target
     consensus = consensus_targets(plain, keys) if consensus else 0
@@ -225,8 +224,8 @@ class DrawStyler:
     micro-batch draws it, with the model's adapters off (`transcribe(rows, model)`: the base model,
     weight for weight, as after training's baseline), carries the style onto its reference and rebuilds
     the batch's labels (the loader's workers tokenised the sentence-cased reference). So the first step
-    waits for one batch's clips, not for a pass over the corpus; a 50-step run over 100 hours of distinct
-    clips transcribes the few hundred it draws.
+    waits for one batch's clips, not for a pass over the corpus, and a short run transcribes only the clips
+    it draws.
 
     Rows whose clip is in the cache by now (another run, or this one before a restart) get their target
     in the table up front, so the workers tokenise it and nothing is redone. Transcripts go into the
@@ -240,7 +239,7 @@ class DrawStyler:
         self.key_names: list[str] = []  # audio identities of the pending clips
         self.row_key = np.full(len(table), -1, dtype=np.int32)  # index into key_names per table row; -1: has its target
         self.transcripts: dict[int, str] = {}  # key -> base transcript (from the cache, or transcribed here)
-        self._carried: dict[tuple[int, int], tuple[str, float]] = {}  # (text code, key) -> (target, coverage)
+        self._carried: dict[tuple[int, int], tuple[str, int, int]] = {}  # (text code, key) -> carry_counted(...)
         self._styled_rows: set[int] = set()
         self.resolved_rows = self.transcribed = self.words = self.matched = 0
         self.seconds = 0.0
@@ -284,33 +283,24 @@ class DrawStyler:
         known = rows[np.isin(keys, np.fromiter(self.transcripts, dtype=np.int32, count=len(self.transcripts)))]
         if not known.size:
             return
-        targets = self.table.targets
-        values = targets.values.to_list()
-        index = {v: i for i, v in enumerate(values)}
-        codes = targets.codes.copy()
         pair = self.table.texts.codes[known].astype(np.int64) * max(len(self.key_names), 1) + self.row_key[known]
-        unique, first, inverse, counts = np.unique(pair, return_index=True, return_inverse=True, return_counts=True)
-        new_codes = np.empty(len(unique), dtype=np.int32)
-        for j, r in enumerate(known[first]):
-            target, n_words = self._carry(int(r))
-            new_codes[j] = index.setdefault(target, len(index))
-            self.words += n_words[0] * int(counts[j])
-            self.matched += n_words[1] * int(counts[j])
-        codes[known] = new_codes[inverse]
-        table_targets = RepeatedStrings.__new__(RepeatedStrings)
-        table_targets.codes, table_targets.values = codes, StringColumn(list(index))
-        self.table.targets = table_targets
+        _, first, inverse, counts = np.unique(pair, return_index=True, return_inverse=True, return_counts=True)
+        targets = []
+        for r, count in zip(known[first], counts, strict=True):  # one carry per (text, clip), counted per row
+            target, n, matched = self._carry(int(r))
+            targets.append(target)
+            self.words += n * int(count)
+            self.matched += matched * int(count)
+        self.table.targets = self.table.targets.replaced(known, targets, inverse)
         self.row_key[known] = -1
         self.resolved_rows = int(known.size)
 
-    def _carry(self, row: int) -> tuple[str, tuple[int, int]]:
-        """The row's styled target and its (reference words, words given the base style)."""
+    def _carry(self, row: int) -> tuple[str, int, int]:
+        """The row's styled target, its reference's words and those given the base style (`carry_counted`)."""
         key = (int(self.table.texts.codes[row]), int(self.row_key[row]))
         if key not in self._carried:
-            self._carried[key] = carry_style(self.table.texts[row], self.transcripts[key[1]])
-        target, coverage = self._carried[key]
-        n = len(self.table.texts[row].split())
-        return target, (n, round(coverage * n))
+            self._carried[key] = carry_counted(self.table.texts[row], self.transcripts[key[1]])
+        return self._carried[key]
 
     def __call__(self, loaded: LoadedBatch, model) -> LoadedBatch:
         """The micro-batch with its pending rows styled (their clips transcribed first if new)."""
@@ -332,7 +322,7 @@ class DrawStyler:
         labels = []
         for r in loaded.rows:
             if self.row_key[r] >= 0:
-                target, (n, matched) = self._carry(r)
+                target, n, matched = self._carry(r)
                 if r not in self._styled_rows:
                     self._styled_rows.add(r)
                     self.words, self.matched = self.words + n, self.matched + matched
@@ -354,6 +344,13 @@ class DrawStyler:
         return dataclasses.replace(style, pending_rows=self.pending_rows, cache_hits=style.cache_hits + self.resolved_rows,
                                    transcribed_on_draw=self.transcribed, seconds_on_draw=self.seconds, reference_words=words,
                                    words_with_base_style=matched, coverage=matched / words if words else None)
+
+
+def carry_counted(reference: str, base_output: str) -> tuple[str, int, int]:
+    """`carry_style`'s target, with the reference's word count and how many of those took the base model's style."""
+    target, coverage = carry_style(reference, base_output)
+    n = len(reference.split())
+    return target, n, round(coverage * n)
 
 
 def consensus_targets(rows: list[Utterance], audio_keys: dict[str, str], min_clips: int = CONSENSUS_MIN_CLIPS) -> int:
