@@ -23,7 +23,7 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
   ours_pinned   the same with the DataLoader's pinning thread (the A/B; the run that chose it off ran it first)
   ours_worker_features  the same with features made in the workers (the hand-over before PCM16)
   ours_preloaded  our loop over 8 batches loaded once (the loop's own cost without the workers)
-  ours_compiled  `ours` with the model under `torch.compile` (`--compile`, `lora.pipeline.compiled`); its
+  ours_compiled  `ours` with the model under `torch.compile` (`--compile`, `lora.model_utils.compiled`: lengths symbolic, one graph); its
                 first `--compile-warmup` steps (compilation, the recompile for dynamic shapes) are not timed
   loader        the loader alone, no model: what it can feed
   reference     `Seq2SeqTrainer` + PEFT at its best: bf16, `group_by_length`, the same workers,
@@ -192,10 +192,14 @@ def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = 
     import torch
     from accelerate import Accelerator
 
-    from lora.pipeline import compiled
+    from lora.model_utils import compiled
 
     model, processor, family = build(model_dir, device)
     if compile_model:
+        from torch._dynamo.utils import counters
+
+        torch._dynamo.reset()
+        counters.clear()
         model = compiled(model)
     clips, cap = BATCH[family.name]
     table = ClipTable.from_records(rows)
@@ -219,7 +223,10 @@ def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = 
             "mean_audio_seconds_per_step": result.audio_seconds / max(1, len(result.history)),
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "losses": [r["loss"] for r in result.history][:3] + [result.history[-1]["loss"]],
-            "micro_batch_caps": {"clips": clips, "padded_seconds": cap}}
+            "micro_batch_caps": {"clips": clips, "padded_seconds": cap},
+            "untimed_seconds": result.history[warmup - 1]["elapsed_s"] if len(result.history) >= warmup else None,
+            **({"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values())}
+               if compile_model else {})}
 
 
 class _FlacDataset:
@@ -368,7 +375,7 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-warmup", type=int, default=15, help="untimed steps of the compiled side (compilation)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--sides", default="loader,ours,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,ours_preloaded")
+    parser.add_argument("--sides", default="loader,ours,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,ours_preloaded,ours_compiled")
     parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
     parser.add_argument("--output", default="benchmarks/results/gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
@@ -452,6 +459,8 @@ def markdown(summary: dict) -> str:
     def f(x, fmt="{:,.0f}"):
         return "n/a" if x is None else fmt.format(x)
 
+    notes = []  # below the table
+
     for model, r in summary["results"].items():
         lines.append(f"| {model} | {f(r.get('ours', {}).get('audio_seconds_per_second'))} | "
                      f"{f(r.get('reference_best'))} | {f(r.get('ours_vs_reference'), '{:.2f}x')} | "
@@ -461,10 +470,14 @@ def markdown(summary: dict) -> str:
                      f"{f(r.get('ours_pinned', {}).get('audio_seconds_per_second'))} | "
                      f"{f(r.get('ours_worker_features', {}).get('audio_seconds_per_second'))} | "
                      f"{f(r.get('ours_compiled', {}).get('audio_seconds_per_second'))} | {f(r.get('ours_compiled_vs_reference'), '{:.2f}x')} |")
+        comp = r.get("ours_compiled", {})
+        if "graphs" in comp:
+            notes.append(f"{model} compiled: {comp['graphs']} graph(s), {comp['graph_breaks']} graph break(s); its untimed "
+                         f"steps (compilation) took {f(comp.get('untimed_seconds'), '{:.0f}')} s")
         for side in ("loader", "ours", "ours_pinned", "ours_worker_features", "reference", "reference_unpinned", "ceiling", "ours_compiled"):
             if "error" in r.get(side, {}):
-                lines.append(f"\n{model} {side} failed: {r[side]['error']}")
-    return "\n".join(lines) + "\n"
+                notes.append(f"{model} {side} failed: {r[side]['error']}")
+    return "\n".join(lines + [f"\n{n}" for n in notes]) + "\n"
 
 
 if __name__ == "__main__":

@@ -114,6 +114,57 @@ def base_model_view(model):
     return bare.disable_adapter()
 
 
+# The attention a compiled model trains with: transformers' SDPA attention, registered under its own name by
+# `compiled` (with SDPA's mask function) so that plain runs keep transformers' own.
+COMPILED_ATTENTION = "lora_sdpa"
+
+
+def _sdpa_deciding_causal(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                          is_causal=None, **kwargs):
+    """transformers' SDPA attention (`sdpa_attention_forward`) with `is_causal` decided by Python `if`s.
+
+    Why not transformers' own: it computes `is_causal = q_length > 1 and attention_mask is None and ...`, and
+    under `torch.compile(dynamic=True)` the sequence length is symbolic, so that expression can hand SDPA a
+    symbolic bool, which SDPA refuses: a graph break in every attention layer, and measured on the CPU (tiny
+    Moonshine, 6 steps of length-bucketed batches) a recompilation at every step, 30-40 s each. Here each `if`
+    on a symbolic length becomes a guard, and SDPA gets a Python bool: one graph for every batch shape."""
+    import torch  # deferred: heavy
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    q_length, kv_length = query.shape[2], key.shape[2]
+    unusual = any(kwargs.get(k) is not None for k in ("position_bias", "softcap", "sinks"))
+    if unusual or (causal and attention_mask is None and q_length > 1 and kv_length != q_length):
+        # features neither family uses, or a prefill after cached tokens: transformers' own handling
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    flag = False
+    if causal and attention_mask is None and q_length > 1:
+        flag = True  # the same positions queried and keyed, nothing masked but the future
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                                           scale=scaling, is_causal=flag)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def compiled(model, backend: str = "inductor"):
+    """`torch.compile` of a (PEFT) model for training, once for every batch shape: lengths and clip counts
+    symbolic (`dynamic=True`), attention through `_sdpa_deciding_causal`. Opt-in (`--compile`): its warm-up
+    pays only on long GPU runs. `backend="eager"` traces without generating code (tests: graphs and breaks)."""
+    import torch  # deferred: heavy
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(COMPILED_ATTENTION, _sdpa_deciding_causal)
+    AttentionMaskInterface.register(COMPILED_ATTENTION, sdpa_mask)
+    bare = model.get_base_model() if hasattr(model, "get_base_model") else model
+    bare.set_attn_implementation(COMPILED_ATTENTION)
+    log.info("--compile: the first step waits for torch.compile (minutes on a CPU)")
+    return torch.compile(model, dynamic=True, backend=backend)
+
+
 @contextlib.contextmanager
 def evaluating(model):
     """`model` in eval mode (no dropout) for a measurement inside training, then back in the mode it was in."""

@@ -683,13 +683,6 @@ def metrics(info: dict, lm: LoadedModel, selected: SelectedData, sets: EvalSets,
     )
 
 
-def compiled(model):
-    """`torch.compile` of the model (opt-in): worth its warm-up only on long GPU runs."""
-    import torch  # deferred: heavy
-
-    return torch.compile(model)
-
-
 def scale_facts(selected: SelectedData, table: ClipTable, source: BatchSource, options: LoaderOptions, result: TrainResult,
                 session: Session, model, cfg: TrainConfig) -> ScaleFacts:
     src = selected.data.source

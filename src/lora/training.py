@@ -204,14 +204,14 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     # once per process, which is not the schedule a single-process run of the same global batch gets.
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    bare = accelerator.unwrap_model(model)
+    bare = accelerator.unwrap_model(model, keep_torch_compile=False)  # under --compile: the module compiled, its own names
     encoder_cache = EncoderCache(bare, family.input_key, accelerator.autocast) if cache_encoder and encoder_is_fixed(bare) else None
     result = TrainResult(batches_per_epoch=getattr(source, "batches_per_epoch", 0))
     first_step = 1
     resume_from = resume_dir(cfg, run_dir)
     if resume_from is not None:
         check_resumable(read_state(resume_from), dataclasses.asdict(cfg))
-        state = load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = load_checkpoint(resume_from, bare, optimizer, scheduler)
         result.history, result.audio_seconds, result.label_tokens = state["history"], state["audio_seconds"], state["label_tokens"]
         first_step = state["step"] + 1
         log.info("resumed from %s at step %d", resume_from / CHECKPOINT_DIR, state["step"])
@@ -310,7 +310,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                 styler.save()
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(run_dir, accelerator.unwrap_model(model), optimizer, scheduler, {
+                save_checkpoint(run_dir, bare, optimizer, scheduler, {
                     "step": step, "history": result.history, "audio_seconds": result.audio_seconds,
                     "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
     if pending is not None:

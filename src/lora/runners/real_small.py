@@ -22,6 +22,7 @@ from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.memory import prefer_jemalloc
 from lora.hf_args import alias_help, rewrite_hf_args
+from lora.model_utils import compiled
 from lora.results import RealMetrics
 from lora.training_config import TrainConfig, add_dataclass_args, config_from_args
 
@@ -64,11 +65,11 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
         session.mark("baseline")
     model, targets = pipeline.attach(lm.model, cfg, lm.family)                 # 3. LoRA
     if cfg.compile:
-        model = pipeline.compiled(model)
+        model = compiled(model)                                                #    (--compile: one graph for every shape)
     result = pipeline.train(model, lm, source, cfg, session, sets)             # 4. train (+ --eval-steps, best kept)
     session.mark("train")
     style = pipeline.styled_in_training(style, source)                        #    (+ rows styled as first drawn)
-    model = session.accelerator.unwrap_model(model)
+    model = session.accelerator.unwrap_model(model, keep_torch_compile=False)  # measured eagerly: no second compile
     session.accelerator.wait_for_everyone()
     if not main:
         return None
