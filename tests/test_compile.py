@@ -80,3 +80,13 @@ def test_compiled_attention_generates_as_transformers_sdpa(tiny_model_dir, clips
         assert model.config._attn_implementation == COMPILED_ATTENTION
         ours = model.generate(**inputs, max_new_tokens=6, do_sample=False, num_beams=1)  # prefill + cached steps
     assert torch.equal(sdpa, ours)
+
+
+def test_eager_module_is_the_model_inside_the_compiled_wrapper(tiny_moonshine):
+    from lora.model_utils import attach_lora, compiled, eager_module, load_base, resolve_model_id
+
+    model, _, family = load_base(resolve_model_id(str(tiny_moonshine)))
+    model = attach_lora(model, 4, 8, 0.0, family.default_target_modules)
+    wrapped = compiled(model, backend="eager")
+    assert wrapped is not model and eager_module(wrapped) is model and eager_module(model) is model
+    assert list(eager_module(wrapped).state_dict()) == list(model.state_dict())  # the model's own names, no `_orig_mod.`

@@ -104,11 +104,19 @@ def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple
     return get_peft_model(model, config)
 
 
+def eager_module(model):
+    """`model` without the wrappers training may put around it: DistributedDataParallel's (`module`) and
+    `torch.compile`'s (`_orig_mod`, under --compile). Its state-dict names are the model's own, and a
+    measurement through it runs eagerly (through the compiled wrapper, evaluation would compile again)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def base_model_view(model):
     """A context in which `model` (a PEFT model, or `torch.compile`'s wrapper of one) computes as its base
     model: PEFT's `disable_adapter`, the same weights without the LoRA update (no second copy of them).
     Used for the baseline after training, the distillation to the base model and `lora evaluate --compare-base`."""
-    bare = getattr(model, "_orig_mod", model)  # under --compile: the module torch.compile wraps
+    bare = eager_module(model)
     if not hasattr(bare, "disable_adapter"):
         raise ValueError("the base model's view needs a PEFT model (its LoRA adapters are switched off)")
     return bare.disable_adapter()

@@ -51,7 +51,17 @@ from lora.data_loader import ClipTable, Example, LoaderOptions, default_num_work
 from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, compare, paired_bootstrap, summarize_losses
 from lora.families import family_for
-from lora.model_utils import ResolvedModel, attach_lora, base_model_view, evaluating, load_base, resolve_model_id, save_adapter, save_processor
+from lora.model_utils import (
+    ResolvedModel,
+    attach_lora,
+    base_model_view,
+    eager_module,
+    evaluating,
+    load_base,
+    resolve_model_id,
+    save_adapter,
+    save_processor,
+)
 from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
@@ -570,7 +580,7 @@ class StepEvaluator:
     def evaluate(self, step: int) -> dict:
         from peft import get_peft_model_state_dict  # deferred: heavy
 
-        bare = getattr(self.model, "module", self.model)
+        bare = eager_module(self.model)
         with evaluating(bare):
             result = assess(bare, self.lm.processor, self.lm.family, self.loss_examples, self.wer_examples,
                             self.cfg.eval_batch_size)
@@ -594,7 +604,7 @@ class StepEvaluator:
         from peft import set_peft_model_state_dict  # deferred: heavy
 
         if self.best_state is not None:
-            set_peft_model_state_dict(getattr(self.model, "module", self.model), self.best_state)
+            set_peft_model_state_dict(eager_module(self.model), self.best_state)
             log.info("kept the LoRA state of step %d (best %s %.4f)", self.best_step, self.cfg.metric_for_best_model,
                      self.best_value)
 
