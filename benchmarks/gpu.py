@@ -23,6 +23,7 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
   ours_pinned   the same with the DataLoader's pinning thread (the A/B; the run that chose it off ran it first)
   ours_worker_features  the same with features made in the workers (the hand-over before PCM16)
   ours_preloaded  our loop over 8 batches loaded once (the loop's own cost without the workers)
+  ours_preloaded_compiled  the same 8 batches, the model under `--compile` (like for like: no loader to blur it)
   ours_compiled  `ours` with the model under `torch.compile` (`--compile`, `lora.model_utils.compiled`: lengths symbolic, one graph); its
                 first `--compile-warmup` steps (compilation, the recompile for dynamic shapes) are not timed
   loader        the loader alone, no model: what it can feed
@@ -97,6 +98,26 @@ def build(model_dir: Path, device: str):
     return model, processor, family
 
 
+def compiled_counted(model):
+    """`lora.model_utils.compiled(model)` with TorchDynamo's counters reset, for `compile_facts` after the run."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from lora.model_utils import compiled
+
+    torch._dynamo.reset()
+    counters.clear()
+    return compiled(model)
+
+
+def compile_facts(history: list[dict], warmup: int) -> dict:
+    """Graphs traced and graph breaks since `compiled_counted`, and how long the untimed steps took."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
+            "untimed_seconds": history[warmup - 1]["elapsed_s"] if len(history) >= warmup else None}
+
+
 def throughput(history: list[dict], warmup: int) -> tuple[float, int, float]:
     """(audio s/s, steps, seconds) over the steps after `warmup` (elapsed_s is cumulative)."""
     timed = history[warmup:]
@@ -107,14 +128,16 @@ def throughput(history: list[dict], warmup: int) -> tuple[float, int, float]:
     return audio / seconds, len(timed), seconds
 
 
-def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup) -> dict:
+def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup, compile_model: bool = False) -> dict:
     """Our training loop over 8 micro-batches loaded once and replayed from pinned host memory: the
-    loop's own cost without the workers (tells loader-bound from loop-bound)."""
+    loop's own cost without the workers (tells loader-bound from loop-bound); compiled or not, the same
+    8 batches (a like-for-like A/B of `--compile` where the loader would blur it)."""
     from accelerate import Accelerator
 
     from lora.data_loader import LoadedBatch
 
     model, processor, family = build(model_dir, device)
+    model = compiled_counted(model) if compile_model else model
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
     options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda)
@@ -136,7 +159,8 @@ def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup) -> dict:
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     result = train_lora(model, family, source, cfg, accelerator, show_progress=False, cache_encoder=False)
     speed, n, secs = throughput(result.history, warmup)
-    return {"audio_seconds_per_second": speed, "timed_steps": n, "timed_seconds": secs}
+    return {"audio_seconds_per_second": speed, "timed_steps": n, "timed_seconds": secs,
+            "losses": [r["loss"] for r in result.history][:3], **(compile_facts(result.history, warmup) if compile_model else {})}
 
 
 def run_loader(model_dir, rows, device, workers, steps, warmup) -> dict:
@@ -192,15 +216,8 @@ def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = 
     import torch
     from accelerate import Accelerator
 
-    from lora.model_utils import compiled
-
     model, processor, family = build(model_dir, device)
-    if compile_model:
-        from torch._dynamo.utils import counters
-
-        torch._dynamo.reset()
-        counters.clear()
-        model = compiled(model)
+    model = compiled_counted(model) if compile_model else model
     clips, cap = BATCH[family.name]
     table = ClipTable.from_records(rows)
     cuda = device == "cuda"
@@ -224,9 +241,7 @@ def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = 
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "losses": [r["loss"] for r in result.history][:3] + [result.history[-1]["loss"]],
             "micro_batch_caps": {"clips": clips, "padded_seconds": cap},
-            "untimed_seconds": result.history[warmup - 1]["elapsed_s"] if len(result.history) >= warmup else None,
-            **({"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values())}
-               if compile_model else {})}
+            **(compile_facts(result.history, warmup) if compile_model else {})}
 
 
 class _FlacDataset:
@@ -379,10 +394,14 @@ def main(argv=None) -> int:
     parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
     parser.add_argument("--output", default="benchmarks/results/gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
+    parser.add_argument("--caps", help="CLIPS,SECONDS: one micro-batch cap for every family (e.g. a CPU run's 16,60)")
     args = parser.parse_args(argv)
     PREFETCH[0] = args.prefetch
     if args.smoke:
         BATCH.update({"moonshine": (4, 40.0), "whisper": (2, 60.0)})
+    if args.caps:
+        clips, seconds = args.caps.split(",")
+        BATCH.update({name: (int(clips), float(seconds)) for name in BATCH})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (smoke run: not a GPU result)"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
@@ -414,6 +433,9 @@ def main(argv=None) -> int:
                     res[side] = run_loader(model_dir, rows, device, args.workers, args.steps, args.warmup)
                 elif side == "ours_preloaded":
                     res[side] = run_ours_preloaded(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                elif side == "ours_preloaded_compiled":
+                    res[side] = run_ours_preloaded(model_dir, rows, device, args.workers, args.steps + args.compile_warmup,
+                                                   args.compile_warmup, compile_model=True)
                 elif side == "reference":
                     res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup)
                 elif side == "reference_unpinned":
@@ -437,6 +459,9 @@ def main(argv=None) -> int:
         if comp and ref:
             res["ours_compiled_vs_reference"] = comp / ref
         pre = res.get("ours_preloaded", {}).get("audio_seconds_per_second")
+        pre_comp = res.get("ours_preloaded_compiled", {}).get("audio_seconds_per_second")
+        if pre and pre_comp:
+            res["preloaded_compiled_vs_preloaded"] = pre_comp / pre
         if pre and ceil:
             res["preloaded_loop_vs_ceiling"] = pre / ceil
         flops = res.get("ceiling", {}).get("train_flops_per_audio_second")
@@ -470,10 +495,15 @@ def markdown(summary: dict) -> str:
                      f"{f(r.get('ours_pinned', {}).get('audio_seconds_per_second'))} | "
                      f"{f(r.get('ours_worker_features', {}).get('audio_seconds_per_second'))} | "
                      f"{f(r.get('ours_compiled', {}).get('audio_seconds_per_second'))} | {f(r.get('ours_compiled_vs_reference'), '{:.2f}x')} |")
-        comp = r.get("ours_compiled", {})
-        if "graphs" in comp:
-            notes.append(f"{model} compiled: {comp['graphs']} graph(s), {comp['graph_breaks']} graph break(s); its untimed "
-                         f"steps (compilation) took {f(comp.get('untimed_seconds'), '{:.0f}')} s")
+        for side in ("ours_compiled", "ours_preloaded_compiled"):
+            comp = r.get(side, {})
+            if "graphs" in comp:
+                notes.append(f"{model} {side}: {comp['graphs']} graph(s), {comp['graph_breaks']} graph break(s); its untimed "
+                             f"steps (compilation) took {f(comp.get('untimed_seconds'), '{:.0f}')} s")
+        if "preloaded_compiled_vs_preloaded" in r:
+            notes.append(f"{model} over the same 8 preloaded batches: {f(r['ours_preloaded']['audio_seconds_per_second'])} audio s/s "
+                         f"eager, {f(r['ours_preloaded_compiled']['audio_seconds_per_second'])} compiled "
+                         f"({r['preloaded_compiled_vs_preloaded']:.2f}x)")
         for side in ("loader", "ours", "ours_pinned", "ours_worker_features", "reference", "reference_unpinned", "ceiling", "ours_compiled"):
             if "error" in r.get(side, {}):
                 notes.append(f"{model} {side} failed: {r[side]['error']}")
