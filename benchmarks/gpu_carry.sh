@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `benchmarks/gpu.py` needs on a lent GPU machine (no network there; only the repo and up to 64 MiB of
 # carried git-ignored paths travel), gathered into outputs/gpu_carry (git-ignored, ~10 MB):
-#   wheels/  the Python packages the machine's image lacks (its torch, transformers, peft, accelerate are used)
+#   wheels/  the Python packages the machine's image lacks, and this project's locked transformers, peft and regex
+#            (the image's transformers 5.17 breaks Whisper's compiled graph at its layer-drop draw; 5.24 does not)
 #   models/  each imported model's config, tokenizer and feature-extractor files, no weights (random-initialised there)
 #   speech/  the real FLAC clips of ../shared/speech
 # Then, on the GPU machine (device tool: carry ["outputs/gpu_carry"]):
@@ -13,11 +14,13 @@ cd "$(dirname "$0")/.."
 CARRY=outputs/gpu_carry
 MODELS=${LORA_HOME:-$HOME/.cache/lora}/models
 rm -rf "$CARRY" && mkdir -p "$CARRY/wheels" "$CARRY/models" "$CARRY/speech"
-# soundfile + soxr decode and resample in the loader's workers; cffi + pycparser are soundfile's own needs
+# soundfile + soxr decode and resample in the loader's workers; cffi + pycparser are soundfile's own needs;
+# transformers, peft and regex at the versions this project's environment has (uv.lock)
+locked=$(uv run --no-sync python -c "import importlib.metadata as m; print(' '.join(f'{p}=={m.version(p)}' for p in ('transformers', 'peft', 'regex')))")
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$CARRY/wheels" \
-  soundfile==0.14.0 soxr==1.1.0 cffi==2.0.0 pycparser==2.23
+  soundfile==0.14.0 soxr==1.1.0 cffi==2.0.0 pycparser==2.23 $locked
 for name in moonshine-base-en whisper-tiny.en; do
   test -f "$MODELS/$name/config.json" || uv run --no-sync lora import "$name" >/dev/null
   mkdir -p "$CARRY/models/$name"
