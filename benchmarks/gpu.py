@@ -18,8 +18,9 @@ first in `--sides`.
 
 Sides, per family, `--steps` optimizer steps each, the first `--warmup` not timed:
   ours          `lora.training.train_lora` + `lora.data_loader` as `lora train` runs on CUDA
-                (duration-capped batches, workers handing over 16-bit PCM, no pinning thread, bf16
+                (duration-capped, length-bucketed batches, workers handing over 16-bit PCM, no pinning thread, bf16
                 autocast, fused AdamW, features made on the GPU)
+  ours_unbucketed  the same without length buckets (each micro-batch padded to its longest; earlier leases' `ours`)
   ours_pinned   the same with the DataLoader's pinning thread (the A/B; the run that chose it off ran it first)
   ours_worker_features  the same with features made in the workers (the hand-over before PCM16)
   ours_preloaded  our loop over 8 batches loaded once (the loop's own cost without the workers)
@@ -58,6 +59,9 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 tensor-core peak
 # Per family: micro-batch caps (clips, padded audio seconds) chosen for a 80 GB GPU and LoRA r 8.
 BATCH = {"moonshine": (256, 1200.0), "whisper": (128, 3840.0)}
 MIN_CLIP_SECONDS = 1.0
+# Our sides' micro-batches as `lora train` makes them (`--length-buckets`, its default with --max-batch-seconds:
+# audio and labels padded up to one of 8 lengths per doubling); `ours_unbucketed` is the A/B (earlier leases' `ours`)
+LENGTH_BUCKETS = True
 PREFETCH = [4]  # set from --prefetch
 
 
@@ -140,7 +144,8 @@ def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup, compile_
     model = compiled_counted(model) if compile_model else model
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
-    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda)
+    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda,
+                            length_buckets=LENGTH_BUCKETS)
     loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, options)
     it = iter(loader)
     cached = [next(it) for _ in range(8)]
@@ -173,7 +178,8 @@ def run_loader(model_dir, rows, device, workers, steps, warmup) -> dict:
     family = family_for(AutoConfig.from_pretrained(model_dir).model_type)
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
-    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda, prefetch_factor=PREFETCH[0])
+    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda, prefetch_factor=PREFETCH[0],
+                            length_buckets=LENGTH_BUCKETS)
     loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, options)
     it = iter(loader)
     audio, start = 0.0, None
@@ -212,7 +218,7 @@ class _TimedStream:
 
 
 def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = True, pin: bool = False,
-             compile_model: bool = False) -> dict:
+             compile_model: bool = False, buckets: bool = LENGTH_BUCKETS) -> dict:
     import torch
     from accelerate import Accelerator
 
@@ -222,7 +228,7 @@ def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = 
     table = ClipTable.from_records(rows)
     cuda = device == "cuda"
     options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda and pin, features_on_device=cuda and on_device,
-                            prefetch_factor=PREFETCH[0])
+                            prefetch_factor=PREFETCH[0], length_buckets=buckets)
     cfg = TrainConfig(batch_size=clips, max_batch_seconds=cap, gradient_accumulation_steps=1, max_steps=steps,
                       learning_rate=1e-4, checkpoint_every=0, seed=0)
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -341,7 +347,7 @@ def run_ceiling(model_dir, rows, device, steps, warmup) -> dict:
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
     loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None,
-                            LoaderOptions(clips, cap, seed=0, num_workers=4, features_on_device=cuda))
+                            LoaderOptions(clips, cap, seed=0, num_workers=4, features_on_device=cuda, length_buckets=LENGTH_BUCKETS))
     it = iter(loader)
     batches = []
     for _ in range(min(steps, 8)):
@@ -390,7 +396,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-warmup", type=int, default=15, help="untimed steps of the compiled side (compilation)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--sides", default="loader,ours,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,ours_preloaded,ours_compiled")
+    parser.add_argument("--sides", default="loader,ours,ours_unbucketed,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,"
+                        "ours_preloaded,ours_compiled")
     parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
     parser.add_argument("--output", default="benchmarks/results/gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
@@ -422,6 +429,8 @@ def main(argv=None) -> int:
             try:
                 if side == "ours":
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                elif side == "ours_unbucketed":  # micro-batches padded to their longest only (the A/B of length buckets)
+                    res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, buckets=False)
                 elif side == "ours_worker_features":  # the loader before PCM16 hand-over: features (+ int64 mask) made in the workers
                     res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, on_device=False)
                 elif side == "ours_pinned":  # the DataLoader's pinning thread on (off by default; RESULTS.md: not shown slower)
@@ -500,12 +509,15 @@ def markdown(summary: dict) -> str:
             if "graphs" in comp:
                 notes.append(f"{model} {side}: {comp['graphs']} graph(s), {comp['graph_breaks']} graph break(s); its untimed "
                              f"steps (compilation) took {f(comp.get('untimed_seconds'), '{:.0f}')} s")
+        if "audio_seconds_per_second" in r.get("ours_unbucketed", {}):
+            notes.append(f"{model} ours without length buckets (each micro-batch padded to its longest): "
+                         f"{f(r['ours_unbucketed']['audio_seconds_per_second'])} audio s/s")
         if "preloaded_compiled_vs_preloaded" in r:
             notes.append(f"{model} over the same 8 preloaded batches: {f(r['ours_preloaded']['audio_seconds_per_second'])} audio s/s "
                          f"eager, {f(r['ours_preloaded_compiled']['audio_seconds_per_second'])} compiled "
                          f"({r['preloaded_compiled_vs_preloaded']:.2f}x)")
-        for side in ("loader", "ours", "ours_pinned", "ours_worker_features", "reference", "reference_unpinned", "ceiling", "ours_compiled"):
-            if "error" in r.get(side, {}):
+        for side, outcome in r.items():
+            if isinstance(outcome, dict) and "error" in outcome:
                 notes.append(f"{model} {side} failed: {r[side]['error']}")
     return "\n".join(lines + [f"\n{n}" for n in notes]) + "\n"
 
