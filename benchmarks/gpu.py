@@ -37,6 +37,7 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -102,6 +103,15 @@ def build(model_dir: Path, device: str):
     return model, processor, family
 
 
+def our_options(family, workers: int, cuda: bool, **changes) -> LoaderOptions:
+    """Our sides' loader options: the family's caps (`BATCH`), batches length-bucketed as `lora train` makes
+    them, features made on the GPU, `--prefetch`; `changes` as each side differs."""
+    clips, cap = BATCH[family.name]
+    base = LoaderOptions(clips, cap, seed=0, num_workers=workers, features_on_device=cuda, prefetch_factor=PREFETCH[0],
+                         length_buckets=LENGTH_BUCKETS)
+    return dataclasses.replace(base, **changes)
+
+
 def compiled_counted(model):
     """`lora.model_utils.compiled(model)` with TorchDynamo's counters reset, for `compile_facts` after the run."""
     import torch
@@ -144,8 +154,7 @@ def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup, compile_
     model = compiled_counted(model) if compile_model else model
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
-    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda,
-                            length_buckets=LENGTH_BUCKETS)
+    options = our_options(family, workers, cuda, pin_memory=cuda)
     loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, options)
     it = iter(loader)
     cached = [next(it) for _ in range(8)]
@@ -178,8 +187,7 @@ def run_loader(model_dir, rows, device, workers, steps, warmup) -> dict:
     family = family_for(AutoConfig.from_pretrained(model_dir).model_type)
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
-    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda, features_on_device=cuda, prefetch_factor=PREFETCH[0],
-                            length_buckets=LENGTH_BUCKETS)
+    options = our_options(family, workers, cuda, pin_memory=cuda)
     loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, options)
     it = iter(loader)
     audio, start = 0.0, None
@@ -227,8 +235,7 @@ def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = 
     clips, cap = BATCH[family.name]
     table = ClipTable.from_records(rows)
     cuda = device == "cuda"
-    options = LoaderOptions(clips, cap, seed=0, num_workers=workers, pin_memory=cuda and pin, features_on_device=cuda and on_device,
-                            prefetch_factor=PREFETCH[0], length_buckets=buckets)
+    options = our_options(family, workers, cuda, pin_memory=cuda and pin, features_on_device=cuda and on_device, length_buckets=buckets)
     cfg = TrainConfig(batch_size=clips, max_batch_seconds=cap, gradient_accumulation_steps=1, max_steps=steps,
                       learning_rate=1e-4, checkpoint_every=0, seed=0)
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -347,7 +354,7 @@ def run_ceiling(model_dir, rows, device, steps, warmup) -> dict:
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
     loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None,
-                            LoaderOptions(clips, cap, seed=0, num_workers=4, features_on_device=cuda, length_buckets=LENGTH_BUCKETS))
+                            our_options(family, 4, cuda))
     it = iter(loader)
     batches = []
     for _ in range(min(steps, 8)):
