@@ -31,7 +31,10 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
   reference     `Seq2SeqTrainer` + PEFT at its best: bf16, `group_by_length`, the same workers,
                 pinned memory, `adamw_torch_fused`, the same batch size in clips, features in workers
   reference_unpinned  the same without pinned memory; the better of the two is the reference
+  ours_cudnn_benchmark  `ours` with `torch.backends.cudnn.benchmark` (cuDNN picks its convolution algorithms by trying them)
   ceiling       a bare bf16 forward + backward + fused AdamW loop over batches already on the GPU
+  profile       `torch.profiler` over 3 bare steps: the device's busy time per step against the wall time, and
+                the ops that take it (where a faster model step must come from)
 """
 
 from __future__ import annotations
@@ -128,7 +131,9 @@ def compile_facts(history: list[dict], warmup: int) -> dict:
     """Graphs traced and graph breaks since `compiled_counted`, and how long the untimed steps took."""
     from torch._dynamo.utils import counters
 
+    reasons = sorted(counters["graph_break"].items(), key=lambda kv: -kv[1])[:5]  # why, for the next change
     return {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
+            "graph_break_reasons": {reason[:400]: n for reason, n in reasons},
             "untimed_seconds": history[warmup - 1]["elapsed_s"] if len(history) >= warmup else None}
 
 
@@ -345,19 +350,17 @@ def _length_sampler(dataset, batch, order: list[int]):
     return lambda *args, **kwargs: Recording(batch, dataset=dataset, lengths=dataset.lengths)
 
 
-def run_ceiling(model_dir, rows, device, steps, warmup) -> dict:
-    """Batches made once by our loader, moved to the GPU, then only forward + backward + AdamW."""
+def bare_loop(model_dir, rows, device, batches_wanted: int):
+    """Batches made once by our loader and moved to the GPU, and one bare step over them (forward + backward +
+    AdamW, bf16 autocast on CUDA): the ceiling's loop, and what the profile side looks inside."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     model, processor, family = build(model_dir, device)
-    clips, cap = BATCH[family.name]
     cuda = device == "cuda"
-    loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None,
-                            our_options(family, 4, cuda))
+    loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, our_options(family, 4, cuda))
     it = iter(loader)
     batches = []
-    for _ in range(min(steps, 8)):
+    for _ in range(batches_wanted):
         b = next(it)
         tensors = family.device_features(processor, {k: v.to(device) for k, v in b.tensors.items()})
         batches.append((tensors, b.seconds))
@@ -374,6 +377,16 @@ def run_ceiling(model_dir, rows, device, steps, warmup) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return step, batches
+
+
+def run_ceiling(model_dir, rows, device, steps, warmup) -> dict:
+    """Batches made once by our loader, moved to the GPU, then only forward + backward + AdamW."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cuda = device == "cuda"
+    step, batches = bare_loop(model_dir, rows, device, min(steps, 8))
     with FlopCounterMode(display=False) as counter:
         step(batches[0][0])
     flops_per_audio_second = counter.get_total_flops() / batches[0][1]
@@ -391,6 +404,44 @@ def run_ceiling(model_dir, rows, device, steps, warmup) -> dict:
             "train_flops_per_audio_second": flops_per_audio_second}
 
 
+def run_profile(model_dir, rows, device, steps: int = 3, warmup: int = 3, top: int = 15) -> dict:
+    """`torch.profiler` over `steps` bare steps (after `warmup`): the device's busy time per step against the
+    wall time (far less busy than wall: the host launching kernels is the bound, where CUDA graphs would help;
+    busy throughout: the kernels themselves), and the ops that take the device's time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device == "cuda"
+    step, batches = bare_loop(model_dir, rows, device, steps)
+    for i in range(warmup):
+        step(batches[i % len(batches)][0])
+    torch.cuda.synchronize() if cuda else None
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for tensors, _ in batches:
+            step(tensors)
+        torch.cuda.synchronize() if cuda else None
+        wall = time.perf_counter() - start
+
+    def own(event, kind):  # self time on the device (CUDA) or host; attribute names moved across torch versions
+        names = ("self_device_time_total", "self_cuda_time_total") if kind == "device" else ("self_cpu_time_total",)
+        return next((getattr(event, n) for n in names if hasattr(event, n)), 0.0)
+
+    kind = "device" if cuda else "cpu"
+    events = [e for e in prof.key_averages() if own(e, kind) > 0]
+    on_gpu = [getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA for e in events]
+    kernels = [e for e, k in zip(events, on_gpu) if k]  # CUDA: the kernels' own time is the device's busy time
+    busy_us = sum(own(e, kind) for e in (kernels if cuda else events))
+    ops = sorted((e for e, k in zip(events, on_gpu) if not k), key=lambda e: -own(e, kind))  # ops, by the time of their kernels
+    per = len(batches)
+    return {"steps": per, "audio_seconds_per_step": float(np.mean([s for _, s in batches])),
+            "wall_ms_per_step": wall * 1e3 / per, f"{kind}_busy_ms_per_step": busy_us / 1e3 / per,
+            "kernels_per_step": sum(e.count for e in kernels) / per if cuda else None,
+            f"top_by_self_{kind}_time": [{"name": e.key[:120], "ms_per_step": own(e, kind) / 1e3 / per, "calls_per_step": e.count / per}
+                                         for e in ops[:top]]}
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -404,7 +455,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--sides", default="loader,ours,ours_unbucketed,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,"
-                        "ours_preloaded,ours_compiled")
+                        "profile,ours_cudnn_benchmark,ours_preloaded,ours_compiled")
     parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
     parser.add_argument("--output", default="benchmarks/results/gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
@@ -454,6 +505,14 @@ def main(argv=None) -> int:
                                                    args.compile_warmup, compile_model=True)
                 elif side == "reference":
                     res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                elif side == "ours_cudnn_benchmark":  # cuDNN tries its algorithms per shape (the bucket ladder repeats shapes)
+                    torch.backends.cudnn.benchmark = True
+                    try:
+                        res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup)
+                    finally:
+                        torch.backends.cudnn.benchmark = False
+                elif side == "profile":
+                    res[side] = run_profile(model_dir, rows, device)
                 elif side == "reference_unpinned":
                     res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=False)
                 else:
@@ -516,9 +575,18 @@ def markdown(summary: dict) -> str:
             if "graphs" in comp:
                 notes.append(f"{model} {side}: {comp['graphs']} graph(s), {comp['graph_breaks']} graph break(s); its untimed "
                              f"steps (compilation) took {f(comp.get('untimed_seconds'), '{:.0f}')} s")
+                notes += [f"{model} {side} graph break x{n}: {reason}" for reason, n in comp.get("graph_break_reasons", {}).items()]
         if "audio_seconds_per_second" in r.get("ours_unbucketed", {}):
             notes.append(f"{model} ours without length buckets (each micro-batch padded to its longest): "
                          f"{f(r['ours_unbucketed']['audio_seconds_per_second'])} audio s/s")
+        if "audio_seconds_per_second" in r.get("ours_cudnn_benchmark", {}):
+            notes.append(f"{model} ours with cudnn.benchmark: {f(r['ours_cudnn_benchmark']['audio_seconds_per_second'])} audio s/s")
+        prof = r.get("profile", {})
+        if "wall_ms_per_step" in prof:
+            kind = "device" if "device_busy_ms_per_step" in prof else "cpu"
+            tops = "; ".join(f"{o['name']} {o['ms_per_step']:.1f} ms" for o in prof[f"top_by_self_{kind}_time"][:8])
+            notes.append(f"{model} profile of the bare step ({prof['audio_seconds_per_step']:.0f} audio s): "
+                         f"{prof['wall_ms_per_step']:.1f} ms wall, {prof[f'{kind}_busy_ms_per_step']:.1f} ms {kind} busy; top: {tops}")
         if "preloaded_compiled_vs_preloaded" in r:
             notes.append(f"{model} over the same 8 preloaded batches: {f(r['ours_preloaded']['audio_seconds_per_second'])} audio s/s "
                          f"eager, {f(r['ours_preloaded_compiled']['audio_seconds_per_second'])} compiled "

@@ -111,7 +111,7 @@ class TrainConfig:
     metric_for_best_model: str = opt("wer", "what picks the kept adapter under --eval-steps: wer or eval_loss (lower is better)")
     early_stopping_patience: int = opt(0, "stop after N evaluations without improvement of --metric-for-best-model (0 = never)")
     mixed_precision: str = opt("auto", "auto (bf16 where the device computes it natively, else fp32), no, fp16 or bf16")
-    compile: bool = opt(False, "torch.compile the model, once for every batch shape (GPU, long runs; on the CPU measured slower, RESULTS.md)")
+    compile: bool = opt(False, "torch.compile the model, once for every batch shape (opt-in: slower than eager on a CPU and on an H200, RESULTS.md)")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")
 
