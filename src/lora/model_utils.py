@@ -98,10 +98,14 @@ def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple
     """Wrap `model` with fresh LoRA adapters on `target_modules` (base weights frozen)."""
     from peft import LoraConfig, get_peft_model
 
+    from lora.lora_dropout import use_fast_mask_dropout  # deferred: imports torch
+
     # One entry with regex characters (e.g. "decoder.*(q_proj|v_proj)") is a PEFT full-match pattern.
     targets = target_modules[0] if len(target_modules) == 1 and any(c in target_modules[0] for c in "*|()[") else list(target_modules)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    use_fast_mask_dropout(model)  # the same dropout, its CPU mask drawn faster (lora.lora_dropout)
+    return model
 
 
 def eager_module(model):
