@@ -94,3 +94,15 @@ def test_attach_lora_swaps_every_branch_and_saves_the_same_adapter(tiny_model_di
     plain = attach_lora(plain, 4, 8, 0.0, family.default_target_modules)  # p 0: PEFT's nn.Identity, left alone
     assert not any(isinstance(m, FastMaskDropout) for m in plain.modules())
     assert sorted(get_peft_model_state_dict(plain)) == keys
+
+
+def test_compiled_it_is_torch_dropout_in_one_graph():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    dropout = FastMaskDropout(0.1).train()
+    x = torch.ones(64, 64)
+    y = torch.compile(dropout, backend="eager")(x)
+    assert dict(counters["graph_break"]) == {} and counters["stats"]["unique_graphs"] == 1
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9))  # nn.Dropout's scale: torch's own mask, traced

@@ -6,7 +6,7 @@ a Whisper one (`benchmarks/results/profile_cpu_smoke.json`), the most expensive 
 `FastMaskDropout` draws the same Bernoulli mask from numpy's SFC64 generator, 16 random bits per element
 (numpy's raw generator output, no per-element sampling), seeded from torch's generator so that a run stays
 reproducible and resumes from torch's RNG state like any other. Measured where it is used, in
-`benchmarks/results/lora_dropout_ab.json`. On any other device, and in eval mode, it is `nn.Dropout`.
+`benchmarks/results/lora_dropout_ab.json`. On any other device, in eval mode and under `torch.compile`, it is `nn.Dropout`.
 
 Hand-written because no library offers a fast CPU dropout mask; the distribution is the same as torch's up to
 the 16-bit keep threshold: kept with probability round((1 - p) * 2**16) / 2**16 (within 2**-17 of 1 - p), kept
@@ -46,7 +46,8 @@ class FastMaskDropout(nn.Dropout):
     """`nn.Dropout` whose CPU training mask comes from `keep_mask` (see the module's docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or sys.byteorder != "little":
+        if (not self.training or self.p == 0.0 or x.device.type != "cpu" or sys.byteorder != "little"
+                or torch.compiler.is_compiling()):  # under --compile torch's own: numpy's generator would break the graph
             return super().forward(x)
         if keep_threshold(self.p) >= _LEVELS:  # p below 2**-17: nothing would be dropped
             return x
