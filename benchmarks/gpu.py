@@ -432,8 +432,8 @@ def run_profile(model_dir, rows, device, steps: int = 3, warmup: int = 3, top: i
     events = [e for e in prof.key_averages() if own(e, kind) > 0]
     on_gpu = [getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA for e in events]
     kernels = [e for e, k in zip(events, on_gpu) if k]  # CUDA: the kernels' own time is the device's busy time
-    busy_us = sum(own(e, kind) for e in (kernels if cuda else events))
     ops = sorted((e for e, k in zip(events, on_gpu) if not k), key=lambda e: -own(e, kind))  # ops, by the time of their kernels
+    busy_us = sum(own(e, kind) for e in (kernels or ops))  # (no kernel rows in this torch's averages: their ops' own time)
     per = len(batches)
     return {"steps": per, "audio_seconds_per_step": float(np.mean([s for _, s in batches])),
             "wall_ms_per_step": wall * 1e3 / per, f"{kind}_busy_ms_per_step": busy_us / 1e3 / per,
