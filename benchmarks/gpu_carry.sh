@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `benchmarks/gpu.py` needs on a lent GPU machine (no network there; only the repo and up to 64 MiB of
-# carried git-ignored paths travel), gathered into outputs/gpu_carry (git-ignored, ~10 MB):
+# carried git-ignored paths travel), gathered into outputs/gpu_carry (git-ignored, 29 MB):
 #   wheels/  the Python packages the machine's image lacks, and this project's locked transformers, peft and regex
 #            (the image's transformers 5.17 breaks Whisper's compiled graph at its layer-drop draw; 5.24 does not)
 #   models/  each imported model's config, tokenizer and feature-extractor files, no weights (random-initialised there)
@@ -9,6 +9,7 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site outputs/gpu_carry/wheels/*.whl &&
 #   PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:src python3 benchmarks/gpu.py --models-dir outputs/gpu_carry/models \
 #     --speech-dir outputs/gpu_carry/speech/speech --output "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.log"
+# adding `--sides ...` as plan.md item 2 says for the next lease (all default sides do not fit one 600 s call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=outputs/gpu_carry
