@@ -9,7 +9,7 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site outputs/gpu_carry/wheels/*.whl &&
 #   PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:src python3 benchmarks/gpu.py --models-dir outputs/gpu_carry/models \
 #     --speech-dir outputs/gpu_carry/speech/speech --output "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.log"
-# adding `--sides ...` as plan.md item 2 says for the next lease (all default sides do not fit one 600 s call).
+# adding `--sides ...` (all default sides do not fit one 600 s call); `benchmarks/gpu_lease.sh` is the next lease's call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=outputs/gpu_carry
