@@ -2,7 +2,7 @@
 
 PEFT puts an `nn.Dropout` on the input of every LoRA branch. On a CPU torch draws that mask with
 `bernoulli_`, element by element from its Mersenne Twister: 15% of a bare Moonshine training step and 14% of
-a Whisper one (`benchmarks/results/profile_cpu_smoke.json`), the most expensive op after the matrix products.
+a Whisper one (`benchmarks/results/profile_cpu_smoke.json`), next after the matrix products and attention.
 `FastMaskDropout` draws the same Bernoulli mask from numpy's SFC64 generator, 16 random bits per element
 (numpy's raw generator output, no per-element sampling), seeded from torch's generator so that a run stays
 reproducible and resumes from torch's RNG state like any other. Measured where it is used, in
