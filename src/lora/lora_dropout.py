@@ -55,17 +55,19 @@ class FastMaskDropout(nn.Dropout):
         return torch.where(keep, x, 0.0) * (1.0 / kept)
 
 
+def lora_branches(model: nn.Module) -> list[tuple[nn.ModuleDict, str]]:
+    """Every LoRA branch's dropout slot in `model`: (PEFT's `lora_dropout` dict, adapter name)."""
+    return [(module.lora_dropout, name) for module in model.modules()
+            if isinstance(getattr(module, "lora_dropout", None), nn.ModuleDict) for name in module.lora_dropout]
+
+
 def use_fast_mask_dropout(model: nn.Module) -> int:
     """Swap every LoRA branch's `nn.Dropout` in `model` (PEFT's `lora_dropout` dicts) for `FastMaskDropout`
     of the same probability; returns how many were swapped. Nothing is saved with them: an adapter trained
     this way loads and runs as any other."""
     swapped = 0
-    for module in model.modules():
-        branches = getattr(module, "lora_dropout", None)
-        if not isinstance(branches, nn.ModuleDict):
-            continue
-        for name, dropout in list(branches.items()):
-            if type(dropout) is nn.Dropout:
-                branches[name] = FastMaskDropout(dropout.p)
-                swapped += 1
+    for branches, name in lora_branches(model):
+        if type(branches[name]) is nn.Dropout:
+            branches[name] = FastMaskDropout(branches[name].p)
+            swapped += 1
     return swapped
