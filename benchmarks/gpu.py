@@ -19,7 +19,11 @@ first in `--sides`.
 Sides, per family, `--steps` optimizer steps each, the first `--warmup` not timed:
   ours          `lora.training.train_lora` + `lora.data_loader` as `lora train` runs on CUDA
                 (duration-capped, length-bucketed batches, workers handing over 16-bit PCM, no pinning thread, bf16
-                autocast, fused AdamW, features made on the GPU)
+                autocast, fused AdamW, features made on the GPU, attention heads zero-padded to a multiple of 8 where
+                the model allows it: Moonshine's 52-wide heads, so that SDPA's masked kernel runs instead of the math one)
+  ours_unpadded_heads  the same without the head padding (the A/B; skipped where heads are already aligned)
+  ours_unfolded_stem  `ours` with Moonshine's first convolution (1 -> 416 channels, kernel 127) as windows x weight,
+                one GEMM (`lora.families.moonshine.conv_stem`; the A/B; skipped for models without that layer)
   ours_unbucketed  the same without length buckets (each micro-batch padded to its longest; earlier leases' `ours`)
   ours_pinned   the same with the DataLoader's pinning thread (the A/B; the run that chose it off ran it first)
   ours_worker_features  the same with features made in the workers (the hand-over before PCM16)
@@ -30,9 +34,12 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
   loader        the loader alone, no model: what it can feed
   reference     `Seq2SeqTrainer` + PEFT at its best: bf16, `group_by_length`, the same workers,
                 pinned memory, `adamw_torch_fused`, the same batch size in clips, features in workers
-  reference_unpinned  the same without pinned memory; the better of the two is the reference
+  reference_unpinned  the same without pinned memory
+  reference_padded_heads  the better of those two with transformers' own `pad_head_dim_to_multiple_of=8` (what our
+                side does, as a user at their best would set it; skipped where heads are already aligned). The best
+                of the reference sides is the reference.
   ours_cudnn_benchmark  `ours` with `torch.backends.cudnn.benchmark` (cuDNN picks its convolution algorithms by trying them)
-  ceiling       a bare bf16 forward + backward + fused AdamW loop over batches already on the GPU
+  ceiling       a bare bf16 forward + backward + fused AdamW loop over batches already on the GPU (the model `ours` trains)
   profile       `torch.profiler` over 3 bare steps: the device's busy time per step against the wall time, and
                 the ops that take it (where a faster model step must come from)
 """
@@ -55,6 +62,8 @@ from lora.data.manifest import read_source  # noqa: E402
 from lora.data.records import Utterance  # noqa: E402
 from lora.data_loader import ClipTable, LoaderOptions, make_loader  # noqa: E402
 from lora.families import family_for, pad_labels  # noqa: E402
+from lora.families.moonshine.conv_stem import unfold_first_convolution  # noqa: E402
+from lora.model_utils import pad_attention_heads  # noqa: E402
 from lora.training import streaming_source, train_lora  # noqa: E402
 from lora.training_config import TrainConfig  # noqa: E402
 
@@ -92,7 +101,9 @@ def corpus(speech_dirs: list[Path], rows_wanted: int) -> list[Utterance]:
     return rows[:rows_wanted]
 
 
-def build(model_dir: Path, device: str):
+def build(model_dir: Path, device: str, pad_heads: bool = False):
+    """The random-initialised model with LoRA (r 8, all attention); `pad_heads`: attention heads zero-padded to a
+    multiple of 8 where the model allows it (`lora.model_utils.pad_attention_heads`, what `lora train` does on CUDA)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor
@@ -100,6 +111,7 @@ def build(model_dir: Path, device: str):
     config = AutoConfig.from_pretrained(model_dir)
     torch.manual_seed(0)
     model = AutoModelForSpeechSeq2Seq.from_config(config, attn_implementation="sdpa").to(device)
+    pad_attention_heads(model) if pad_heads else None
     processor = AutoProcessor.from_pretrained(model_dir)
     family = family_for(config.model_type)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=list(family.default_target_modules)))
@@ -155,7 +167,7 @@ def run_ours_preloaded(model_dir, rows, device, workers, steps, warmup, compile_
 
     from lora.data_loader import LoadedBatch
 
-    model, processor, family = build(model_dir, device)
+    model, processor, family = build(model_dir, device, pad_heads=device == "cuda")
     model = compiled_counted(model) if compile_model else model
     clips, cap = BATCH[family.name]
     cuda = device == "cuda"
@@ -231,11 +243,13 @@ class _TimedStream:
 
 
 def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = True, pin: bool = False,
-             compile_model: bool = False, buckets: bool = LENGTH_BUCKETS) -> dict:
+             compile_model: bool = False, buckets: bool = LENGTH_BUCKETS, pad_heads: bool = True, unfold_stem: bool = False) -> dict:
     import torch
     from accelerate import Accelerator
 
-    model, processor, family = build(model_dir, device)
+    model, processor, family = build(model_dir, device, pad_heads=pad_heads and device == "cuda")
+    if unfold_stem and not unfold_first_convolution(model):
+        return {"skipped": "no single-channel first convolution to unfold"}
     model = compiled_counted(model) if compile_model else model
     clips, cap = BATCH[family.name]
     table = ClipTable.from_records(rows)
@@ -289,12 +303,12 @@ class _Collator:
         return batch
 
 
-def run_reference(model_dir, rows, device, workers, steps, warmup, pin: bool = True) -> dict:
+def run_reference(model_dir, rows, device, workers, steps, warmup, pin: bool = True, pad_heads: bool = False) -> dict:
     import tempfile
 
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
-    model, processor, family = build(model_dir, device)
+    model, processor, family = build(model_dir, device, pad_heads=pad_heads)
     clips, cap = BATCH[family.name]
     mean_seconds = float(np.mean([u.extra["seconds"] for u in rows]))
     batch = max(1, min(clips, int(cap // family.padded_seconds(mean_seconds))))  # the clips ours averages
@@ -325,7 +339,27 @@ def run_reference(model_dir, rows, device, workers, steps, warmup, pin: bool = T
     audio = sum(dataset.lengths[i] for i in order[warmup * batch: len(marks) * batch])
     return {"audio_seconds_per_second": audio / seconds, "timed_steps": len(timed), "timed_seconds": seconds,
             "clips_per_step": batch,
-            "settings": f"bf16, group_by_length, dataloader workers, {'pinned' if pin else 'pageable'} memory, adamw_torch_fused"}
+            "settings": f"bf16, group_by_length, dataloader workers, {'pinned' if pin else 'pageable'} memory, adamw_torch_fused"
+                        + (", attention heads padded to a multiple of 8 (pad_head_dim_to_multiple_of)" if pad_heads else "")}
+
+
+REFERENCE_SIDES = ("reference", "reference_unpinned", "reference_padded_heads")
+
+
+def _better_pinning(res: dict) -> bool:
+    """True (pinned) unless the pageable reference side ran faster."""
+    pinned, pageable = (res.get(s, {}).get("audio_seconds_per_second") or 0.0 for s in ("reference", "reference_unpinned"))
+    return not pageable > pinned
+
+
+def heads_need_padding(model_dir: Path) -> bool:
+    """Whether the model's attention heads are padded on CUDA (the head-dim sides apply): built on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSpeechSeq2Seq
+
+    with torch.device("meta"):
+        model = AutoModelForSpeechSeq2Seq.from_config(AutoConfig.from_pretrained(model_dir))
+    return pad_attention_heads(model) > 0
 
 
 def _group_by_length(args_class) -> dict:
@@ -355,7 +389,7 @@ def bare_loop(model_dir, rows, device, batches_wanted: int):
     AdamW, bf16 autocast on CUDA): the ceiling's loop, and what the profile side looks inside."""
     import torch
 
-    model, processor, family = build(model_dir, device)
+    model, processor, family = build(model_dir, device, pad_heads=device == "cuda")  # the model `ours` trains
     cuda = device == "cuda"
     loader, _ = make_loader(ClipTable.from_records(rows), processor, family, None, our_options(family, 4, cuda))
     it = iter(loader)
@@ -454,8 +488,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-warmup", type=int, default=15, help="untimed steps of the compiled side (compilation)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--sides", default="loader,ours,ours_unbucketed,ours_pinned,ours_worker_features,reference,reference_unpinned,ceiling,"
-                        "profile,ours_cudnn_benchmark,ours_preloaded,ours_compiled")
+    parser.add_argument("--sides", default="loader,ours,ours_unpadded_heads,ours_unfolded_stem,ours_unbucketed,ours_pinned,ours_worker_features,reference,"
+                        "reference_unpinned,reference_padded_heads,ceiling,profile,ours_cudnn_benchmark,ours_preloaded,ours_compiled")
     parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
     parser.add_argument("--output", default="benchmarks/results/gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
@@ -515,6 +549,15 @@ def main(argv=None) -> int:
                     res[side] = run_profile(model_dir, rows, device)
                 elif side == "reference_unpinned":
                     res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=False)
+                elif side in ("ours_unpadded_heads", "reference_padded_heads") and not heads_need_padding(model_dir):
+                    res[side] = {"skipped": "attention heads already a multiple of 8 wide, or no head-dim padding option"}
+                elif side == "ours_unfolded_stem":  # Moonshine's raw-audio first convolution as one GEMM (the A/B)
+                    res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, unfold_stem=True)
+                elif side == "ours_unpadded_heads":  # the A/B of the head-dim padding `lora train` does on CUDA
+                    res[side] = run_ours(model_dir, rows, device, args.workers, args.steps, args.warmup, pad_heads=False)
+                elif side == "reference_padded_heads":  # transformers' own option, as a user at their best would set it,
+                    pin = _better_pinning(res)          # with the pinning that did better above
+                    res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=pin, pad_heads=True)
                 else:
                     res[side] = run_ceiling(model_dir, rows, device, args.steps, args.warmup)
             except Exception as exc:  # one failing side must not lose the others' figures
@@ -523,8 +566,8 @@ def main(argv=None) -> int:
             write_json_atomic(args.output, summary)  # after every side: a time-out still leaves results
             torch.cuda.empty_cache() if device == "cuda" else None
         ours, ceil = (res.get(s, {}).get("audio_seconds_per_second") for s in ("ours", "ceiling"))
-        refs = [res.get(s, {}).get("audio_seconds_per_second") for s in ("reference", "reference_unpinned")]
-        ref = max((r for r in refs if r), default=None)  # the reference at its best of the two
+        refs = [res.get(s, {}).get("audio_seconds_per_second") for s in REFERENCE_SIDES]
+        ref = max((r for r in refs if r), default=None)  # the reference at its best of its sides
         if ours and ref:
             res["reference_best"] = ref
             res["ours_vs_reference"] = ours / ref
@@ -579,6 +622,15 @@ def markdown(summary: dict) -> str:
         if "audio_seconds_per_second" in r.get("ours_unbucketed", {}):
             notes.append(f"{model} ours without length buckets (each micro-batch padded to its longest): "
                          f"{f(r['ours_unbucketed']['audio_seconds_per_second'])} audio s/s")
+        if "audio_seconds_per_second" in r.get("ours_unfolded_stem", {}):
+            notes.append(f"{model} ours with the first convolution unfolded into one GEMM: "
+                         f"{f(r['ours_unfolded_stem']['audio_seconds_per_second'])} audio s/s")
+        if "audio_seconds_per_second" in r.get("ours_unpadded_heads", {}):
+            notes.append(f"{model} ours without the attention heads' zero padding: "
+                         f"{f(r['ours_unpadded_heads']['audio_seconds_per_second'])} audio s/s")
+        refs = {s: r[s]["audio_seconds_per_second"] for s in REFERENCE_SIDES if "audio_seconds_per_second" in r.get(s, {})}
+        if len(refs) > 1:
+            notes.append(f"{model} reference sides: " + ", ".join(f"{s} {f(v)}" for s, v in refs.items()) + " audio s/s")
         if "audio_seconds_per_second" in r.get("ours_cudnn_benchmark", {}):
             notes.append(f"{model} ours with cudnn.benchmark: {f(r['ours_cudnn_benchmark']['audio_seconds_per_second'])} audio s/s")
         prof = r.get("profile", {})

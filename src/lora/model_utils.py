@@ -177,6 +177,32 @@ def compiled(model, backend: str = "inductor"):
     return torch.compile(model, dynamic=True, backend=backend)
 
 
+# On CUDA, SDPA takes a padding mask only in its memory-efficient kernel, which needs 16-bit head dims in multiples
+# of 8 on sm80+ GPUs (aten's sdp_utils: `minimum_gemm_alignment`); any other head dim falls to the math kernel,
+# which upcasts to float32 and materialises every score (the flash kernel pads the head dim itself, but takes no
+# mask). Moonshine base's heads are 416 / 8 = 52 wide, tiny's 36, and its batches carry a padding mask.
+CUDA_HEAD_DIM_MULTIPLE = 8
+
+
+def pad_attention_heads(model, multiple: int = CUDA_HEAD_DIM_MULTIPLE) -> int:
+    """Zero-pad the head dim of every attention layer that supports it (transformers' `pad_head_dim_to_multiple_of`,
+    read by Moonshine's layers as `head_dim_padding`) up to a multiple of `multiple`; returns the columns added
+    per head (0: already aligned, or no layer supports it). Exact: zero query and key columns add nothing to the
+    scores, whose scale stays the unpadded head dim's, and the value's zero columns are sliced off the output.
+    Used on CUDA with SDPA attention (`lora.pipeline.load_model`); on a CPU the padding would only add work."""
+    added = 0
+    for module in model.modules():
+        if hasattr(module, "head_dim_padding") and isinstance(getattr(module, "head_dim", None), int):
+            module.head_dim_padding = -module.head_dim % multiple
+            added = max(added, module.head_dim_padding)
+    return added
+
+
+def attention_head_padding(model) -> int:
+    """The zero columns `pad_attention_heads` added to each attention head of `model` (0: none)."""
+    return max((m.head_dim_padding for m in model.modules() if isinstance(getattr(m, "head_dim_padding", None), int)), default=0)
+
+
 @contextlib.contextmanager
 def evaluating(model):
     """`model` in eval mode (no dropout) for a measurement inside training, then back in the mode it was in."""

@@ -54,10 +54,12 @@ from lora.families import family_for
 from lora.model_utils import (
     ResolvedModel,
     attach_lora,
+    attention_head_padding,
     base_model_view,
     eager_module,
     evaluating,
     load_base,
+    pad_attention_heads,
     resolve_model_id,
     save_adapter,
     save_processor,
@@ -188,6 +190,10 @@ def load_model(cfg: TrainConfig, session: Session | None = None) -> LoadedModel:
     with accelerator.main_process_first(), accelerator.local_main_process_first():
         resolved = resolve_model_id(cfg.model_id)
         model, processor, family = load_base(resolved)  # transformers picks SDPA attention where the model has it
+    if accelerator.device.type == "cuda" and model.config._attn_implementation == "sdpa":
+        added = pad_attention_heads(model)  # Moonshine's 52-wide heads: the masked SDPA kernel, not the float32 math one
+        if added:
+            log.info("attention heads zero-padded by %d columns for CUDA's memory-efficient SDPA kernel (exact)", added)
     return LoadedModel(resolved, model, processor, family)
 
 
@@ -703,7 +709,8 @@ def scale_facts(selected: SelectedData, table: ClipTable, source: BatchSource, o
         micro_batches_per_epoch=source.batches_per_epoch, max_batch_seconds=cfg.max_batch_seconds,
         loader_workers=options.num_workers, seconds_to_first_step=first, baseline_seconds=session.baseline_seconds,
         quarantined_while_training=len(result.quarantined),
-        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "unknown")), compiled=cfg.compile,
+        attention=str(getattr(getattr(model, "config", None), "_attn_implementation", "unknown")),
+        attention_head_padding=attention_head_padding(model), compiled=cfg.compile,
         stage_seconds=dict(session.stage_seconds), stage_peak_rss_mb=dict(session.stage_peak_rss_mb),
         allocator=allocator_in_use())
 

@@ -112,6 +112,7 @@ class ScaleFacts:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     allocator: str = "glibc"  # the process's malloc: jemalloc where installed (lora.core.memory.prefer_jemalloc)
+    attention_head_padding: int = 0  # zero columns added to each attention head on CUDA (lora.model_utils.pad_attention_heads)
 
 
 @dataclass(frozen=True)
