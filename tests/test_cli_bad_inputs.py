@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lora.core.cli import run_cli
+from lora.runners import real_small
 from lora.scripts import check, join_utterances, run_stt, segment
 
 
@@ -39,6 +41,9 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "blank.txt").write_text("   \n")
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": _text(speech_dir)}) + "\n")
     (tmp_path / "clip.txt").write_text(_text(speech_dir))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's JSON recursion limit
+    (tmp_path / "deep.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": "x"}) + "\n" + "[" * 100_000 + "\n")
+    (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
     return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
 
 
@@ -87,6 +92,13 @@ CASES = [
      "is neither a directory"),
     # lora check
     ("check", ["{tmp}/m.jsonl", "--workers", "-1"], "--workers -1: must be >= 0"),
+    ("check", ["{tmp}/deep.json"], "deep.json:1: JSON nested too deeply to read"),
+    # lora train: values no range check catches, and a file where the run's folder goes
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--max-batch-seconds", "inf"], "--max-batch-seconds inf: must be a finite number"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--learning-rate", "nan"], "--learning-rate nan: must be a finite number"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--output-dir", "{tmp}/clip.txt"], "is a file, not a folder"),
+    ("check", ["{tmp}/deep.jsonl"], "deep.jsonl:2: JSON nested too deeply to read"),
+    ("check", ["{tmp}/long_name.jsonl"], "File name too long"),
     ("check", ["{tmp}/m.jsonl", "--verify-with-model"], "--verify-with-model needs --model-id"),
     ("check", ["{tmp}/m.jsonl", "--verify-with-model", "--model-id", "x", "--no-hygiene"], "drop --no-hygiene"),
     ("check", ["{tmp}/m.jsonl", "--min-chars-per-second", "50"], "must be below --max-chars-per-second 40"),
@@ -105,7 +117,8 @@ CASES = [
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--seconds", "0", "--output", "{tmp}/j.flac"], "--seconds 0: must be within"),
     ("join", ["--data-dir", "{tmp}/nowhere", "--subset", "ljspeech", "--output", "{tmp}/j.flac"], "no speech folder"),
 ]
-MAINS = {"stt": run_stt.main, "segment": segment.main, "check": check.main, "join": join_utterances.main}
+MAINS = {"stt": run_stt.main, "segment": segment.main, "check": check.main, "join": join_utterances.main,
+         "train": lambda argv: run_cli(real_small._main, argv)}  # (its `main` may re-execute under jemalloc first)
 
 
 @pytest.mark.parametrize("command, argv, expected", CASES, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(CASES)])
@@ -154,3 +167,22 @@ def test_rows_over_30_s_are_refused_naming_lora_segment(tmp_path, speech_dir, ca
     with pytest.raises(Exception, match="lora segment") as info:
         read_manifest_rows(manifest)
     assert type(info.value).__name__ == "UserError"
+
+
+def test_a_path_the_command_cannot_use_is_one_line(tmp_path, capsys):
+    """An OSError naming a path (here: a folder wanted where a file is) is one line and exit 2, wherever it is
+    raised; one without a path is a bug and keeps its traceback."""
+    (tmp_path / "a_file").write_text("x")
+
+    def makes_a_folder(argv):
+        (tmp_path / "a_file" / "sub").mkdir(parents=True)
+
+    assert run_cli(makes_a_folder, []) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'a_file'}") and "check that path" in err[0], err
+
+    def fails_without_a_path(argv):
+        raise OSError("no path here")
+
+    with pytest.raises(OSError, match="no path here"):
+        run_cli(fails_without_a_path, [])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -292,6 +293,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "--style-on-draw yes cannot go with --style-consensus or --join-clips (they need every clip's transcript before "
          "the first step)"),
     ]
+    for f in dataclasses.fields(cfg):  # nan / inf pass every range check below
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{f.name.replace('_', '-')} {value}: must be a finite number; fix the flag or the config file")
+    output = Path(cfg.output_dir).expanduser()
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output-dir {cfg.output_dir} is a file, not a folder; pass a folder for the run's outputs")
     for ok, message in rules:
         if not ok:
             raise UserError(f"{message}; fix the flag or the config file")

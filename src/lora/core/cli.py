@@ -40,4 +40,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the command could not use (a file where a folder goes, no permission, disk full)
+        if exc.filename is None:
+            raise
+        target = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        print(f"error: {target}: {exc.strerror or exc}; check that path (a folder where a folder is expected, "
+              "permissions, free space)", file=sys.stderr)
+        return EXIT_USER_ERROR
     return int(code or 0)

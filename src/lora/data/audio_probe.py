@@ -69,6 +69,14 @@ def probe_audio(audio, sampling_rate: int, min_seconds: float, max_seconds: floa
 
 def _file_problem(path: Path) -> Probe | None:
     """Existence, type, size and permission, before libsndfile gets a vague look at it."""
+    try:
+        return _file_problem_or_raise(path)
+    except OSError as exc:  # e.g. a name longer than the file system allows (ENAMETOOLONG), an I/O error
+        shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:120]}... ({len(str(path)):,} characters)"
+        return Probe(0.0, UNREADABLE_FILE, f"{shown}: {exc.strerror or exc}")
+
+
+def _file_problem_or_raise(path: Path) -> Probe | None:
     if not path.exists():
         return Probe(0.0, MISSING_FILE, str(path))
     if path.is_dir():

@@ -86,7 +86,7 @@ def _refuse_json_object(path: Path, text: str) -> None:
     """A pretty-printed `{...}` document is not JSON lines; say so instead of a column-2 error."""
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return  # not one document: read it as JSON lines, which reports the bad line
     keys = ", ".join(map(str, list(document)[:5])) if isinstance(document, dict) else ""
     raise UserError(f"{path}:1: expected a JSON list of objects, found one JSON object (keys: {keys}); "
@@ -98,6 +98,12 @@ def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> 
         f"{path}:{exc.lineno + line_offset}: invalid JSON at column {exc.colno} ({exc.msg}); "
         "fix or delete that line"
     )
+
+
+def _too_deep(path: Path, line: int) -> UserError:
+    """Python's JSON reader recurses per nesting level: thousands of `[` exhaust its stack."""
+    return UserError(f"{path}:{line}: JSON nested too deeply to read; a row is one flat object like "
+                     '{"audio": ..., "text": ...}: fix or delete that line')
 
 
 def _as_row(line: int, value) -> RawRow:
@@ -131,6 +137,8 @@ def iter_jsonl(path: Path, text: str):
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _json_error(path, exc, lineno - 1) from None
+        except RecursionError:
+            raise _too_deep(path, lineno) from None
         yield _as_row(lineno, value)
 
 
@@ -140,6 +148,8 @@ def parse_json_list(path: Path, text: str) -> list[RawRow]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _json_error(path, exc) from None
+    except RecursionError:
+        raise _too_deep(path, 1) from None
     if not isinstance(document, list):
         raise UserError(f"{path}:1: expected a JSON list of objects, found a JSON {type(document).__name__}; "
                         "wrap the rows in [ ... ] or write one object per line (.jsonl)")
