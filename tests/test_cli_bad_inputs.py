@@ -59,6 +59,8 @@ CASES = [
     ("stt", ["--audio", "{clip}", "--exported", "{tmp}/export_noreport", "--adapter-dir", "{tmp}", "--output", "{tmp}/o.json"],
      "drop --adapter-dir"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--batch-size", "0", "--output", "{tmp}/o.json"], "--batch-size 0: must be >= 1"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/clip.txt/o.json"], "clip.txt is a file, not a folder"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}"], "is a folder; pass a file name"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--max-chunk-s", "45", "--output", "{tmp}/o.json"], "within 1..30 s"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--max-chunk-s", "0", "--output", "{tmp}/o.json"], "within 1..30 s"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--reference", "@{tmp}/gone.txt", "--output", "{tmp}/o.json"],

@@ -13,9 +13,24 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from lora.core.errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 TRACKED_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "jiwer", "onnxruntime", "ctranslate2")
+
+
+def check_output_file(path: str | Path, flag: str = "--output") -> None:
+    """Refuse, before any work, an output file that cannot be written where it is asked for: the path is a
+    folder, or a file stands where one of its folders should be (found at the end, that would lose the work)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; pass a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {path}: {parent} is a file, not a folder; pick another path")
+            return
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

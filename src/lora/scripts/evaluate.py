@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.core.outputs import library_versions
+from lora.core.outputs import check_output_file, library_versions
 from lora.core.paths import default_speech_dir
 from lora.core.text import TARGET_POLICIES
 from lora.data.hf_sources import read_dataset
@@ -124,6 +124,7 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(args.quiet)
     if args.compare_base and not args.adapter_dir:
         raise UserError("--compare-base needs --adapter-dir (it compares the adapted model with its base)")
+    check_output_file(args.output)
     rows, where = load_rows(args)
     started = time.perf_counter()
     if args.adapter_dir:

@@ -22,7 +22,7 @@ from pathlib import Path
 from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.core.outputs import write_text_atomic
+from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
@@ -98,6 +98,7 @@ def check_args(args) -> None:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
     if not 1.0 <= args.max_chunk_s <= 30.0:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
+    check_output_file(args.output)
 
 
 def audio_rows(paths: list[str], reference: str | None) -> list[Utterance]:
