@@ -62,6 +62,7 @@ CASES = [
     ("audio_null", lambda d: {"audio": None, "text": "a"}, "no audio", r"null"),
     ("audio_blank", lambda d: {"audio": "  ", "text": "a"}, "no audio", r"path is empty"),
     ("audio_number", lambda d: {"audio": 7, "text": "a"}, "bad audio field", r"got a JSON int"),
+    ("audio_url", lambda d: {"audio": "https://example.com/a.flac", "text": "a"}, "remote audio", r"is a URL; lora reads local files"),
     ("inline_strings", lambda d: {"audio": ["a", "b"], "text": "a"}, "bad inline audio", r"list of numbers"),
     ("bad_rate", lambda d: {"audio": [0.0] * 4000, "sampling_rate": "fast", "text": "a"}, "bad sampling rate", r"'fast'"),
     ("zero_rate", lambda d: {"audio": [0.0] * 4000, "sampling_rate": 0, "text": "a"}, "bad sampling rate", r"^0 is not"),

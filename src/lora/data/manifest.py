@@ -258,6 +258,8 @@ def _audio(value, fields: dict, folder: Path, shared: dict | None = None) -> tup
         entry = value.strip()
         if not entry:
             raise _Bad("no audio", "the audio path is empty")
+        if "://" in entry:
+            raise _Bad("remote audio", f"{entry} is a URL; lora reads local files: download it and point the row at the file")
         if shared is None:
             return folder / Path(entry).expanduser(), SAMPLE_RATE
         key = ("path", entry)
