@@ -42,6 +42,8 @@ Sides, per family, `--steps` optimizer steps each, the first `--warmup` not time
   ceiling       a bare bf16 forward + backward + fused AdamW loop over batches already on the GPU (the model `ours` trains)
   profile       `torch.profiler` over 3 bare steps: the device's busy time per step against the wall time, and
                 the ops that take it (where a faster model step must come from)
+  profile_ours  the same over 3 steps of `ours` (workers and our loop), with the host's own ops beside the device's
+                (what `ours` adds to the bare step)
 """
 
 from __future__ import annotations
@@ -226,13 +228,14 @@ def run_loader(model_dir, rows, device, workers, steps, warmup) -> dict:
 class _TimedStream:
     """The loader's iterator, timing how long the training loop waits in `next()` for each batch."""
 
-    def __init__(self, inner, waits: list[float]):
-        self.inner, self.waits = inner, waits
+    def __init__(self, inner, waits: list[float], on_next=None):
+        self.inner, self.waits, self.on_next = inner, waits, on_next
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        self.on_next() if self.on_next else None
         start = time.perf_counter()
         batch = next(self.inner)
         self.waits.append(time.perf_counter() - start)
@@ -243,7 +246,8 @@ class _TimedStream:
 
 
 def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = True, pin: bool = False,
-             compile_model: bool = False, buckets: bool = LENGTH_BUCKETS, pad_heads: bool = True, unfold_stem: bool = False) -> dict:
+             compile_model: bool = False, buckets: bool = LENGTH_BUCKETS, pad_heads: bool = True, unfold_stem: bool = False,
+             on_next=None) -> dict:
     import torch
     from accelerate import Accelerator
 
@@ -262,7 +266,7 @@ def run_ours(model_dir, rows, device, workers, steps, warmup, on_device: bool = 
     source, waits = streaming_source(table, processor, family, None, options), []
 
     def timed(rank, world, skip):
-        return _TimedStream(source(rank, world, skip), waits)
+        return _TimedStream(source(rank, world, skip), waits, on_next)
 
     timed.__dict__.update(source.__dict__)  # on_device, batches_per_epoch
     result = train_lora(model, family, timed, cfg, accelerator, show_progress=False, cache_encoder=False)
@@ -457,23 +461,61 @@ def run_profile(model_dir, rows, device, steps: int = 3, warmup: int = 3, top: i
             step(tensors)
         torch.cuda.synchronize() if cuda else None
         wall = time.perf_counter() - start
+    return {"steps": len(batches), "audio_seconds_per_step": float(np.mean([s for _, s in batches])),
+            **_profile_summary(prof, len(batches), wall, cuda, top)}
+
+
+def run_profile_ours(model_dir, rows, device, workers, warmup: int = 5, active: int = 3, top: int = 15) -> dict:
+    """`torch.profiler` over `active` steps of `ours` (loader workers, our loop) after `warmup`: what the bare
+    `profile` shows, plus the host's own ops (`top_by_self_cpu_time`: where the host spends a step, e.g. waiting
+    on a copy or a synchronisation), to say what `ours` adds to the bare step (Whisper: 76% of the ceiling)."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    marks: list[float] = []  # before each micro-batch is fetched (one optimizer step each)
+
+    with profile(activities=activities, schedule=schedule(wait=warmup, warmup=1, active=active, repeat=1)) as prof:
+        def next_step():
+            marks.append(time.perf_counter())
+            prof.step()
+
+        result = run_ours(model_dir, rows, device, workers, warmup + active + 2, warmup, on_next=next_step)
+    first = warmup + 1  # the profiler records between the step() calls first + 1 .. first + active + 1
+    wall = marks[first + active] - marks[first] if len(marks) > first + active else float("nan")
+    return {"steps": active, "audio_seconds_per_step": result["mean_audio_seconds_per_step"],
+            **_profile_summary(prof, active, wall, cuda, top, host_too=True)}
+
+
+def _profile_summary(prof, steps: int, wall: float, cuda: bool, top: int, host_too: bool = False) -> dict:
+    """Per step: wall time, the device's busy time (CUDA: its kernels' own time; a CPU: its ops'), kernels,
+    and the ops that take that time; `host_too`: the host's ops by their own CPU time as well."""
+    import torch
 
     def own(event, kind):  # self time on the device (CUDA) or host; attribute names moved across torch versions
         names = ("self_device_time_total", "self_cuda_time_total") if kind == "device" else ("self_cpu_time_total",)
         return next((getattr(event, n) for n in names if hasattr(event, n)), 0.0)
 
+    def tops(events, kind):
+        return [{"name": e.key[:120], "ms_per_step": own(e, kind) / 1e3 / steps, "calls_per_step": e.count / steps}
+                for e in events[:top]]
+
     kind = "device" if cuda else "cpu"
-    events = [e for e in prof.key_averages() if own(e, kind) > 0]
+    averages = prof.key_averages()
+    events = [e for e in averages if own(e, kind) > 0]
     on_gpu = [getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA for e in events]
     kernels = [e for e, k in zip(events, on_gpu) if k]  # CUDA: the kernels' own time is the device's busy time
     ops = sorted((e for e, k in zip(events, on_gpu) if not k), key=lambda e: -own(e, kind))  # ops, by the time of their kernels
     busy_us = sum(own(e, kind) for e in (kernels or ops))  # (no kernel rows in this torch's averages: their ops' own time)
-    per = len(batches)
-    return {"steps": per, "audio_seconds_per_step": float(np.mean([s for _, s in batches])),
-            "wall_ms_per_step": wall * 1e3 / per, f"{kind}_busy_ms_per_step": busy_us / 1e3 / per,
-            "kernels_per_step": sum(e.count for e in kernels) / per if cuda else None,
-            f"top_by_self_{kind}_time": [{"name": e.key[:120], "ms_per_step": own(e, kind) / 1e3 / per, "calls_per_step": e.count / per}
-                                         for e in ops[:top]]}
+    summary = {"wall_ms_per_step": wall * 1e3 / steps, f"{kind}_busy_ms_per_step": busy_us / 1e3 / steps,
+               "kernels_per_step": sum(e.count for e in kernels) / steps if cuda else None,
+               f"top_by_self_{kind}_time": tops(ops, kind)}
+    if host_too and cuda:
+        host = sorted((e for e in averages if getattr(e, "device_type", None) != torch.autograd.DeviceType.CUDA),
+                      key=lambda e: -own(e, "cpu"))
+        summary["cpu_busy_ms_per_step"] = sum(own(e, "cpu") for e in host) / 1e3 / steps
+        summary["top_by_self_cpu_time"] = tops(host, "cpu")
+    return summary
 
 
 def main(argv=None) -> int:
@@ -489,7 +531,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="loader workers, both sides")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--sides", default="loader,ours,ours_unpadded_heads,ours_unfolded_stem,ours_unbucketed,ours_pinned,ours_worker_features,reference,"
-                        "reference_unpinned,reference_padded_heads,ceiling,profile,ours_cudnn_benchmark,ours_preloaded,ours_compiled")
+                        "reference_unpinned,reference_padded_heads,ceiling,profile,profile_ours,ours_cudnn_benchmark,ours_preloaded,ours_compiled")
     parser.add_argument("--prefetch", type=int, default=4, help="batches each loader worker prepares ahead")
     parser.add_argument("--output", default="benchmarks/results/gpu.json")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and corpus: checks the script runs (CPU)")
@@ -547,6 +589,8 @@ def main(argv=None) -> int:
                         torch.backends.cudnn.benchmark = False
                 elif side == "profile":
                     res[side] = run_profile(model_dir, rows, device)
+                elif side == "profile_ours":
+                    res[side] = run_profile_ours(model_dir, rows, device, args.workers, warmup=min(args.warmup, 5))
                 elif side == "reference_unpinned":
                     res[side] = run_reference(model_dir, rows, device, args.workers, args.steps, args.warmup, pin=False)
                 elif side in ("ours_unpadded_heads", "reference_padded_heads") and not heads_need_padding(model_dir):
@@ -633,12 +677,16 @@ def markdown(summary: dict) -> str:
             notes.append(f"{model} reference sides: " + ", ".join(f"{s} {f(v)}" for s, v in refs.items()) + " audio s/s")
         if "audio_seconds_per_second" in r.get("ours_cudnn_benchmark", {}):
             notes.append(f"{model} ours with cudnn.benchmark: {f(r['ours_cudnn_benchmark']['audio_seconds_per_second'])} audio s/s")
-        prof = r.get("profile", {})
-        if "wall_ms_per_step" in prof:
-            kind = "device" if "device_busy_ms_per_step" in prof else "cpu"
-            tops = "; ".join(f"{o['name']} {o['ms_per_step']:.1f} ms" for o in prof[f"top_by_self_{kind}_time"][:8])
-            notes.append(f"{model} profile of the bare step ({prof['audio_seconds_per_step']:.0f} audio s): "
-                         f"{prof['wall_ms_per_step']:.1f} ms wall, {prof[f'{kind}_busy_ms_per_step']:.1f} ms {kind} busy; top: {tops}")
+        for side, what in (("profile", "the bare step"), ("profile_ours", "ours")):
+            prof = r.get(side, {})
+            if "wall_ms_per_step" in prof:
+                kind = "device" if "device_busy_ms_per_step" in prof else "cpu"
+                tops = "; ".join(f"{o['name']} {o['ms_per_step']:.1f} ms" for o in prof[f"top_by_self_{kind}_time"][:8])
+                notes.append(f"{model} profile of {what} ({prof['audio_seconds_per_step']:.0f} audio s): "
+                             f"{prof['wall_ms_per_step']:.1f} ms wall, {prof[f'{kind}_busy_ms_per_step']:.1f} ms {kind} busy; top: {tops}")
+                if kind == "device" and "top_by_self_cpu_time" in prof:
+                    host = "; ".join(f"{o['name']} {o['ms_per_step']:.1f} ms" for o in prof["top_by_self_cpu_time"][:8])
+                    notes.append(f"{model} profile of {what}, host: {prof['cpu_busy_ms_per_step']:.1f} ms busy; top: {host}")
         if "preloaded_compiled_vs_preloaded" in r:
             notes.append(f"{model} over the same 8 preloaded batches: {f(r['ours_preloaded']['audio_seconds_per_second'])} audio s/s "
                          f"eager, {f(r['ours_preloaded_compiled']['audio_seconds_per_second'])} compiled "
