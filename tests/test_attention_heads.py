@@ -4,11 +4,18 @@ LoRA gradients included; models without the option, or with aligned heads, are l
 
 from __future__ import annotations
 
+import contextlib
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSpeechSeq2Seq
 
+from conftest import TINY_OVERRIDES, build_tiny_model  # tests/ is on the path under pytest
+from lora import pipeline
+from lora.families.moonshine.conv_stem import UnfoldedConv1d, unfold_first_convolution
 from lora.model_utils import attach_lora, attention_head_padding, pad_attention_heads
+from lora.training_config import TrainConfig
 
 
 def _moonshine(moonshine_dir, hidden: int, heads: int):
@@ -81,8 +88,6 @@ def test_aligned_or_unsupported_models_are_left_alone(tiny_moonshine, tiny_whisp
 
 
 def test_unfolded_first_convolution_computes_what_conv1d_does(moonshine_dir):
-    from lora.families.moonshine.conv_stem import UnfoldedConv1d, unfold_first_convolution
-
     model = _moonshine(moonshine_dir, 104, 2).eval()
     batch = _padded_batch()
     with torch.no_grad():
@@ -98,3 +103,15 @@ def test_unfolded_first_convolution_computes_what_conv1d_does(moonshine_dir):
     conv = model.get_base_model().model.encoder.conv1
     with torch.no_grad():
         assert torch.allclose(conv(audio), torch.nn.functional.conv1d(audio, conv.weight, stride=64), atol=1e-6)
+
+
+def test_a_cuda_run_loads_moonshine_with_padded_heads_and_a_cpu_run_without(moonshine_dir, tmp_path, monkeypatch):
+    """`pipeline.load_model` pads on a CUDA session only (no GPU needed: the session's device is what it reads)."""
+    monkeypatch.setitem(TINY_OVERRIDES, "moonshine", dict(TINY_OVERRIDES["moonshine"], hidden_size=104, intermediate_size=208))
+    model_dir = build_tiny_model(moonshine_dir, tmp_path / "moonshine_52")  # 2 heads of 52
+    cfg = TrainConfig(model_id=str(model_dir))
+    for device, added in (("cuda", 4), ("cpu", 0)):
+        accelerator = SimpleNamespace(device=torch.device(device), main_process_first=contextlib.nullcontext,
+                                      local_main_process_first=contextlib.nullcontext)
+        session = pipeline.Session(accelerator, "no", None, 0.0, device == "cpu")
+        assert attention_head_padding(pipeline.load_model(cfg, session).model) == added, device
