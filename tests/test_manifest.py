@@ -37,11 +37,11 @@ FILE_ERRORS = [
      r":1: expected a JSON list of objects, found one JSON object \(keys: rows\); put the rows in a top-level"),
     ("number.json", b"42\n", r":1: expected a JSON list of objects, found a JSON int"),
     ("noaudio.csv", b"name,text\na.wav,hello\n",
-     r":1: no audio column \(expected one of audio, path, audio_filepath, file; found name, text\); rename"),
+     r":1: no audio column \(expected one of audio, path, audio_filepath, file, file_name; found name, text\); rename"),
     ("noaudio.tsv", b"\n\nwav\tsentence\na.wav\thi\n", r":3: no audio column .*found wav, sentence"),
     ("semicolon.csv", b"audio;text\na.wav;hi\n", r":1: no audio column .*found audio;text"),
     ("noaudio.jsonl", b'\n{"wav": "a.wav", "text": "x"}\n{"wav": "b.wav"}\n',
-     r":2: no row has an audio field \(expected one of audio, path, audio_filepath, file; found wav, text\)"),
+     r":2: no row has an audio field \(expected one of audio, path, audio_filepath, file, file_name; found wav, text\)"),
     ("header_only.csv", b"audio,text\n", r":1: only a header, no rows; add one row per utterance"),
     ("empty.jsonl", b"", r": empty manifest \(no rows\); add one row per utterance"),
     ("blank.json", b"  \n\n", r": empty manifest \(no rows\)"),
@@ -119,6 +119,14 @@ def test_jsonl_aliases_extra_fields_and_origins(tmp_path):
     assert u1.extra["seconds"] == 1.5 and u1.extra["has_text"] is True
     assert (u2.id, u2.text, u2.audio, u2.origin) == ("u2", "world", tmp_path / "sub" / "b.flac", f"{path}:2")
     assert (u3.id, u3.text, u3.extra["has_text"]) == ("c", "", False)  # id from the file name; no text field
+
+
+def test_other_tools_column_names(tmp_path):
+    """Hugging Face audiofolder's metadata.csv (file_name, transcription) and Common Voice's speaker (client_id)."""
+    path = tmp_path / "metadata.csv"
+    path.write_text("file_name,transcription,client_id\nclips/a.mp3,Hello there.,c0ffee\n")
+    (u,) = read_source(path).rows
+    assert (u.id, u.text, u.speaker, u.audio) == ("a", "Hello there.", "c0ffee", tmp_path / "clips" / "a.mp3")
 
 
 def test_json_list_rows_know_their_lines(tmp_path):

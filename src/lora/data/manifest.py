@@ -34,9 +34,11 @@ from lora.core.errors import UserError
 from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, decode_utf8, iter_jsonl, manifest_format, parse_rows
 from lora.data.records import Utterance, read_librispeech_dir
 
-AUDIO_KEYS = ("audio", "path", "audio_filepath", "file")
-TEXT_KEYS = ("text", "transcript", "sentence")
-SPEAKER_KEYS = ("speaker", "speaker_id")
+# The first of each that a row has is used; the later names are other tools' (NeMo's audio_filepath, Hugging Face
+# audiofolder's file_name, Common Voice's sentence and client_id), as `--dataset` reads them (hf_sources).
+AUDIO_KEYS = ("audio", "path", "audio_filepath", "file", "file_name")
+TEXT_KEYS = ("text", "transcript", "sentence", "transcription", "normalized_text")
+SPEAKER_KEYS = ("speaker", "speaker_id", "client_id")
 ID_KEYS = ("id", "utt_id")
 RATE_KEYS = ("sampling_rate", "sample_rate", "sr")
 SUBSET_KEYS = ("subset",)
