@@ -7,6 +7,7 @@ ORT graphs, the reference runtime on those graphs, and the ONNX exporter with it
     export_onnx.py   merged model -> encoder.onnx + KV-cached decoder.onnx
     onnx_runtime.py  greedy decoding on the exported graphs
     exports.py       the export format's callables
+    conv_stem.py     the first convolution as one GEMM (a GPU bench A/B, not a default)
 """
 
 from lora.families.base import ExportFormat, ImportSpec
