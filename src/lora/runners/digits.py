@@ -17,6 +17,8 @@ train and eval are expected and allowed; speakers never are.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,8 +175,9 @@ def _main(argv: list[str] | None) -> int:
         results[name] = run_locked(cfg)
     print()
     print(table(results))
-    command = "lora digits --from-runs (families trained by separate `lora digits --families F` runs)" if args.from_runs \
-        else "make demo-digits"
+    command = shlex.join(["lora", "digits", *(sys.argv[1:] if argv is None else argv)])  # as run (`make demo-digits`: its flags)
+    if args.from_runs:
+        command += " (families trained by separate `lora digits --families F` runs)"
     write_json_atomic(args.results, {"command": command, "recordings": counts,
                                      "results": {k: compact(m) for k, m in results.items()}})
     print(f"wrote {args.results}")
