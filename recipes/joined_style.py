@@ -1,7 +1,9 @@
-"""How the base models write a run of spoken digits: the style a joined training clip's target should carry.
+"""How the base models write a run of spoken digits, against the joined clips' targets ("Five. Three. Two.").
 
 The digits recipe joins one-word clips of a training speaker into runs of 2-3 (`--join-clips 3`,
-`lora.data.clip_joining`), and a joined clip's styled target is built from its parts' targets. This measures
+`lora.data.clip_joining`), and a joined clip's styled target is its parts' targets joined as they are. Tried
+once and measured (plan.md item 1): targets written as the comma list most of these runs come out as made both
+families' canary punctuation worse (numbers in sentences gained commas: "18, 13"), so the parts' join stays. This measures
 what each base model writes for such runs itself: the same kind of runs (`with_joined_clips`, seed 42) of the
 recipe's TRAINING speakers 9201-9203 (FSDD takes of `../shared/speech` and `../shared/speech-extra`; the
 evaluation speakers 9205-9206 are never loaded), the first `--runs` of them, transcribed greedily by each base

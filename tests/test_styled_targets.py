@@ -18,7 +18,6 @@ from lora.styled_targets import (
     TranscriptCache,
     attach_original_text,
     audio_identity,
-    joined_target,
     style_rows,
     style_scores,
     styled_reference,
@@ -124,7 +123,6 @@ def test_concurrent_runs_merge_into_the_cache(tmp_path):
 
 
 def test_joined_clips_join_their_parts_targets(speech_dir, tmp_path):
-    """Runs of one-word clips become a comma list (as the base models write such runs), from the parts' styles."""
     digits = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.speaker == "9202"][:4]
     joined = with_joined_clips(digits, 3, seed=1)
     assert len(joined) > len(digits)
@@ -133,21 +131,8 @@ def test_joined_clips_join_their_parts_targets(speech_dir, tmp_path):
     style = style_rows(joined, transcriber, TranscriptCache("m", tmp_path))
     assert sorted(transcriber.asked) == sorted(base)  # joined audio is never transcribed
     for u in joined[len(digits):]:
-        words = [base[i].rstrip(".") for i in u.extra["joined_from"]]
-        assert u.extra["target"] == ", ".join([words[0]] + [w.lower() for w in words[1:]]) + "."
+        assert u.extra["target"] == " ".join(base[i] for i in u.extra["joined_from"])
     assert style.joined_rows == len(joined) - len(digits)
-
-
-@pytest.mark.parametrize("parts, target", [
-    (["Five.", "Three.", "Two."], "Five, three, two."),  # a spoken list
-    (["Nine.", "I?"], "Nine, I?"),  # "I" keeps its capital, the last part its end mark
-    (["OK.", "Two."], "OK, two."),  # so does an acronym
-    (["Eight,", "nine", "Three."], "Eight, nine, three."),  # parts whose base transcript had other marks
-    (["five", "three"], "five three"),  # no style to follow: none imposed
-    (["A sentence.", "Another one."], "A sentence. Another one."),  # sentences join as they are
-])
-def test_joined_target(parts, target):
-    assert joined_target(parts) == target
 
 
 def test_a_text_spoken_on_several_clips_gets_its_most_common_style(speech_dir, tmp_path):
@@ -169,7 +154,7 @@ def test_a_text_spoken_on_several_clips_gets_its_most_common_style(speech_dir, t
     assert [u.extra["target"] for u in once] == ["One.", "One,"]  # two clips decide nothing: each keeps its own
     joined = with_joined_clips(nines[:3], 3, seed=1)
     style_rows(joined, Transcriber(base), TranscriptCache("m", tmp_path), consensus=True)
-    assert {u.extra["target"] for u in joined[3:]} <= {"Nine, nine.", "Nine, nine, nine."}  # joined clips carry it too
+    assert {u.extra["target"] for u in joined[3:]} <= {"Nine. Nine.", "Nine. Nine. Nine."}  # joined clips carry it too
 
 
 def test_the_loader_trains_on_the_target(speech_dir, tiny_moonshine):

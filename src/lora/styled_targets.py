@@ -142,26 +142,6 @@ class TranscriptCache:
         self.entries, self.added = merged, 0
 
 
-LIST_END_MARKS = ".?!,;:"
-
-
-def joined_target(parts: list[str]) -> str:
-    """A joined clip's target from its parts' targets, in order. A run of one-word parts ("Five." "Three." "Two.")
-    is a spoken list, written as one: "Five, three, two." (the last part's own end mark kept; later words lose a
-    capital that only started their clip, "I" and acronyms keep theirs). Why: the base models themselves write such
-    runs as a comma list or with plain spaces, almost never with a stop after each word, which is what joining the
-    parts' targets as they are gave (`recipes/results/joined_style.md`: 2 of 120 runs of the digit recipe's training
-    speakers); Whisper's canary after training on "Five. Three. Two." lost commas and gained stops in sentences,
-    which fits the reading that it learned them there (plan.md). Parts of several words (sentences) join as they are."""
-    words = [p.strip() for p in parts]
-    if len(words) < 2 or any(len(w.split()) != 1 for w in words) or not any(w[-1] in LIST_END_MARKS for w in words):
-        return " ".join(words)  # sentences, or one-word parts with no style to follow
-    bare = [w.rstrip(LIST_END_MARKS) or w for w in words]
-    later = [b[:1].lower() + b[1:] if b[:1].isupper() and b[1:].islower() else b for b in bare[1:]]
-    end = words[-1][len(words[-1].rstrip(LIST_END_MARKS)):]
-    return ", ".join([bare[0], *later]) + end
-
-
 def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], list[str]], cache: TranscriptCache,
                consensus: bool = False, on_draw_over: int | None = None) -> TargetStyle:
     """Set `extra["target"]` on the rows whose reference lacks style (in place); joined clips join their parts'.
@@ -230,7 +210,7 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
         parts = [unique.get(i) for i in u.extra["joined_from"]]
         if any(p is None for p in parts):
             raise ValueError(f"joined clip {u.id}: a part is not among the training rows")
-        u.extra["target"] = joined_target([p.extra.get("target") or own_text(p) for p in parts])
+        u.extra["target"] = " ".join(p.extra.get("target") or own_text(p) for p in parts)
     styled = len(plain) + pending
     return TargetStyle(policy="styled", rows=len(singles), own_style_rows=len(singles) - styled, styled_rows=styled,
                        joined_rows=len(joined), reference_words=words, words_with_base_style=matched, consensus_rows=consensus,
