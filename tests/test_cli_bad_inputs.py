@@ -43,6 +43,16 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "clip.txt").write_text(_text(speech_dir))
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's JSON recursion limit
     (tmp_path / "deep.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": "x"}) + "\n" + "[" * 100_000 + "\n")
+    for name, config, weights in (("ad_badjson", "{not json", None), ("ad_noweights", "{}", None),
+                                  ("ad_truncated", "{}", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": {")):
+        folder = tmp_path / name  # damaged adapter folders; the base they record is a local folder (nothing loads)
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(config)
+        (folder / "lora_run.json").write_text(json.dumps({"model_id_used": str(tmp_path / "base")}))
+        (tmp_path / "base").mkdir(exist_ok=True)
+        (tmp_path / "base" / "config.json").write_text("{}")
+        if weights is not None:
+            (folder / "adapter_model.safetensors").write_bytes(weights)
     (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
     return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
 
@@ -60,6 +70,9 @@ CASES = [
      "drop --adapter-dir"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--batch-size", "0", "--output", "{tmp}/o.json"], "--batch-size 0: must be >= 1"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/clip.txt/o.json"], "clip.txt is a file, not a folder"),
+    ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}/ad_badjson", "--output", "{tmp}/o.json"], "adapter_config.json: not readable JSON"),
+    ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}/ad_noweights", "--output", "{tmp}/o.json"], "no adapter_model.safetensors"),
+    ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}/ad_truncated", "--output", "{tmp}/o.json"], "not a readable safetensors file"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}"], "is a folder; pass a file name"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--max-chunk-s", "45", "--output", "{tmp}/o.json"], "within 1..30 s"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--max-chunk-s", "0", "--output", "{tmp}/o.json"], "within 1..30 s"),

@@ -280,16 +280,50 @@ def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
     from transformers import AutoProcessor
 
     info = read_run_info(adapter_dir)
+    check_adapter_config(Path(adapter_dir))
     requested = model_id or info.get("model_id_used") or info.get("model_id_requested") or _recorded_base(adapter_dir)
     if not requested:
         raise UserError(f"{adapter_dir}: the adapter records no base model; pass --model-id")
     resolved = resolve_model_id(requested)
+    check_adapter_weights(Path(adapter_dir))  # (after the base: an unreachable hub base is the first thing to say)
     model, processor, family = load_base(resolved)
     if (Path(adapter_dir) / "tokenizer_config.json").is_file():
         processor = AutoProcessor.from_pretrained(str(adapter_dir))
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     return model, processor, family, resolved, info
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter_config(adapter_dir: Path) -> None:
+    """A damaged adapter_config.json, said in one line before PEFT reads it (it would raise from deep inside)."""
+    config = adapter_dir / "adapter_config.json"
+    try:
+        document = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{config}: not readable JSON ({str(exc).splitlines()[0]}); the adapter folder is damaged: "
+                        "copy lora_adapter/ again from the run's output folder") from None
+    if not isinstance(document, dict):
+        raise UserError(f"{config}: expected a JSON object; the adapter folder is damaged: copy lora_adapter/ again")
+
+
+def check_adapter_weights(adapter_dir: Path) -> None:
+    """Missing or truncated adapter weights, said in one line before PEFT reads them (it would look for the folder
+    on the hub, or raise from deep inside). Weights are read from safetensors only (never a pickle)."""
+    from safetensors import SafetensorError, safe_open  # deferred: only commands that load an adapter need it
+
+    weights = adapter_dir / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        pickled = " (adapter_model.bin is a pickle; lora reads safetensors only)" if (adapter_dir / "adapter_model.bin").is_file() else ""
+        raise UserError(f"{adapter_dir}: no {ADAPTER_WEIGHTS}{pickled}; pass a run's complete lora_adapter/ folder")
+    try:
+        with safe_open(str(weights), framework="pt") as tensors:
+            tensors.keys()
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{weights}: not a readable safetensors file ({str(exc).splitlines()[0]}); copy it again from "
+                        "the run's output folder (an interrupted copy leaves it short)") from None
 
 
 def _recorded_base(adapter_dir: Path) -> str | None:
