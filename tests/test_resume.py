@@ -11,7 +11,13 @@ import sys
 import time
 
 import pytest
+import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForSpeechSeq2Seq
+
+from lora.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from lora.core.errors import UserError
+from lora.model_utils import attach_lora
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 24
@@ -81,3 +87,27 @@ def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
     subprocess.run([sys.executable, "-c", killed, str(tmp_path)])
     proc = subprocess.run([sys.executable, "-c", second, str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("part, damage", [("adapter.safetensors", "truncate"), ("optimizer.pt", "truncate"),
+                                          ("rng.safetensors", "delete")])
+def test_a_damaged_checkpoint_file_is_named_and_changes_nothing(tiny_moonshine, tmp_path, part, damage):
+    """`--resume` over a checkpoint damaged from outside (a partial copy, a deleted file): one line naming the file,
+    and the model and optimizer as they were (every file is read before any state is set)."""
+    model = attach_lora(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine), 4, 8, 0.0, ("q_proj", "v_proj"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    save_checkpoint(tmp_path, model, optimizer, scheduler, {"step": 1, "config": {}})
+    path = tmp_path / CHECKPOINT_DIR / part
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with torch.no_grad():
+        for p in params:
+            p.add_(1.0)  # differs from the checkpoint: a partial restore would show
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(UserError, match=rf"{part}: checkpoint file is unreadable .*delete .*{CHECKPOINT_DIR} to start over"):
+        load_checkpoint(tmp_path, model, optimizer, scheduler)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))

@@ -100,12 +100,26 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> dict:
 
     folder = Path(out_dir) / CHECKPOINT_DIR
     state = read_state(out_dir)
-    set_peft_model_state_dict(model, load_file(str(folder / "adapter.safetensors")))
-    saved = torch.load(folder / "optimizer.pt", weights_only=True)
+    # every file read before any state is set: a damaged one leaves the run as it was
+    adapter = _read_part(folder / "adapter.safetensors", lambda p: load_file(str(p)))
+    saved = _read_part(folder / "optimizer.pt", lambda p: torch.load(p, weights_only=True))
+    rng = _read_part(folder / "rng.safetensors", lambda p: load_file(str(p)))
+    set_peft_model_state_dict(model, adapter)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(load_file(str(folder / "rng.safetensors")), state.pop("rng"))
+    _set_rng_state(rng, state.pop("rng"))
     return state
+
+
+def _read_part(path: Path, read):
+    """One checkpoint file, or one line naming it. Checkpoints are written atomically, so only damage from outside
+    (a partial copy, a full disk elsewhere, a deleted file) gets here."""
+    try:
+        return read(path)
+    except Exception as exc:  # torch's zip reader, safetensors and the OS each raise their own class for a bad file
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"{path}: checkpoint file is unreadable ({reason}); delete {path.parent} to start over, "
+                        "or put the file back") from None
 
 
 class OutputLock:
