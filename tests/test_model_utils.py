@@ -1,5 +1,6 @@
 import pytest
 
+from conftest import TINY_OVERRIDES, build_tiny_model  # tests/ is on the path under pytest
 from lora import model_utils
 from lora.core.errors import UserError
 
@@ -57,3 +58,25 @@ def test_lora_attach_save_and_reload(tiny_model_dir, tmp_path):
     saved = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     loaded = {k: v for k, v in reloaded.state_dict().items() if "lora_" in k}
     assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+
+
+@pytest.mark.parametrize("other, message", [
+    ("tiny_whisper", "a moonshine adapter, and .* is a whisper model; drop --model-id"),  # names and shapes agree here
+    ("narrow_moonshine", r"does not fit .*size mismatch.*it was trained on .*: drop --model-id"),  # same family, other width
+])
+def test_an_adapter_on_a_base_it_does_not_fit_is_one_line(tiny_moonshine, moonshine_dir, other, message, request, tmp_path,
+                                                           monkeypatch):
+    """Another family, or the same family at another width: one line naming the base the adapter was trained on,
+    not a traceback, and never an adapter applied where it merely happens to load."""
+    resolved = model_utils.resolve_model_id(str(tiny_moonshine))
+    model, _, family = model_utils.load_base(resolved)
+    model = model_utils.attach_lora(model, 4, 8, 0.0, family.default_target_modules)
+    info = resolved.record() | {"family": family.name}
+    model_utils.save_adapter(model, tmp_path / "lora_adapter", info)
+    if other == "narrow_moonshine":  # the tiny Moonshine at half the width, with the real processor files
+        monkeypatch.setitem(TINY_OVERRIDES, "moonshine", dict(TINY_OVERRIDES["moonshine"], hidden_size=32, intermediate_size=64))
+        base = str(build_tiny_model(moonshine_dir, tmp_path / "narrow"))
+    else:
+        base = str(request.getfixturevalue(other))
+    with pytest.raises(UserError, match=message):
+        model_utils.load_with_adapter(tmp_path / "lora_adapter", base)

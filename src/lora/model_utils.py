@@ -289,7 +289,15 @@ def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
     model, processor, family = load_base(resolved)
     if (Path(adapter_dir) / "tokenizer_config.json").is_file():
         processor = AutoProcessor.from_pretrained(str(adapter_dir))
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    _check_adapter_fits(Path(adapter_dir), info, model, family, resolved)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (RuntimeError, ValueError) as exc:  # shapes or module names that are not this base's (torch / PEFT say so)
+        trained_on = info.get("model_id_used") or _recorded_base(adapter_dir) or "another model"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = next((line for line in lines if "mismatch" in line or "not found" in line), lines[0])[:200]
+        raise UserError(f"{adapter_dir}: the adapter does not fit {resolved.model_id_used} ({detail}); it was trained on "
+                        f"{trained_on}: drop --model-id, or pass that model") from None
     model.eval()
     return model, processor, family, resolved, info
 
@@ -324,6 +332,22 @@ def check_adapter_weights(adapter_dir: Path) -> None:
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{weights}: not a readable safetensors file ({str(exc).splitlines()[0]}); copy it again from "
                         "the run's output folder (an interrupted copy leaves it short)") from None
+
+
+def _check_adapter_fits(adapter_dir: Path, info: dict, model, family, resolved: ResolvedModel) -> None:
+    """An adapter of another family or model class would load where module names and shapes happen to agree
+    (Moonshine's and Whisper's q/k/v_proj at one width) and transcribe nonsense: refuse it in one line."""
+    trained = info.get("family")
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))  # checked readable before
+    base_class = (config.get("auto_mapping") or {}).get("base_model_class")
+    if trained and trained != family.name:
+        mismatch = f"a {trained} adapter, and {resolved.model_id_used} is a {family.name} model"
+    elif base_class and base_class != type(model).__name__:
+        mismatch = f"an adapter for {base_class}, and {resolved.model_id_used} is a {type(model).__name__}"
+    else:
+        return
+    raise UserError(f"{adapter_dir}: {mismatch}; drop --model-id (the adapter's own base is "
+                    f"{info.get('model_id_used') or _recorded_base(adapter_dir) or 'not recorded'}), or pass a model it fits")
 
 
 def _recorded_base(adapter_dir: Path) -> str | None:
