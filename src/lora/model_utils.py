@@ -280,8 +280,9 @@ def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
     from transformers import AutoProcessor
 
     info = read_run_info(adapter_dir)
-    check_adapter_config(Path(adapter_dir))
-    requested = model_id or info.get("model_id_used") or info.get("model_id_requested") or _recorded_base(adapter_dir)
+    config = read_adapter_config(Path(adapter_dir))
+    trained_on = info.get("model_id_used") or info.get("model_id_requested") or config.get("base_model_name_or_path")
+    requested = model_id or trained_on
     if not requested:
         raise UserError(f"{adapter_dir}: the adapter records no base model; pass --model-id")
     resolved = resolve_model_id(requested)
@@ -289,43 +290,46 @@ def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
     model, processor, family = load_base(resolved)
     if (Path(adapter_dir) / "tokenizer_config.json").is_file():
         processor = AutoProcessor.from_pretrained(str(adapter_dir))
-    _check_adapter_fits(Path(adapter_dir), info, model, family, resolved)
+    mismatch = _adapter_mismatch(info.get("family"), config, model, family, resolved)
+    if mismatch:
+        raise UserError(f"{adapter_dir}: {mismatch}; drop --model-id (the adapter's own base is "
+                        f"{trained_on or 'not recorded'}), or pass a model it fits")
     try:
         model = PeftModel.from_pretrained(model, str(adapter_dir))
     except (RuntimeError, ValueError) as exc:  # shapes or module names that are not this base's (torch / PEFT say so)
-        trained_on = info.get("model_id_used") or _recorded_base(adapter_dir) or "another model"
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         detail = next((line for line in lines if "mismatch" in line or "not found" in line), lines[0])[:200]
         raise UserError(f"{adapter_dir}: the adapter does not fit {resolved.model_id_used} ({detail}); it was trained on "
-                        f"{trained_on}: drop --model-id, or pass that model") from None
+                        f"{trained_on or 'a base it does not record'}: drop --model-id, or pass that model") from None
     model.eval()
     return model, processor, family, resolved, info
 
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+def read_adapter_config(adapter_dir: Path) -> dict:
+    """adapter_config.json, or one line saying the folder is damaged (PEFT would raise from deep inside)."""
+    from peft.utils import CONFIG_NAME  # deferred: heavy
 
-
-def check_adapter_config(adapter_dir: Path) -> None:
-    """A damaged adapter_config.json, said in one line before PEFT reads it (it would raise from deep inside)."""
-    config = adapter_dir / "adapter_config.json"
+    path = adapter_dir / CONFIG_NAME
     try:
-        document = json.loads(config.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{config}: not readable JSON ({str(exc).splitlines()[0]}); the adapter folder is damaged: "
+        raise UserError(f"{path}: not readable JSON ({str(exc).splitlines()[0]}); the adapter folder is damaged: "
                         "copy lora_adapter/ again from the run's output folder") from None
     if not isinstance(document, dict):
-        raise UserError(f"{config}: expected a JSON object; the adapter folder is damaged: copy lora_adapter/ again")
+        raise UserError(f"{path}: expected a JSON object; the adapter folder is damaged: copy lora_adapter/ again")
+    return document
 
 
 def check_adapter_weights(adapter_dir: Path) -> None:
     """Missing or truncated adapter weights, said in one line before PEFT reads them (it would look for the folder
     on the hub, or raise from deep inside). Weights are read from safetensors only (never a pickle)."""
-    from safetensors import SafetensorError, safe_open  # deferred: only commands that load an adapter need it
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME  # deferred: heavy
+    from safetensors import SafetensorError, safe_open
 
-    weights = adapter_dir / ADAPTER_WEIGHTS
+    weights = adapter_dir / SAFETENSORS_WEIGHTS_NAME
     if not weights.is_file():
-        pickled = " (adapter_model.bin is a pickle; lora reads safetensors only)" if (adapter_dir / "adapter_model.bin").is_file() else ""
-        raise UserError(f"{adapter_dir}: no {ADAPTER_WEIGHTS}{pickled}; pass a run's complete lora_adapter/ folder")
+        pickled = f" ({WEIGHTS_NAME} is a pickle; lora reads safetensors only)" if (adapter_dir / WEIGHTS_NAME).is_file() else ""
+        raise UserError(f"{adapter_dir}: no {SAFETENSORS_WEIGHTS_NAME}{pickled}; pass a run's complete lora_adapter/ folder")
     try:
         with safe_open(str(weights), framework="pt") as tensors:
             tensors.keys()
@@ -334,27 +338,15 @@ def check_adapter_weights(adapter_dir: Path) -> None:
                         "the run's output folder (an interrupted copy leaves it short)") from None
 
 
-def _check_adapter_fits(adapter_dir: Path, info: dict, model, family, resolved: ResolvedModel) -> None:
-    """An adapter of another family or model class would load where module names and shapes happen to agree
-    (Moonshine's and Whisper's q/k/v_proj at one width) and transcribe nonsense: refuse it in one line."""
-    trained = info.get("family")
-    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))  # checked readable before
+def _adapter_mismatch(trained_family: str | None, config: dict, model, family, resolved: ResolvedModel) -> str | None:
+    """Why an adapter of another family or model class cannot go on `model` (None: it may). Such an adapter would
+    load where module names and shapes happen to agree (Moonshine's and Whisper's q/k/v_proj at one width)."""
     base_class = (config.get("auto_mapping") or {}).get("base_model_class")
-    if trained and trained != family.name:
-        mismatch = f"a {trained} adapter, and {resolved.model_id_used} is a {family.name} model"
-    elif base_class and base_class != type(model).__name__:
-        mismatch = f"an adapter for {base_class}, and {resolved.model_id_used} is a {type(model).__name__}"
-    else:
-        return
-    raise UserError(f"{adapter_dir}: {mismatch}; drop --model-id (the adapter's own base is "
-                    f"{info.get('model_id_used') or _recorded_base(adapter_dir) or 'not recorded'}), or pass a model it fits")
-
-
-def _recorded_base(adapter_dir: Path) -> str | None:
-    try:
-        return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError):
-        return None
+    if trained_family and trained_family != family.name:
+        return f"a {trained_family} adapter, and {resolved.model_id_used} is a {family.name} model"
+    if base_class and base_class != type(model).__name__:
+        return f"an adapter for {base_class}, and {resolved.model_id_used} is a {type(model).__name__}"
+    return None
 
 
 def load_adapter(adapter_dir: str | Path, model_id: str | None = None):
