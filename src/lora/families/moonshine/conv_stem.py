@@ -27,8 +27,9 @@ class UnfoldedConv1d(nn.Conv1d):
 def unfold_first_convolution(model) -> bool:
     """Swap a Moonshine encoder's `conv1` for `UnfoldedConv1d` sharing its weight; False where there is no
     such layer or its shape is not the single-channel, unpadded one."""
-    conv = next((m.conv1 for m in model.modules() if isinstance(getattr(m, "conv1", None), nn.Conv1d)
-                 and hasattr(m, "groupnorm")), None)
+    owner = next((m for m in model.modules() if isinstance(getattr(m, "conv1", None), nn.Conv1d) and hasattr(m, "groupnorm")),
+                 None)  # the encoder: its conv1 feeds a GroupNorm
+    conv = owner.conv1 if owner is not None else None
     if conv is None or isinstance(conv, UnfoldedConv1d):
         return False
     if (conv.in_channels, conv.groups, conv.padding, conv.dilation) != (1, 1, (0,), (1,)):
@@ -38,6 +39,5 @@ def unfold_first_convolution(model) -> bool:
     stem.weight = conv.weight
     if conv.bias is not None:
         stem.bias = conv.bias
-    owner = next(m for m in model.modules() if getattr(m, "conv1", None) is conv)
     owner.conv1 = stem
     return True
