@@ -14,9 +14,10 @@ setup: $(UV)
 	@# bytecode compiled at install: where PYTHONDONTWRITEBYTECODE is set (this CI image sets it) every process
 	@# would otherwise compile transformers from source on each import (a fresh clone loaded the model in 6-8 s, not 3)
 	$(UV) sync --frozen --quiet --compile-bytecode || $(UV) sync --quiet --compile-bytecode
-	@# transformers' pipeline("automatic-speech-recognition") reads audio files through the ffmpeg program
+	@# ffmpeg: lora.core.audio decodes what libsndfile does not read (M4A, WebM) through it, and transformers'
+	@# pipeline("automatic-speech-recognition") reads audio files through it
 	@command -v ffmpeg >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
-		|| echo "note: ffmpeg not installed; transformers' pipeline needs it to read audio files (apt-get install ffmpeg)"; }
+		|| echo "note: ffmpeg not installed; M4A/WebM audio is refused and transformers' pipeline cannot read audio files (apt-get install ffmpeg)"; }
 	@# jemalloc: the training commands' allocator where installed (lower peak RSS; lora.core.memory)
 	@ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null) \
 		|| echo "note: jemalloc not installed; training uses glibc malloc, with a higher peak RSS (apt-get install libjemalloc2)"; }

@@ -38,7 +38,7 @@ CASES = [
     ("flac_header_only", lambda d: {"audio": truncate(write_audio(d / "h.flac", 2.0), 200).name, "text": "a"}, "cannot decode", r"psf_fseek"),
     ("flac_cut_in_magic", lambda d: {"audio": truncate(write_audio(d / "m.flac"), 10).name, "text": "a"}, "cannot decode", r"Format not recognised"),
     ("flac_zeroed_body", lambda d: {"audio": _zero_body(write_audio(d / "zb.flac", 2.0)).name, "text": "a"}, "cannot decode", r"."),
-    ("text_named_wav", lambda d: {"audio": _text(d / "notes.wav").name, "text": "a"}, "cannot decode", r"^Format not recognised$"),
+    ("text_named_wav", lambda d: {"audio": _text(d / "notes.wav").name, "text": "a"}, "cannot decode", r"^Format not recognised(; nor can ffprobe: Invalid data found when processing input)?$"),
     ("random_bytes_flac", lambda d: {"audio": _noise_bytes(d / "rnd.flac").name, "text": "a"}, "cannot decode", r"."),
     ("truncated_ogg", lambda d: {"audio": truncate(write_audio(d / "tv.ogg", format="OGG"), 0.5).name, "text": "a"}, "cannot decode", r"malformed"),
     ("truncated_wav", lambda d: {"audio": truncate(write_audio(d / "tw.wav", 2.0), 0.5).name, "text": "a"}, "truncated file", r"declares 64000 bytes of audio, the file holds"),

@@ -18,7 +18,6 @@ and stay in memory as `Example`s (`lora.data.batches`).
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import math
 import os
@@ -28,8 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lora.core.audio import SAMPLE_RATE, to_pcm16
+from lora.core.audio import SAMPLE_RATE, audio_seconds, to_pcm16
 from lora.core.memory import keep_heap_flat
+from lora.data.audio_probe import TRUNCATED, shortfall
 from lora.data.batches import Example, collate, length_grouped_batches, prepare_dataset
 from lora.data.hygiene import QUARANTINE, HygieneOptions, audio_findings
 from lora.data.manifest import BadRow
@@ -229,10 +229,7 @@ def record_seconds(u: Utterance) -> float:
         return float(u.extra["seconds"])
     if isinstance(u.audio, np.ndarray | list):
         return len(u.audio) / u.sampling_rate
-    import soundfile as sf  # deferred: only rows that skipped preflight get here
-
-    info = sf.info(io.BytesIO(u.audio) if isinstance(u.audio, bytes | bytearray) else os.fspath(u.audio))
-    return info.frames / info.samplerate
+    return audio_seconds(u.audio)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +365,9 @@ class ClipDataset:
             return LoadedRow(i, problem=("cannot decode", f"{type(exc).__name__}: {exc}"))
         if samples.size == 0:
             return LoadedRow(i, problem=("no samples", "0 frames after decoding"))
+        cut = shortfall(len(samples) / SAMPLE_RATE, float(self.table.seconds[i]))  # a header-only preflight's row
+        if cut:
+            return LoadedRow(i, problem=(TRUNCATED, cut))
         if not np.isfinite(samples).all():
             return LoadedRow(i, problem=("non-finite samples", "NaN or inf in the decoded audio"))
         # the cheap hygiene checks (silent, dc_constant, clipped: a few passes over the samples)

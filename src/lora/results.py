@@ -229,7 +229,7 @@ class SttArtifact:
     samples: list[dict]  # id, reference (None without one), hypothesis, wer
     wer: float | None
     cer: float | None
-    errors: list[dict]  # id, origin, reason: rows that could not be transcribed
+    errors: list[dict]  # id, origin, reason, detail: rows that could not be transcribed
     schema_version: int = SCHEMA_VERSION
     # long-form (lora.longform): per clip, its segments {id, start_s, end_s, text}; a clip up to
     # max_chunk_s is one segment spanning it, a longer one is cut by VAD into chunks <= max_chunk_s

@@ -1,18 +1,37 @@
 """Audio in: decode with soundfile, mix to mono, resample with soxr. One function in, float32 16 kHz out.
 
-No FFmpeg and no torchcodec: soundfile (libsndfile) reads WAV/FLAC/OGG, soxr resamples.
-Knows nothing of models or text.
+soundfile (libsndfile) reads WAV/FLAC/OGG/Opus/MP3/AIFF and soxr resamples. Containers libsndfile does
+not read (M4A/AAC from phones, WebM, MP4 video...) are decoded by the `ffmpeg` program when it is on
+PATH; without it they are refused with what to do. Knows nothing of models or text.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 SAMPLE_RATE = 16_000
 PCM16_SCALE = 32_768  # 16-bit PCM full scale: soundfile decodes a 16-bit sample k as k / 32768
+SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for bytes that are no format it reads
+FFMPEG_HINT = ("libsndfile reads WAV, FLAC, OGG/Opus, MP3 and AIFF; for M4A/AAC/WebM install ffmpeg "
+               "(then they are read through it) or convert: ffmpeg -i IN -ac 1 -ar 16000 OUT.flac")
+
+
+class AudioDecodeError(ValueError):
+    """Audio that neither libsndfile nor ffmpeg could read; the message says why and what to do."""
+
+
+class FfmpegMissing(AudioDecodeError):
+    """A format only ffmpeg reads, on a machine without ffmpeg: a fact of this machine, not of the file."""
 
 
 def to_mono_16k(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
@@ -31,9 +50,70 @@ def load_audio(source: str | Path | bytes) -> np.ndarray:
     """Decode a file path (or raw encoded bytes) to float32 mono 16 kHz samples."""
     import soundfile as sf
 
-    handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else str(source)
-    samples, sr = sf.read(handle, dtype="float32", always_2d=False)
+    try:
+        samples, sr = sf.read(_sndfile_handle(source), dtype="float32", always_2d=False)
+    except sf.LibsndfileError as exc:
+        if not unrecognised_format(exc):
+            raise
+        return decode_with_ffmpeg(source, exc)
     return to_mono_16k(samples, sr)
+
+
+def audio_seconds(source: str | Path | bytes) -> float:
+    """Duration from the header (libsndfile's, else ffprobe's), without decoding the samples."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(_sndfile_handle(source))
+    except sf.LibsndfileError as exc:
+        if not unrecognised_format(exc):
+            raise
+        return ffmpeg_seconds(source, exc)
+    return info.frames / info.samplerate
+
+
+def unrecognised_format(exc: Exception) -> bool:
+    """libsndfile's error for bytes of a format it does not read (as opposed to a damaged file)."""
+    return getattr(exc, "code", None) == SF_ERR_UNRECOGNISED_FORMAT
+
+
+def decode_with_ffmpeg(source: str | Path | bytes, sndfile_error: Exception | None = None) -> np.ndarray:
+    """First audio stream of any container ffmpeg reads, as float32 mono 16 kHz (ffmpeg resamples).
+
+    Not transformers' `ffmpeg_read`: it pipes the bytes through stdin, where an M4A whose index (the
+    `moov` atom) sits at the end of the file, as ffmpeg's own AAC writer puts it, cannot be read.
+    Given a path, ffmpeg seeks; bytes are written to a temporary file first."""
+    _require("ffmpeg", sndfile_error)
+    with _as_path(source) as path:
+        done = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path,
+                               "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"],
+                              capture_output=True, check=False)
+    if done.returncode != 0:
+        raise AudioDecodeError(f"{_said(sndfile_error)}; nor can ffmpeg: {_last_line(done.stderr, path)}")
+    samples = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
+    if not len(samples):
+        raise AudioDecodeError("ffmpeg decoded 0 samples")
+    return samples
+
+
+def ffmpeg_seconds(source: str | Path | bytes, sndfile_error: Exception | None = None) -> float:
+    """Duration of the first audio stream from ffprobe (the container's header), else a decode."""
+    if shutil.which("ffprobe") is None:
+        return len(decode_with_ffmpeg(source, sndfile_error)) / SAMPLE_RATE
+    with _as_path(source) as path:
+        done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                               "stream=duration:format=duration", "-of", "json", path],
+                              capture_output=True, check=False)
+    if done.returncode != 0:
+        raise AudioDecodeError(f"{_said(sndfile_error)}; nor can ffprobe: {_last_line(done.stderr, path)}")
+    found = json.loads(done.stdout or b"{}")
+    streams = found.get("streams") or []
+    if not streams:
+        raise AudioDecodeError("no audio stream in the file")
+    for value in (streams[0].get("duration"), found.get("format", {}).get("duration")):
+        if value not in (None, "N/A"):
+            return float(value)
+    return len(decode_with_ffmpeg(source, sndfile_error)) / SAMPLE_RATE
 
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
@@ -45,3 +125,38 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
 
 def duration_seconds(samples: np.ndarray) -> float:
     return float(len(samples)) / SAMPLE_RATE
+
+
+def _sndfile_handle(source: str | Path | bytes):
+    return io.BytesIO(source) if isinstance(source, bytes | bytearray) else os.fspath(source)
+
+
+def _require(program: str, sndfile_error: Exception | None) -> None:
+    if shutil.which(program) is None:
+        raise FfmpegMissing(f"{_said(sndfile_error)}; {FFMPEG_HINT}")
+
+
+def _said(sndfile_error: Exception | None) -> str:
+    """libsndfile's own words, e.g. `Format not recognised`."""
+    return (getattr(sndfile_error, "error_string", "") or "Format not recognised").rstrip(".")
+
+
+@contextmanager
+def _as_path(source: str | Path | bytes) -> Iterator[str]:
+    """A path to hand to ffmpeg: the file itself, or encoded bytes written to a temporary file."""
+    if not isinstance(source, bytes | bytearray):
+        yield os.fspath(source)
+        return
+    handle, temp = tempfile.mkstemp(prefix="lora-audio-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(source)
+        yield temp
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def _last_line(stderr: bytes, path: str) -> str:
+    """ffmpeg's last complaint, without the `<path>: ` it starts with (the caller names the file)."""
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1].removeprefix(f"{path}: ") if lines else "no message"

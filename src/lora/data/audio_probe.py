@@ -4,7 +4,8 @@ Decoding is the expensive part of a preflight, so each row is decoded once: the 
 first (a 10-minute file is rejected without decoding it), then the samples, which are checked
 for truncation and NaN/inf and then dropped (only the duration is kept). Any sample rate and any
 channel count is fine: `lora.core.audio` converts them later. A file's extension is ignored; what
-libsndfile recognises in the bytes decides (a FLAC named `.wav` is fine, text named `.wav` is not).
+libsndfile recognises in the bytes decides (a FLAC named `.wav` is fine, text named `.wav` is not), and
+what it does not recognise goes to ffmpeg when that is installed (M4A, WebM; `lora.core.audio`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
+from lora.core.audio import (
+    SAMPLE_RATE,
+    AudioDecodeError,
+    FfmpegMissing,
+    decode_with_ffmpeg,
+    ffmpeg_seconds,
+    unrecognised_format,
+)
+
 # Reasons (short categories, counted in reports); the probe's `detail` says what exactly was found.
 MISSING_FILE = "missing file"
 NOT_A_FILE = "not a file"
 EMPTY_FILE = "empty file"
 UNREADABLE_FILE = "unreadable file"
 UNDECODABLE = "cannot decode"
+NEEDS_FFMPEG = "needs ffmpeg"
 TRUNCATED = "truncated file"
 NO_SAMPLES = "no samples"
 NON_FINITE = "non-finite samples"
@@ -34,6 +45,12 @@ TOO_LONG = "too long"
 # and fix them up at the end; a size at or above this is a placeholder, not a truncation.
 _WAV_DATA_LOG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 PLACEHOLDER_SIZE = 0x7FFF0000
+# Bumped when a probe of the same bytes can answer otherwise (the preflight cache keys on it):
+# 2 = formats libsndfile does not read are probed through ffmpeg.
+PROBER_VERSION = 2
+# Decoded audio this far short of the header's duration is a file cut short, not a header's estimate
+# (MP3 and container headers may be a little off; a cut loses far more, and its transcript no longer fits).
+DECLARED_SHARE, DECLARED_SLACK_S = 0.9, 0.1
 
 
 @dataclass(frozen=True)
@@ -59,12 +76,12 @@ def probe_audio(audio, sampling_rate: int, min_seconds: float, max_seconds: floa
     if isinstance(audio, bytes | bytearray):
         if not audio:
             return Probe(0.0, EMPTY_FILE, "0 bytes of encoded audio")
-        return _probe_encoded(lambda: io.BytesIO(audio), min_seconds, max_seconds, decode)
+        return _probe_encoded(bytes(audio), min_seconds, max_seconds, decode)
     path = Path(audio)
     problem = _file_problem(path)
     if problem:
         return problem
-    return _probe_encoded(lambda: str(path), min_seconds, max_seconds, decode)
+    return _probe_encoded(str(path), min_seconds, max_seconds, decode)
 
 
 def _file_problem(path: Path) -> Probe | None:
@@ -90,13 +107,18 @@ def _file_problem_or_raise(path: Path) -> Probe | None:
     return None
 
 
-def _probe_encoded(open_source, min_seconds: float, max_seconds: float, decode: bool = True) -> Probe:
+def _probe_encoded(source: str | bytes, min_seconds: float, max_seconds: float, decode: bool = True) -> Probe:
     """Header first (cheap bounds check), then one full decode to catch truncation and NaN/inf."""
     import soundfile as sf
+
+    def open_source():
+        return io.BytesIO(source) if isinstance(source, bytes) else source
 
     try:
         info = sf.info(open_source())
     except Exception as exc:  # libsndfile's message is the useful part, whatever the class
+        if unrecognised_format(exc):
+            return _probe_with_ffmpeg(source, exc, min_seconds, max_seconds, decode)
         return Probe(0.0, UNDECODABLE, _sndfile_message(exc))
     truncated = _declared_truncation(info.extra_info)
     if truncated:
@@ -118,6 +140,23 @@ def _probe_encoded(open_source, min_seconds: float, max_seconds: float, decode: 
     return check_samples(samples, rate, min_seconds, max_seconds)
 
 
+def _probe_with_ffmpeg(source: str | bytes, sndfile_error: Exception, min_seconds: float, max_seconds: float,
+                       decode: bool) -> Probe:
+    """A container libsndfile does not read (M4A, WebM...): ffprobe's header, then ffmpeg's decode."""
+    try:
+        seconds = ffmpeg_seconds(source, sndfile_error)
+        bounds = _bounds_problem(seconds, min_seconds, max_seconds)
+        if bounds or not decode:
+            return bounds or Probe(seconds)
+        samples = decode_with_ffmpeg(source, sndfile_error)
+        cut = shortfall(len(samples) / SAMPLE_RATE, seconds)
+        return Probe(0.0, TRUNCATED, cut) if cut else check_samples(samples, SAMPLE_RATE, min_seconds, max_seconds)
+    except FfmpegMissing as exc:
+        return Probe(0.0, NEEDS_FFMPEG, str(exc))
+    except AudioDecodeError as exc:
+        return Probe(0.0, UNDECODABLE, str(exc))
+
+
 def check_samples(samples: np.ndarray, sampling_rate: int, min_seconds: float, max_seconds: float) -> Probe:
     """Checks shared by decoded files and inline arrays: empty, NaN/inf, duration bounds."""
     if samples.ndim not in (1, 2):
@@ -131,6 +170,13 @@ def check_samples(samples: np.ndarray, sampling_rate: int, min_seconds: float, m
         return Probe(0.0, NON_FINITE, f"{bad} of {samples.size} samples are NaN or inf")
     seconds = frames / sampling_rate
     return _bounds_problem(seconds, min_seconds, max_seconds) or Probe(seconds)
+
+
+def shortfall(decoded_seconds: float, declared_seconds: float) -> str | None:
+    """Why decoded audio is a truncated file's (None when it is as long as its header says, give or take)."""
+    if decoded_seconds < declared_seconds * DECLARED_SHARE - DECLARED_SLACK_S:
+        return f"decoded {decoded_seconds:.2f} s of the {declared_seconds:.2f} s its header declares"
+    return None
 
 
 def _bounds_problem(seconds: float, min_seconds: float, max_seconds: float) -> Probe | None:

@@ -49,10 +49,10 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from lora.core.audio import SAMPLE_RATE
+from lora.core.audio import SAMPLE_RATE, FfmpegMissing
 from lora.core.errors import UserError
 from lora.core.outputs import write_text_atomic
-from lora.data.audio_probe import MISSING_FILE, UNREADABLE_FILE, Probe, probe_audio
+from lora.data.audio_probe import MISSING_FILE, NEEDS_FFMPEG, UNDECODABLE, UNREADABLE_FILE, Probe, probe_audio
 from lora.data.hygiene import (
     QUARANTINE,
     DuplicateTracker,
@@ -76,8 +76,8 @@ EMPTY_TEXT = "empty text"
 BLANK_TEXT = "whitespace-only text"
 NO_TEXT = "no text"
 REPEAT = ("repeat", "")  # not a problem: see the module docstring
-# Probe results that depend on this moment, not on the file's bytes: never cached.
-UNCACHEABLE = {UNREADABLE_FILE, MISSING_FILE}
+# Probe results that depend on this moment or machine, not on the file's bytes: never cached.
+UNCACHEABLE = {UNREADABLE_FILE, MISSING_FILE, NEEDS_FFMPEG}
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,13 @@ def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers:
     """Run the hygiene checks on rows that passed the probe; quarantine findings go to `found`,
     warnings to `warnings`; returns the rows still good. Audio statistics once per distinct file."""
 
-    def audio_facts(utt: Utterance) -> tuple[list[Finding], str]:
-        samples = utt.samples()
+    def audio_facts(utt: Utterance) -> tuple[list[Finding], str] | Probe:
+        try:
+            samples = utt.samples()
+        except FfmpegMissing as exc:  # probed (or cached) on a machine that had ffmpeg
+            return Probe(0.0, NEEDS_FFMPEG, str(exc))
+        except Exception as exc:  # the probe passed, yet this decode failed: the row goes, the run stays
+            return Probe(0.0, UNDECODABLE, f"{type(exc).__name__}: {exc}")
         return audio_findings(samples, options), audio_digest(samples)
 
     keys = [_realpath(u.audio) if isinstance(u.audio, str | Path) else None for u in rows]
@@ -181,7 +186,11 @@ def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers:
     seen_digest_of_file: set = set()
     good: list[Utterance] = []
     for i, (utt, key) in enumerate(zip(rows, keys)):
-        findings, digest = facts[first_of[key if key is not None else ("inline", i)]]
+        fact = facts[first_of[key if key is not None else ("inline", i)]]
+        if isinstance(fact, Probe):
+            found.append(BadRow(utt.origin, fact.reason, utt.id, fact.detail))
+            continue
+        findings, digest = fact
         findings = list(findings)
         has_text = utt.extra.get("has_text", True)
         if has_text:

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lora.core.paths import lora_home
-from lora.data.audio_probe import Probe
+from lora.data.audio_probe import PROBER_VERSION, Probe
 
 CACHE_FILE = "preflight_cache.sqlite"
-SCHEMA = """CREATE TABLE IF NOT EXISTS probes (
+TABLE = f"probes_v{PROBER_VERSION}"  # a new prober starts a new table: old answers are not read back
+SCHEMA = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     path TEXT, size INTEGER, mtime_ns INTEGER, decoded INTEGER, min_s REAL, max_s REAL,
     seconds REAL, reason TEXT, detail TEXT, PRIMARY KEY (path, size, mtime_ns, decoded, min_s, max_s))"""
 
@@ -46,7 +47,7 @@ class ProbeCache:
         found = {}
         cur = self.db.cursor()
         for key in keys:
-            row = cur.execute("SELECT seconds, reason, detail FROM probes WHERE path=? AND size=? AND mtime_ns=? AND "
+            row = cur.execute(f"SELECT seconds, reason, detail FROM {TABLE} WHERE path=? AND size=? AND mtime_ns=? AND "
                               "decoded>=? AND min_s=? AND max_s=?", (*key, int(decoded), min_s, max_s)).fetchone()
             if row is not None:
                 found[key] = Probe(*row)
@@ -54,7 +55,7 @@ class ProbeCache:
 
     def put_many(self, items: dict[tuple, Probe], decoded: bool, min_s: float, max_s: float) -> None:
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO probes VALUES (?,?,?,?,?,?,?,?,?)",
+            self.db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?,?,?,?,?,?,?,?,?)",
                                 [(*key, int(decoded), min_s, max_s, p.seconds, p.reason, p.detail) for key, p in items.items()])
 
     def close(self) -> None:

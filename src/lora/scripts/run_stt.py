@@ -170,13 +170,13 @@ def _main(argv: list[str] | None) -> int:
     for warning in leakage_warnings(report.good, info):
         log.warning("warning: %s", warning)
     options = LongformOptions(max_chunk_s=args.max_chunk_s, batch_size=args.batch_size)
-    errors = [{"id": b.id, "origin": b.origin, "reason": b.reason} for b in report.bad]
+    errors = [{"id": b.id, "origin": b.origin, "reason": b.reason, "detail": b.detail} for b in report.bad]
     transcripts, texts = {}, {}
     for u in report.good:
         try:
             samples = u.samples()
         except Exception as exc:  # one unreadable file must not lose the others
-            errors.append({"id": u.id, "origin": u.origin, "reason": f"cannot decode audio: {exc}"})
+            errors.append({"id": u.id, "origin": u.origin, "reason": "cannot decode", "detail": f"{type(exc).__name__}: {exc}"})
             continue
         transcripts[u.id] = transcribe_any(samples, transcribe_batch, options)
         texts[u.id] = (u.text, len(samples) / SAMPLE_RATE)
