@@ -5,7 +5,7 @@ import torch
 from lora.core.errors import UserError
 from lora.data.records import Utterance, split_folder
 from lora.data.resolve import DataChoice, resolve_data
-from lora.data.selection import select_balanced, split_by_speaker
+from lora.data.selection import select_balanced, split_by_speaker, split_by_utterance
 from lora.data.sources import hub_stream
 from lora.data_loader import collate, length_grouped_batches, prepare_dataset
 
@@ -33,9 +33,35 @@ def test_split_by_speaker_evaluates_on_speakers_with_transcripts_of_their_own():
         assert not {u.speaker for u in train} & {"g", "h"}
 
 
-def test_split_by_speaker_needs_two_speakers():
-    with pytest.raises(UserError, match="at least two speakers"):
+def test_split_by_speaker_needs_two_speakers_and_names_the_one_speaker_way_out():
+    with pytest.raises(UserError, match="at least two speakers.*--allow-shared-speakers to hold out utterances"):
         split_by_speaker(_utts(["solo"]))
+
+
+def test_split_by_utterance_keeps_each_transcript_on_one_side():
+    utts = _utts(["solo"], per=12) + [Utterance("solo-again", "solo", "text solo 3.", np.zeros(1600, np.float32))]
+    train, held = split_by_utterance(utts, seed=5)
+    assert train and held and len(train) + len(held) == len(utts)
+    assert len(held) == 3  # a quarter of the 12 distinct transcripts
+    seen = {u.text.lower().rstrip(".") for u in train}
+    assert not any(u.text.lower().rstrip(".") in seen for u in held)  # "TEXT solo 3" and its repeat stay together
+    assert [u.id for u in held] == [u.id for u in split_by_utterance(list(reversed(utts)), seed=5)[1]]
+    with pytest.raises(UserError, match="two different transcripts"):
+        split_by_utterance(_utts(["solo"], per=1))
+
+
+def test_one_speaker_manifest_holds_out_utterances_when_shared_speakers_are_allowed(speech_dir, tmp_path):
+    import json
+
+    rows = [u for u in resolve_data(DataChoice(data_dir=str(speech_dir), dataset_samples=0, eval_samples=0),
+                                    hub_ok=False).train if u.speaker == "1988"]
+    manifest = tmp_path / "me.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": str(u.audio), "text": u.text}) + "\n" for u in rows))
+    with pytest.raises(UserError, match="found 1 \\(no speaker field\\)"):
+        resolve_data(DataChoice(manifest=str(manifest), dataset_samples=0), hub_ok=False)
+    data = resolve_data(DataChoice(manifest=str(manifest), dataset_samples=0, allow_shared_speakers=True), hub_ok=False)
+    assert data.train and data.eval and len(data.train) + len(data.eval) <= len(rows)
+    assert not {u.id for u in data.train} & {u.id for u in data.eval}
 
 
 def test_select_balanced_round_robins_speakers():

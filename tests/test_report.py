@@ -117,6 +117,15 @@ def test_no_canary_no_history_no_interval(tmp_path):
     assert "No interval could be computed (not enough data)" in page
 
 
+def test_a_run_whose_eval_shares_speakers_with_training_says_so(tmp_path):
+    metrics = run_metrics()
+    assert "Not speaker-disjoint" not in write_report(metrics, tmp_path / "disjoint")[REPORT_MD].read_text(encoding="utf-8")
+    metrics["leakage"] = {"shared_speakers": [""], "shared_texts": []}
+    md = write_report(metrics, tmp_path / "shared")[REPORT_MD].read_text(encoding="utf-8")
+    assert ("Not speaker-disjoint: 1 eval speaker(s) also trained (no speaker field; --allow-shared-speakers). The change "
+            "measures unseen utterances of those speakers, not unseen speakers.") in md
+
+
 def test_canary_null_and_sparse_metrics(tmp_path):
     """An old or half-written metrics file: nulls and missing keys read as n/a, never a crash."""
     sparse = {"model_id_used": "m", "baseline_wer": None, "tuned_wer": None, "canary": None,

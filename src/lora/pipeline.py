@@ -224,7 +224,8 @@ def _read_rows(cfg: TrainConfig, use_hub: bool, dataset, key: str | None) -> Sel
     data = resolve_data(
         DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.training_rows, cfg.eval_samples, cfg.seed,
                    split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers), use_hub=use_hub,
-                   replay_subsets=split_csv(cfg.replay_subsets), quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl"),
+                   replay_subsets=split_csv(cfg.replay_subsets), allow_shared_speakers=cfg.allow_shared_speakers,
+                   quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl"),
                    dataset=chosen, audio_column=cfg.audio_column, text_column=cfg.text_column,
                    speaker_column=cfg.speaker_column, dataset_split=cfg.dataset_split),
         hub_ok=hub_reachable() if use_hub and not local else False,

@@ -27,6 +27,7 @@ from lora.data.selection import (
     select_balanced,
     split_by_named_speakers,
     split_by_speaker,
+    split_by_utterance,
     without_train_texts,
 )
 from lora.data.sources import (
@@ -55,6 +56,7 @@ class DataChoice:
     eval_speakers: tuple[str, ...] = ()
     use_hub: bool = True
     replay_subsets: tuple[str, ...] = ()  # general-speech folders mixed into training (forgetting control)
+    allow_shared_speakers: bool = False  # one speaker's data: hold out utterances instead of speakers
     quarantine_path: str | None = None  # where preflight lists unusable rows
     # `--dataset`: a path / hub name, or a `datasets.Dataset` (`IterableDataset`, `DatasetDict`) object from Python
     dataset: object = None
@@ -123,6 +125,10 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     del corpus
     if choice.train_speakers or choice.eval_speakers:
         train, held = split_by_named_speakers(pool + (held or []), choice.train_speakers, choice.eval_speakers)
+    elif held is None and choice.allow_shared_speakers and len({u.speaker for u in pool}) < 2:
+        train, held = split_by_utterance(pool, seed=choice.seed)
+        log.warning("one speaker (%s): held out %d of its utterances; WER measures this speaker's unseen utterances, "
+                    "not unseen speakers", pool[0].speaker or "no speaker field" if pool else "none", len(held))
     elif held is None:
         train, held = split_by_speaker(pool, seed=choice.seed)
     else:
@@ -132,8 +138,9 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
         held = without_train_texts(held, train)
     held = select_balanced(held, choice.eval_samples, choice.seed + 1)
     if len(held) < choice.eval_samples:
-        log.warning("only %d of %d requested eval utterances are usable (speaker-disjoint, transcript not trained on); "
-                    "WER on so few says little: add data or name --eval-speakers", len(held), choice.eval_samples)
+        rule = "transcript not trained on" if choice.allow_shared_speakers else "speaker-disjoint, transcript not trained on"
+        log.warning("only %d of %d requested eval utterances are usable (%s); WER on so few says little: add data or "
+                    "name --eval-speakers", len(held), choice.eval_samples, rule)
     replay = replay_rows(choice.replay_subsets, choice.data_dir, held)
     log.info("data: %s (%s): %d train / %d eval / %d replay utterances", kind, where, len(train), len(held), len(replay))
     source = {"kind": kind, "where": where, "train_split_requested": choice.train_split, "train_split_used": used} | facts

@@ -34,7 +34,9 @@ def split_by_speaker(
     if len(speakers) < 2:
         raise UserError(
             f"need at least two speakers for a speaker-disjoint train/eval split, found {len(speakers)} "
-            f"({', '.join(speakers) or 'none'}); add recordings from another speaker"
+            f"({', '.join(speakers) or 'no speaker field'}); add recordings from another speaker, or pass "
+            "--allow-shared-speakers to hold out utterances of the same speaker (WER then measures that speaker's "
+            "unseen utterances, not unseen speakers)"
         )
     random.Random(seed).shuffle(speakers)
     own = _speakers_with_own_texts(utterances)
@@ -43,6 +45,26 @@ def split_by_speaker(
     eval_speakers = set(speakers[:n_eval])
     train = [u for u in utterances if u.speaker not in eval_speakers]
     held = [u for u in utterances if u.speaker in eval_speakers]
+    return train, held
+
+
+def split_by_utterance(
+    utterances: list[Utterance], eval_fraction: float = DEFAULT_EVAL_FRACTION, seed: int = 42
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Hold out a seeded share of the utterances themselves: for one speaker's data (adapting to a voice),
+    when `--allow-shared-speakers` says the eval may share speakers with training. Utterances with the same
+    (normalised) transcript stay on one side, so the eval never hears a sentence training read."""
+    groups: dict[str, list[Utterance]] = defaultdict(list)
+    for u in sorted(utterances, key=lambda u: u.id):
+        groups[normalize_for_scoring(u.text)].append(u)
+    if len(groups) < 2:
+        raise UserError(f"need at least two different transcripts to hold some out, found {len(groups)}; add recordings")
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    n_eval = min(len(keys) - 1, max(1, round(eval_fraction * len(keys))))
+    held_keys = set(keys[:n_eval])
+    train = [u for k in keys if k not in held_keys for u in groups[k]]
+    held = [u for k in keys if k in held_keys for u in groups[k]]
     return train, held
 
 

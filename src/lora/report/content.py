@@ -167,6 +167,12 @@ def significance(m: dict) -> list[tuple]:
                 f"{test.get('seed', NA)}): WER change {pts(test.get('delta'))} pts, 95% CI {interval(test['ci95'])}. "
                 f"Verdict: {test.get('verdict', NA)}. 'improved'/'worse' only when the interval excludes 0.")
     blocks = [("h", 2, "Is the change real?"), ("p", text)]
+    shared = (m.get("leakage") or {}).get("shared_speakers") or []
+    if shared:
+        names = ", ".join(s or "no speaker field" for s in shared[:5])
+        blocks.append(("p", f"Not speaker-disjoint: {len(shared)} eval speaker(s) also trained ({names}; "
+                            "--allow-shared-speakers). The change measures unseen utterances of those speakers, "
+                            "not unseen speakers."))
     clustered = m.get("wer_delta_clustered_ci95") or {}
     if clustered.get("ci95"):
         blocks.append(("p", f"Speaker-clustered paired bootstrap ({len(m.get('eval_speakers') or [])} speakers, speakers then "

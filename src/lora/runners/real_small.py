@@ -132,7 +132,8 @@ def _print_summary(m: RealMetrics, out: Path) -> None:
     print(f"model        {m.model_id_used} ({m.model_source})")
     print(f"train loss   {_fmt(m.train_loss)} (mean of {len(m.train_loss_history)} steps)")
     print(f"eval loss    {_fmt(m.baseline_eval_loss)} -> {_fmt(m.tuned_eval_loss)}")
-    print(f"WER          {_fmt(m.baseline_wer, True)} -> {_fmt(m.tuned_wer, True)} on {m.wer_utterances} held-out utterances; "
+    held_out = "held-out utterances of training speakers" if m.leakage.get("shared_speakers") else "held-out utterances"
+    print(f"WER          {_fmt(m.baseline_wer, True)} -> {_fmt(m.tuned_wer, True)} on {m.wer_utterances} {held_out}; "
           f"change 95% CI {interval}: {ci.verdict}")
     if m.canary.utterances:
         print(f"canary WER   {_fmt(m.canary.wer_before, True)} -> {_fmt(m.canary.wer_after, True)} "
