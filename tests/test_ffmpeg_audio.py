@@ -3,6 +3,7 @@ installed, refused in one line with what to do when it is not. Every clip is a r
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -172,3 +173,28 @@ def test_loader_workers_quarantine_a_cut_file_that_passed_the_header_check(cut_m
 def test_shortfall_tolerates_a_header_estimate_but_not_a_cut():
     assert shortfall(10.9, 11.0) is None and shortfall(9.95, 11.0) is None  # within 10% (+0.1 s)
     assert shortfall(5.6, 11.0) == "decoded 5.60 s of the 11.00 s its header declares"
+
+
+@needs_ffmpeg
+def test_stt_transcribes_an_m4a_named_without_a_flag(m4a, tiny_moonshine, tmp_path):
+    from lora.scripts import run_stt
+
+    out = tmp_path / "stt.json"
+    assert run_stt.main([str(m4a), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 0
+    artifact = json.loads(out.read_text())
+    assert artifact["errors"] == [] and [s["id"] for s in artifact["samples"]] == ["phone memo"]
+    assert artifact["samples"][0]["seconds"] == pytest.approx(audio_seconds(m4a), abs=0.05)
+
+
+def test_stt_without_ffmpeg_lists_the_m4a_with_its_reason_and_transcribes_the_rest(real_clip, tiny_moonshine, tmp_path,
+                                                                                  no_ffmpeg):
+    from lora.scripts import run_stt
+
+    memo = tmp_path / "memo.m4a"
+    memo.write_bytes(b"\x00\x00\x00\x20ftypM4A " + b"\x00" * 400)
+    out = tmp_path / "stt.json"
+    assert run_stt.main([str(memo), str(real_clip), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 0
+    artifact = json.loads(out.read_text())
+    assert len(artifact["samples"]) == 1
+    assert [(e["id"], e["reason"]) for e in artifact["errors"]] == [("memo", NEEDS_FFMPEG)]
+    assert "ffmpeg -i IN -ac 1 -ar 16000 OUT.flac" in artifact["errors"][0]["detail"]

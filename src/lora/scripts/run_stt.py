@@ -41,6 +41,7 @@ MAX_SECONDS = 24 * 3600.0  # stt takes recordings of any length (a day is a gene
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
+    parser.add_argument("files", nargs="*", metavar="FILE", help="audio file(s) of any length, as --audio")
     parser.add_argument("--audio", nargs="+", default=None, metavar="FILE", help="audio file(s) of any length")
     parser.add_argument("--audio-list", default=None, help="manifest (JSONL/JSON/CSV/TSV) or a text file of audio paths")
     parser.add_argument("--reference", default=None, metavar="TEXT|@FILE",
@@ -149,6 +150,7 @@ def write_subtitles(args, transcripts: dict) -> list[str]:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    args.audio = [*(args.audio or []), *args.files] or None  # `lora stt memo.m4a` means `--audio memo.m4a`
     setup_logging(args.quiet)
     check_args(args)
 
