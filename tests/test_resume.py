@@ -69,6 +69,33 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_moonshine, tmp_path):
     assert [round(r["loss"], 6) for r in history_a] == [round(r["loss"], 6) for r in history_b]
 
 
+def test_ctrl_c_says_where_the_checkpoint_is_and_resume_goes_on(tiny_moonshine, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(tiny_moonshine, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
+    deadline = time.time() + 300
+    while _checkpoint_step(out) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.fail("training finished before Ctrl-C; raise STEPS")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    stopped = _checkpoint_step(out)
+    assert err.strip().splitlines()[-1] == (f"error: interrupted; the checkpoint of step {stopped} is in "
+                                            f"{out / CHECKPOINT_DIR}: run the same command with --resume to go on from it")
+    resumed = subprocess.run(_cmd(tiny_moonshine, out) + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(json.loads((out / "real_metrics.json").read_text())["train_loss_history"]) == STEPS
+
+
+def test_ctrl_c_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path):
+    from lora.checkpoint import interrupted_at
+
+    assert interrupted_at(tmp_path, 50) == ("interrupted before the first checkpoint (written every 50 steps); "
+                                            f"nothing to resume in {tmp_path}")
+
+
 def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
     """A second process is refused while the first holds the lock; a forked child of the first does
     not hold it (a killed run's loader workers must not block its --resume)."""

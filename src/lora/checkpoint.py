@@ -83,6 +83,20 @@ def read_state(out_dir: Path) -> dict | None:
         raise UserError(f"{path}: checkpoint state is unreadable; delete {path.parent} to start over") from None
 
 
+def interrupted_at(out_dir: Path, checkpoint_every: int) -> str:
+    """What a run stopped by Ctrl-C kept, and how to go on from it."""
+    state = None
+    try:
+        state = read_state(out_dir)
+    except UserError:
+        pass
+    if state is None:
+        every = f"every {checkpoint_every} steps" if checkpoint_every else "never (--checkpoint-every 0)"
+        return f"interrupted before the first checkpoint (written {every}); nothing to resume in {out_dir}"
+    return (f"interrupted; the checkpoint of step {state.get('step')} is in {Path(out_dir) / CHECKPOINT_DIR}: "
+            "run the same command with --resume to go on from it")
+
+
 def check_resumable(state: dict, config: dict) -> None:
     saved = state.get("config", {})
     # a key the checkpoint lacks is an option added since it was written: nothing to compare

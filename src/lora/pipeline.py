@@ -32,9 +32,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from lora import prepared_rows_cache
+from lora.checkpoint import interrupted_at
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.cli import setup_logging
-from lora.core.errors import UserError
+from lora.core.errors import Interrupted, UserError
 from lora.core.hub import hub_reachable
 from lora.core.memory import allocator_in_use, bound_kernel_cache, jemalloc_path
 from lora.core.outputs import library_versions, peak_rss_children_mb, peak_rss_mb, write_json_atomic, write_text_atomic
@@ -561,6 +562,8 @@ def train(model, lm: LoadedModel, source: BatchSource, cfg: TrainConfig, session
     try:
         result = train_lora(model, lm.family, source, cfg, session.accelerator, show_progress=not cfg.quiet, run_dir=out,
                             on_bad=on_bad, on_step=on_step)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_at(out, cfg.checkpoint_every)) from None
     finally:
         if tracker is not None:
             tracker.close()

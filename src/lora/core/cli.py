@@ -11,9 +11,10 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from lora.core.errors import EXIT_USER_ERROR, UserError
+from lora.core.errors import EXIT_USER_ERROR, Interrupted, UserError
 
 log = logging.getLogger("lora")
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C (128 + SIGINT)
 
 
 def setup_logging(quiet: bool = False, level: str = "INFO") -> None:
@@ -37,9 +38,9 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"error: {exc}" if isinstance(exc, Interrupted) else "error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except OSError as exc:  # a path the command could not use (a file where a folder goes, no permission, disk full)
         if exc.filename is None:
             raise

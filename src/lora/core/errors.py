@@ -11,3 +11,7 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """Bad input or an unreachable resource the user can fix; printed as one line, exit 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C with what was kept and how to go on (printed as one line, exit 130 like a shell's)."""
