@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from transformers import AutoModelForSpeechSeq2Seq
 from lora.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from lora.core.errors import UserError
 from lora.model_utils import attach_lora
+from training_processes import checkpoint_step, signal_at_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 24
@@ -35,27 +35,15 @@ def _cmd(model_dir, out):
             "--quiet", "--output-dir", str(out)]
 
 
-def _checkpoint_step(out):
-    try:
-        return json.loads((out / "checkpoint" / "state.json").read_text())["step"]
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def test_sigkill_then_resume_matches_uninterrupted(tiny_moonshine, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_cmd(tiny_moonshine, full), check=True, capture_output=True)
 
     kill_at = random.Random(KILL_SEED).randint(3, STEPS - 6)
     proc = subprocess.Popen(_cmd(tiny_moonshine, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while _checkpoint_step(killed) < kill_at and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    if proc.poll() is not None:
-        pytest.fail(f"training finished before the kill at step {kill_at}; raise STEPS")
-    proc.send_signal(signal.SIGKILL)
+    signal_at_checkpoint(proc, killed, kill_at, signal.SIGKILL)
     proc.wait()
-    stopped = _checkpoint_step(killed)
+    stopped = checkpoint_step(killed)
     assert 0 < stopped < STEPS and not (killed / "real_metrics.json").exists()
 
     resumed = subprocess.run(_cmd(tiny_moonshine, killed) + ["--resume"], capture_output=True, text=True)
@@ -73,15 +61,10 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_resume_goes_on(tiny_moonshine, 
     out = tmp_path / "run"
     proc = subprocess.Popen(_cmd(tiny_moonshine, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
-    deadline = time.time() + 300
-    while _checkpoint_step(out) < 3 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    if proc.poll() is not None:
-        pytest.fail("training finished before Ctrl-C; raise STEPS")
-    proc.send_signal(signal.SIGINT)
+    signal_at_checkpoint(proc, out, 3, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
-    stopped = _checkpoint_step(out)
+    stopped = checkpoint_step(out)
     assert err.strip().splitlines()[-1] == (f"error: interrupted; the checkpoint of step {stopped} is in "
                                             f"{out / CHECKPOINT_DIR}: run the same command with --resume to go on from it")
     resumed = subprocess.run(_cmd(tiny_moonshine, out) + ["--resume"], capture_output=True, text=True)

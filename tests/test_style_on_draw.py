@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+
+from training_processes import checkpoint_step, signal_at_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -40,13 +41,6 @@ def _same(a: dict, b: dict) -> None:
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
 
 
-def _checkpoint_step(out: Path) -> int:
-    try:
-        return json.loads((out / "checkpoint" / "state.json").read_text())["step"]
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.slow
 def test_styling_as_drawn_trains_the_adapter_styling_first_does_and_survives_a_restart(moonshine_dir, speech_dir, tmp_path):
     """The real Moonshine base weights: their transcripts carry punctuation and case, so the targets differ
@@ -71,14 +65,9 @@ def test_styling_as_drawn_trains_the_adapter_styling_first_does_and_survives_a_r
     killed = tmp_path / "killed"
     cmd = _cmd(moonshine_dir, speech_dir, killed, "--style-on-draw", "yes")
     proc = subprocess.Popen(cmd, env=_env(tmp_path / "home-killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    deadline = time.time() + 300
-    while _checkpoint_step(killed) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    if proc.poll() is not None:
-        pytest.fail("training finished before the kill; raise STEPS")
-    proc.send_signal(signal.SIGKILL)
+    signal_at_checkpoint(proc, killed, 2, signal.SIGKILL)
     proc.wait()
-    assert 0 < _checkpoint_step(killed) < STEPS
+    assert 0 < checkpoint_step(killed) < STEPS
     resumed = subprocess.run(cmd + ["--resume"], env=_env(tmp_path / "home-killed"), capture_output=True, text=True, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _same(_adapter(tmp_path / "yes"), _adapter(killed))
