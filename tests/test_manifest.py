@@ -69,7 +69,8 @@ def test_whole_file_problems_are_one_line_user_errors(tmp_path, name, content, m
 def test_missing_source_and_unusable_folder(tmp_path):
     with pytest.raises(UserError, match=r"nowhere\.jsonl: no such file or folder; pass a manifest"):
         read_source(tmp_path / "nowhere.jsonl")
-    with pytest.raises(UserError, match=r"neither a LibriSpeech layout .* nor a manifest\.jsonl"):
+    with pytest.raises(UserError, match=r"neither a LibriSpeech layout .*, a manifest\.jsonl, nor audio files with same-name "
+                                         r"\.txt transcripts beside them"):
         read_source(tmp_path)
     (tmp_path / "a" / "1" / "2").mkdir(parents=True)
     (tmp_path / "a" / "1" / "2" / "1-2.trans.txt").write_text("1-2-0000 HI\n")
@@ -195,6 +196,38 @@ def test_folder_with_only_a_manifest(tmp_path):
     (tmp_path / "manifest.csv").write_text("audio,text\na.wav,hi\n")
     read = read_source(tmp_path)
     assert (read.kind, read.source, read.rows[0].audio) == ("csv", str(tmp_path / "manifest.csv"), tmp_path / "a.wav")
+
+
+def test_folder_of_audio_with_transcripts_beside_it(tmp_path):
+    write_audio(tmp_path / "alice" / "take1.wav")
+    (tmp_path / "alice" / "take1.txt").write_text("Hello there,\n  general Kenobi.\n")
+    write_audio(tmp_path / "alice" / "take2.flac")
+    (tmp_path / "alice" / "take2.lab").write_text("second take")  # Montreal Forced Aligner's name
+    write_audio(tmp_path / "bob" / "sub" / "x.wav")
+    (tmp_path / "bob" / "sub" / "x.txt").write_text("nested")
+    write_audio(tmp_path / "top.wav")
+    (tmp_path / "top.txt").write_text("at the top")
+    write_audio(tmp_path / "bob" / "lonely.wav")  # no transcript beside it
+    write_audio(tmp_path / "bob" / "latin1.wav")
+    (tmp_path / "bob" / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    read = read_source(tmp_path)
+    assert read.kind == "sidecar" and read.source == str(tmp_path)
+    rows = {u.id: u for u in read.rows}
+    assert sorted(rows) == ["alice/take1", "alice/take2", "bob/sub/x", "top"]
+    assert rows["alice/take1"].text == "Hello there, general Kenobi." and rows["alice/take1"].speaker == "alice"
+    assert rows["alice/take2"].text == "second take"
+    assert rows["bob/sub/x"].speaker == "bob/sub" and rows["top"].speaker == ""
+    assert rows["top"].audio == tmp_path / "top.wav" and rows["top"].origin == f"{tmp_path / 'top.txt'}:1"
+    bad = {b.id: b for b in read.bad}
+    assert (bad["bob/lonely"].reason, bad["bob/lonely"].detail) == ("no transcript", "expected lonely.txt beside it")
+    assert bad["bob/latin1"].reason == "unreadable transcript" and "not UTF-8" in bad["bob/latin1"].detail
+
+
+def test_a_manifest_in_the_folder_wins_over_transcripts_beside_the_audio(tmp_path):
+    write_audio(tmp_path / "a.wav")
+    (tmp_path / "a.txt").write_text("beside")
+    write_jsonl(tmp_path / "manifest.jsonl", [{"audio": "a.wav", "text": "in the manifest"}])
+    assert [u.text for u in read_source(tmp_path).rows] == ["in the manifest"]
 
 
 def test_shared_manifest_and_folder_agree(speech_dir):

@@ -4,7 +4,10 @@
   * JSONL, a JSON list, CSV or TSV with a header (`lora.data.formats` does the syntax),
   * a plain list of audio paths (`.txt`/`.lst`/`.list`, one per line; no transcripts),
   * a LibriSpeech-layout folder (`<subset>/<speaker>/<chapter>/*.trans.txt`),
-  * a folder holding `manifest.jsonl` (or `.json`/`.csv`/`.tsv`).
+  * a folder holding `manifest.jsonl` (or `.json`/`.csv`/`.tsv`),
+  * a folder of audio files, each with its transcript beside it in a file of the same name ending
+    `.txt` (or `.lab`, as Montreal Forced Aligner corpora have them); the speaker is the sub-folder
+    the audio sits in (`alice/take1.wav`), none for files at the top.
 A folder that has the LibriSpeech layout is read as LibriSpeech even when it also holds a
 manifest: the `*.trans.txt` files sit beside the audio they describe, while a manifest is a
 derived copy that can go stale. Point at the manifest file itself to read it instead.
@@ -31,7 +34,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
-from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, decode_utf8, iter_jsonl, manifest_format, parse_rows
+from lora.data.formats import AUDIO_EXTENSIONS, SUPPORTED, Parsed, RawRow, as_text, decode_utf8, iter_jsonl, manifest_format, parse_rows
 from lora.data.records import Utterance, read_librispeech_dir
 
 # The first of each that a row has is used; the later names are other tools' (NeMo's audio_filepath, Hugging Face
@@ -43,6 +46,8 @@ ID_KEYS = ("id", "utt_id")
 RATE_KEYS = ("sampling_rate", "sample_rate", "sr")
 SUBSET_KEYS = ("subset",)
 FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest.tsv")
+SIDECAR_TRANSCRIPTS = (".txt", ".lab")  # `take1.wav` + `take1.txt`; `.lab`: Montreal Forced Aligner's name
+NO_TRANSCRIPT = "no transcript"
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class ManifestRead:
     rows: tuple[Utterance, ...]
     bad: tuple[BadRow, ...] = ()
     source: str = ""
-    kind: str = ""  # jsonl | json | csv | tsv | list | librispeech
+    kind: str = ""  # jsonl | json | csv | tsv | list | librispeech | sidecar
 
 
 class _Bad(Exception):
@@ -151,8 +156,38 @@ def _read_folder(root: Path) -> ManifestRead:
     for name in FOLDER_MANIFESTS:
         if (root / name).is_file():
             return read_source(root / name)
-    raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt) nor a "
-                    f"manifest.jsonl; pass a manifest file or a LibriSpeech-layout folder")
+    sidecar = _read_sidecar_folder(root)
+    if sidecar is not None:
+        return sidecar
+    raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt), a "
+                    f"manifest.jsonl, nor audio files with same-name .txt transcripts beside them; pass a manifest "
+                    f"file or one of those folders")
+
+
+def _read_sidecar_folder(root: Path) -> ManifestRead | None:
+    """Audio files with a same-name transcript file beside them (None: no audio file has one)."""
+    audio = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    transcripts = {p: next((t for t in (p.with_suffix(ext) for ext in SIDECAR_TRANSCRIPTS) if t.is_file()), None)
+                   for p in audio}
+    if not any(transcripts.values()):
+        return None
+    rows: list[Utterance] = []
+    bad: list[BadRow] = []
+    for path, transcript in transcripts.items():
+        relative = path.relative_to(root)
+        row_id = relative.with_suffix("").as_posix()
+        if transcript is None:
+            bad.append(BadRow(str(path), NO_TRANSCRIPT, row_id, f"expected {path.with_suffix('.txt').name} beside it"))
+            continue
+        try:
+            text = " ".join(decode_utf8(transcript, transcript.read_bytes()).split())
+        except UserError as exc:
+            bad.append(BadRow(f"{transcript}:1", "unreadable transcript", row_id, str(exc)))
+            continue
+        speaker = relative.parent.as_posix() if relative.parent != Path(".") else ""
+        rows.append(Utterance(id=row_id, speaker=speaker, text=text, audio=path, origin=f"{transcript}:1",
+                              extra={"has_text": True}))
+    return ManifestRead(tuple(rows), tuple(bad), str(root), "sidecar")
 
 
 def _require_rows(path: Path, parsed: Parsed) -> None:

@@ -91,7 +91,8 @@ def local_pools(root: Path, train_split: str) -> tuple[list[Utterance], list[Utt
         return train, held, f"{root}/{wanted}", wanted
     pool_subsets = [s for s in subsets if not s.startswith("test")]
     if not pool_subsets:
-        raise UserError(f"{root}: no training subsets found (only {subsets}); add a LibriSpeech-layout subset")
+        raise UserError(f"{root}: no training subsets found (only {subsets}); add a LibriSpeech-layout subset, or "
+                        "pass a folder of other recordings as --manifest (a manifest inside, or transcripts beside the audio)")
     log.info(
         "split %r (%s) is not in %s; training on a speaker-disjoint part of %s (test-* folders left out)",
         train_split, wanted, root, ", ".join(pool_subsets),
