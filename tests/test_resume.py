@@ -60,11 +60,14 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_moonshine, tmp_path):
 def test_ctrl_c_says_where_the_checkpoint_is_and_resume_goes_on(tiny_moonshine, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(_cmd(tiny_moonshine, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
-    signal_at_checkpoint(proc, out, 3, signal.SIGINT)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    signal_at_checkpoint(proc, out, 3, signal.SIGINT, group=True)  # as a terminal's Ctrl-C: the loader's workers get it too
+    asked_at = checkpoint_step(out)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     stopped = checkpoint_step(out)
+    assert asked_at <= stopped <= asked_at + 2  # the step under way ended and wrote its checkpoint
+    assert "Ctrl-C: stopping when this step ends, after its checkpoint (Ctrl-C again stops at once)" in err
     assert err.strip().splitlines()[-1] == (f"error: interrupted; the checkpoint of step {stopped} is in "
                                             f"{out / CHECKPOINT_DIR}: run the same command with --resume to go on from it")
     resumed = subprocess.run(_cmd(tiny_moonshine, out) + ["--resume"], capture_output=True, text=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -145,6 +147,33 @@ def _agreed(accelerator, stop: bool) -> bool:
     return bool(broadcast_object_list([stop])[0])
 
 
+class StopAfterStep:
+    """Ctrl-C during training: the first asks the loop to stop when the step under way ends (its checkpoint
+    written, the loader's workers shut down in order), a second one interrupts at once.
+
+    Only where Ctrl-C would raise KeyboardInterrupt in this thread (the default), and only in a single
+    process: processes of a distributed run would have to agree on the step every step, and they still
+    stop at once."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.requested, self.previous = enabled, False, None
+
+    def __enter__(self) -> StopAfterStep:
+        if (self.enabled and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+        log.warning("Ctrl-C: stopping when this step ends, after its checkpoint (Ctrl-C again stops at once)")
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def make_optimizer(params, cfg, device_type: str):
     """AdamW; the fused kernel on CUDA (one launch for all parameters instead of one per tensor)."""
     import torch
@@ -253,74 +282,89 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             return True
         return False
 
-    try:  # the bar closes before an error (Ctrl-C included) is printed, not after it
-        for step in range(first_step, cfg.max_steps + 1):
-            losses, seconds, tokens, grad_norm = [], 0.0, 0, None
-            step_start = time.perf_counter()
-            for micro in range(cfg.gradient_accumulation_steps):
-                loaded = _next_good(stream, result, on_bad)
-                if styler is not None:  # the base model's transcripts of clips drawn for the first time -> their labels
-                    loaded = styler(loaded, bare)
-                local = (step - 1) * cfg.gradient_accumulation_steps + micro
-                torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
-                batch = {k: v.to(accelerator.device, non_blocking=non_blocking) for k, v in loaded.tensors.items()}
-                batch = on_device(batch)
-                if encoder_cache is not None:
-                    batch = encoder_cache.model_inputs(loaded.rows, batch)
-                rows_to_base = None  # this micro-batch's replay rows, when it has any and distillation is on
-                if base_rows is not None:
-                    replay_here = base_rows[list(loaded.rows)]
-                    if replay_here.any():
-                        rows_to_base = torch.from_numpy(replay_here).to(accelerator.device)
-                with accelerator.accumulate(model):
-                    # logits a chunk at a time; on replay rows, plus the distillation to the base model (lora.token_loss)
-                    loss = training_loss(model, bare, batch, base_rows=rows_to_base, base_weight=distillation)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
-                        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.detach())
-                seconds += loaded.seconds
-                tokens += loaded.tokens
-                if on_cpu:  # opt-in (LORA_GLIBC_TUNING): hand the micro-batch's freed heap pages back
-                    release_free_memory()
-            if result.first_step_wall is None:  # when the first optimizer step ended, not when its loss was read (a step later)
-                if accelerator.device.type == "cuda":
-                    torch.cuda.synchronize(accelerator.device)  # the run's one extra sync: kernels are queued, not done
-                result.first_step_wall = time.perf_counter()
-            sync_now = on_step is not None and cfg.eval_steps > 0 and (step % cfg.eval_steps == 0 or step == cfg.max_steps)
-            if pending is not None and record(pending):
-                pending = None
-                break
-            pending = _Pending(step, _step_totals(accelerator, losses, seconds, tokens), scheduler.get_last_lr()[0],
-                               grad_norm, step_start, time.perf_counter())
-            if sync_now:  # an evaluation step: on_step must see this step's model, so no lag here
-                stop = record(pending)
-                pending = None
-                if stop:
-                    break
-            if run_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+    def write_checkpoint(step: int) -> None:
+        if styler is not None:  # before the checkpoint: a resumed run finds every transcript its targets came from
+            styler.save()
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_checkpoint(run_dir, bare, optimizer, scheduler, {
+                "step": step, "history": result.history, "audio_seconds": result.audio_seconds,
+                "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
+
+    checkpoints = run_dir is not None and cfg.checkpoint_every > 0
+    # the bar closes before an error (Ctrl-C included) is printed, not after it
+    with StopAfterStep(enabled=accelerator.num_processes == 1) as interrupt:
+        try:
+            for step in range(first_step, cfg.max_steps + 1):
+                losses, seconds, tokens, grad_norm = [], 0.0, 0, None
+                step_start = time.perf_counter()
+                for micro in range(cfg.gradient_accumulation_steps):
+                    loaded = _next_good(stream, result, on_bad)
+                    if styler is not None:  # the base model's transcripts of clips drawn for the first time -> their labels
+                        loaded = styler(loaded, bare)
+                    local = (step - 1) * cfg.gradient_accumulation_steps + micro
+                    torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
+                    batch = {k: v.to(accelerator.device, non_blocking=non_blocking) for k, v in loaded.tensors.items()}
+                    batch = on_device(batch)
+                    if encoder_cache is not None:
+                        batch = encoder_cache.model_inputs(loaded.rows, batch)
+                    rows_to_base = None  # this micro-batch's replay rows, when it has any and distillation is on
+                    if base_rows is not None:
+                        replay_here = base_rows[list(loaded.rows)]
+                        if replay_here.any():
+                            rows_to_base = torch.from_numpy(replay_here).to(accelerator.device)
+                    with accelerator.accumulate(model):
+                        # logits a chunk at a time; on replay rows, plus the distillation to the base model (lora.token_loss)
+                        loss = training_loss(model, bare, batch, base_rows=rows_to_base, base_weight=distillation)
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
+                            grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+                        optimizer.step()
+                        if accelerator.sync_gradients:
+                            scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    losses.append(loss.detach())
+                    seconds += loaded.seconds
+                    tokens += loaded.tokens
+                    if on_cpu:  # opt-in (LORA_GLIBC_TUNING): hand the micro-batch's freed heap pages back
+                        release_free_memory()
+                if result.first_step_wall is None:  # when the first optimizer step ended, not when its loss was read (a step later)
+                    if accelerator.device.type == "cuda":
+                        torch.cuda.synchronize(accelerator.device)  # the run's one extra sync: kernels are queued, not done
+                    result.first_step_wall = time.perf_counter()
+                sync_now = on_step is not None and cfg.eval_steps > 0 and (step % cfg.eval_steps == 0 or step == cfg.max_steps)
                 if pending is not None and record(pending):
                     pending = None
                     break
-                pending = None
-                if styler is not None:  # before the checkpoint: a resumed run finds every transcript its targets came from
-                    styler.save()
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    save_checkpoint(run_dir, bare, optimizer, scheduler, {
-                        "step": step, "history": result.history, "audio_seconds": result.audio_seconds,
-                        "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
-        if pending is not None:
-            record(pending)
-        if styler is not None:
-            styler.save()
-    finally:
-        bar.close()
-    result.wall_seconds = time.perf_counter() - start
-    getattr(stream, "_shutdown_workers", lambda: None)()  # workers end now (their peak RSS is then counted)
+                pending = _Pending(step, _step_totals(accelerator, losses, seconds, tokens), scheduler.get_last_lr()[0],
+                                   grad_norm, step_start, time.perf_counter())
+                if sync_now:  # an evaluation step: on_step must see this step's model, so no lag here
+                    stop = record(pending)
+                    pending = None
+                    if stop:
+                        break
+                if checkpoints and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                    if pending is not None and record(pending):
+                        pending = None
+                        break
+                    pending = None
+                    write_checkpoint(step)
+                elif interrupt.requested:  # Ctrl-C: this step is the checkpoint's (`lora.checkpoint.interrupted_at`)
+                    if pending is not None:
+                        record(pending)
+                        pending = None
+                    if checkpoints:
+                        write_checkpoint(step)
+                if interrupt.requested:
+                    raise KeyboardInterrupt
+            if pending is not None:
+                record(pending)
+            if styler is not None:
+                styler.save()
+        finally:
+            bar.close()
+            result.wall_seconds = time.perf_counter() - start
+            # workers end now: their peak RSS is then counted, and after Ctrl-C or an error they end in order
+            getattr(stream, "_shutdown_workers", lambda: None)()
     model.eval()
     return result
