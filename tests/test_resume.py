@@ -75,6 +75,20 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_resume_goes_on(tiny_moonshine, 
     assert len(json.loads((out / "real_metrics.json").read_text())["train_loss_history"]) == STEPS
 
 
+def test_sigterm_from_a_scheduler_stops_after_the_step_with_its_checkpoint(tiny_moonshine, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(tiny_moonshine, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    signal_at_checkpoint(proc, out, 2, signal.SIGTERM, group=True)  # as `scancel`: every process of the job
+    asked_at = checkpoint_step(out)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    stopped = checkpoint_step(out)
+    assert asked_at <= stopped <= asked_at + 2
+    assert err.strip().splitlines()[-1] == (f"error: stopped by SIGTERM; the checkpoint of step {stopped} is in "
+                                            f"{out / CHECKPOINT_DIR}: run the same command with --resume to go on from it")
+
+
 def test_ctrl_c_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path):
     from lora.checkpoint import interrupted_at
 

@@ -83,8 +83,9 @@ def read_state(out_dir: Path) -> dict | None:
         raise UserError(f"{path}: checkpoint state is unreadable; delete {path.parent} to start over") from None
 
 
-def interrupted_at(out_dir: Path, checkpoint_every: int) -> str:
-    """What a run stopped by Ctrl-C kept, and how to go on from it."""
+def interrupted_at(out_dir: Path, checkpoint_every: int, signal_name: str = "SIGINT") -> str:
+    """What a run stopped by Ctrl-C (SIGINT) or SIGTERM kept, and how to go on from it."""
+    how = "interrupted" if signal_name == "SIGINT" else f"stopped by {signal_name}"
     state = None
     try:
         state = read_state(out_dir)
@@ -92,8 +93,8 @@ def interrupted_at(out_dir: Path, checkpoint_every: int) -> str:
         pass
     if state is None:
         every = f"every {checkpoint_every} steps" if checkpoint_every else "never (--checkpoint-every 0)"
-        return f"interrupted before the first checkpoint (written {every}); nothing to resume in {out_dir}"
-    return (f"interrupted; the checkpoint of step {state.get('step')} is in {Path(out_dir) / CHECKPOINT_DIR}: "
+        return f"{how} before the first checkpoint (written {every}); nothing to resume in {out_dir}"
+    return (f"{how}; the checkpoint of step {state.get('step')} is in {Path(out_dir) / CHECKPOINT_DIR}: "
             "run the same command with --resume to go on from it")
 
 

@@ -453,11 +453,13 @@ def _bucketed_seconds(family, seconds: float) -> float:
 def _worker_init(_worker_id: int) -> None:
     """One thread per worker: N workers x M torch/numpy threads would oversubscribe the cores.
     Decoded clips vary in size: the worker's heap is kept flat as the trainer's (lora.core.memory).
-    Ctrl-C in a terminal reaches the workers too; it is the trainer's to act on (it stops when the step
-    ends and shuts the workers down), and a worker that quit on its own would fail the trainer's next batch."""
+    Ctrl-C in a terminal (and a scheduler's SIGTERM) reaches the workers too; it is the trainer's to act on
+    (it stops when the step ends and shuts the workers down), and a worker that quit on its own would fail
+    the trainer's next batch."""
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     keep_heap_flat()
 

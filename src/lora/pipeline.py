@@ -25,6 +25,7 @@ import functools
 import gc
 import logging
 import math
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -562,8 +563,9 @@ def train(model, lm: LoadedModel, source: BatchSource, cfg: TrainConfig, session
     try:
         result = train_lora(model, lm.family, source, cfg, session.accelerator, show_progress=not cfg.quiet, run_dir=out,
                             on_bad=on_bad, on_step=on_step)
-    except KeyboardInterrupt:
-        raise Interrupted(interrupted_at(out, cfg.checkpoint_every)) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise Interrupted(interrupted_at(out, cfg.checkpoint_every, signal.Signals(signum).name), signum) from None
     finally:
         if tracker is not None:
             tracker.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora.checkpoint import CHECKPOINT_DIR, STATE_FILE, check_resumable, load_checkpoint, read_state, save_checkpoint
-from lora.core.errors import UserError
+from lora.core.errors import Interrupted, UserError
 from lora.core.memory import keep_heap_flat, release_free_memory
 from lora.core.outputs import current_rss_mb
 from lora.data.manifest import BadRow
@@ -148,30 +148,44 @@ def _agreed(accelerator, stop: bool) -> bool:
 
 
 class StopAfterStep:
-    """Ctrl-C during training: the first asks the loop to stop when the step under way ends (its checkpoint
-    written, the loader's workers shut down in order), a second one interrupts at once.
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM during training: the first asks the loop to stop when the
+    step under way ends (its checkpoint written, the loader's workers shut down in order); a second one
+    acts at once. `signum` is the signal that asked.
 
-    Only where Ctrl-C would raise KeyboardInterrupt in this thread (the default), and only in a single
-    process: processes of a distributed run would have to agree on the step every step, and they still
-    stop at once."""
+    Only where the signal has its default action (Ctrl-C raising KeyboardInterrupt, SIGTERM ending the
+    process), in the main thread of a single process: processes of a distributed run would have to agree
+    on the step every step, and they still stop at once."""
+
+    DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def __init__(self, enabled: bool = True):
-        self.enabled, self.requested, self.previous = enabled, False, None
+        self.enabled, self.signum, self.previous = enabled, 0, {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum != 0
 
     def __enter__(self) -> StopAfterStep:
-        if (self.enabled and threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self.previous = signal.signal(signal.SIGINT, self._request)
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for signum, default in self.DEFAULTS.items():
+                if signal.getsignal(signum) is default:
+                    self.previous[signum] = signal.signal(signum, self._request)
         return self
 
     def _request(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-        log.warning("Ctrl-C: stopping when this step ends, after its checkpoint (Ctrl-C again stops at once)")
+        self.signum = self.signum or signum
+        self._restore()  # a second signal acts at once
+        log.warning("%s: stopping when this step ends, after its checkpoint (%s again stops at once)",
+                    "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name,
+                    "Ctrl-C" if signum == signal.SIGINT else "the signal")
+
+    def _restore(self) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous = {}
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        self._restore()
 
 
 def make_optimizer(params, cfg, device_type: str):
@@ -356,7 +370,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                     if checkpoints:
                         write_checkpoint(step)
                 if interrupt.requested:
-                    raise KeyboardInterrupt
+                    raise Interrupted("", interrupt.signum)
             if pending is not None:
                 record(pending)
             if styler is not None:

@@ -38,8 +38,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt as exc:
-        print(f"error: {exc}" if isinstance(exc, Interrupted) else "error: interrupted", file=sys.stderr)
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # a path the command could not use (a file where a folder goes, no permission, disk full)
         if exc.filename is None:

@@ -14,4 +14,9 @@ class UserError(Exception):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C with what was kept and how to go on (printed as one line, exit 130 like a shell's)."""
+    """Ctrl-C or SIGTERM with what was kept and how to go on: printed as one line, exit 128 + the signal's
+    number as a shell reports it (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.signum = signum
