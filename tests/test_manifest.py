@@ -208,6 +208,7 @@ def test_folder_of_audio_with_transcripts_beside_it(tmp_path):
     write_audio(tmp_path / "top.wav")
     (tmp_path / "top.txt").write_text("at the top")
     write_audio(tmp_path / "bob" / "lonely.wav")  # no transcript beside it
+    (tmp_path / "bob" / "voice memo.m4a").write_bytes(b"not decoded here")  # nor this one (ffmpeg's format)
     write_audio(tmp_path / "bob" / "latin1.wav")
     (tmp_path / "bob" / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     read = read_source(tmp_path)
@@ -220,6 +221,7 @@ def test_folder_of_audio_with_transcripts_beside_it(tmp_path):
     assert rows["top"].audio == tmp_path / "top.wav" and rows["top"].origin == f"{tmp_path / 'top.txt'}:1"
     bad = {b.id: b for b in read.bad}
     assert (bad["bob/lonely"].reason, bad["bob/lonely"].detail) == ("no transcript", "expected lonely.txt beside it")
+    assert bad["bob/voice memo"].detail == "expected voice memo.txt beside it"
     assert bad["bob/latin1"].reason == "unreadable transcript" and "not UTF-8" in bad["bob/latin1"].detail
 
 

@@ -23,7 +23,9 @@ FORMATS = {
     ".csv": "csv", ".tsv": "tsv",
     ".txt": "list", ".lst": "list", ".list": "list",
 }
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif"})
+# libsndfile's (`lora.core.audio`), then containers decoded through ffmpeg when it is installed
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif",
+                              ".m4a", ".aac", ".webm", ".wma", ".amr"})
 SUPPORTED = ".jsonl, .json, .csv, .tsv or .txt (one audio path per line)"
 
 
