@@ -12,7 +12,15 @@ import pytest
 
 from lora.core import audio as core_audio
 from lora.core.audio import FFMPEG_HINT, AudioDecodeError, FfmpegMissing, audio_seconds, load_audio
-from lora.data.audio_probe import NEEDS_FFMPEG, PROBER_VERSION, TRUNCATED, UNDECODABLE, probe_audio, shortfall
+from lora.data.audio_probe import (
+    NEEDS_FFMPEG,
+    PROBER_VERSION,
+    TRUNCATED,
+    UNDECODABLE,
+    mp3_has_length_tag,
+    probe_audio,
+    shortfall,
+)
 from lora.data.preflight import preflight
 from lora.data.probe_cache import ProbeCache, file_key
 from lora.data.records import Utterance
@@ -198,3 +206,30 @@ def test_stt_without_ffmpeg_lists_the_m4a_with_its_reason_and_transcribes_the_re
     assert len(artifact["samples"]) == 1
     assert [(e["id"], e["reason"]) for e in artifact["errors"]] == [("memo", NEEDS_FFMPEG)]
     assert "ffmpeg -i IN -ac 1 -ar 16000 OUT.flac" in artifact["errors"][0]["detail"]
+
+
+@pytest.fixture
+def vbr_mp3s(real_clip, tmp_path):
+    """The same real clip as VBR MP3 with its length tag (Xing), without one, and cut in half."""
+    if not HAS_FFMPEG:
+        pytest.skip("ffmpeg not installed")
+    tagged = _encode(real_clip, tmp_path / "tagged.mp3", "-c:a", "libmp3lame", "-q:a", "6")
+    untagged = _encode(real_clip, tmp_path / "untagged.mp3", "-c:a", "libmp3lame", "-q:a", "6", "-write_xing", "0")
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(tagged.read_bytes()[: tagged.stat().st_size * 3 // 4])
+    return tagged, untagged, cut
+
+
+@needs_ffmpeg
+def test_an_mp3_without_a_length_tag_is_measured_by_its_decode(vbr_mp3s, real_clip):
+    import soundfile as sf
+
+    tagged, untagged, cut = vbr_mp3s
+    seconds = len(load_audio(real_clip)) / core_audio.SAMPLE_RATE
+    assert mp3_has_length_tag(str(tagged)) and mp3_has_length_tag(tagged.read_bytes())
+    assert not mp3_has_length_tag(str(untagged))
+    assert sf.info(str(untagged)).duration > 2 * seconds  # libsndfile's guess from the file size
+    for decode in (True, False):
+        assert probe_audio(str(untagged), 16_000, 0.1, 30.0, decode=decode).seconds == pytest.approx(seconds, abs=0.1)
+        assert probe_audio(str(tagged), 16_000, 0.1, 30.0, decode=decode).seconds == pytest.approx(seconds, abs=0.1)
+    assert probe_audio(str(cut), 16_000, 0.1, 30.0).reason == TRUNCATED  # a tagged file cut short still is one

@@ -46,11 +46,13 @@ TOO_LONG = "too long"
 _WAV_DATA_LOG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 PLACEHOLDER_SIZE = 0x7FFF0000
 # Bumped when a probe of the same bytes can answer otherwise (the preflight cache keys on it):
-# 2 = formats libsndfile does not read are probed through ffmpeg.
-PROBER_VERSION = 2
+# 2 = formats libsndfile does not read are probed through ffmpeg; 3 = MP3s without a length tag are decoded.
+PROBER_VERSION = 3
 # Decoded audio this far short of the header's duration is a file cut short, not a header's estimate
 # (MP3 and container headers may be a little off; a cut loses far more, and its transcript no longer fits).
 DECLARED_SHARE, DECLARED_SLACK_S = 0.9, 0.1
+# An MP3's length tag sits in its first frame (at most 1,441 bytes at 320 kb/s, 32 kHz); read a little more
+MP3_HEAD_BYTES, MP3_FIRST_FRAME_BYTES = 4096, 2048
 
 
 @dataclass(frozen=True)
@@ -125,19 +127,45 @@ def _probe_encoded(source: str | bytes, min_seconds: float, max_seconds: float, 
         return Probe(0.0, TRUNCATED, truncated)
     if info.frames <= 0:
         return Probe(0.0, NO_SAMPLES, f"0 frames in the {info.format} file")
+    # an MP3 without a length tag has no length in its header: libsndfile's frames are a guess from the file
+    # size and the first frame's bit rate (4x off for a VBR file measured), so only its decode can say
+    estimated = info.format == "MP3" and not mp3_has_length_tag(source)
     seconds = info.frames / info.samplerate
-    bounds = _bounds_problem(seconds, min_seconds, max_seconds)
+    bounds = None if estimated else _bounds_problem(seconds, min_seconds, max_seconds)
     if bounds:
         return bounds
-    if not decode:
+    if not decode and not estimated:
         return Probe(seconds)
     try:
         samples, rate = sf.read(open_source(), dtype="float32", always_2d=True)
     except Exception as exc:
         return Probe(0.0, UNDECODABLE, _sndfile_message(exc))
-    if len(samples) < info.frames:
+    if len(samples) < info.frames and not estimated:
         return Probe(0.0, TRUNCATED, f"decoded {len(samples)} of the {info.frames} frames its header declares")
     return check_samples(samples, rate, min_seconds, max_seconds)
+
+
+def mp3_has_length_tag(source: str | bytes) -> bool:
+    """Does an MP3 say how long it is (a Xing/Info or VBRI tag in its first frame)? Read by hand: neither
+    libsndfile nor soundfile reports it, and without one the header's frame count is an estimate."""
+    try:
+        if isinstance(source, bytes):
+            head = source[:MP3_HEAD_BYTES]
+        else:
+            with open(source, "rb") as handle:
+                head = handle.read(MP3_HEAD_BYTES)
+    except OSError:
+        return False
+    if head[:3] == b"ID3" and len(head) >= 10:  # skip an ID3v2 tag: its size is 4 syncsafe bytes (7 bits each)
+        size = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F)
+        if isinstance(source, bytes):
+            head = source[size:size + MP3_HEAD_BYTES]
+        else:
+            with open(source, "rb") as handle:
+                handle.seek(size)
+                head = handle.read(MP3_HEAD_BYTES)
+    first_frame = head[:MP3_FIRST_FRAME_BYTES]
+    return any(tag in first_frame for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def _probe_with_ffmpeg(source: str | bytes, sndfile_error: Exception, min_seconds: float, max_seconds: float,
