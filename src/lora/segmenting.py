@@ -13,6 +13,10 @@
   5. each chunk's CER (normalised, lora.evaluation.score) between its hypothesis and its reference
      words; chunks with CER > `max_cer`, no reference words or no hypothesis are quarantined with
      the reason.
+`segment_by_cues(samples, cues, transcribe_batch, options)` does the same for a recording with subtitles
+(lora.data.subtitles): their times cut the clips (neighbouring cues joined up to `max_chunk_s`, each
+clip padded by PAD_S into the silence around it), each clip's words are its cues', and steps 2 and 5
+score and quarantine as above.
 `write_clips` writes the kept clips as 16 kHz 16-bit FLAC/WAV under `<out>/clips/` and
 `<out>/manifest.jsonl` (rows id, audio (relative to the manifest), text, speaker, seconds, source,
 start_s, end_s), every file atomically.
@@ -29,7 +33,8 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.outputs import write_bytes_atomic, write_text_atomic
-from lora.data.alignment import DELETION, INSERTION, align_words
+from lora.data.alignment import DELETION, INSERTION, MATCH, align_words
+from lora.data.subtitles import Cue, group_cues
 from lora.evaluation import score
 from lora.longform import (
     LongformOptions,
@@ -40,6 +45,13 @@ from lora.longform import (
 )
 
 AUDIO_FORMATS = {"flac": "FLAC", "wav": "WAV"}
+# Subtitle times are set by eye and ear: a clip cut at them is widened this much on each side (up to its
+# neighbours' cues), so a word started a little before its cue is not cut in half.
+PAD_S = 0.25
+# A cue is heard when most of its words are in the clip's hypothesis: a cue with more than this share of its
+# words (and at least MIN_CUE_ERRORS of them) substituted or missing holds the wrong text or the wrong times,
+# and its clip is quarantined whatever the clip's CER (one wrong cue among several hides under the CER).
+MAX_CUE_WORD_ERRORS, MIN_CUE_ERRORS = 0.5, 3
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,67 @@ def segment_recording(
         else:
             clips.append(clip)
     return SegmentResult(tuple(clips), tuple(quarantined))
+
+
+def segment_by_cues(
+    samples: np.ndarray,
+    cues: list[Cue],
+    transcribe_batch: TranscribeBatch,
+    options: SegmentOptions = SegmentOptions(),
+) -> SegmentResult:
+    """Clips of a long recording cut at its subtitles' times, each holding its cues' words; poor matches
+    (and a cue longer than `max_chunk_s`) quarantined."""
+    samples = np.asarray(samples, dtype=np.float32)
+    total_s = len(samples) / SAMPLE_RATE
+    lf = options.longform
+    groups = [g for g in group_cues(cues, lf.max_chunk_s - 2 * PAD_S) if g[0].start_s < total_s]
+    bounds = []
+    for i, group in enumerate(groups):
+        floor = groups[i - 1][-1].end_s if i else 0.0
+        ceiling = groups[i + 1][0].start_s if i + 1 < len(groups) else total_s
+        start = max(floor, group[0].start_s - PAD_S, group[-1].end_s - lf.max_chunk_s, 0.0)
+        end = min(ceiling, group[-1].end_s + PAD_S, start + lf.max_chunk_s, total_s)
+        bounds.append((start, end))
+    fits = [g[-1].end_s - g[0].start_s <= lf.max_chunk_s for g in groups]  # a longer cue is not decoded
+    chunks = [(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)) for (a, b), ok in zip(bounds, fits) if ok]
+    decoded = iter(decode_chunks(samples, chunks, transcribe_batch, lf.batch_size))
+    hyps = [next(decoded) if ok else "" for ok in fits]
+    clips, quarantined, first_word = [], [], 0
+    for group, (start, end), hyp in zip(groups, bounds, hyps):
+        text = " ".join(c.text for c in group)
+        n_words = len(text.split())
+        clip = Clip(start, end, text, _cer(text, hyp), hyp, first_word, first_word + n_words)
+        first_word += n_words
+        unheard = _unheard_cue(group, hyp) if hyp else None
+        if group[-1].end_s - group[0].start_s > lf.max_chunk_s:
+            quarantined.append(Quarantined(clip, f"cue of {group[0].end_s - group[0].start_s:.1f} s > max_chunk_s {lf.max_chunk_s:g}"))
+        elif not hyp:
+            quarantined.append(Quarantined(clip, "empty hypothesis"))
+        elif unheard:
+            quarantined.append(Quarantined(clip, unheard))
+        elif clip.cer > options.max_cer:
+            quarantined.append(Quarantined(clip, f"cer {clip.cer:.3f} > max_cer {options.max_cer}"))
+        else:
+            clips.append(clip)
+    return SegmentResult(tuple(clips), tuple(quarantined))
+
+
+def _unheard_cue(group: list[Cue], hypothesis: str) -> str | None:
+    """Why one of the clip's cues is not what the clip says (None when every cue is heard)."""
+    words, owner = [], []
+    for k, cue in enumerate(group):
+        cue_words = cue.text.split()
+        words += cue_words
+        owner += [k] * len(cue_words)
+    errors = [0] * len(group)
+    for pair in align_words(words, hypothesis.split()):
+        if pair.ref_index is not None and pair.op != MATCH:
+            errors[owner[pair.ref_index]] += 1
+    for cue, wrong in zip(group, errors):
+        n = len(cue.text.split())
+        if wrong >= MIN_CUE_ERRORS and wrong > MAX_CUE_WORD_ERRORS * n:
+            return f"cue at {cue.start_s:.2f}-{cue.end_s:.2f} s not heard ({wrong} of its {n} words missing or different)"
+    return None
 
 
 def _encoded(samples: np.ndarray, fmt: str) -> bytes:

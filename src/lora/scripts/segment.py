@@ -1,9 +1,10 @@
-"""`lora segment --audio FILE --transcript TEXT|@file.txt --output data/segmented.jsonl [--model-id moonshine-base-en] [--max-cer 0.2]`
+"""`lora segment --audio FILE --transcript TEXT|@file.txt|@file.srt --output data/segmented.jsonl [--model-id moonshine-base-en] [--max-cer 0.2]`
 
 Cuts one long recording with one transcript into training clips of at most 30 s (lora.segmenting):
 silero-vad chunks cut in pauses, a base-model hypothesis per chunk, the transcript's words aligned to
 the hypotheses and shared out to the chunks, and each chunk scored (CER of its hypothesis against its
-words). Chunks with CER above --max-cer (or no words, or no hypothesis) are quarantined.
+words). Chunks with CER above --max-cer (or no words, or no hypothesis) are quarantined. With
+subtitles (@file.srt / @file.vtt) their cue times cut the clips instead.
 
 Writes the clips (16 kHz FLAC, under `<output dir>/clips/`), the manifest (--output, JSONL: id, audio
 relative to the manifest, text, speaker, seconds, source, start_s, end_s) and `quarantine.jsonl`
@@ -24,10 +25,11 @@ from lora.core.errors import UserError
 from lora.core.outputs import write_text_atomic
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
+from lora.data.subtitles import is_subtitle_file, read_subtitles
 from lora.longform import LongformOptions, torch_transcriber
 from lora.model_utils import load_base, resolve_model_id
 from lora.scripts.run_stt import read_text_arg
-from lora.segmenting import SegmentOptions, segment_recording, write_clips
+from lora.segmenting import SegmentOptions, segment_by_cues, segment_recording, write_clips
 
 log = logging.getLogger("lora")
 
@@ -38,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora segment", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("--audio", required=True, metavar="FILE", help="the long recording (any format libsndfile reads)")
-    parser.add_argument("--transcript", required=True, metavar="TEXT|@FILE", help="its transcript, or @file.txt holding it")
+    parser.add_argument("--transcript", required=True, metavar="TEXT|@FILE",
+                        help="its transcript, or @file.txt holding it, or @file.srt / @file.vtt: subtitles, whose cue times "
+                             "cut the clips (no VAD or word alignment; each clip still scored against the base model)")
     parser.add_argument("--output", required=True, help="manifest (JSONL) to write; clips go to clips/ beside it")
     parser.add_argument("--model-id", default="moonshine-base-en", help="base model that places the words (default moonshine-base-en)")
     parser.add_argument("--max-cer", type=float, default=0.2, help="quarantine chunks whose CER exceeds this (default 0.2)")
@@ -61,7 +65,8 @@ def _main(argv: list[str] | None) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".jsonl":
         raise UserError(f"{output}: the manifest is JSONL; name it *.jsonl")
-    transcript = read_text_arg(args.transcript, "--transcript")
+    cues = read_subtitles(args.transcript[1:]) if args.transcript.startswith("@") and is_subtitle_file(args.transcript[1:]) else None
+    transcript = " ".join(c.text for c in cues) if cues else read_text_arg(args.transcript, "--transcript")
     if not transcript.strip():
         raise UserError("--transcript is empty; pass the recording's transcript (TEXT or @file.txt)")
     row = Utterance(Path(args.audio).stem or "recording", args.speaker, transcript, args.audio, origin=args.audio)
@@ -70,8 +75,12 @@ def _main(argv: list[str] | None) -> int:
 
     model, processor, family = load_base(resolve_model_id(args.model_id))
     options = SegmentOptions(max_cer=args.max_cer, longform=LongformOptions(args.max_chunk_s, batch_size=args.batch_size))
+    transcriber = torch_transcriber(model, processor, family, args.batch_size)
     try:
-        result = segment_recording(samples, transcript, torch_transcriber(model, processor, family, args.batch_size), options)
+        if cues:
+            result = segment_by_cues(samples, cues, transcriber, options)
+        else:
+            result = segment_recording(samples, transcript, transcriber, options)
     except ValueError as exc:  # the model heard nothing the transcript could be placed by
         raise UserError(f"{args.audio}: {exc}; check that the transcript belongs to this recording") from None
     write_clips(samples, result.clips, output.parent, row.id, args.speaker, str(args.audio), manifest_name=output.name)
