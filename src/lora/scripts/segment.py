@@ -39,7 +39,8 @@ QUARANTINE_FILE = "quarantine.jsonl"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora segment", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
-    parser.add_argument("--audio", required=True, metavar="FILE", help="the long recording (any format libsndfile reads)")
+    parser.add_argument("--audio", required=True, metavar="FILE",
+                        help="the long recording (WAV, FLAC, OGG, MP3; M4A, WebM and other containers through ffmpeg)")
     parser.add_argument("--transcript", required=True, metavar="TEXT|@FILE",
                         help="its transcript, or @file.txt holding it, or @file.srt / @file.vtt: subtitles, whose cue times "
                              "cut the clips (no VAD or word alignment; each clip still scored against the base model)")
