@@ -72,3 +72,22 @@ def test_adapter_reloads_and_run_stt_writes_the_artifact(run_dir, tmp_path, spee
     assert result["model_id_used"] == "moonshine-base-en"
     assert result["wer"] is not None and result["wer"] < 0.5  # real transcripts of real speech
     assert all(s["hypothesis"] for s in result["samples"])
+
+
+def test_eval_on_the_adapters_own_training_rows_warns_and_records_it(run_dir, speech_dir, tmp_path, capsys):
+    from lora.data.records import read_librispeech_dir
+    from lora.scripts import evaluate
+
+    m = json.loads((run_dir / "real_metrics.json").read_text())
+    by_id = {u.id: u for u in read_librispeech_dir(speech_dir)}
+    seen = [by_id[i] for i in m["train_ids"][:2] if i in by_id] + [by_id[m["eval_ids"][0]]]
+    manifest = tmp_path / "mixed.jsonl"
+    manifest.write_text("".join(json.dumps({"id": u.id, "audio": str(u.audio), "text": u.text, "speaker": u.speaker}) + "\n"
+                                for u in seen))
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--adapter-dir", str(run_dir / "lora_adapter"), "--manifest", str(manifest),
+                          "--output", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["trained_utterances"] == len(seen) - 1 >= 1
+    assert result["trained_speakers"] == sorted({u.speaker for u in seen[:-1]})
+    assert f"{len(seen) - 1} of {len(seen)} utterance(s) were in the adapter's training data" in capsys.readouterr().err

@@ -39,8 +39,12 @@ def test_scoring_normalisation():
 def test_leakage_warnings_name_utterances_and_speakers():
     rows = [Utterance("u1", "s1", "x", [0.0]), Utterance("u9", "s9", "y", [0.0])]
     warnings = leakage_warnings(rows, {"train_ids": ["u1"], "train_speakers": ["s1"]})
-    assert any("u1" in w for w in warnings) and any("s1" in w for w in warnings)
+    assert warnings == ["1 of 2 utterance(s) were in the adapter's training data (u1): their WER is not held-out",
+                        "speaker(s) s1 were in the adapter's training data: WER is not held-out"]
     assert not leakage_warnings(rows, {})
+    many = [Utterance(f"u{i}", "s", "x", [0.0]) for i in range(10)]
+    assert leakage_warnings(many, {"train_ids": [u.id for u in many]})[0].startswith(
+        "10 of 10 utterance(s) were in the adapter's training data (u0, u1, u2, ...)")  # one line, not ten
 
 
 def test_empty_manifest_exits_2_with_one_line(tmp_path, capsys):

@@ -206,6 +206,9 @@ class EvalResult:
     # [{start_s, end_s, text}]; long_form_wer pools their word errors (None without such clips)
     long_form: list[dict] = field(default_factory=list)
     long_form_wer: float | None = None
+    # rows the adapter's run trained on (its lora_run.json): their WER is not held-out (a warning says so)
+    trained_utterances: int = 0
+    trained_speakers: list[str] = field(default_factory=list)
     orthographic_wer: float | None = None  # case + punctuation kept, against the references as written
     raw_insertions: int | None = None  # insertions before the scoring normaliser
     max_hyp_ref_word_ratio: float | None = None

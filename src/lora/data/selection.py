@@ -143,6 +143,14 @@ def leakage(train: list[Utterance], held: list[Utterance]) -> dict:
     return {"shared_speakers": speakers, "shared_texts": texts}
 
 
+def seen_in_training(rows: list[Utterance], run_info: dict) -> tuple[list[str], list[str]]:
+    """Ids and speakers of `rows` that an adapter's run trained on (its lora_run.json: train_ids, train_speakers)."""
+    train_ids, train_speakers = set(run_info.get("train_ids") or ()), set(run_info.get("train_speakers") or ())
+    ids = [u.id for u in rows if u.id in train_ids]
+    speakers = sorted({u.speaker for u in rows if u.speaker and u.speaker in train_speakers})
+    return ids, speakers
+
+
 def check_leakage(train: list[Utterance], held: list[Utterance], allow_shared_speakers: bool = False,
                   allow_shared_text: bool = False) -> dict:
     """Refuse a split whose eval part shares speakers or transcripts with training (override flags)."""

@@ -27,7 +27,7 @@ from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import list_subsets, read_librispeech_dir
-from lora.data.selection import select_balanced
+from lora.data.selection import seen_in_training, select_balanced
 from lora.data_loader import prepare_dataset
 from lora.decoding import assess, transcribe_examples
 from lora.evaluation import bootstrap_wer_ci, score
@@ -36,6 +36,7 @@ from lora.model_utils import base_model_view, load_base, load_with_adapter, reso
 from lora.report.content import write_report
 from lora.results import EvalResult, to_dict, write_result
 from lora.scripts.dataset_args import add_dataset_args, dataset_options
+from lora.scripts.run_stt import leakage_warnings
 from lora.style_metrics import capitalisation_f1, length_ratios, orthographic_wer, punctuation_f1, raw_insertions
 from lora.styled_targets import attach_original_text, own_text
 
@@ -128,10 +129,14 @@ def _main(argv: list[str] | None) -> int:
     rows, where = load_rows(args)
     started = time.perf_counter()
     if args.adapter_dir:
-        model, processor, family, resolved, _ = load_with_adapter(Path(args.adapter_dir), args.model_id if args.model_id != "auto" else None)
+        model, processor, family, resolved, run_info = load_with_adapter(Path(args.adapter_dir),
+                                                                         args.model_id if args.model_id != "auto" else None)
     else:
-        resolved = resolve_model_id(args.model_id)
+        resolved, run_info = resolve_model_id(args.model_id), {}
         model, processor, family = load_base(resolved)
+    trained_ids, trained_speakers = seen_in_training(rows, run_info)
+    for warning in leakage_warnings(rows, run_info):
+        log.warning("warning: %s", warning)
     long_rows = [u for u in rows if u.extra.get("seconds", 0.0) > WINDOW_SECONDS]
     rows = [u for u in rows if u.extra.get("seconds", 0.0) <= WINDOW_SECONDS]
     if not rows:
@@ -155,7 +160,8 @@ def _main(argv: list[str] | None) -> int:
         **resolved.record(), adapter_dir=args.adapter_dir, family=family.name, data=where, utterances=len(examples),
         audio_seconds=sum(e.seconds for e in examples), wer_ci95=bootstrap_wer_ci(result["samples"], seed=args.seed),
         **result, wall_seconds=time.perf_counter() - started, versions=library_versions(),
-        long_form=long_form, long_form_wer=long_wer, **style)
+        long_form=long_form, long_form_wer=long_wer, trained_utterances=len(trained_ids), trained_speakers=trained_speakers,
+        **style)
     write_result(args.output, report)
     write_report(to_dict(report), Path(args.output).parent)
     low, high = report.wer_ci95

@@ -27,6 +27,7 @@ from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
+from lora.data.selection import seen_in_training
 from lora.evaluation import score
 from lora.longform import LongformOptions, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
@@ -63,12 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def leakage_warnings(rows, run_info: dict) -> list[str]:
-    """Utterances/speakers of the manifest that the adapter was trained on."""
-    train_ids, train_speakers = set(run_info.get("train_ids", [])), set(run_info.get("train_speakers", []))
-    warnings = [f"utterance {u.id} was in the adapter's training data" for u in rows if u.id in train_ids]
-    shared = sorted({u.speaker for u in rows if u.speaker and u.speaker in train_speakers})
-    if shared:
-        warnings.append(f"speaker(s) {', '.join(shared)} were in the adapter's training data: WER is not held-out")
+    """Utterances/speakers of the manifest that the adapter was trained on (one line each kind)."""
+    ids, speakers = seen_in_training(list(rows), run_info)
+    warnings = []
+    if ids:
+        examples = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        warnings.append(f"{len(ids)} of {len(rows)} utterance(s) were in the adapter's training data ({examples}): "
+                        "their WER is not held-out")
+    if speakers:
+        warnings.append(f"speaker(s) {', '.join(speakers[:5])}{', ...' if len(speakers) > 5 else ''} were in the "
+                        "adapter's training data: WER is not held-out")
     return warnings
 
 
