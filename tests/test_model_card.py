@@ -63,6 +63,13 @@ def test_body(info):
     assert "- transformers: 5.24.0" in text and "onnxruntime" not in text
 
 
+def test_an_eval_of_the_training_speaker_says_it_is_not_speaker_disjoint(info):
+    assert "## Word error rate (held-out evaluation)" in build_model_card(info).text
+    text = build_model_card(info | {"train_speakers": ["me"], "eval_speakers": ["me"]}).text
+    assert "## Word error rate (held-out utterances of the training speakers, not speaker-disjoint)" in text
+    assert "(speaker-disjoint from training)" not in text
+
+
 def test_missing_values_say_not_recorded(info):
     sparse = {k: info[k] for k in ("model_id_used", "model_source", "family", "target_modules")}
     text = build_model_card(sparse).text

@@ -116,7 +116,8 @@ def card_body(info: Mapping) -> str:
         f"- evaluation: {_count(info.get('eval_ids'))} utterances from {_count(info.get('eval_speakers'))} speakers"
         + (" (speaker-disjoint from training)" if _disjoint(info) else ""),
         "",
-        "## Word error rate (held-out evaluation)", "",
+        "## Word error rate (held-out evaluation)" if not _shared(info) else
+        "## Word error rate (held-out utterances of the training speakers, not speaker-disjoint)", "",
         "| | WER | 95% interval |", "|---|---|---|",
         f"| before (base model) | {fmt_pct(info.get('baseline_wer'))} | {fmt_interval(info.get('baseline_wer_ci95'))} |",
         f"| after (with LoRA) | {fmt_pct(info.get('tuned_wer'))} | {fmt_interval(info.get('tuned_wer_ci95'))} |",
@@ -145,6 +146,12 @@ def card_body(info: Mapping) -> str:
 def _disjoint(info: Mapping) -> bool:
     train, held = info.get("train_speakers"), info.get("eval_speakers")
     return bool(train and held and isinstance(train, list | tuple) and not set(train) & set(held))
+
+
+def _shared(info: Mapping) -> bool:
+    """Did the eval share speakers with training (`--allow-shared-speakers`, e.g. one speaker's data)?"""
+    train, held = info.get("train_speakers"), info.get("eval_speakers")
+    return isinstance(train, list | tuple) and isinstance(held, list | tuple) and bool(set(train) & set(held))
 
 
 def build_model_card(info: Mapping) -> ModelCard:
