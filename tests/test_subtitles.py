@@ -106,7 +106,8 @@ def test_clips_are_cut_at_the_cues_padded_and_a_wrong_cue_quarantines_its_clip(l
 
 
 def test_a_cue_longer_than_a_clip_is_quarantined_and_not_decoded(ljspeech):
-    cues = [Cue(0.0, 5.0, "first"), Cue(5.0, 40.0, "far too long for one clip"), Cue(41.0, 45.0, "last")]
+    cues = [Cue(0.0, 5.0, "first"), Cue(5.0, 40.0, "far too long for one clip"), Cue(41.0, 45.0, "last"),
+            Cue(80.0, 82.0, "timed after the recording ends")]
     seen = []
 
     def transcriber(batch):
@@ -117,6 +118,8 @@ def test_a_cue_longer_than_a_clip_is_quarantined_and_not_decoded(ljspeech):
     assert len(seen) == 2 and max(seen) <= 30 * S
     assert [q.reason for q in result.quarantined if q.clip.text == "far too long for one clip"] == [
         "cue of 35.0 s > max_chunk_s 30"]
+    assert [q.reason for q in result.quarantined if q.clip.text.startswith("timed after")] == [
+        f"cue at 80.00 s is past the recording's end ({len(ljspeech.samples) / S:.2f} s)"]
 
 
 @pytest.mark.slow

@@ -183,15 +183,16 @@ def segment_by_cues(
     samples = np.asarray(samples, dtype=np.float32)
     total_s = len(samples) / SAMPLE_RATE
     lf = options.longform
-    groups = [g for g in group_cues(cues, lf.max_chunk_s - 2 * PAD_S) if g[0].start_s < total_s]
+    groups = group_cues(cues, lf.max_chunk_s - 2 * PAD_S)
     bounds = []
     for i, group in enumerate(groups):
         floor = groups[i - 1][-1].end_s if i else 0.0
         ceiling = groups[i + 1][0].start_s if i + 1 < len(groups) else total_s
-        start = max(floor, group[0].start_s - PAD_S, group[-1].end_s - lf.max_chunk_s, 0.0)
+        start = min(max(floor, group[0].start_s - PAD_S, group[-1].end_s - lf.max_chunk_s, 0.0), total_s)
         end = min(ceiling, group[-1].end_s + PAD_S, start + lf.max_chunk_s, total_s)
         bounds.append((start, end))
-    fits = [g[-1].end_s - g[0].start_s <= lf.max_chunk_s for g in groups]  # a longer cue is not decoded
+    # a cue longer than a clip, or timed past the recording's end, is not decoded
+    fits = [g[-1].end_s - g[0].start_s <= lf.max_chunk_s and g[0].start_s < total_s for g in groups]
     chunks = [(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)) for (a, b), ok in zip(bounds, fits) if ok]
     decoded = iter(decode_chunks(samples, chunks, transcribe_batch, lf.batch_size))
     hyps = [next(decoded) if ok else "" for ok in fits]
@@ -202,7 +203,9 @@ def segment_by_cues(
         clip = Clip(start, end, text, _cer(text, hyp), hyp, first_word, first_word + n_words)
         first_word += n_words
         unheard = _unheard_cue(group, hyp) if hyp else None
-        if group[-1].end_s - group[0].start_s > lf.max_chunk_s:
+        if group[0].start_s >= total_s:
+            quarantined.append(Quarantined(clip, f"cue at {group[0].start_s:.2f} s is past the recording's end ({total_s:.2f} s)"))
+        elif group[-1].end_s - group[0].start_s > lf.max_chunk_s:
             quarantined.append(Quarantined(clip, f"cue of {group[0].end_s - group[0].start_s:.1f} s > max_chunk_s {lf.max_chunk_s:g}"))
         elif not hyp:
             quarantined.append(Quarantined(clip, "empty hypothesis"))
