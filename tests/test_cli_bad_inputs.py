@@ -39,6 +39,7 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "export_badformat" / "export_report.json").write_text(json.dumps({"format": "tflite"}))
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "blank.txt").write_text("   \n")
+    (tmp_path / "bad.srt").write_text("this is not a subtitle file\n")
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": _text(speech_dir)}) + "\n")
     (tmp_path / "clip.txt").write_text(_text(speech_dir))
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's JSON recursion limit
@@ -103,6 +104,10 @@ CASES = [
     ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl", "--max-cer", "-1"], "--max-cer -1: must be >= 0"),
     ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl", "--max-chunk-s", "31"], "within 1..30 s"),
     ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl", "--batch-size", "0"], "must be >= 1"),
+    ("segment", ["--audio", "{clip}", "--output", "{tmp}/s.jsonl"], "pass --audio FILE --transcript TEXT|@FILE (one recording) or --manifest M"),
+    ("segment", ["--manifest", "{tmp}/m.jsonl", "--audio", "{clip}", "--output", "{tmp}/s.jsonl"], "drop --audio/--transcript"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/bad.srt", "--output", "{tmp}/s.jsonl"],
+     "not a readable SRT subtitle file"),
     ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/clip.txt", "--output", "{tmp}/s.jsonl", "--model-id", "./no-such-model"],
      "is neither a directory"),
     # lora check

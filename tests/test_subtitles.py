@@ -144,3 +144,29 @@ def test_segment_cli_cuts_a_real_recording_at_its_subtitles(ljspeech, tmp_path):
     kept = " ".join(r["text"] for r in rows).split()
     assert len(kept) + len(quarantined[0]["text"].split()) == len(" ".join(c[2] for c in cues).split())
     assert all(sf.info(str(out.parent / r["audio"])).duration == pytest.approx(r["seconds"], abs=1e-3) for r in rows)
+
+
+@pytest.mark.slow
+def test_segment_cli_cuts_a_folder_of_recordings_with_transcripts_or_subtitles(speech_dir, tmp_path):
+    import soundfile as sf
+
+    from lora.data.records import read_librispeech_dir
+    from lora.scripts import segment
+
+    utterances = chapter_groups(read_librispeech_dir(speech_dir, ["ljspeech"]))["9001-1"]
+    first, second = join_utterances("a", utterances[:5]), join_utterances("b", utterances[5:])
+    folder = tmp_path / "talks" / "narrator"
+    folder.mkdir(parents=True)
+    sf.write(str(folder / "part1.flac"), first.samples, S, format="FLAC", subtype="PCM_16")
+    (folder / "part1.txt").write_text(first.text.capitalize() + "\n")
+    sf.write(str(folder / "part2.flac"), second.samples, S, format="FLAC", subtype="PCM_16")
+    write_srt(folder / "part2.srt", [(a, b, u.text.capitalize()) for u, (a, b) in zip(second.utterances, second.bounds)])
+    out = tmp_path / "clips" / "all.jsonl"
+    assert segment.main(["--manifest", str(tmp_path / "talks"), "--output", str(out), "--max-chunk-s", "15", "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_recording = {r["id"].rsplit("-", 1)[0] for r in rows}
+    assert by_recording == {"narrator/part1", "narrator/part2"} and {r["speaker"] for r in rows} == {"narrator"}
+    assert all(r["seconds"] <= 15.0 and (out.parent / r["audio"]).is_file() for r in rows)
+    part2 = [r for r in rows if r["id"].startswith("narrator/part2")]
+    cue_ends = {round(b, 3) for _, b in second.bounds}
+    assert all(min(abs(r["end_s"] - e) for e in cue_ends) <= PAD_S + 1e-3 for r in part2)  # cut at the cues

@@ -259,6 +259,21 @@ def write_clips(
     Returns the manifest path (`<out_dir>/<manifest_name>`); audio paths in it are relative to it.
     The manifest is written last, so it never names a clip that is not written yet.
     """
+    rows = write_clip_audio(samples, clips, out_dir, recording_id, speaker, source, audio_format)
+    return write_manifest(Path(out_dir) / manifest_name, rows)
+
+
+def write_clip_audio(
+    samples: np.ndarray,
+    clips: list[Clip] | tuple[Clip, ...],
+    out_dir: str | Path,
+    recording_id: str,
+    speaker: str = "",
+    source: str = "",
+    audio_format: str = "flac",
+) -> list[dict]:
+    """Write each clip's audio to `<out_dir>/clips/<recording_id>-<nnnn>.<fmt>`; returns their manifest rows
+    (audio relative to `out_dir`), for `write_manifest` once every recording's clips are written."""
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio_format must be one of {sorted(AUDIO_FORMATS)}, got {audio_format!r}")
     out_dir = Path(out_dir)
@@ -271,7 +286,11 @@ def write_clips(
         rows.append({"id": clip_id, "audio": rel, "text": clip.text, "speaker": speaker,
                      "seconds": round((b - a) / SAMPLE_RATE, 3), "source": source,
                      "start_s": round(clip.start_s, 3), "end_s": round(clip.end_s, 3)})
-    return write_text_atomic(out_dir / manifest_name, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def write_manifest(path: str | Path, rows: list[dict]) -> Path:
+    return write_text_atomic(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def word_placement_accuracy(result: SegmentResult, word_times: list[float], tolerance_s: float = 0.5) -> float:

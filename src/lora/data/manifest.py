@@ -6,8 +6,9 @@
   * a LibriSpeech-layout folder (`<subset>/<speaker>/<chapter>/*.trans.txt`),
   * a folder holding `manifest.jsonl` (or `.json`/`.csv`/`.tsv`),
   * a folder of audio files, each with its transcript beside it in a file of the same name ending
-    `.txt` (or `.lab`, as Montreal Forced Aligner corpora have them); the speaker is the sub-folder
-    the audio sits in (`alice/take1.wav`), none for files at the top.
+    `.txt` (or `.lab`, as Montreal Forced Aligner corpora have them, or `.srt`/`.vtt` subtitles, whose
+    times `lora segment` cuts at); the speaker is the sub-folder the audio sits in (`alice/take1.wav`),
+    none for files at the top.
 A folder that has the LibriSpeech layout is read as LibriSpeech even when it also holds a
 manifest: the `*.trans.txt` files sit beside the audio they describe, while a manifest is a
 derived copy that can go stale. Point at the manifest file itself to read it instead.
@@ -36,6 +37,7 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.data.formats import AUDIO_EXTENSIONS, SUPPORTED, Parsed, RawRow, as_text, decode_utf8, iter_jsonl, manifest_format, parse_rows
 from lora.data.records import Utterance, read_librispeech_dir
+from lora.data.subtitles import SUBTITLE_SUFFIXES, is_subtitle_file, read_subtitles
 
 # The first of each that a row has is used; the later names are other tools' (NeMo's audio_filepath, Hugging Face
 # audiofolder's file_name, Common Voice's sentence and client_id), as `--dataset` reads them (hf_sources).
@@ -46,7 +48,8 @@ ID_KEYS = ("id", "utt_id")
 RATE_KEYS = ("sampling_rate", "sample_rate", "sr")
 SUBSET_KEYS = ("subset",)
 FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest.tsv")
-SIDECAR_TRANSCRIPTS = (".txt", ".lab")  # `take1.wav` + `take1.txt`; `.lab`: Montreal Forced Aligner's name
+# `take1.wav` + `take1.txt`; `.lab`: Montreal Forced Aligner's name; subtitles of a long recording
+SIDECAR_TRANSCRIPTS = (".txt", ".lab", *SUBTITLE_SUFFIXES)
 NO_TRANSCRIPT = "no transcript"
 
 
@@ -179,14 +182,18 @@ def _read_sidecar_folder(root: Path) -> ManifestRead | None:
         if transcript is None:
             bad.append(BadRow(str(path), NO_TRANSCRIPT, row_id, f"expected {path.with_suffix('.txt').name} beside it"))
             continue
+        extra: dict = {"has_text": True}
         try:
-            text = " ".join(decode_utf8(transcript, transcript.read_bytes()).split())
+            if is_subtitle_file(transcript):  # the cues' spoken text; `lora segment` cuts at their times
+                text = " ".join(cue.text for cue in read_subtitles(transcript))
+                extra["subtitles"] = str(transcript)
+            else:
+                text = " ".join(decode_utf8(transcript, transcript.read_bytes()).split())
         except UserError as exc:
             bad.append(BadRow(f"{transcript}:1", "unreadable transcript", row_id, str(exc)))
             continue
         speaker = relative.parent.as_posix() if relative.parent != Path(".") else ""
-        rows.append(Utterance(id=row_id, speaker=speaker, text=text, audio=path, origin=f"{transcript}:1",
-                              extra={"has_text": True}))
+        rows.append(Utterance(id=row_id, speaker=speaker, text=text, audio=path, origin=f"{transcript}:1", extra=extra))
     return ManifestRead(tuple(rows), tuple(bad), str(root), "sidecar")
 
 

@@ -23,13 +23,14 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import write_text_atomic
+from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
 from lora.data.subtitles import is_subtitle_file, read_subtitles
 from lora.longform import LongformOptions, torch_transcriber
 from lora.model_utils import load_base, resolve_model_id
 from lora.scripts.run_stt import read_text_arg
-from lora.segmenting import SegmentOptions, segment_by_cues, segment_recording, write_clips
+from lora.segmenting import SegmentOptions, segment_by_cues, segment_recording, write_clip_audio, write_manifest
 
 log = logging.getLogger("lora")
 
@@ -39,64 +40,103 @@ QUARANTINE_FILE = "quarantine.jsonl"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora segment", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
-    parser.add_argument("--audio", required=True, metavar="FILE",
+    parser.add_argument("--audio", metavar="FILE",
                         help="the long recording (WAV, FLAC, OGG, MP3; M4A, WebM and other containers through ffmpeg)")
-    parser.add_argument("--transcript", required=True, metavar="TEXT|@FILE",
+    parser.add_argument("--transcript", metavar="TEXT|@FILE",
                         help="its transcript, or @file.txt holding it, or @file.srt / @file.vtt: subtitles, whose cue times "
                              "cut the clips (no VAD or word alignment; each clip still scored against the base model)")
+    parser.add_argument("--manifest", metavar="M",
+                        help="instead of --audio/--transcript: many long recordings, as a manifest (audio + text per row) "
+                             "or a folder of recordings with same-name .txt/.srt/.vtt transcripts beside them")
     parser.add_argument("--output", required=True, help="manifest (JSONL) to write; clips go to clips/ beside it")
     parser.add_argument("--model-id", default="moonshine-base-en", help="base model that places the words (default moonshine-base-en)")
     parser.add_argument("--max-cer", type=float, default=0.2, help="quarantine chunks whose CER exceeds this (default 0.2)")
     parser.add_argument("--max-chunk-s", type=float, default=30.0, help="longest clip in seconds (default 30)")
-    parser.add_argument("--speaker", default="", help="speaker id written into every row (default: none)")
+    parser.add_argument("--speaker", default="", help="speaker id written into every row (default: none, or the manifest's)")
     parser.add_argument("--batch-size", type=int, default=8, help="chunks per decoding batch")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
 
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.quiet)
+def check_args(args) -> None:
+    """Contradictory or missing options: one line each, before anything is loaded."""
+    if args.manifest and (args.audio or args.transcript):
+        raise UserError("--manifest names the recordings and their transcripts; drop --audio/--transcript")
+    if not args.manifest and not (args.audio and args.transcript):
+        raise UserError("pass --audio FILE --transcript TEXT|@FILE (one recording) or --manifest M (many)")
     if not 0 <= args.max_cer:
         raise UserError(f"--max-cer {args.max_cer:g}: must be >= 0")
     if not 1.0 <= args.max_chunk_s <= 30.0:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
-    output = Path(args.output)
-    if output.suffix.lower() != ".jsonl":
-        raise UserError(f"{output}: the manifest is JSONL; name it *.jsonl")
-    cues = read_subtitles(args.transcript[1:]) if args.transcript.startswith("@") and is_subtitle_file(args.transcript[1:]) else None
-    transcript = " ".join(c.text for c in cues) if cues else read_text_arg(args.transcript, "--transcript")
+    if Path(args.output).suffix.lower() != ".jsonl":
+        raise UserError(f"{args.output}: the manifest is JSONL; name it *.jsonl")
+
+
+def recordings(args) -> tuple[list[Utterance], list[BadRow], str]:
+    """The long recordings to cut (each with its transcript, and `extra["subtitles"]` where cues time it)."""
+    if args.manifest:
+        read = read_source(Path(args.manifest))
+        rows = list(read.rows)
+        if args.speaker:
+            for u in rows:
+                u.speaker = args.speaker
+        return rows, list(read.bad), read.source
+    extra = {}
+    if args.transcript.startswith("@") and is_subtitle_file(args.transcript[1:]):
+        transcript = " ".join(c.text for c in read_subtitles(args.transcript[1:]))
+        extra["subtitles"] = args.transcript[1:]
+    else:
+        transcript = read_text_arg(args.transcript, "--transcript")
     if not transcript.strip():
         raise UserError("--transcript is empty; pass the recording's transcript (TEXT or @file.txt)")
-    row = Utterance(Path(args.audio).stem or "recording", args.speaker, transcript, args.audio, origin=args.audio)
-    report = preflight([row], require_text=True, quiet=True, source=args.audio, max_seconds=24 * 3600.0)
-    samples = report.good[0].samples()
+    return [Utterance(Path(args.audio).stem or "recording", args.speaker, transcript, args.audio, origin=args.audio,
+                      extra=extra)], [], args.audio
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    check_args(args)
+    output = Path(args.output)
+    rows, bad, where = recordings(args)
+    report = preflight(rows, bad, require_text=True, quiet=True, source=where, max_seconds=24 * 3600.0)
 
     model, processor, family = load_base(resolve_model_id(args.model_id))
     options = SegmentOptions(max_cer=args.max_cer, longform=LongformOptions(args.max_chunk_s, batch_size=args.batch_size))
     transcriber = torch_transcriber(model, processor, family, args.batch_size)
-    try:
-        if cues:
-            result = segment_by_cues(samples, cues, transcriber, options)
-        else:
-            result = segment_recording(samples, transcript, transcriber, options)
-    except ValueError as exc:  # the model heard nothing the transcript could be placed by
-        raise UserError(f"{args.audio}: {exc}; check that the transcript belongs to this recording") from None
-    write_clips(samples, result.clips, output.parent, row.id, args.speaker, str(args.audio), manifest_name=output.name)
+    manifest_rows, quarantined, total_s = [], [], 0.0
+    lines = [{"origin": b.origin, "reason": b.reason, "detail": b.detail} for b in report.bad]
+    for u in report.good:
+        samples = u.samples()
+        total_s += len(samples) / SAMPLE_RATE
+        try:
+            if "subtitles" in u.extra:
+                result = segment_by_cues(samples, read_subtitles(u.extra["subtitles"]), transcriber, options)
+            else:
+                result = segment_recording(samples, u.text, transcriber, options)
+        except ValueError as exc:  # the model heard nothing the transcript could be placed by
+            if not args.manifest:
+                raise UserError(f"{u.audio}: {exc}; check that the transcript belongs to this recording") from None
+            lines.append({"origin": u.origin, "reason": "transcript not placed", "detail": f"{exc}; check that the "
+                          "transcript belongs to this recording"})
+            continue
+        manifest_rows += write_clip_audio(samples, result.clips, output.parent, u.id, u.speaker, str(u.audio))
+        quarantined += [(u, q) for q in result.quarantined]
+        lines += [{"origin": f"{u.audio}@{q.clip.start_s:.2f}-{q.clip.end_s:.2f}s", "reason": q.reason,
+                   "start_s": round(q.clip.start_s, 3), "end_s": round(q.clip.end_s, 3), "text": q.clip.text,
+                   "hypothesis": q.clip.hypothesis, "cer": q.clip.cer} for q in result.quarantined]
+    write_manifest(output, manifest_rows)
     quarantine = output.with_name(QUARANTINE_FILE)
-    lines = [{"origin": f"{args.audio}@{q.clip.start_s:.2f}-{q.clip.end_s:.2f}s", "reason": q.reason,
-              "start_s": round(q.clip.start_s, 3), "end_s": round(q.clip.end_s, 3), "text": q.clip.text,
-              "hypothesis": q.clip.hypothesis, "cer": q.clip.cer} for q in result.quarantined]
     write_text_atomic(quarantine, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
-    kept_s = sum(c.end_s - c.start_s for c in result.clips)
-    print(f"{args.audio}: {len(samples) / SAMPLE_RATE:.1f} s -> {len(result.clips)} clip(s) ({kept_s:.1f} s) -> {output}; "
-          f"{len(result.quarantined)} quarantined -> {quarantine}")
-    for q in result.quarantined:
-        print(f"  quarantined {q.clip.start_s:.2f}-{q.clip.end_s:.2f} s: {q.reason}")
-    if not result.clips:
-        raise UserError(f"{args.audio}: every chunk was quarantined (listed in {quarantine}); "
+    kept_s = sum(r["seconds"] for r in manifest_rows)
+    print(f"{where}: {len(report.good)} recording(s), {total_s:.1f} s -> {len(manifest_rows)} clip(s) ({kept_s:.1f} s) "
+          f"-> {output}; {len(lines)} quarantined -> {quarantine}")
+    for u, q in quarantined[:20]:
+        print(f"  quarantined {u.id} {q.clip.start_s:.2f}-{q.clip.end_s:.2f} s: {q.reason}")
+    if not manifest_rows:
+        raise UserError(f"{where}: every chunk was quarantined (listed in {quarantine}); "
                         "check the transcript, or raise --max-cer")
     return 0
 
