@@ -296,6 +296,43 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             return True
         return False
 
+    def optimizer_step(step: int):
+        """The `gradient_accumulation_steps` micro-batches of one optimizer step: losses, audio seconds, label
+        tokens, the gradient norm and when the step started."""
+        losses, seconds, tokens, grad_norm = [], 0.0, 0, None
+        step_start = time.perf_counter()
+        for micro in range(cfg.gradient_accumulation_steps):
+            loaded = _next_good(stream, result, on_bad)
+            if styler is not None:  # the base model's transcripts of clips drawn for the first time -> their labels
+                loaded = styler(loaded, bare)
+            local = (step - 1) * cfg.gradient_accumulation_steps + micro
+            torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
+            batch = {k: v.to(accelerator.device, non_blocking=non_blocking) for k, v in loaded.tensors.items()}
+            batch = on_device(batch)
+            if encoder_cache is not None:
+                batch = encoder_cache.model_inputs(loaded.rows, batch)
+            rows_to_base = None  # this micro-batch's replay rows, when it has any and distillation is on
+            if base_rows is not None:
+                replay_here = base_rows[list(loaded.rows)]
+                if replay_here.any():
+                    rows_to_base = torch.from_numpy(replay_here).to(accelerator.device)
+            with accelerator.accumulate(model):
+                # logits a chunk at a time; on replay rows, plus the distillation to the base model (lora.token_loss)
+                loss = training_loss(model, bare, batch, base_rows=rows_to_base, base_weight=distillation)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
+                    grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            seconds += loaded.seconds
+            tokens += loaded.tokens
+            if on_cpu:  # opt-in (LORA_GLIBC_TUNING): hand the micro-batch's freed heap pages back
+                release_free_memory()
+        return losses, seconds, tokens, grad_norm, step_start
+
     def write_checkpoint(step: int) -> None:
         if styler is not None:  # before the checkpoint: a resumed run finds every transcript its targets came from
             styler.save()
@@ -310,38 +347,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     with StopAfterStep(enabled=accelerator.num_processes == 1) as interrupt:
         try:
             for step in range(first_step, cfg.max_steps + 1):
-                losses, seconds, tokens, grad_norm = [], 0.0, 0, None
-                step_start = time.perf_counter()
-                for micro in range(cfg.gradient_accumulation_steps):
-                    loaded = _next_good(stream, result, on_bad)
-                    if styler is not None:  # the base model's transcripts of clips drawn for the first time -> their labels
-                        loaded = styler(loaded, bare)
-                    local = (step - 1) * cfg.gradient_accumulation_steps + micro
-                    torch.manual_seed(_micro_batch_seed(cfg.seed, local * accelerator.num_processes + accelerator.process_index))
-                    batch = {k: v.to(accelerator.device, non_blocking=non_blocking) for k, v in loaded.tensors.items()}
-                    batch = on_device(batch)
-                    if encoder_cache is not None:
-                        batch = encoder_cache.model_inputs(loaded.rows, batch)
-                    rows_to_base = None  # this micro-batch's replay rows, when it has any and distillation is on
-                    if base_rows is not None:
-                        replay_here = base_rows[list(loaded.rows)]
-                        if replay_here.any():
-                            rows_to_base = torch.from_numpy(replay_here).to(accelerator.device)
-                    with accelerator.accumulate(model):
-                        # logits a chunk at a time; on replay rows, plus the distillation to the base model (lora.token_loss)
-                        loss = training_loss(model, bare, batch, base_rows=rows_to_base, base_weight=distillation)
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients:  # the norm is logged; max_norm inf clips nothing (--max-grad-norm 0)
-                            grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-                        optimizer.step()
-                        if accelerator.sync_gradients:
-                            scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    losses.append(loss.detach())
-                    seconds += loaded.seconds
-                    tokens += loaded.tokens
-                    if on_cpu:  # opt-in (LORA_GLIBC_TUNING): hand the micro-batch's freed heap pages back
-                        release_free_memory()
+                losses, seconds, tokens, grad_norm, step_start = optimizer_step(step)
                 if result.first_step_wall is None:  # when the first optimizer step ended, not when its loss was read (a step later)
                     if accelerator.device.type == "cuda":
                         torch.cuda.synchronize(accelerator.device)  # the run's one extra sync: kernels are queued, not done
