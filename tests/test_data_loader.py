@@ -147,3 +147,29 @@ def test_length_grouped_batches_cover_everything_once():
     assert sorted(i for b in batches for i in b) == list(range(5))
     for b in batches:
         assert max(examples[i].seconds for i in b) - min(examples[i].seconds for i in b) <= 1
+
+
+def test_an_eval_manifest_is_the_eval_set_and_every_training_speaker_trains(speech_dir, tmp_path):
+    import json
+
+    from lora.training_config import TrainConfig, validate
+
+    rows = resolve_data(DataChoice(data_dir=str(speech_dir), dataset_samples=0, eval_samples=0), hub_ok=False)
+    every = rows.train + rows.eval
+    mine, test = [u for u in every if u.speaker != "3752"], [u for u in every if u.speaker == "3752"]
+    for name, part in (("train.jsonl", mine), ("test.jsonl", test)):
+        (tmp_path / name).write_text("".join(json.dumps({"id": u.id, "audio": str(u.audio), "text": u.text,
+                                                         "speaker": u.speaker}) + "\n" for u in part))
+    data = resolve_data(DataChoice(manifest=str(tmp_path / "train.jsonl"), dataset_samples=0, eval_samples=0,
+                                   eval_manifest=str(tmp_path / "test.jsonl"),
+                                   quarantine_path=str(tmp_path / "quarantine.jsonl")), hub_ok=False)
+    assert sorted(u.id for u in data.train) == sorted(u.id for u in mine)  # no speaker split off: all of them train
+    assert sorted(u.id for u in data.eval) == sorted(u.id for u in test)  # all of the test set, none dropped
+    capped = resolve_data(DataChoice(manifest=str(tmp_path / "train.jsonl"), dataset_samples=0, eval_samples=2,
+                                     eval_manifest=str(tmp_path / "test.jsonl")), hub_ok=False)
+    assert len(capped.eval) == 2
+
+    assert TrainConfig().eval_rows == 8 and TrainConfig(eval_manifest="t.jsonl").eval_rows == 0
+    assert TrainConfig(eval_manifest="t.jsonl", eval_samples=3).eval_rows == 3
+    with pytest.raises(UserError, match="--eval-manifest is the eval set: drop --train-speakers/--eval-speakers"):
+        validate(TrainConfig(eval_manifest="t.jsonl", eval_speakers="3752"))

@@ -224,9 +224,10 @@ def _read_rows(cfg: TrainConfig, use_hub: bool, dataset, key: str | None) -> Sel
     chosen = dataset if dataset is not None else cfg.dataset
     local = bool(cfg.data_dir or cfg.manifest or chosen is not None)
     data = resolve_data(
-        DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.training_rows, cfg.eval_samples, cfg.seed,
+        DataChoice(cfg.train_split, cfg.data_dir, cfg.manifest, cfg.training_rows, cfg.eval_rows, cfg.seed,
                    split_csv(cfg.train_speakers), split_csv(cfg.eval_speakers), use_hub=use_hub,
                    replay_subsets=split_csv(cfg.replay_subsets), allow_shared_speakers=cfg.allow_shared_speakers,
+                   eval_manifest=cfg.eval_manifest,
                    quarantine_path=str(Path(cfg.output_dir) / "quarantine.jsonl"),
                    dataset=chosen, audio_column=cfg.audio_column, text_column=cfg.text_column,
                    speaker_column=cfg.speaker_column, dataset_split=cfg.dataset_split),
@@ -252,7 +253,7 @@ def _read_rows(cfg: TrainConfig, use_hub: bool, dataset, key: str | None) -> Sel
 
 # What decides a run's rows and their targets (the prepared-rows cache key; `output_dir` only says where
 # the quarantine list goes, and is not among them).
-PREPARED_OPTIONS = ("manifest", "train_split", "training_rows", "eval_samples", "seed", "train_speakers", "eval_speakers",
+PREPARED_OPTIONS = ("manifest", "train_split", "training_rows", "eval_rows", "eval_manifest", "seed", "train_speakers", "eval_speakers",
                     "canary", "canary_samples", "allow_shared_speakers", "allow_shared_text", "replay_subsets",
                     "replay_share", "join_clips", "target_policy", "style_consensus", "style_on_draw", "model_id")
 
@@ -265,7 +266,7 @@ def _prepared_key(cfg: TrainConfig) -> str | None:
     speech = default_speech_dir()
     settings = {name: getattr(cfg, name) for name in PREPARED_OPTIONS} | {"speech_dir": str(speech)}
     transcripts = [speech / "manifest.jsonl"] + sorted(speech.glob("*/*/*/*.trans.txt")) if speech else []
-    return prepared_rows_cache.cache_key(settings, [cfg.manifest, cfg.canary, *transcripts])
+    return prepared_rows_cache.cache_key(settings, [cfg.manifest, cfg.canary, cfg.eval_manifest, *transcripts])
 
 
 def _from_cache(cached: prepared_rows_cache.PreparedRows, key: str, cfg: TrainConfig) -> SelectedData:

@@ -20,6 +20,7 @@ from pathlib import Path
 from lora.core.errors import UserError
 
 DEFAULT_SAMPLES = 40  # training rows drawn from the default speech source (the seed's small run)
+DEFAULT_EVAL_SAMPLES = 8  # held-out rows split off the training data (the seed's)
 MAX_AUTO_CLIPS = 1024  # clip cap of a micro-batch when only --max-batch-seconds bounds it
 
 
@@ -45,7 +46,10 @@ class TrainConfig:
     speaker_column: str | None = opt(None, "speaker column of --dataset (default: first of speaker_id, speaker, client_id)")
     dataset_samples: int | None = opt(None, "number of training utterances ('all' or 0 = every usable row; default: "
                                       "all rows of a --manifest/--dataset you name, else 40 of the default speech)")
-    eval_samples: int = opt(8, "number of held-out (speaker-disjoint) evaluation utterances")
+    eval_samples: int | None = opt(None, "number of held-out (speaker-disjoint) evaluation utterances (default: 8, or "
+                                         "every usable row of --eval-manifest)")
+    eval_manifest: str | None = opt(None, "your own held-out test set (a manifest or folder, read as --manifest is): the eval "
+                                          "set instead of speakers split off the training data, which then all train")
     train_speakers: str | None = opt(None, "comma-separated speakers to train on (overrides the random speaker split)")
     eval_speakers: str | None = opt(None, "comma-separated speakers to evaluate on")
     canary: str | None = opt(None, "manifest of general speech scored before/after to measure forgetting "
@@ -122,6 +126,13 @@ class TrainConfig:
         if self.dataset_samples is not None:
             return self.dataset_samples
         return 0 if self.manifest or getattr(self, "dataset", None) else DEFAULT_SAMPLES
+
+    @property
+    def eval_rows(self) -> int:
+        """--eval-samples resolved: 0 (all) for an --eval-manifest, else 8."""
+        if self.eval_samples is not None:
+            return self.eval_samples
+        return 0 if self.eval_manifest else DEFAULT_EVAL_SAMPLES
 
     @property
     def clips_per_batch(self) -> int:
@@ -274,7 +285,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
         (0 <= cfg.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
         (cfg.lora_r >= 1, "--lora-r must be >= 1"),
-        (cfg.eval_samples >= 1, "--eval-samples must be >= 1"),
+        (cfg.eval_samples is None or cfg.eval_samples >= 1, "--eval-samples must be >= 1"),
+        (not (cfg.eval_manifest and (cfg.train_speakers or cfg.eval_speakers)),
+         "--eval-manifest is the eval set: drop --train-speakers/--eval-speakers"),
         (0 <= cfg.replay_share < 1, "--replay-share must be in [0, 1)"),
         (cfg.replay_distillation >= 0, "--replay-distillation must be >= 0 (0 = off)"),
         (cfg.replay_distillation == 0 or bool(cfg.replay_subsets), "--replay-distillation needs --replay-subsets"),

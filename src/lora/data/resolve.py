@@ -36,10 +36,12 @@ from lora.data.sources import (
     checked,
     hub_stream,
     local_pools,
+    read_manifest_rows,
     replay_rows,
 )
 
 log = logging.getLogger("lora")
+EVAL_QUARANTINE = "eval_quarantine.jsonl"  # unusable rows of --eval-manifest, beside the training data's quarantine
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,13 @@ class DataChoice:
     data_dir: str | None = None
     manifest: str | None = None
     dataset_samples: int = 40
-    eval_samples: int = 8
+    eval_samples: int = 8  # 0: every usable eval row
     seed: int = 42
     train_speakers: tuple[str, ...] = ()
     eval_speakers: tuple[str, ...] = ()
     use_hub: bool = True
     replay_subsets: tuple[str, ...] = ()  # general-speech folders mixed into training (forgetting control)
+    eval_manifest: str | None = None  # the user's own test set: the eval rows (no split of the training data)
     allow_shared_speakers: bool = False  # one speaker's data: hold out utterances instead of speakers
     quarantine_path: str | None = None  # where preflight lists unusable rows
     # `--dataset`: a path / hub name, or a `datasets.Dataset` (`IterableDataset`, `DatasetDict`) object from Python
@@ -102,7 +105,7 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
         kind = "local_dir"
     elif choice.use_hub and hub_ok:
         pool = hub_stream(choice.train_split, choice.dataset_samples * 4 or None, choice.seed)
-        held = hub_stream(HUB_EVAL_SPLIT, choice.eval_samples * 4, choice.seed)
+        held = None if choice.eval_manifest else hub_stream(HUB_EVAL_SPLIT, choice.eval_samples * 4, choice.seed)
         kind, where = "hub", f"{HUB_DATASET}:{choice.train_split}"
     else:
         root = default_speech_dir()
@@ -123,7 +126,14 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
         log.warning("%d of %d rows repeat another row's real clip (a scale corpus): memory, start-up and throughput "
                     "measured on it are real, WER on it means nothing", facts["repeated_rows"], len(corpus))
     del corpus
-    if choice.train_speakers or choice.eval_speakers:
+    if choice.eval_manifest:  # the source's own held-out part (a dev split) is not trained on either
+        train = pool
+        quarantine = Path(choice.quarantine_path).with_name(EVAL_QUARANTINE) if choice.quarantine_path else None
+        held = read_manifest_rows(choice.eval_manifest, str(quarantine) if quarantine else None)
+        if not held:
+            raise UserError(f"{choice.eval_manifest}: no usable eval rows (listed in {quarantine}); fix them or pass "
+                            "another --eval-manifest")
+    elif choice.train_speakers or choice.eval_speakers:
         train, held = split_by_named_speakers(pool + (held or []), choice.train_speakers, choice.eval_speakers)
     elif held is None and choice.allow_shared_speakers and len({u.speaker for u in pool}) < 2:
         train, held = split_by_utterance(pool, seed=choice.seed)
@@ -134,9 +144,9 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     else:
         train = pool
     train = select_balanced(train, choice.dataset_samples, choice.seed) if choice.dataset_samples else train
-    if not (choice.train_speakers or choice.eval_speakers):
+    if not (choice.train_speakers or choice.eval_speakers or choice.eval_manifest):
         held = without_train_texts(held, train)
-    held = select_balanced(held, choice.eval_samples, choice.seed + 1)
+    held = select_balanced(held, choice.eval_samples, choice.seed + 1) if choice.eval_samples else held
     if len(held) < choice.eval_samples:
         rule = "transcript not trained on" if choice.allow_shared_speakers else "speaker-disjoint, transcript not trained on"
         log.warning("only %d of %d requested eval utterances are usable (%s); WER on so few says little: add data or "
