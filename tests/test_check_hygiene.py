@@ -85,6 +85,19 @@ def test_transcript_of_another_clip_is_quarantined_and_threshold_flag_changes_it
     assert not loose.bad and len(loose.good) == 1
 
 
+def test_transcription_markup_in_a_transcript_is_a_warning(tmp_path, speech_dir):
+    rows = _real(speech_dir, 3)
+    rows[0]["text"] = "[noise] " + rows[0]["text"] + " <unk>"
+    rows[1]["text"] = rows[1]["text"] + " {laugh} [noise]"
+    rows[2]["text"] = rows[2]["text"] + " (as he said)"  # parentheses are written text, not markup
+    report = _check(tmp_path, rows)
+    assert len(report.good) == 3 and not report.bad
+    assert [(w.id, w.reason) for w in report.warnings] == [(rows[0]["id"], "hygiene: annotation"),
+                                                           (rows[1]["id"], "hygiene: annotation")]
+    assert report.warnings[0].detail.startswith("transcription markup in the transcript: [noise], <unk>;")
+    assert "{laugh}, [noise];" in report.warnings[1].detail
+
+
 def test_hygiene_off_and_header_only_path_skip_it(tmp_path, speech_dir):
     rows = _real(speech_dir, 1)
     rows[0]["text"] = "I"

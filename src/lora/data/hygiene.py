@@ -42,6 +42,11 @@ Checks and why each one quarantines or warns:
   the scoring-normalised text (letters or digits lost: the model is trained on a different string
   than the transcript it is scored on); warn when only characters the scoring normaliser drops
   anyway (punctuation, symbols) are lost.
+* `annotation` (warn): the transcript holds transcription markup in brackets (`[noise]`, `<unk>`,
+  `{laugh}`, `[inaudible]`), as many corpora and transcription services write it. Trained on, the model
+  learns to write such tags; they are not speech. Warn, not quarantine: the words around the tag are
+  real, and some users want the tags; remove them (or the rows) unless the model should write them.
+  Real clips: none in ../shared/speech or ../shared/speech-extra.
 * `no_samples` / `non_finite` (quarantine): no samples, or NaN/inf; the statistics above would be
   meaningless. Normally `lora.data.preflight` has already quarantined these.
 * `model_disagrees` (see `verify_with_model`, warn): a reference model's CER against the transcript
@@ -78,10 +83,12 @@ UNWRITABLE_CHARS = "unwritable_chars"
 NO_SAMPLES = "no_samples"
 NON_FINITE = "non_finite"
 MODEL_DISAGREES = "model_disagrees"
+ANNOTATION = "annotation"
 CHECKS = (SILENT, DC_CONSTANT, CLIPPED, CHARS_PER_SECOND, DUPLICATE_AUDIO, UNWRITABLE_CHARS, NO_SAMPLES,
-          NON_FINITE, MODEL_DISAGREES)
+          NON_FINITE, MODEL_DISAGREES, ANNOTATION)
 
 _SPACE = re.compile(r"\s+")
+_ANNOTATION_TAG = re.compile(r"\[[^\[\]]{1,40}\]|<[^<>]{1,40}>|\{[^{}]{1,40}\}")
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,14 @@ def audio_findings(samples: np.ndarray, options: HygieneOptions) -> list[Finding
 
 
 def text_findings(text: str, seconds: float, options: HygieneOptions) -> list[Finding]:
-    """The transcript-vs-duration check (chars_per_second)."""
+    """The transcript's own checks: its length against the audio's (chars_per_second), markup in it (annotation)."""
+    tags = _ANNOTATION_TAG.findall(text or "")
+    markup = [Finding(ANNOTATION, WARN, f"transcription markup in the transcript: {', '.join(dict.fromkeys(tags))}",
+                      "remove the tags (the model would learn to write them) unless it should")] if tags else []
+    return markup + _length_findings(text, seconds, options)
+
+
+def _length_findings(text: str, seconds: float, options: HygieneOptions) -> list[Finding]:
     chars = written_chars(text or "")
     if seconds <= 0:
         return []
