@@ -19,7 +19,8 @@ from lora.segmenting import (
     assign_words,
     segment_recording,
     word_placement_accuracy,
-    write_clips,
+    write_clip_audio,
+    write_manifest,
 )
 
 S = SAMPLE_RATE
@@ -135,8 +136,9 @@ def test_write_clips_audio_and_manifest(ljspeech, tmp_path, audio_format):
 
     clips = [Clip(0.25, 4.0, "PRINTING IN THE ONLY SENSE", 0.0, "printing in the only sense", 0, 5),
              Clip(9.7, 11.5, "IN BEING COMPARATIVELY MODERN", 0.0, "in being comparatively modern", 5, 9)]
-    manifest = write_clips(ljspeech.samples, clips, tmp_path / "out", "lj", speaker="9001", source="lj.flac",
-                           audio_format=audio_format)
+    rows = write_clip_audio(ljspeech.samples, clips, tmp_path / "out", "lj", speaker="9001", source="lj.flac",
+                            audio_format=audio_format)
+    manifest = write_manifest(tmp_path / "out" / "manifest.jsonl", rows)
     assert manifest == tmp_path / "out" / "manifest.jsonl"
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["lj-0000", "lj-0001"]
@@ -154,7 +156,7 @@ def test_write_clips_audio_and_manifest(ljspeech, tmp_path, audio_format):
 
 def test_write_clips_rejects_unknown_format(ljspeech, tmp_path):
     with pytest.raises(ValueError, match="audio_format"):
-        write_clips(ljspeech.samples, [], tmp_path, "x", audio_format="mp3")
+        write_clip_audio(ljspeech.samples, [], tmp_path, "x", audio_format="mp3")
 
 
 # --- real model --------------------------------------------------------------------------------

@@ -17,9 +17,10 @@
 (lora.data.subtitles): their times cut the clips (neighbouring cues joined up to `max_chunk_s`, each
 clip padded by PAD_S into the silence around it), each clip's words are its cues', and steps 2 and 5
 score and quarantine as above.
-`write_clips` writes the kept clips as 16 kHz 16-bit FLAC/WAV under `<out>/clips/` and
-`<out>/manifest.jsonl` (rows id, audio (relative to the manifest), text, speaker, seconds, source,
-start_s, end_s), every file atomically.
+`write_clip_audio` writes the kept clips as 16 kHz 16-bit FLAC/WAV under `<out>/clips/` and returns their
+manifest rows (id, audio (relative to `<out>`), text, speaker, seconds, source, start_s, end_s); `write_manifest`
+writes the rows of every recording once their clips are written, every file atomically, so the manifest never
+names a clip that is not written yet.
 """
 
 from __future__ import annotations
@@ -242,25 +243,6 @@ def _encoded(samples: np.ndarray, fmt: str) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.asarray(samples, dtype=np.float32), SAMPLE_RATE, format=AUDIO_FORMATS[fmt], subtype="PCM_16")
     return buf.getvalue()
-
-
-def write_clips(
-    samples: np.ndarray,
-    clips: list[Clip] | tuple[Clip, ...],
-    out_dir: str | Path,
-    recording_id: str,
-    speaker: str = "",
-    source: str = "",
-    audio_format: str = "flac",
-    manifest_name: str = "manifest.jsonl",
-) -> Path:
-    """Write each clip's audio to `<out_dir>/clips/<recording_id>-<nnnn>.<fmt>` and the manifest.
-
-    Returns the manifest path (`<out_dir>/<manifest_name>`); audio paths in it are relative to it.
-    The manifest is written last, so it never names a clip that is not written yet.
-    """
-    rows = write_clip_audio(samples, clips, out_dir, recording_id, speaker, source, audio_format)
-    return write_manifest(Path(out_dir) / manifest_name, rows)
 
 
 def write_clip_audio(
