@@ -198,6 +198,19 @@ def test_folder_with_only_a_manifest(tmp_path):
     assert (read.kind, read.source, read.rows[0].audio) == ("csv", str(tmp_path / "manifest.csv"), tmp_path / "a.wav")
 
 
+def test_a_relative_path_written_on_windows_is_read_with_slashes(tmp_path):
+    write_audio(tmp_path / "clips" / "a.wav")
+    (tmp_path / "m.jsonl").write_text('{"audio": "clips\\\\a.wav", "text": "hi"}\n{"audio": "gone\\\\b.wav", "text": "x"}\n')
+    rows = read_source(tmp_path / "m.jsonl").rows
+    assert rows[0].audio == tmp_path / "clips" / "a.wav"
+    assert rows[1].audio == tmp_path / "gone\\b.wav"  # neither exists: kept as written, preflight says so
+    from lora.data.audio_probe import probe_audio
+
+    probe = probe_audio(rows[1].audio, 16_000, 0.1, 30.0)
+    assert probe.reason == "missing file" and probe.detail.endswith(
+        "it has backslashes: a Windows path? write it with / separators, relative to the manifest")
+
+
 def test_folder_of_audio_with_transcripts_beside_it(tmp_path):
     write_audio(tmp_path / "alice" / "take1.wav")
     (tmp_path / "alice" / "take1.txt").write_text("Hello there,\n  general Kenobi.\n")

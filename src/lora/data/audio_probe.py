@@ -97,7 +97,9 @@ def _file_problem(path: Path) -> Probe | None:
 
 def _file_problem_or_raise(path: Path) -> Probe | None:
     if not path.exists():
-        return Probe(0.0, MISSING_FILE, str(path))
+        windows = "\\" in str(path)  # a manifest written on Windows: C:\data\a.wav, clips\a.wav
+        return Probe(0.0, MISSING_FILE, str(path) + ("; it has backslashes: a Windows path? write it with / separators, "
+                                                     "relative to the manifest" if windows else ""))
     if path.is_dir():
         return Probe(0.0, NOT_A_FILE, f"{path} is a directory")
     if not path.is_file():

@@ -305,14 +305,26 @@ def _audio(value, fields: dict, folder: Path, shared: dict | None = None) -> tup
         if "://" in entry:
             raise _Bad("remote audio", f"{entry} is a URL; lora reads local files: download it and point the row at the file")
         if shared is None:
-            return folder / Path(entry).expanduser(), SAMPLE_RATE
+            return _local_path(folder, entry), SAMPLE_RATE
         key = ("path", entry)
         if key not in shared:
-            shared[key] = folder / Path(entry).expanduser()
+            shared[key] = _local_path(folder, entry)
         return shared[key], SAMPLE_RATE
     if isinstance(value, list):
         return _inline(value, _pick(fields, RATE_KEYS)[1])
     raise _Bad("bad audio field", f"expected a path or a list of samples, got a JSON {type(value).__name__}")
+
+
+def _local_path(folder: Path, entry: str) -> Path:
+    """The row's file, relative to the manifest's folder. A relative path written on Windows (`clips\\a.wav`)
+    is read with / separators when only that file exists (a backslash is a legal character of a file name
+    here, so the name as written wins when it exists)."""
+    path = folder / Path(entry).expanduser()
+    if "\\" in entry and not path.exists():
+        posix = folder / Path(entry.replace("\\", "/")).expanduser()
+        if posix.exists():
+            return posix
+    return path
 
 
 def _inline(samples, rate) -> tuple[np.ndarray, int]:
