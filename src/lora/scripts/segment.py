@@ -1,6 +1,6 @@
-"""`lora segment --audio FILE --transcript TEXT|@file.txt|@file.srt --output data/segmented.jsonl [--model-id moonshine-base-en] [--max-cer 0.2]`
+"""`lora segment --audio FILE --transcript TEXT|@file.txt|@file.srt (or --manifest M|DIR) --output data/segmented.jsonl`
 
-Cuts one long recording with one transcript into training clips of at most 30 s (lora.segmenting):
+Cuts a long recording with its transcript (or many: --manifest) into training clips of at most 30 s (lora.segmenting):
 silero-vad chunks cut in pauses, a base-model hypothesis per chunk, the transcript's words aligned to
 the hypotheses and shared out to the chunks, and each chunk scored (CER of its hypothesis against its
 words). Chunks with CER above --max-cer (or no words, or no hypothesis) are quarantined. With
