@@ -233,3 +233,12 @@ def test_an_mp3_without_a_length_tag_is_measured_by_its_decode(vbr_mp3s, real_cl
         assert probe_audio(str(untagged), 16_000, 0.1, 30.0, decode=decode).seconds == pytest.approx(seconds, abs=0.1)
         assert probe_audio(str(tagged), 16_000, 0.1, 30.0, decode=decode).seconds == pytest.approx(seconds, abs=0.1)
     assert probe_audio(str(cut), 16_000, 0.1, 30.0).reason == TRUNCATED  # a tagged file cut short still is one
+
+
+def test_doctor_says_which_audio_formats_this_machine_reads(monkeypatch):
+    from lora.scripts import doctor
+
+    key, value = doctor.audio_formats_row()
+    assert key == "audio formats" and "FLAC" in value and "WAV" in value
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    assert doctor.audio_formats_row()[1].endswith("no ffmpeg: M4A/AAC/WebM rows are refused (apt-get install ffmpeg)")

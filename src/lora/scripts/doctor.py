@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 
 from lora.core.cli import run_cli
 from lora.core.hub import hub_reachable
@@ -22,7 +23,6 @@ def doctor() -> list[tuple[str, str]]:
 
     import torch
 
-
     rows = [(name, str(version)) for name, version in library_versions().items()]
     rows.append(("cpu cores / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"))
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
@@ -38,7 +38,19 @@ def doctor() -> list[tuple[str, str]]:
         cached = "converted" if read_record(imported_models_dir() / name) else "not yet converted (first use converts)"
         rows.append((f"offline model {name}", f"{installed}; {cached} in {imported_models_dir()}"))
     rows.append(("speech folder", str(default_speech_dir() or "none ($LORA_SPEECH_DIR or ../shared/speech)")))
+    rows.append(audio_formats_row())
     return rows
+
+
+def audio_formats_row() -> tuple[str, str]:
+    """What audio files this machine reads: libsndfile's formats, and M4A/WebM only with ffmpeg (lora.core.audio)."""
+    import soundfile as sf
+
+    formats = ", ".join(sorted(f for f in sf.available_formats() if f in ("WAV", "FLAC", "OGG", "MP3", "AIFF")))
+    ffmpeg = shutil.which("ffmpeg")
+    return "audio formats", (f"{formats} (libsndfile {sf.__libsndfile_version__}); " +
+                             (f"M4A/AAC/WebM through {ffmpeg}" if ffmpeg else
+                              "no ffmpeg: M4A/AAC/WebM rows are refused (apt-get install ffmpeg)"))
 
 
 def precision_row(cpu: bool) -> tuple[str, str]:
