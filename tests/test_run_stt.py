@@ -83,3 +83,22 @@ def test_help_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: lora stt")
+
+
+def test_stt_on_a_folder_transcribes_every_audio_file_in_it(speech_dir, tiny_moonshine, tmp_path):
+    import shutil as sh
+
+    from lora.scripts import run_stt
+
+    real_clip = sorted((speech_dir / "jfk").rglob("*.flac"))[0]
+
+    folder = tmp_path / "memos"
+    (folder / "monday").mkdir(parents=True)
+    sh.copy(real_clip, folder / "a.flac")
+    sh.copy(real_clip, folder / "monday" / "b.flac")
+    (folder / "notes.txt").write_text("not audio")
+    out = tmp_path / "stt.json"
+    assert run_stt.main([str(folder), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 0
+    assert sorted(s["id"] for s in json.loads(out.read_text())["samples"]) == ["a", "b"]
+    (tmp_path / "empty").mkdir()
+    assert run_stt.main([str(tmp_path / "empty"), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 2

@@ -23,6 +23,7 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
+from lora.data.formats import AUDIO_EXTENSIONS
 from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
@@ -42,8 +43,9 @@ MAX_SECONDS = 24 * 3600.0  # stt takes recordings of any length (a day is a gene
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
-    parser.add_argument("files", nargs="*", metavar="FILE", help="audio file(s) of any length, as --audio")
-    parser.add_argument("--audio", nargs="+", default=None, metavar="FILE", help="audio file(s) of any length")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="audio file(s) of any length, or folders of them, as --audio")
+    parser.add_argument("--audio", nargs="+", default=None, metavar="FILE",
+                        help="audio file(s) of any length, or folders of them (every audio file inside)")
     parser.add_argument("--audio-list", default=None, help="manifest (JSONL/JSON/CSV/TSV) or a text file of audio paths")
     parser.add_argument("--reference", default=None, metavar="TEXT|@FILE",
                         help="with one --audio file: its transcript (or @file.txt holding it), to score the WER")
@@ -107,6 +109,21 @@ def check_args(args) -> None:
     check_output_file(args.output)
 
 
+def audio_files(paths: list[str]) -> list[str]:
+    """The `--audio` entries, a folder standing for the audio files in it (recursively, in name order)."""
+    files = []
+    for path in paths:
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(f) for f in Path(path).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+        if not found:
+            raise UserError(f"{path}: a folder with no audio files in it ({', '.join(sorted(AUDIO_EXTENSIONS))}); "
+                            "pass audio files, or a folder that holds some")
+        files += found
+    return files
+
+
 def audio_rows(paths: list[str], reference: str | None) -> list[Utterance]:
     """One row per `--audio` file (id = file stem; a repeated stem gets -2, -3...)."""
     rows, seen = [], {}
@@ -155,7 +172,7 @@ def write_subtitles(args, transcripts: dict) -> list[str]:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    args.audio = [*(args.audio or []), *args.files] or None  # `lora stt memo.m4a` means `--audio memo.m4a`
+    args.audio = audio_files([*(args.audio or []), *args.files]) or None  # `lora stt memo.m4a` means `--audio memo.m4a`
     setup_logging(args.quiet)
     check_args(args)
 
