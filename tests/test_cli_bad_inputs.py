@@ -40,6 +40,8 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "blank.txt").write_text("   \n")
     (tmp_path / "bad.srt").write_text("this is not a subtitle file\n")
+    (tmp_path / "no_audio_dir").mkdir()
+    (tmp_path / "no_audio_dir" / "readme.txt").write_text("no audio here\n")
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": _text(speech_dir)}) + "\n")
     (tmp_path / "clip.txt").write_text(_text(speech_dir))
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's JSON recursion limit
@@ -83,7 +85,7 @@ CASES = [
      "not UTF-8 text"),
     ("stt", ["--audio", "{tmp}/gone.flac", "--model-id", "x", "--output", "{tmp}/o.json"], "missing file"),
     ("stt", ["--audio", "{tmp}/notaudio.wav", "--model-id", "x", "--output", "{tmp}/o.json"], "cannot decode"),
-    ("stt", ["--audio", "{tmp}", "--model-id", "x", "--output", "{tmp}/o.json"], "not a file"),
+    ("stt", ["--audio", "{tmp}/no_audio_dir", "--model-id", "x", "--output", "{tmp}/o.json"], "a folder with no audio files in it"),
     ("stt", ["--audio-list", "{tmp}/empty.jsonl", "--model-id", "x", "--output", "{tmp}/o.json"], "empty manifest"),
     ("stt", ["--audio", "{clip}", "--exported", "{tmp}/export_noreport", "--output", "{tmp}/o.json"],
      "export_report.json: missing"),
