@@ -214,7 +214,7 @@ def _bounds_problem(seconds: float, min_seconds: float, max_seconds: float) -> P
         return Probe(seconds, TOO_SHORT, f"{seconds:.3f} s < {min_seconds:g} s")
     if seconds > max_seconds:
         return Probe(seconds, TOO_LONG, f"{seconds:.1f} s > {max_seconds:g} s; cut long recordings into clips with "
-                     "`lora segment --audio FILE --transcript TEXT` (or transcribe them with `lora stt`, any length)")
+                     "`lora segment --audio FILE --transcript TEXT` (`--manifest M` for many; or transcribe them with `lora stt`, any length)")
     return None
 
 
