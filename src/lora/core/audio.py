@@ -51,7 +51,7 @@ def load_audio(source: str | Path | bytes) -> np.ndarray:
     import soundfile as sf
 
     try:
-        samples, sr = sf.read(_sndfile_handle(source), dtype="float32", always_2d=False)
+        samples, sr = sf.read(sndfile_source(source), dtype="float32", always_2d=False)
     except sf.LibsndfileError as exc:
         if not unrecognised_format(exc):
             raise
@@ -64,7 +64,7 @@ def audio_seconds(source: str | Path | bytes) -> float:
     import soundfile as sf
 
     try:
-        info = sf.info(_sndfile_handle(source))
+        info = sf.info(sndfile_source(source))
     except sf.LibsndfileError as exc:
         if not unrecognised_format(exc):
             raise
@@ -127,7 +127,8 @@ def duration_seconds(samples: np.ndarray) -> float:
     return float(len(samples)) / SAMPLE_RATE
 
 
-def _sndfile_handle(source: str | Path | bytes):
+def sndfile_source(source: str | Path | bytes):
+    """What soundfile opens: the path, or encoded bytes as a file object."""
     return io.BytesIO(source) if isinstance(source, bytes | bytearray) else os.fspath(source)
 
 

@@ -10,7 +10,6 @@ what it does not recognise goes to ffmpeg when that is installed (M4A, WebM; `lo
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from lora.core.audio import (
     FfmpegMissing,
     decode_with_ffmpeg,
     ffmpeg_seconds,
+    sndfile_source,
     unrecognised_format,
 )
 
@@ -115,11 +115,8 @@ def _probe_encoded(source: str | bytes, min_seconds: float, max_seconds: float, 
     """Header first (cheap bounds check), then one full decode to catch truncation and NaN/inf."""
     import soundfile as sf
 
-    def open_source():
-        return io.BytesIO(source) if isinstance(source, bytes) else source
-
     try:
-        info = sf.info(open_source())
+        info = sf.info(sndfile_source(source))
     except Exception as exc:  # libsndfile's message is the useful part, whatever the class
         if unrecognised_format(exc):
             return _probe_with_ffmpeg(source, exc, min_seconds, max_seconds, decode)
@@ -139,7 +136,7 @@ def _probe_encoded(source: str | bytes, min_seconds: float, max_seconds: float, 
     if not decode and not estimated:
         return Probe(seconds)
     try:
-        samples, rate = sf.read(open_source(), dtype="float32", always_2d=True)
+        samples, rate = sf.read(sndfile_source(source), dtype="float32", always_2d=True)
     except Exception as exc:
         return Probe(0.0, UNDECODABLE, _sndfile_message(exc))
     if len(samples) < info.frames and not estimated:
@@ -151,23 +148,21 @@ def mp3_has_length_tag(source: str | bytes) -> bool:
     """Does an MP3 say how long it is (a Xing/Info or VBRI tag in its first frame)? Read by hand: neither
     libsndfile nor soundfile reports it, and without one the header's frame count is an estimate."""
     try:
-        if isinstance(source, bytes):
-            head = source[:MP3_HEAD_BYTES]
-        else:
-            with open(source, "rb") as handle:
-                head = handle.read(MP3_HEAD_BYTES)
+        head = _read_bytes(source, 0, MP3_HEAD_BYTES)
+        if head[:3] == b"ID3" and len(head) >= 10:  # skip an ID3v2 tag: its size is 4 syncsafe bytes (7 bits each)
+            size = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F)
+            head = _read_bytes(source, size, MP3_HEAD_BYTES)
     except OSError:
         return False
-    if head[:3] == b"ID3" and len(head) >= 10:  # skip an ID3v2 tag: its size is 4 syncsafe bytes (7 bits each)
-        size = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F)
-        if isinstance(source, bytes):
-            head = source[size:size + MP3_HEAD_BYTES]
-        else:
-            with open(source, "rb") as handle:
-                handle.seek(size)
-                head = handle.read(MP3_HEAD_BYTES)
-    first_frame = head[:MP3_FIRST_FRAME_BYTES]
-    return any(tag in first_frame for tag in (b"Xing", b"Info", b"VBRI"))
+    return any(tag in head[:MP3_FIRST_FRAME_BYTES] for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _read_bytes(source: str | bytes, offset: int, size: int) -> bytes:
+    if isinstance(source, bytes):
+        return source[offset:offset + size]
+    with open(source, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
 
 
 def _probe_with_ffmpeg(source: str | bytes, sndfile_error: Exception, min_seconds: float, max_seconds: float,
