@@ -39,6 +39,11 @@ class RawRow:
     detail: str = ""
 
 
+def audio_files_in(folder: Path) -> list[Path]:
+    """The audio files under `folder` (recursively, by extension), in name order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
 @dataclass(frozen=True)
 class Parsed:
     """The rows of one file, plus the header of a CSV/TSV (None for other formats)."""

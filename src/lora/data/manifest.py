@@ -35,7 +35,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
-from lora.data.formats import AUDIO_EXTENSIONS, SUPPORTED, Parsed, RawRow, as_text, decode_utf8, iter_jsonl, manifest_format, parse_rows
+from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, audio_files_in, decode_utf8, iter_jsonl, manifest_format, parse_rows
 from lora.data.records import Utterance, read_librispeech_dir
 from lora.data.subtitles import SUBTITLE_SUFFIXES, is_subtitle_file, read_subtitles
 
@@ -169,7 +169,7 @@ def _read_folder(root: Path) -> ManifestRead:
 
 def _read_sidecar_folder(root: Path) -> ManifestRead | None:
     """Audio files with a same-name transcript file beside them (None: no audio file has one)."""
-    audio = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    audio = audio_files_in(root)
     transcripts = {p: next((t for t in (p.with_suffix(ext) for ext in SIDECAR_TRANSCRIPTS) if t.is_file()), None)
                    for p in audio}
     if not any(transcripts.values()):

@@ -23,7 +23,7 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
-from lora.data.formats import AUDIO_EXTENSIONS
+from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
 from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
@@ -116,7 +116,7 @@ def audio_files(paths: list[str]) -> list[str]:
         if not Path(path).is_dir():
             files.append(path)
             continue
-        found = sorted(str(f) for f in Path(path).rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file())
+        found = [str(f) for f in audio_files_in(Path(path))]
         if not found:
             raise UserError(f"{path}: a folder with no audio files in it ({', '.join(sorted(AUDIO_EXTENSIONS))}); "
                             "pass audio files, or a folder that holds some")
