@@ -162,15 +162,30 @@ def segment_recording(
         start, end = (idx[0], idx[-1] + 1) if idx else (0, 0)
         text = " ".join(ref_words[start:end])
         clip = Clip(a / SAMPLE_RATE, b / SAMPLE_RATE, text, _cer(text, hyp), hyp, start, end)
-        if not text:
-            quarantined.append(Quarantined(clip, "no reference words assigned"))
-        elif not hyp:
-            quarantined.append(Quarantined(clip, "empty hypothesis"))
-        elif clip.cer > options.max_cer:
-            quarantined.append(Quarantined(clip, f"cer {clip.cer:.3f} > max_cer {options.max_cer}"))
+        reason = "no reference words assigned" if not text else _match_problem(clip, options)
+        if reason:
+            quarantined.append(Quarantined(clip, reason))
         else:
             clips.append(clip)
     return SegmentResult(tuple(clips), tuple(quarantined))
+
+
+def _unfit(group: list[Cue], total_s: float, max_chunk_s: float) -> str | None:
+    """Why a group of cues cannot be a clip: timed past the recording's end, or one cue longer than a clip."""
+    if group[0].start_s >= total_s:
+        return f"cue at {group[0].start_s:.2f} s is past the recording's end ({total_s:.2f} s)"
+    if group[-1].end_s - group[0].start_s > max_chunk_s:
+        return f"cue of {group[0].end_s - group[0].start_s:.1f} s > max_chunk_s {max_chunk_s:g}"
+    return None
+
+
+def _match_problem(clip: Clip, options: SegmentOptions) -> str | None:
+    """Why a clip's hypothesis does not match its words well enough to train on (None: it does)."""
+    if not clip.hypothesis:
+        return "empty hypothesis"
+    if clip.cer > options.max_cer:
+        return f"cer {clip.cer:.3f} > max_cer {options.max_cer}"
+    return None
 
 
 def segment_by_cues(
@@ -192,28 +207,20 @@ def segment_by_cues(
         start = min(max(floor, group[0].start_s - PAD_S, group[-1].end_s - lf.max_chunk_s, 0.0), total_s)
         end = min(ceiling, group[-1].end_s + PAD_S, start + lf.max_chunk_s, total_s)
         bounds.append((start, end))
-    # a cue longer than a clip, or timed past the recording's end, is not decoded
-    fits = [g[-1].end_s - g[0].start_s <= lf.max_chunk_s and g[0].start_s < total_s for g in groups]
+    unfit = [_unfit(g, total_s, lf.max_chunk_s) for g in groups]  # such a group is not decoded
+    fits = [reason is None for reason in unfit]
     chunks = [(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)) for (a, b), ok in zip(bounds, fits) if ok]
     decoded = iter(decode_chunks(samples, chunks, transcribe_batch, lf.batch_size))
     hyps = [next(decoded) if ok else "" for ok in fits]
     clips, quarantined, first_word = [], [], 0
-    for group, (start, end), hyp in zip(groups, bounds, hyps):
+    for group, (start, end), hyp, why_unfit in zip(groups, bounds, hyps, unfit):
         text = " ".join(c.text for c in group)
         n_words = len(text.split())
         clip = Clip(start, end, text, _cer(text, hyp), hyp, first_word, first_word + n_words)
         first_word += n_words
-        unheard = _unheard_cue(group, hyp) if hyp else None
-        if group[0].start_s >= total_s:
-            quarantined.append(Quarantined(clip, f"cue at {group[0].start_s:.2f} s is past the recording's end ({total_s:.2f} s)"))
-        elif group[-1].end_s - group[0].start_s > lf.max_chunk_s:
-            quarantined.append(Quarantined(clip, f"cue of {group[0].end_s - group[0].start_s:.1f} s > max_chunk_s {lf.max_chunk_s:g}"))
-        elif not hyp:
-            quarantined.append(Quarantined(clip, "empty hypothesis"))
-        elif unheard:
-            quarantined.append(Quarantined(clip, unheard))
-        elif clip.cer > options.max_cer:
-            quarantined.append(Quarantined(clip, f"cer {clip.cer:.3f} > max_cer {options.max_cer}"))
+        reason = why_unfit or (_unheard_cue(group, hyp) if hyp else None) or _match_problem(clip, options)
+        if reason:
+            quarantined.append(Quarantined(clip, reason))
         else:
             clips.append(clip)
     return SegmentResult(tuple(clips), tuple(quarantined))
