@@ -11,8 +11,10 @@ Then runs, as a user would, each timed from the start of its process:
     lora train --manifest OUT/clips/all.jsonl --max-steps 3 --output-dir OUT/run
     lora stt OUT/talks/narrator/part2.m4a --adapter-dir OUT/run/lora_adapter --output OUT/stt.json
 
-and a subtitle check: the 122 s `lora join` of LJSpeech with an SRT of its utterance bounds in which one
-cue's words are replaced, cut by `lora segment --transcript @talk.srt`.
+and two subtitle checks on the 122 s `lora join` of LJSpeech: an SRT of its utterance bounds in which one
+cue's words are replaced, cut by `lora segment --transcript @talk.srt`; and automatic captions as YouTube
+writes them (rolling: each line in the file two or three times) of its utterance bounds timed 3 s late, cut as
+timed and with `--subtitle-offset auto`.
 
     uv run python recipes/own_recordings.py --output-root /tmp/own
 
@@ -39,16 +41,12 @@ from lora.core.audio import SAMPLE_RATE, audio_seconds  # noqa: E402
 from lora.core.outputs import write_text_atomic  # noqa: E402
 from lora.data.long_recordings import chapter_groups, join_utterances  # noqa: E402
 from lora.data.records import read_librispeech_dir  # noqa: E402
+from lora.longform import Segment, to_srt  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "recipes"))
+from caption_files import rolling_vtt  # noqa: E402
 
 RESULT = ROOT / "recipes" / "results" / "own_recordings.json"
-
-
-def srt(cues) -> str:
-    def ts(seconds: float) -> str:
-        ms = round(seconds * 1000)
-        return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-    return "".join(f"{i}\n{ts(a)} --> {ts(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, 1))
 
 
 def build_folder(speech_dir: Path, folder: Path) -> dict:
@@ -64,7 +62,7 @@ def build_folder(speech_dir: Path, folder: Path) -> dict:
                     str(folder / "narrator" / "part2.m4a")], check=True)
     flac.unlink()
     (folder / "narrator" / "part2.srt").write_text(
-        srt([(a, b, u.text.capitalize()) for u, (a, b) in zip(part2.utterances, part2.bounds)]), encoding="utf-8")
+        to_srt([Segment(a, b, u.text.capitalize()) for u, (a, b) in zip(part2.utterances, part2.bounds)]), encoding="utf-8")
     for chapter, utterances in sorted(groups.items()):
         joined = join_utterances(chapter, utterances)
         reader = folder / f"reader{chapter.split('-')[0]}"
@@ -75,14 +73,38 @@ def build_folder(speech_dir: Path, folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.suffix in (".flac", ".m4a")}
 
 
-def timed(command: list[str]) -> dict:
+def timed(command: list[str], may_fail: bool = False) -> dict:
+    """The command's wall time from the start of its process and its output; a failure ends the recipe unless
+    `may_fail` (then its exit code, warnings and error line are the result)."""
     started = time.perf_counter()
     done = subprocess.run(["uv", "run", "--no-sync", *command], capture_output=True, text=True, cwd=ROOT)
     summary = [line for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0:
+    if done.returncode != 0 and not may_fail:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
-    return {"command": "lora " + " ".join(command[1:]), "seconds": round(time.perf_counter() - started, 1),
-            "stdout": summary}
+    result = {"command": "lora " + " ".join(command[1:]), "seconds": round(time.perf_counter() - started, 1),
+              "stdout": summary}
+    if may_fail:
+        result["exit_code"] = done.returncode
+        result["stderr"] = [line for line in done.stderr.splitlines() if "warning" in line or "error" in line
+                            or line.startswith("[lora] " + command[command.index("--transcript") + 1][1:])]
+    return result
+
+
+def rolling_captions_late(out: Path, bounds: list[dict], late_s: float) -> dict:
+    """The talk with automatic captions (rolling, each line two or three times) timed `late_s` late, as
+    captions of a video with an intro the audio lacks: cut as timed, then with --subtitle-offset auto."""
+    vtt = out / "talk.en.vtt"
+    vtt.write_text(rolling_vtt([(b["start_s"] + late_s, b["end_s"] + late_s, b["text"]) for b in bounds]), encoding="utf-8")
+    runs = {}
+    for name, extra in (("as_timed", []), ("auto", ["--subtitle-offset", "auto"])):
+        manifest = out / f"captions_{name}" / "talk.jsonl"
+        runs[name] = timed(["lora", "segment", "--audio", str(out / "talk.flac"), "--transcript", f"@{vtt}",
+                            "--output", str(manifest), *extra], may_fail=True)
+        kept = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.is_file() else []
+        runs[name]["kept_words"] = sum(len(r["text"].split()) for r in kept)
+    said = sum(len(b["text"].split()) for b in bounds)
+    vtt_words = sum(len(line.split()) for line in vtt.read_text().splitlines()[4:] if line.strip() and "-->" not in line)
+    return {"late_s": late_s, "words_said": said, "words_in_the_vtt": vtt_words, **runs}
 
 
 def main() -> int:
@@ -108,9 +130,10 @@ def main() -> int:
     bounds = json.loads((out / "talk.flac.bounds.json").read_text())
     cues = [(b["start_s"], b["end_s"], b["text"].capitalize()) for b in bounds]
     cues[5] = (cues[5][0], cues[5][1], "This cue holds the wrong words entirely for the test of quarantine")
-    (out / "talk.srt").write_text(srt(cues), encoding="utf-8")
+    (out / "talk.srt").write_text(to_srt([Segment(*c) for c in cues]), encoding="utf-8")
     subtitles = timed(["lora", "segment", "--audio", str(out / "talk.flac"), "--transcript", f"@{out / 'talk.srt'}",
                        "--output", str(out / "talk_clips" / "talk.jsonl")])
+    captions = rolling_captions_late(out, bounds, late_s=3.0)
     metrics = json.loads((out / "run" / "real_metrics.json").read_text())
     result = {
         "recordings": recordings, "steps": steps,
@@ -119,6 +142,7 @@ def main() -> int:
                   "baseline_wer": metrics["baseline_wer"], "tuned_wer": metrics["tuned_wer"]},
         "stt_hypothesis": json.loads((out / "stt.json").read_text())["samples"][0]["hypothesis"],
         "subtitles": {"join": joined, "wrong_cue": {"start_s": cues[5][0], "end_s": cues[5][1]}, "segment": subtitles},
+        "automatic_captions_late": captions,
     }
     write_text_atomic(RESULT, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -110,6 +110,12 @@ CASES = [
     ("segment", ["--manifest", "{tmp}/m.jsonl", "--audio", "{clip}", "--output", "{tmp}/s.jsonl"], "drop --audio/--transcript"),
     ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/bad.srt", "--output", "{tmp}/s.jsonl"],
      "not a readable SRT subtitle file"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/bad.srt", "--output", "{tmp}/s.jsonl", "--subtitle-offset", "2s"],
+     "--subtitle-offset 2s: pass `auto` or seconds (e.g. -2.5)"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/bad.srt", "--output", "{tmp}/s.jsonl", "--subtitle-offset", "nan"],
+     "--subtitle-offset nan: pass `auto` or seconds"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl", "--subtitle-offset", "auto"],
+     "--subtitle-offset shifts subtitles' cues; the transcript is not subtitles"),
     ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/clip.txt", "--output", "{tmp}/s.jsonl", "--model-id", "./no-such-model"],
      "is neither a directory"),
     # lora check

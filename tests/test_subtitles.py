@@ -4,29 +4,41 @@ it does not say quarantined; end to end on real speech joined from the shared fo
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import re
+from pathlib import Path
 
 import pytest
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.data.long_recordings import chapter_groups, join_utterances
-from lora.data.subtitles import MAX_JOIN_GAP_S, Cue, group_cues, read_subtitles, spoken_text
-from lora.longform import LongformOptions
-from lora.segmenting import PAD_S, SegmentOptions, segment_by_cues
+from lora.data.subtitles import MAX_JOIN_GAP_S, Cue, group_cues, read_subtitles, shift_cues, spoken_text
+from lora.longform import LongformOptions, Segment, to_srt
+from lora.segmenting import MIN_OFFSET_S, PAD_S, SegmentOptions, best_offset, segment_by_cues, subtitle_offset
 
 S = SAMPLE_RATE
 
 
-def _ts(seconds: float, sep: str = ",") -> str:
-    ms = round(seconds * 1000)
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+def _recipe(name: str):
+    """A script of recipes/ as a module (recipes/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+caption_files = _recipe("caption_files")
 
 
 def write_srt(path, cues) -> None:
-    path.write_text("".join(f"{i}\n{_ts(a)} --> {_ts(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, 1)),
-                    encoding="utf-8")
+    path.write_text(to_srt([Segment(a, b, text) for a, b, text in cues]), encoding="utf-8")
+
+
+def write_rolling_vtt(path, cues) -> None:
+    path.write_text(caption_files.rolling_vtt(cues), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +75,38 @@ def test_bad_subtitle_files_are_one_line(tmp_path, content, message):
     with pytest.raises(UserError, match=message):
         read_subtitles(tmp_path / "bad.srt")
     (tmp_path / "latin1.srt").write_bytes("1\n00:00:01,000 --> 00:00:02,000\ncaf\xe9\n\n".encode("latin-1"))
-    with pytest.raises(UserError, match="not UTF-8"):
+    with pytest.raises(UserError, match=r"latin1.srt:3: not UTF-8 \(byte 0xe9\); re-save the subtitles as UTF-8 "
+                                        r"\(from Windows-1252: iconv -f cp1252 -t utf-8 "):
         read_subtitles(tmp_path / "latin1.srt")
+
+
+def test_a_byte_order_mark_and_youtube_sbv_are_read(tmp_path):
+    (tmp_path / "bom.srt").write_bytes(b"\xef\xbb\xbf1\r\n00:00:01,000 --> 00:00:02,500\r\nHello there.\r\n\r\n")
+    (tmp_path / "a.sbv").write_text("0:00:01.000,0:00:02.500\nHello there.\n\n0:00:03.000,0:00:04.000\nAgain.\n")
+    assert read_subtitles(tmp_path / "bom.srt") == [Cue(1.0, 2.5, "Hello there.")]
+    assert read_subtitles(tmp_path / "a.sbv") == [Cue(1.0, 2.5, "Hello there."), Cue(3.0, 4.0, "Again.")]
+
+
+def test_rolling_captions_keep_each_line_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lora")
+    said = [(0.0, 2.35, "hello everyone welcome"), (2.36, 5.0, "to the show"), (5.01, 7.0, "today we talk")]
+    write_rolling_vtt(tmp_path / "auto.vtt", said)
+    cues = read_subtitles(tmp_path / "auto.vtt")
+    assert [c.text for c in cues] == [t for _, _, t in said]  # read as written, words came two or three times
+    assert [(c.start_s, c.end_s) for c in cues] == [(a, round(b - 0.01, 3)) for a, b, _ in said]
+    assert read_subtitles(tmp_path / "auto.vtt") == cues
+    assert caplog.text.count("auto.vtt: rolling captions (each cue repeats the line before it): each line read once") == 1
+    # broadcast roll-up of three lines, as SRT: each cue the last two lines of the one before and a new one
+    write_srt(tmp_path / "rollup.srt", [(0, 2, "One."), (2, 4, "One.\nTwo."), (4, 6, "One.\nTwo.\nThree."),
+                                        (6, 8, "two.\nThree.\nFour.")])
+    assert [c.text for c in read_subtitles(tmp_path / "rollup.srt")] == ["One.", "Two.", "Three.", "Four."]
+
+
+def test_a_line_said_again_in_ordinary_subtitles_is_kept(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lora")
+    write_srt(tmp_path / "a.srt", [(0, 1, "No."), (1.5, 2.5, "No.\nI said no."), (3, 4, "Fine."), (4.5, 5, "Really?")])
+    assert [c.text for c in read_subtitles(tmp_path / "a.srt")] == ["No.", "No. I said no.", "Fine.", "Really?"]
+    assert "rolling" not in caplog.text
 
 
 def test_cues_group_up_to_the_span_and_not_across_a_long_gap():
@@ -105,6 +147,19 @@ def test_clips_are_cut_at_the_cues_padded_and_a_wrong_cue_quarantines_its_clip(l
     assert result.clips and all(c.cer == 0.0 for c in result.clips)
 
 
+def test_a_cue_is_heard_when_its_words_are_written_as_scored(ljspeech, monkeypatch):
+    import lora.segmenting
+
+    cues = [Cue(1.0, 3.0, "IN EIGHTEEN THIRTEEN"), Cue(3.0, 4.5, "EIGHT THE PRESS YARD"), Cue(6.0, 8.0, "TWENTY ONE MEN")]
+    heard = "In 1813, 8, the pressyard. Twenty-one, men!"  # numbers, a compound, marks: the model's spelling
+    monkeypatch.setattr(lora.segmenting, "decode_chunks", lambda samples, chunks, transcribe, batch_size: [heard])
+    result = segment_by_cues(ljspeech.samples, cues, None, SegmentOptions(max_cer=0.3, longform=LongformOptions(10.0)))
+    assert len(result.clips) == 1 and not result.quarantined  # "8," is EIGHT; only PRESS YARD (2 words) differ
+    wrong = [*cues[:2], Cue(6.0, 8.0, "NOBODY SAID ANYTHING LIKE IT")]
+    result = segment_by_cues(ljspeech.samples, wrong, None, SegmentOptions(max_cer=1.0, longform=LongformOptions(10.0)))
+    assert [q.reason for q in result.quarantined] == ["cue at 6.00-8.00 s not heard (5 of its 5 words missing or different)"]
+
+
 def test_a_cue_longer_than_a_clip_is_quarantined_and_not_decoded(ljspeech):
     cues = [Cue(0.0, 5.0, "first"), Cue(5.0, 40.0, "far too long for one clip"), Cue(41.0, 45.0, "last"),
             Cue(80.0, 82.0, "timed after the recording ends")]
@@ -120,6 +175,30 @@ def test_a_cue_longer_than_a_clip_is_quarantined_and_not_decoded(ljspeech):
         "cue of 35.0 s > max_chunk_s 30"]
     assert [q.reason for q in result.quarantined if q.clip.text.startswith("timed after")] == [
         f"cue at 80.00 s is past the recording's end ({len(ljspeech.samples) / S:.2f} s)"]
+
+
+def test_the_best_offset_lines_the_cues_up_with_the_speech():
+    speech = [(1.0, 3.0), (4.0, 4.5), (6.0, 9.0), (12.0, 13.0)]
+    cues = [Cue(a, b, "x") for a, b in speech]
+    fit = best_offset(speech, cues, 15.0)
+    assert (fit.offset_s, fit.agreement, fit.clear) == (0.0, 1.0, False)
+    for shift in (-2.5, 1.2, 4.0):
+        fit = best_offset(speech, shift_cues(cues, shift), 15.0)
+        assert fit.offset_s == pytest.approx(-shift) and fit.agreement == 1.0 and fit.clear
+        assert fit.agreement_unshifted < 0.8
+    late = best_offset(speech, shift_cues(cues, 0.6), 15.0)  # within the padding: not worth a shift
+    assert late.offset_s == pytest.approx(-0.6) and abs(late.offset_s) < MIN_OFFSET_S and not late.clear
+    # cues that linger after the speech: every shift within the linger is as good, and none is chosen
+    lingering = [Cue(a, b + 0.8, "x") for a, b in speech]
+    assert best_offset(speech, lingering, 15.0).offset_s == 0.0
+
+
+def test_subtitles_off_the_real_speech_are_found_by_vad(ljspeech):
+    cues = [Cue(a, b, u.text) for u, (a, b) in zip(ljspeech.utterances, ljspeech.bounds)]
+    assert not subtitle_offset(ljspeech.samples, cues).clear
+    for shift in (3.0, -5.0):
+        fit = subtitle_offset(ljspeech.samples, shift_cues(cues, shift))
+        assert fit.clear and fit.offset_s == pytest.approx(-shift, abs=0.3)
 
 
 @pytest.mark.slow
@@ -170,3 +249,51 @@ def test_segment_cli_cuts_a_folder_of_recordings_with_transcripts_or_subtitles(s
     part2 = [r for r in rows if r["id"].startswith("narrator/part2")]
     cue_ends = {round(b, 3) for _, b in second.bounds}
     assert all(min(abs(r["end_s"] - e) for e in cue_ends) <= PAD_S + 1e-3 for r in part2)  # cut at the cues
+
+
+@pytest.mark.slow
+def test_segment_cli_reads_automatic_rolling_captions_once(ljspeech, tmp_path):
+    import soundfile as sf
+
+    from lora.scripts import segment
+
+    audio = tmp_path / "video.flac"
+    sf.write(str(audio), ljspeech.samples, S, format="FLAC", subtype="PCM_16")
+    write_rolling_vtt(tmp_path / "video.en.vtt", [(a, b, u.text) for u, (a, b) in zip(ljspeech.utterances, ljspeech.bounds)])
+    out = tmp_path / "clips" / "video.jsonl"
+    assert segment.main(["--audio", str(audio), "--transcript", f"@{tmp_path / 'video.en.vtt'}", "--output", str(out),
+                         "--max-chunk-s", "15", "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (tmp_path / "clips" / "quarantine.jsonl").read_text() == ""
+    assert " ".join(r["text"] for r in rows).split() == " ".join(u.text for u in ljspeech.utterances).split()
+
+
+@pytest.mark.slow
+def test_segment_cli_warns_of_subtitles_off_the_speech_and_shifts_them_when_asked(ljspeech, tmp_path, capsys):
+    import soundfile as sf
+
+    from lora.scripts import segment
+
+    audio = tmp_path / "video.flac"
+    sf.write(str(audio), ljspeech.samples, S, format="FLAC", subtype="PCM_16")
+    late = [(a + 4.0, b + 4.0, u.text) for u, (a, b) in zip(ljspeech.utterances, ljspeech.bounds)]
+    write_srt(tmp_path / "video.srt", late)  # timed against a cut with four seconds more before the speech
+    runs = {}
+    for name, extra in (("as_timed", []), ("auto", ["--subtitle-offset", "auto"])):
+        out = tmp_path / name / "video.jsonl"
+        code = segment.main(["--audio", str(audio), "--transcript", f"@{tmp_path / 'video.srt'}", "--output", str(out),
+                             "--max-chunk-s", "15", *extra])
+        runs[name] = (code, out, capsys.readouterr())
+    code, out, seen = runs["as_timed"]  # four seconds late: every clip holds the words of the cue before
+    assert code == 2 and out.read_text() == ""
+    warned = re.search(r"video.srt: the cues look (\d\.\d\d) s late against the speech in \S*video.flac \(speech and "
+                       r"cues agree on \d+% of the subtitles' span as timed, \d+% shifted\); pass --subtitle-offset "
+                       r"auto \(or -(\d\.\d\d)\) to shift them", seen.err)
+    assert warned and float(warned[1]) == float(warned[2]) == pytest.approx(4.0, abs=0.3)
+    assert seen.err.strip().splitlines()[-1].endswith("the subtitles look off the speech (warned above): "
+                                                      "pass --subtitle-offset auto")
+    code, out, seen = runs["auto"]
+    assert code == 0 and "look" not in seen.err and re.search(r"video.srt: cues shifted -[34]\.\d\d s", seen.out)
+    assert (out.parent / "quarantine.jsonl").read_text() == ""
+    kept = " ".join(json.loads(line)["text"] for line in out.read_text().splitlines())
+    assert kept.split() == " ".join(u.text for u in ljspeech.utterances).split()

@@ -270,7 +270,8 @@ def transcribe_any(samples: np.ndarray, transcribe_batch: TranscribeBatch,
 # subtitles
 
 
-def _timestamp(seconds: float, separator: str) -> str:
+def subtitle_timestamp(seconds: float, separator: str) -> str:
+    """`HH:MM:SS<separator>mmm` (SRT: ",", WebVTT: "."), negative times as 0."""
     ms = max(0, round(seconds * 1000))
     hours, ms = divmod(ms, 3_600_000)
     minutes, ms = divmod(ms, 60_000)
@@ -282,7 +283,7 @@ def to_srt(segments: Sequence[Segment]) -> str:
     """SubRip: numbered cues `HH:MM:SS,mmm --> HH:MM:SS,mmm`, blank line between cues; empty texts skipped."""
     cues = [s for s in segments if s.text.strip()]
     return "".join(
-        f"{n}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{s.text.strip()}\n\n"
+        f"{n}\n{subtitle_timestamp(s.start_s, ',')} --> {subtitle_timestamp(s.end_s, ',')}\n{s.text.strip()}\n\n"
         for n, s in enumerate(cues, 1)
     )
 
@@ -290,5 +291,5 @@ def to_srt(segments: Sequence[Segment]) -> str:
 def to_vtt(segments: Sequence[Segment]) -> str:
     """WebVTT: `WEBVTT` header, cues `HH:MM:SS.mmm --> HH:MM:SS.mmm`; empty texts skipped."""
     cues = [s for s in segments if s.text.strip()]
-    body = "".join(f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n{s.text.strip()}\n\n" for s in cues)
+    body = "".join(f"{subtitle_timestamp(s.start_s, '.')} --> {subtitle_timestamp(s.end_s, '.')}\n{s.text.strip()}\n\n" for s in cues)
     return "WEBVTT\n\n" + body

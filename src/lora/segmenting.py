@@ -17,6 +17,11 @@
 (lora.data.subtitles): their times cut the clips (neighbouring cues joined up to `max_chunk_s`, each
 clip padded by PAD_S into the silence around it), each clip's words are its cues', and steps 2 and 5
 score and quarantine as above.
+`subtitle_offset(samples, cues)` says how far the subtitles are off the speech silero-vad hears (subtitles
+timed against another cut of a video): the shift of the cues that best lines their spans up with the speech
+(`best_offset`, frames of OFFSET_FRAME_S compared over shifts up to MAX_OFFSET_S), and the share of frames
+where speech and cues agree at that shift and at none; `lora segment` warns of a clear one, and shifts the
+cues by it with `--subtitle-offset auto`.
 `write_clip_audio` writes the kept clips as 16 kHz 16-bit FLAC/WAV under `<out>/clips/` and returns their
 manifest rows (id, audio (relative to `<out>`), text, speaker, seconds, source, start_s, end_s); `write_manifest`
 writes the rows of every recording once their clips are written, every file atomically, so the manifest never
@@ -34,6 +39,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.outputs import write_bytes_atomic, write_text_atomic
+from lora.core.text import normalize_for_scoring
 from lora.data.alignment import DELETION, INSERTION, MATCH, align_words
 from lora.data.subtitles import Cue, group_cues
 from lora.evaluation import score
@@ -53,12 +59,32 @@ PAD_S = 0.25
 # words (and at least MIN_CUE_ERRORS of them) substituted or missing holds the wrong text or the wrong times,
 # and its clip is quarantined whatever the clip's CER (one wrong cue among several hides under the CER).
 MAX_CUE_WORD_ERRORS, MIN_CUE_ERRORS = 0.5, 3
+# Subtitles off the speech: cue spans and VAD speech compared in frames this long, over shifts up to this
+# far either way (capped at half the recording). A shift is clear when it is at least MIN_OFFSET_S and lines
+# up at least MIN_OFFSET_GAIN more of the frames than none does. Cues spanning whole utterances of the shared
+# speech (their leading and trailing pauses included) gave best shifts of 0.0-0.52 s, and shifted by 2-7 s
+# were found within 0.52 s; a smaller offset than MIN_OFFSET_S is left to PAD_S and the per-cue check.
+OFFSET_FRAME_S, MAX_OFFSET_S = 0.02, 60.0
+MIN_OFFSET_S, MIN_OFFSET_GAIN = 1.0, 0.01
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
     max_cer: float = 0.2
     longform: LongformOptions = field(default_factory=LongformOptions)
+
+
+@dataclass(frozen=True)
+class SubtitleOffset:
+    """How far subtitles are off the speech: `offset_s` is what to add to every cue time."""
+
+    offset_s: float
+    agreement: float  # share of the subtitles' span where speech and cues agree, cues shifted by offset_s
+    agreement_unshifted: float
+
+    @property
+    def clear(self) -> bool:
+        return abs(self.offset_s) >= MIN_OFFSET_S and self.agreement - self.agreement_unshifted >= MIN_OFFSET_GAIN
 
 
 @dataclass(frozen=True)
@@ -171,9 +197,12 @@ def segment_recording(
 
 
 def _unfit(group: list[Cue], total_s: float, max_chunk_s: float) -> str | None:
-    """Why a group of cues cannot be a clip: timed past the recording's end, or one cue longer than a clip."""
+    """Why a group of cues cannot be a clip: timed past the recording's end or before its start, or one cue
+    longer than a clip."""
     if group[0].start_s >= total_s:
         return f"cue at {group[0].start_s:.2f} s is past the recording's end ({total_s:.2f} s)"
+    if group[-1].end_s <= 0:
+        return f"cue at {group[-1].start_s:.2f}-{group[-1].end_s:.2f} s is before the recording's start"
     if group[-1].end_s - group[0].start_s > max_chunk_s:
         return f"cue of {group[0].end_s - group[0].start_s:.1f} s > max_chunk_s {max_chunk_s:g}"
     return None
@@ -226,19 +255,56 @@ def segment_by_cues(
     return SegmentResult(tuple(clips), tuple(quarantined))
 
 
+def _frames(spans: list[tuple[float, float]], n: int, first: int = 0, outside: float = -1.0) -> np.ndarray:
+    """+1 on the frames the spans (seconds) cover, -1 between them, `outside` before the first and after the
+    last, for frames first..first+n."""
+    mask = np.full(n, outside, dtype=np.float64)
+    edge = [max(round(t / OFFSET_FRAME_S) - first, 0) for span in spans for t in span]
+    if edge:
+        mask[min(edge):max(edge)] = -1.0
+    for a, b in zip(edge[::2], edge[1::2]):
+        mask[a:b] = 1.0
+    return mask
+
+
+def best_offset(speech: list[tuple[float, float]], cues: list[Cue], total_s: float,
+                max_offset_s: float = MAX_OFFSET_S) -> SubtitleOffset:
+    """The shift of the cues (a whole number of frames, up to `max_offset_s` and half the recording either
+    way) whose spans agree with the speech spans (seconds) on the most frames. Only the subtitles' own span
+    counts (their first cue to their last): speech outside it is speech they do not cover, not a sign of
+    where they belong."""
+    n = max(round(total_s / OFFSET_FRAME_S), 1)
+    m = round(min(max_offset_s, total_s / 2) / OFFSET_FRAME_S)
+    heard = _frames(speech, n)
+    shown = _frames([(c.start_s, c.end_s) for c in cues], n + 2 * m, first=-m, outside=0.0)
+    span = max(int(np.count_nonzero(shown)), 1)
+    # agree[k]: the share of the subtitles' span where speech and cues agree, with the cues shifted by
+    # (m - k) frames (frames shifted off the recording count as half agreeing)
+    agree = (np.correlate(shown, heard, "valid") / span + 1) / 2
+    ties = np.flatnonzero(agree >= agree.max() - 1e-12)
+    best = int(ties[np.argmin(np.abs(ties - m))])  # the smallest shift among equally good ones
+    return SubtitleOffset(round((m - best) * OFFSET_FRAME_S, 3), float(agree[best]), float(agree[m]))
+
+
+def subtitle_offset(samples: np.ndarray, cues: list[Cue], options: LongformOptions = LongformOptions()) -> SubtitleOffset:
+    """`best_offset` against the speech silero-vad hears in the recording."""
+    speech = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in detect_speech(np.asarray(samples, np.float32), options.vad)]
+    return best_offset(speech, cues, len(samples) / SAMPLE_RATE)
+
+
 def _unheard_cue(group: list[Cue], hypothesis: str) -> str | None:
-    """Why one of the clip's cues is not what the clip says (None when every cue is heard)."""
+    """Why one of the clip's cues is not what the clip says (None when every cue is heard). Words compared as
+    scored (the scoring normaliser: "EIGHT" is "8,", case and punctuation aside), each cue's on its own."""
     words, owner = [], []
     for k, cue in enumerate(group):
-        cue_words = cue.text.split()
+        cue_words = normalize_for_scoring(cue.text).split()
         words += cue_words
         owner += [k] * len(cue_words)
-    errors = [0] * len(group)
-    for pair in align_words(words, hypothesis.split()):
+    errors, counts = [0] * len(group), [owner.count(k) for k in range(len(group))]
+    for pair in align_words(words, normalize_for_scoring(hypothesis).split()):
         if pair.ref_index is not None and pair.op != MATCH:
             errors[owner[pair.ref_index]] += 1
-    for cue, wrong in zip(group, errors):
-        n = len(cue.text.split())
+    for cue, wrong, n in zip(group, errors, counts):
         if wrong >= MIN_CUE_ERRORS and wrong > MAX_CUE_WORD_ERRORS * n:
             return f"cue at {cue.start_s:.2f}-{cue.end_s:.2f} s not heard ({wrong} of its {n} words missing or different)"
     return None

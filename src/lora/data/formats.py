@@ -65,14 +65,15 @@ def manifest_format(path: Path) -> str:
     return FORMATS[suffix]
 
 
-def decode_utf8(path: Path, data: bytes) -> str:
-    """Text of a manifest; a non-UTF-8 byte is reported with its line (BOM tolerated)."""
+def decode_utf8(path: Path, data: bytes, what: str = "manifest") -> str:
+    """Text of a manifest (or transcript, subtitles); a non-UTF-8 byte is reported with its line (BOM tolerated)."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise UserError(
-            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); re-save the manifest as UTF-8"
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); re-save the {what} as UTF-8 "
+            f"(from Windows-1252: iconv -f cp1252 -t utf-8 {path} > {path.stem}.utf8{path.suffix})"
         ) from None
 
 

@@ -1,25 +1,36 @@
-"""Subtitles (SRT, WebVTT) of a long recording -> timed cues of spoken text, grouped into clips.
+"""Subtitles (SRT, WebVTT, YouTube's SBV) of a long recording -> timed cues of spoken text, grouped into clips.
 
-Read with webvtt-py (both formats); what is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
-`{\\an8}`), sound annotations (`[MUSIC]`, `(laughs)`), music notes and the dash a speaker change
-starts a line with. `group_cues` joins neighbouring cues into clips of at most `max_chunk_s`, cut only
+Read with webvtt-py (all three formats); what is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
+`{\\an8}`, the word times `<00:00:01.480>` of automatic captions), sound annotations (`[MUSIC]`, `(laughs)`),
+music notes and the dash a speaker change starts a line with. Rolling captions (YouTube's automatic ones,
+broadcast roll-up) repeat the line the cue before ended with; those repeats are taken out, or every word would
+be in the transcript two or three times. `group_cues` joins neighbouring cues into clips of at most `max_chunk_s`, cut only
 between cues, so every clip holds whole cues and the words their times say are spoken in it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from lora.core.errors import UserError
+from lora.data.formats import decode_utf8
 
-SUBTITLE_SUFFIXES = (".srt", ".vtt")
+log = logging.getLogger("lora")
+
+SUBTITLE_SUFFIXES = (".srt", ".vtt", ".sbv")
 # Cues further apart than this are not joined into one clip: the gap is music, another scene, silence.
 MAX_JOIN_GAP_S = 2.0
 _MARKUP = re.compile(r"<[^>]*>|\{[^}]*\}")
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|[♪♫]")
 _SPEAKER_DASH = re.compile(r"^\s*-\s*", re.MULTILINE)
+# A file whose cues start with the line the cue before ended with, this often (of its cues after the first),
+# is rolling captions. In other subtitles a cue repeating the line before is rare and is what was said twice.
+ROLLING_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,26 +51,69 @@ def spoken_text(raw: str) -> str:
 
 
 def read_subtitles(path: str | Path) -> list[Cue]:
-    """The cues of an SRT or WebVTT file in time order, with their spoken text (cues with none dropped)."""
-    import webvtt  # deferred: only `lora segment` with subtitles needs it
-
+    """The cues of an SRT, WebVTT or SBV file in time order, with their spoken text (cues with none dropped);
+    rolling captions' repeated lines removed (`unroll`)."""
     path = Path(path)
     try:
-        captions = webvtt.from_srt(str(path)) if path.suffix.lower() == ".srt" else webvtt.read(str(path))
+        stat = path.stat()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the subtitles ({exc.strerror})") from None
+    return list(_read_subtitles(str(path), stat.st_size, stat.st_mtime_ns))
+
+
+@lru_cache(maxsize=64)  # a folder's subtitles are read for their text, then again for their times: say things once
+def _read_subtitles(name: str, size: int, mtime_ns: int) -> tuple[Cue, ...]:
+    import webvtt  # deferred: only `lora segment` with subtitles needs it
+
+    path = Path(name)
+    kind = path.suffix.lower()[1:]
+    text = decode_utf8(path, path.read_bytes(), "subtitles")
+    try:
+        captions = webvtt.from_buffer(io.StringIO(text), format=kind if kind in ("srt", "sbv") else "vtt")
     except (webvtt.errors.MalformedFileError, webvtt.errors.MalformedCaptionError) as exc:
-        raise UserError(f"{path}: not a readable {path.suffix.lower()[1:].upper()} subtitle file ({exc}); "
+        raise UserError(f"{path}: not a readable {kind.upper()} subtitle file ({exc}); "
                         "check its cue times (HH:MM:SS,mmm --> HH:MM:SS,mmm)") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8; re-save the subtitles as UTF-8") from None
-    cues = [Cue(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, spoken_text(c.raw_text))
-            for c in captions]
-    for i, cue in enumerate(cues, 1):
-        if cue.end_s <= cue.start_s:
-            raise UserError(f"{path}: cue {i} ends at {cue.end_s:.3f} s, not after its start {cue.start_s:.3f} s; fix its times")
-    spoken = sorted((c for c in cues if c.text), key=lambda c: c.start_s)
+    timed = [(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, c.raw_text) for c in captions]
+    for i, (start, end, _) in enumerate(timed, 1):
+        if end <= start:
+            raise UserError(f"{path}: cue {i} ends at {end:.3f} s, not after its start {start:.3f} s; fix its times")
+    timed.sort(key=lambda t: t[0])
+    lines = [(a, b, _spoken_lines(raw)) for a, b, raw in timed]
+    unrolled = unroll(lines)
+    spoken = tuple(cue for cue in unrolled if cue.text)
     if not spoken:
         raise UserError(f"{path}: no cue holds spoken text; pass the recording's subtitles")
+    if [c.text for c in unrolled] != [" ".join(words) for _, _, words in lines]:
+        log.info("%s: rolling captions (each cue repeats the line before it): each line read once", path)
     return spoken
+
+
+def _spoken_lines(raw: str) -> list[str]:
+    return [line for line in (spoken_text(part) for part in raw.splitlines()) if line]
+
+
+def _repeated_head(before: list[str], lines: list[str]) -> int:
+    """How many of a cue's first lines repeat the last lines of the cue before (0: none)."""
+    same = [line.casefold() for line in lines]
+    last = [line.casefold() for line in before]
+    return next((k for k in range(min(len(same), len(last)), 0, -1) if same[:k] == last[-k:]), 0)
+
+
+def unroll(timed: list[tuple[float, float, list[str]]]) -> list[Cue]:
+    """Cues from (start, end, spoken lines) in time order. When the file is rolling captions (ROLLING_SHARE),
+    each cue keeps only the lines it adds to the cue before, and a cue that adds none is dropped."""
+    repeats = [_repeated_head(before, lines) for (_, _, before), (_, _, lines) in zip(timed, timed[1:])]
+    if not repeats or sum(k > 0 for k in repeats) < ROLLING_SHARE * len(repeats):
+        return [Cue(start, end, " ".join(lines)) for start, end, lines in timed]
+    cues = [Cue(timed[0][0], timed[0][1], " ".join(timed[0][2]))]
+    for (start, end, lines), k in zip(timed[1:], repeats):
+        cues.append(Cue(start, end, " ".join(lines[k:])))
+    return cues
+
+
+def shift_cues(cues: list[Cue], offset_s: float) -> list[Cue]:
+    """The cues `offset_s` later (earlier when negative), as subtitles timed against another cut of the audio."""
+    return [Cue(round(c.start_s + offset_s, 3), round(c.end_s + offset_s, 3), c.text) for c in cues]
 
 
 def group_cues(cues: list[Cue], max_chunk_s: float) -> list[list[Cue]]:

@@ -4,7 +4,9 @@ Cuts a long recording with its transcript (or many: --manifest) into training cl
 silero-vad chunks cut in pauses, a base-model hypothesis per chunk, the transcript's words aligned to
 the hypotheses and shared out to the chunks, and each chunk scored (CER of its hypothesis against its
 words). Chunks with CER above --max-cer (or no words, or no hypothesis) are quarantined. With
-subtitles (@file.srt / @file.vtt) their cue times cut the clips instead.
+subtitles (@file.srt / @file.vtt / @file.sbv) their cue times cut the clips instead; subtitles off the
+speech (timed against another cut of a video) are found by comparing their cues with the speech silero-vad
+hears: a warning, or shifted with --subtitle-offset auto.
 
 Writes the clips (16 kHz FLAC, under `<output dir>/clips/`), the manifest (--output, JSONL: id, audio
 relative to the manifest, text, speaker, seconds, source, start_s, end_s) and `quarantine.jsonl`
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 from lora.core.audio import SAMPLE_RATE
@@ -26,11 +29,18 @@ from lora.core.outputs import write_text_atomic
 from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
-from lora.data.subtitles import is_subtitle_file, read_subtitles
+from lora.data.subtitles import Cue, is_subtitle_file, read_subtitles, shift_cues
 from lora.longform import LongformOptions, torch_transcriber
 from lora.model_utils import load_base, resolve_model_id
 from lora.scripts.run_stt import read_text_arg
-from lora.segmenting import SegmentOptions, segment_by_cues, segment_recording, write_clip_audio, write_manifest
+from lora.segmenting import (
+    SegmentOptions,
+    segment_by_cues,
+    segment_recording,
+    subtitle_offset,
+    write_clip_audio,
+    write_manifest,
+)
 
 log = logging.getLogger("lora")
 
@@ -50,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "or a folder of recordings with same-name .txt/.srt/.vtt transcripts beside them")
     parser.add_argument("--output", required=True, help="manifest (JSONL) to write; clips go to clips/ beside it")
     parser.add_argument("--model-id", default="moonshine-base-en", help="base model that places the words (default moonshine-base-en)")
+    parser.add_argument("--subtitle-offset", metavar="auto|SECONDS",
+                        help="shift every subtitle cue by SECONDS (later; negative: earlier), or `auto`: per recording, "
+                             "by the shift that lines its cues up with the speech heard, when that is clear (>= 1 s). "
+                             "Default: the cues' own times, and a warning when they look off")
     parser.add_argument("--max-cer", type=float, default=0.2, help="quarantine chunks whose CER exceeds this (default 0.2)")
     parser.add_argument("--max-chunk-s", type=float, default=30.0, help="longest clip in seconds (default 30)")
     parser.add_argument("--speaker", default="", help="speaker id written into every row (default: none, or the manifest's)")
@@ -70,6 +84,16 @@ def check_args(args) -> None:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.subtitle_offset is not None and args.transcript and not (
+            args.transcript.startswith("@") and is_subtitle_file(args.transcript[1:])):
+        raise UserError("--subtitle-offset shifts subtitles' cues; the transcript is not subtitles (@file.srt/.vtt/.sbv)")
+    if args.subtitle_offset not in (None, "auto"):
+        try:
+            offset = float(args.subtitle_offset)
+        except ValueError:
+            offset = math.nan
+        if not math.isfinite(offset):
+            raise UserError(f"--subtitle-offset {args.subtitle_offset}: pass `auto` or seconds (e.g. -2.5)")
     if Path(args.output).suffix.lower() != ".jsonl":
         raise UserError(f"{args.output}: the manifest is JSONL; name it *.jsonl")
 
@@ -95,6 +119,26 @@ def recordings(args) -> tuple[list[Utterance], list[BadRow], str]:
                       extra=extra)], [], args.audio
 
 
+def timed_cues(u: Utterance, samples, offset: str | None) -> tuple[list[Cue], bool]:
+    """The recording's subtitle cues, shifted as --subtitle-offset says, and whether they look off the speech
+    and were left as timed (with a warning saying so)."""
+    subtitles = u.extra["subtitles"]
+    cues = read_subtitles(subtitles)
+    if offset not in (None, "auto"):
+        return shift_cues(cues, float(offset)), False
+    fit = subtitle_offset(samples, cues)
+    if not fit.clear:
+        return cues, False
+    agreeing = f"speech and cues agree on {fit.agreement_unshifted:.0%} of the subtitles' span as timed, {fit.agreement:.0%} shifted"
+    if offset == "auto":
+        print(f"{subtitles}: cues shifted {fit.offset_s:+.2f} s to the speech heard ({agreeing})")
+        return shift_cues(cues, fit.offset_s), False
+    log.warning("%s: the cues look %.2f s %s against the speech in %s (%s); pass --subtitle-offset auto (or %+.2f) "
+                "to shift them", subtitles, abs(fit.offset_s), "early" if fit.offset_s > 0 else "late", u.audio,
+                agreeing, fit.offset_s)
+    return cues, True
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
@@ -106,14 +150,16 @@ def _main(argv: list[str] | None) -> int:
     model, processor, family = load_base(resolve_model_id(args.model_id))
     options = SegmentOptions(max_cer=args.max_cer, longform=LongformOptions(args.max_chunk_s, batch_size=args.batch_size))
     transcriber = torch_transcriber(model, processor, family, args.batch_size)
-    manifest_rows, quarantined, total_s = [], [], 0.0
+    manifest_rows, quarantined, total_s, off_speech = [], [], 0.0, 0
     lines = [{"origin": b.origin, "reason": b.reason, "detail": b.detail} for b in report.bad]
     for u in report.good:
         samples = u.samples()
         total_s += len(samples) / SAMPLE_RATE
         try:
             if "subtitles" in u.extra:
-                result = segment_by_cues(samples, read_subtitles(u.extra["subtitles"]), transcriber, options)
+                cues, looks_off = timed_cues(u, samples, args.subtitle_offset)
+                off_speech += looks_off
+                result = segment_by_cues(samples, cues, transcriber, options)
             else:
                 result = segment_recording(samples, u.text, transcriber, options)
         except ValueError as exc:  # the model heard nothing the transcript could be placed by
@@ -136,8 +182,9 @@ def _main(argv: list[str] | None) -> int:
     for u, q in quarantined[:20]:
         print(f"  quarantined {u.id} {q.clip.start_s:.2f}-{q.clip.end_s:.2f} s: {q.reason}")
     if not manifest_rows:
-        raise UserError(f"{where}: every chunk was quarantined (listed in {quarantine}); "
-                        "check the transcript, or raise --max-cer")
+        raise UserError(f"{where}: every chunk was quarantined (listed in {quarantine}); " + (
+            "the subtitles look off the speech (warned above): pass --subtitle-offset auto" if off_speech
+            else "check the transcript, or raise --max-cer"))
     return 0
 
 
