@@ -14,7 +14,7 @@ Then runs, as a user would, each timed from the start of its process:
 and two subtitle checks on the 122 s `lora join` of LJSpeech: an SRT of its utterance bounds in which one
 cue's words are replaced, cut by `lora segment --transcript @talk.srt`; and automatic captions as YouTube
 writes them (rolling: each line in the file two or three times) of its utterance bounds timed 3 s late, cut as
-timed and with `--subtitle-offset auto`.
+timed and with `--subtitle-offset auto`, and timed for 25 fps of a 24 fps video, with `--subtitle-offset auto`.
 
     uv run python recipes/own_recordings.py --output-root /tmp/own
 
@@ -90,21 +90,24 @@ def timed(command: list[str], may_fail: bool = False) -> dict:
     return result
 
 
-def rolling_captions_late(out: Path, bounds: list[dict], late_s: float) -> dict:
+def rolling_captions_late(out: Path, bounds: list[dict], late_s: float, scale: float) -> dict:
     """The talk with automatic captions (rolling, each line two or three times) timed `late_s` late, as
-    captions of a video with an intro the audio lacks: cut as timed, then with --subtitle-offset auto."""
-    vtt = out / "talk.en.vtt"
+    captions of a video with an intro the audio lacks: cut as timed, then with --subtitle-offset auto; and
+    the same captions timed at another frame rate (every time x `scale`), with --subtitle-offset auto."""
+    vtt, drifted = out / "talk.en.vtt", out / "talk.drifted.vtt"
     vtt.write_text(rolling_vtt([(b["start_s"] + late_s, b["end_s"] + late_s, b["text"]) for b in bounds]), encoding="utf-8")
+    drifted.write_text(rolling_vtt([(b["start_s"] * scale, b["end_s"] * scale, b["text"]) for b in bounds]), encoding="utf-8")
     runs = {}
-    for name, extra in (("as_timed", []), ("auto", ["--subtitle-offset", "auto"])):
+    for name, extra, captions in (("as_timed", [], vtt), ("auto", ["--subtitle-offset", "auto"], vtt),
+                                  ("frame_rate_auto", ["--subtitle-offset", "auto"], drifted)):
         manifest = out / f"captions_{name}" / "talk.jsonl"
-        runs[name] = timed(["lora", "segment", "--audio", str(out / "talk.flac"), "--transcript", f"@{vtt}",
+        runs[name] = timed(["lora", "segment", "--audio", str(out / "talk.flac"), "--transcript", f"@{captions}",
                             "--output", str(manifest), *extra], may_fail=True)
         kept = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.is_file() else []
         runs[name]["kept_words"] = sum(len(r["text"].split()) for r in kept)
     said = sum(len(b["text"].split()) for b in bounds)
     vtt_words = sum(len(line.split()) for line in vtt.read_text().splitlines()[4:] if line.strip() and "-->" not in line)
-    return {"late_s": late_s, "words_said": said, "words_in_the_vtt": vtt_words, **runs}
+    return {"late_s": late_s, "frame_rate_scale": scale, "words_said": said, "words_in_the_vtt": vtt_words, **runs}
 
 
 def main() -> int:
@@ -133,7 +136,7 @@ def main() -> int:
     (out / "talk.srt").write_text(to_srt([Segment(*c) for c in cues]), encoding="utf-8")
     subtitles = timed(["lora", "segment", "--audio", str(out / "talk.flac"), "--transcript", f"@{out / 'talk.srt'}",
                        "--output", str(out / "talk_clips" / "talk.jsonl")])
-    captions = rolling_captions_late(out, bounds, late_s=3.0)
+    captions = rolling_captions_late(out, bounds, late_s=3.0, scale=25 / 24)
     metrics = json.loads((out / "run" / "real_metrics.json").read_text())
     result = {
         "recordings": recordings, "steps": steps,

@@ -17,7 +17,7 @@ from lora.core.errors import UserError
 from lora.data.long_recordings import chapter_groups, join_utterances
 from lora.data.subtitles import MAX_JOIN_GAP_S, Cue, group_cues, read_subtitles, shift_cues, spoken_text
 from lora.longform import LongformOptions, Segment, to_srt
-from lora.segmenting import MIN_OFFSET_S, PAD_S, SegmentOptions, best_offset, segment_by_cues, subtitle_offset
+from lora.segmenting import MIN_OFFSET_S, OFFSET_FRAME_S, PAD_S, SegmentOptions, best_offset, segment_by_cues, subtitle_offset
 
 S = SAMPLE_RATE
 
@@ -190,7 +190,20 @@ def test_the_best_offset_lines_the_cues_up_with_the_speech():
     assert late.offset_s == pytest.approx(-0.6) and abs(late.offset_s) < MIN_OFFSET_S and not late.clear
     # cues that linger after the speech: every shift within the linger is as good, and none is chosen
     lingering = [Cue(a, b + 0.8, "x") for a, b in speech]
-    assert best_offset(speech, lingering, 15.0).offset_s == 0.0
+    assert (best_offset(speech, lingering, 15.0).offset_s, best_offset(speech, lingering, 15.0).scale) == (0.0, 1.0)
+
+
+def test_subtitles_timed_at_another_frame_rate_are_stretched_back():
+    speech = [(1.0 + 4 * k, 2.5 + 4 * k + (k % 3) * 0.5) for k in range(30)]  # two minutes, uneven pauses
+    cues = [Cue(a, b, "x") for a, b in speech]
+    drifted = [Cue(round(c.start_s * 25 / 24, 3), round(c.end_s * 25 / 24, 3), "x") for c in cues]  # 24 fps cues
+    fit = best_offset(speech, drifted, 125.0)
+    assert fit.clear and fit.scale == pytest.approx(24 / 25, abs=1e-6) and abs(fit.offset_s) <= OFFSET_FRAME_S
+    assert fit.agreement > 0.99 and fit.agreement_unshifted < 0.8
+    assert [c.start_s for c in shift_cues(drifted, fit.offset_s, fit.scale)] == pytest.approx([a for a, _ in speech], abs=0.03)
+    for linger in (0.5, 1.5):  # cues shown after the speech ends, as subtitles are: no stretch, no clear shift
+        fit = best_offset(speech, [Cue(a, b + linger, "x") for a, b in speech], 125.0)
+        assert fit.scale == 1.0 and not fit.clear
 
 
 def test_subtitles_off_the_real_speech_are_found_by_vad(ljspeech):
@@ -287,7 +300,7 @@ def test_segment_cli_warns_of_subtitles_off_the_speech_and_shifts_them_when_aske
     code, out, seen = runs["as_timed"]  # four seconds late: every clip holds the words of the cue before
     assert code == 2 and out.read_text() == ""
     warned = re.search(r"video.srt: the cues look (\d\.\d\d) s late against the speech in \S*video.flac \(speech and "
-                       r"cues agree on \d+% of the subtitles' span as timed, \d+% shifted\); pass --subtitle-offset "
+                       r"cues agree on \d+% of the subtitles' span as timed, \d+% moved\); pass --subtitle-offset "
                        r"auto \(or -(\d\.\d\d)\) to shift them", seen.err)
     assert warned and float(warned[1]) == float(warned[2]) == pytest.approx(4.0, abs=0.3)
     assert seen.err.strip().splitlines()[-1].endswith("the subtitles look off the speech (warned above): "

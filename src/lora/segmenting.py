@@ -18,10 +18,11 @@
 clip padded by PAD_S into the silence around it), each clip's words are its cues', and steps 2 and 5
 score and quarantine as above.
 `subtitle_offset(samples, cues)` says how far the subtitles are off the speech silero-vad hears (subtitles
-timed against another cut of a video): the shift of the cues that best lines their spans up with the speech
-(`best_offset`, frames of OFFSET_FRAME_S compared over shifts up to MAX_OFFSET_S), and the share of frames
-where speech and cues agree at that shift and at none; `lora segment` warns of a clear one, and shifts the
-cues by it with `--subtitle-offset auto`.
+timed against another cut of a video, or at another frame rate): the shift (after a frame-rate stretch, where
+one fits clearly better) that best lines the cues' spans up with the speech (`best_offset`, frames of
+OFFSET_FRAME_S compared over shifts up to MAX_OFFSET_S), and the share of the subtitles' span where speech
+and cues agree so moved and as timed; `lora segment` warns of a clear one, and moves the cues by it with
+`--subtitle-offset auto`.
 `write_clip_audio` writes the kept clips as 16 kHz 16-bit FLAC/WAV under `<out>/clips/` and returns their
 manifest rows (id, audio (relative to `<out>`), text, speaker, seconds, source, start_s, end_s); `write_manifest`
 writes the rows of every recording once their clips are written, every file atomically, so the manifest never
@@ -66,6 +67,14 @@ MAX_CUE_WORD_ERRORS, MIN_CUE_ERRORS = 0.5, 3
 # were found within 0.52 s; a smaller offset than MIN_OFFSET_S is left to PAD_S and the per-cue check.
 OFFSET_FRAME_S, MAX_OFFSET_S = 0.02, 60.0
 MIN_OFFSET_S, MIN_OFFSET_GAIN = 1.0, 0.01
+# Subtitles timed for a video at another frame rate drift: a cue at t belongs at t * ratio. The ratios of
+# the common rates (film 24 and 23.976, PAL 25) are tried besides 1, each only where it moves the last cue
+# at least MIN_DRIFT_S, and taken only when it fits MIN_OFFSET_GAIN better than the best shift alone: cues
+# shrunk fit speech better for being shorter (cues last a little longer than their words), so a stretch
+# can win a little by that alone. Measured on the 122 s recipe recording (whole-utterance cues): timed
+# 3 s late, x0.96 fitted 0.004 better than the shift alone (wrong); timed at 25/24, 0.019 better (right).
+MIN_DRIFT_S = 3.0
+FRAME_RATE_RATIOS = tuple(sorted({round(a / b, 6) for a in (24000 / 1001, 24.0, 25.0) for b in (24000 / 1001, 24.0, 25.0)}))
 
 
 @dataclass(frozen=True)
@@ -76,15 +85,17 @@ class SegmentOptions:
 
 @dataclass(frozen=True)
 class SubtitleOffset:
-    """How far subtitles are off the speech: `offset_s` is what to add to every cue time."""
+    """How far subtitles are off the speech: every cue time t belongs at `t * scale + offset_s`."""
 
     offset_s: float
-    agreement: float  # share of the subtitles' span where speech and cues agree, cues shifted by offset_s
+    agreement: float  # share of the subtitles' span where speech and cues agree, cues moved so
     agreement_unshifted: float
+    scale: float = 1.0
 
     @property
     def clear(self) -> bool:
-        return abs(self.offset_s) >= MIN_OFFSET_S and self.agreement - self.agreement_unshifted >= MIN_OFFSET_GAIN
+        moved = abs(self.offset_s) >= MIN_OFFSET_S or self.scale != 1.0
+        return moved and self.agreement - self.agreement_unshifted >= MIN_OFFSET_GAIN
 
 
 @dataclass(frozen=True)
@@ -268,22 +279,30 @@ def _frames(spans: list[tuple[float, float]], n: int, first: int = 0, outside: f
 
 
 def best_offset(speech: list[tuple[float, float]], cues: list[Cue], total_s: float,
-                max_offset_s: float = MAX_OFFSET_S) -> SubtitleOffset:
+                max_offset_s: float = MAX_OFFSET_S, scales: tuple[float, ...] = FRAME_RATE_RATIOS) -> SubtitleOffset:
     """The shift of the cues (a whole number of frames, up to `max_offset_s` and half the recording either
-    way) whose spans agree with the speech spans (seconds) on the most frames. Only the subtitles' own span
-    counts (their first cue to their last): speech outside it is speech they do not cover, not a sign of
-    where they belong."""
+    way), after stretching their times by one of `scales` (where that moves the last cue MIN_DRIFT_S), whose
+    spans agree with the speech spans (seconds) on the most frames. Only the subtitles' own span counts (their
+    first cue to their last): speech outside it is speech they do not cover, not a sign of where they belong.
+    Among equals: scale 1, the least shift."""
     n = max(round(total_s / OFFSET_FRAME_S), 1)
     m = round(min(max_offset_s, total_s / 2) / OFFSET_FRAME_S)
     heard = _frames(speech, n)
-    shown = _frames([(c.start_s, c.end_s) for c in cues], n + 2 * m, first=-m, outside=0.0)
-    span = max(int(np.count_nonzero(shown)), 1)
-    # agree[k]: the share of the subtitles' span where speech and cues agree, with the cues shifted by
-    # (m - k) frames (frames shifted off the recording count as half agreeing)
-    agree = (np.correlate(shown, heard, "valid") / span + 1) / 2
-    ties = np.flatnonzero(agree >= agree.max() - 1e-12)
-    best = int(ties[np.argmin(np.abs(ties - m))])  # the smallest shift among equally good ones
-    return SubtitleOffset(round((m - best) * OFFSET_FRAME_S, 3), float(agree[best]), float(agree[m]))
+    best: SubtitleOffset | None = None
+    last = max((c.end_s for c in cues), default=0.0)
+    for scale in sorted({1.0, *(r for r in scales if abs(r - 1.0) * last >= MIN_DRIFT_S)}, key=lambda r: abs(r - 1.0)):
+        shown = _frames([(c.start_s * scale, c.end_s * scale) for c in cues], n + 2 * m, first=-m, outside=0.0)
+        span = max(int(np.count_nonzero(shown)), 1)
+        # agree[k]: the share of the subtitles' span where speech and cues agree, with the cues shifted by
+        # (m - k) frames (frames shifted off the recording count as half agreeing)
+        agree = (np.correlate(shown, heard, "valid") / span + 1) / 2
+        ties = np.flatnonzero(agree >= agree.max() - 1e-12)
+        k = int(ties[np.argmin(np.abs(ties - m))])
+        if best is None:
+            unmoved = float(agree[m])  # scale 1 comes first
+        if best is None or agree[k] >= best.agreement + MIN_OFFSET_GAIN:  # a stretch must fit clearly better
+            best = SubtitleOffset(round((m - k) * OFFSET_FRAME_S, 3), float(agree[k]), unmoved, scale)
+    return best
 
 
 def subtitle_offset(samples: np.ndarray, cues: list[Cue], options: LongformOptions = LongformOptions()) -> SubtitleOffset:

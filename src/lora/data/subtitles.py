@@ -111,9 +111,10 @@ def unroll(timed: list[tuple[float, float, list[str]]]) -> list[Cue]:
     return cues
 
 
-def shift_cues(cues: list[Cue], offset_s: float) -> list[Cue]:
-    """The cues `offset_s` later (earlier when negative), as subtitles timed against another cut of the audio."""
-    return [Cue(round(c.start_s + offset_s, 3), round(c.end_s + offset_s, 3), c.text) for c in cues]
+def shift_cues(cues: list[Cue], offset_s: float, scale: float = 1.0) -> list[Cue]:
+    """The cues `offset_s` later (earlier when negative), as subtitles timed against another cut of the audio,
+    their times first stretched by `scale` (subtitles timed at another frame rate)."""
+    return [Cue(round(c.start_s * scale + offset_s, 3), round(c.end_s * scale + offset_s, 3), c.text) for c in cues]
 
 
 def group_cues(cues: list[Cue], max_chunk_s: float) -> list[list[Cue]]:

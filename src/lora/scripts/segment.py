@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-id", default="moonshine-base-en", help="base model that places the words (default moonshine-base-en)")
     parser.add_argument("--subtitle-offset", metavar="auto|SECONDS",
                         help="shift every subtitle cue by SECONDS (later; negative: earlier), or `auto`: per recording, "
-                             "by the shift that lines its cues up with the speech heard, when that is clear (>= 1 s). "
+                             "by the shift (and frame-rate stretch) that lines its cues up with the speech heard, when that is clear. "
                              "Default: the cues' own times, and a warning when they look off")
     parser.add_argument("--max-cer", type=float, default=0.2, help="quarantine chunks whose CER exceeds this (default 0.2)")
     parser.add_argument("--max-chunk-s", type=float, default=30.0, help="longest clip in seconds (default 30)")
@@ -129,13 +129,19 @@ def timed_cues(u: Utterance, samples, offset: str | None) -> tuple[list[Cue], bo
     fit = subtitle_offset(samples, cues)
     if not fit.clear:
         return cues, False
-    agreeing = f"speech and cues agree on {fit.agreement_unshifted:.0%} of the subtitles' span as timed, {fit.agreement:.0%} shifted"
+    agreeing = f"speech and cues agree on {fit.agreement_unshifted:.0%} of the subtitles' span as timed, {fit.agreement:.0%} moved"
     if offset == "auto":
-        print(f"{subtitles}: cues shifted {fit.offset_s:+.2f} s to the speech heard ({agreeing})")
-        return shift_cues(cues, fit.offset_s), False
-    log.warning("%s: the cues look %.2f s %s against the speech in %s (%s); pass --subtitle-offset auto (or %+.2f) "
-                "to shift them", subtitles, abs(fit.offset_s), "early" if fit.offset_s > 0 else "late", u.audio,
-                agreeing, fit.offset_s)
+        stretched = f"stretched x{fit.scale:.6g} (another frame rate) and " if fit.scale != 1.0 else ""
+        print(f"{subtitles}: cues {stretched}shifted {fit.offset_s:+.2f} s to the speech heard ({agreeing})")
+        return shift_cues(cues, fit.offset_s, fit.scale), False
+    if fit.scale == 1.0:
+        log.warning("%s: the cues look %.2f s %s against the speech in %s (%s); pass --subtitle-offset auto (or %+.2f) "
+                    "to shift them", subtitles, abs(fit.offset_s), "early" if fit.offset_s > 0 else "late", u.audio,
+                    agreeing, fit.offset_s)
+    else:
+        log.warning("%s: the cues look timed at another frame rate than the speech in %s (they fit stretched x%.6g "
+                    "and shifted %+.2f s: %s); pass --subtitle-offset auto to move them", subtitles, u.audio, fit.scale,
+                    fit.offset_s, agreeing)
     return cues, True
 
 
