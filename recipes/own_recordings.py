@@ -15,6 +15,7 @@ and two subtitle checks on the 122 s `lora join` of LJSpeech: an SRT of its utte
 cue's words are replaced, cut by `lora segment --transcript @talk.srt`; and automatic captions as YouTube
 writes them (rolling: each line in the file two or three times) of its utterance bounds timed 3 s late, cut as
 timed and with `--subtitle-offset auto`, and timed for 25 fps of a 24 fps video, with `--subtitle-offset auto`.
+And a meeting: two dev-clean readers taking turns in one recording, its transcript naming them as Teams does.
 
     uv run python recipes/own_recordings.py --output-root /tmp/own
 
@@ -32,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ from lora.core.audio import SAMPLE_RATE, audio_seconds  # noqa: E402
 from lora.core.outputs import write_text_atomic  # noqa: E402
 from lora.data.long_recordings import chapter_groups, join_utterances  # noqa: E402
 from lora.data.records import read_librispeech_dir  # noqa: E402
-from lora.longform import Segment, to_srt  # noqa: E402
+from lora.longform import Segment, to_srt, to_vtt  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "recipes"))
 from caption_files import rolling_vtt  # noqa: E402
@@ -110,6 +112,26 @@ def rolling_captions_late(out: Path, bounds: list[dict], late_s: float, scale: f
     return {"late_s": late_s, "frame_rate_scale": scale, "words_said": said, "words_in_the_vtt": vtt_words, **runs}
 
 
+def meeting(out: Path, speech_dir: Path) -> dict:
+    """Two readers taking turns in one recording (dev-clean 1988 and 3752, utterances alternating) with a
+    transcript as Teams writes one (`<v Name>` voice tags), cut by `lora segment`: who speaks each clip."""
+    chapters = chapter_groups(read_librispeech_dir(speech_dir, ["dev-clean"]))
+    turns = [u for pair in zip(chapters["1988-24833"], chapters["3752-4944"]) for u in pair]
+    parts = [u.samples() for u in turns]
+    ends = np.cumsum([len(x) for x in parts]) / SAMPLE_RATE
+    names = {"1988": "Ann Reader", "3752": "Ben Reader"}
+    sf.write(str(out / "meeting.flac"), np.concatenate(parts), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    (out / "meeting.vtt").write_text(to_vtt([Segment(a, b, f"<v {names[u.speaker]}>{u.text.capitalize()}</v>")
+                                             for u, a, b in zip(turns, [0.0, *ends[:-1]], ends)]), encoding="utf-8")
+    manifest = out / "meeting_clips" / "meeting.jsonl"
+    run = timed(["lora", "segment", "--audio", str(out / "meeting.flac"), "--transcript", f"@{out / 'meeting.vtt'}",
+                 "--output", str(manifest), "--speaker", "weekly-call"])
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    return {"turns": [names[u.speaker] for u in turns], "segment": run,
+            "clip_speakers": [r["speaker"] for r in rows],
+            "clips_matching_their_turn": sum(r["speaker"] == names[u.speaker] for r, u in zip(rows, turns))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-root", required=True, help="scratch folder (replaced)")
@@ -137,6 +159,7 @@ def main() -> int:
     subtitles = timed(["lora", "segment", "--audio", str(out / "talk.flac"), "--transcript", f"@{out / 'talk.srt'}",
                        "--output", str(out / "talk_clips" / "talk.jsonl")])
     captions = rolling_captions_late(out, bounds, late_s=3.0, scale=25 / 24)
+    turns = meeting(out, Path(args.speech_dir))
     metrics = json.loads((out / "run" / "real_metrics.json").read_text())
     result = {
         "recordings": recordings, "steps": steps,
@@ -146,6 +169,7 @@ def main() -> int:
         "stt_hypothesis": json.loads((out / "stt.json").read_text())["samples"][0]["hypothesis"],
         "subtitles": {"join": joined, "wrong_cue": {"start_s": cues[5][0], "end_s": cues[5][1]}, "segment": subtitles},
         "automatic_captions_late": captions,
+        "meeting": turns,
     }
     write_text_atomic(RESULT, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

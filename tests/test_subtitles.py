@@ -16,7 +16,7 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.data.long_recordings import chapter_groups, join_utterances
 from lora.data.subtitles import MAX_JOIN_GAP_S, Cue, group_cues, read_subtitles, shift_cues, spoken_text
-from lora.longform import LongformOptions, Segment, to_srt
+from lora.longform import LongformOptions, Segment, subtitle_timestamp, to_srt
 from lora.segmenting import MIN_OFFSET_S, OFFSET_FRAME_S, PAD_S, SegmentOptions, best_offset, segment_by_cues, subtitle_offset
 
 S = SAMPLE_RATE
@@ -62,7 +62,7 @@ def test_srt_and_vtt_cues_keep_their_milliseconds(tmp_path):
                                     "00:04.300 --> 00:06.000\nSecond.\n", encoding="utf-8")
     expected = [Cue(0.5, 2.0, "Hello there"), Cue(4.3, 6.0, "Second.")]  # the music-only cue is no speech
     assert read_subtitles(tmp_path / "a.srt") == expected
-    assert read_subtitles(tmp_path / "a.vtt") == expected
+    assert read_subtitles(tmp_path / "a.vtt") == [Cue(0.5, 2.0, "Hello there", speaker="Bob"), expected[1]]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -109,10 +109,31 @@ def test_a_line_said_again_in_ordinary_subtitles_is_kept(tmp_path, caplog):
     assert "rolling" not in caplog.text
 
 
+def test_who_speaks_comes_from_voice_tags_and_name_labels(tmp_path):
+    (tmp_path / "teams.vtt").write_text("WEBVTT\n\n00:00.500 --> 00:02.000\n<v Alice Smith>Hello there.</v>\n\n"
+                                        "00:02.500 --> 00:04.000\n<v.loud Bob>Hi.</v>\n\n"
+                                        "00:04.500 --> 00:06.000\n<v Alice Smith>One.</v> <v Bob>Two.</v>\n\n"
+                                        "00:06.500 --> 00:07.000\nNobody named.\n", encoding="utf-8")
+    assert [(c.text, c.speaker) for c in read_subtitles(tmp_path / "teams.vtt")] == [
+        ("Hello there.", "Alice Smith"), ("Hi.", "Bob"), ("One. Two.", ""), ("Nobody named.", "")]
+    write_srt(tmp_path / "zoom.srt", [(0, 2, "Alice Smith: Hello everyone."), (2, 4, "Speaker 2: Hi Alice."),
+                                      (4, 6, "Alice Smith: Note: this is said."), (6, 8, "and this goes on")])
+    assert [(c.text, c.speaker) for c in read_subtitles(tmp_path / "zoom.srt")] == [
+        ("Hello everyone.", "Alice Smith"), ("Hi Alice.", "Speaker 2"), ("Note: this is said.", "Alice Smith"),
+        ("and this goes on", "")]
+    # labels on few cues: only a name in capitals before words that are not is a label
+    said = ["JOHN: Where are you?", "Note: this is said.", "Fine.", "Really.", "STOP: THE SIGN SAYS", "Okay.", "Sure."]
+    write_srt(tmp_path / "sdh.srt", [(2 * k, 2 * k + 1, text) for k, text in enumerate(said)])
+    assert [(c.text, c.speaker) for c in read_subtitles(tmp_path / "sdh.srt")] == [
+        ("Where are you?", "JOHN"), *((text, "") for text in said[1:])]
+
+
 def test_cues_group_up_to_the_span_and_not_across_a_long_gap():
     cues = [Cue(0, 4, "a"), Cue(4, 9, "b"), Cue(9.5, 12, "c"), Cue(12 + MAX_JOIN_GAP_S + 0.5, 20, "d"), Cue(20, 45, "e")]
     assert [[c.text for c in g] for g in group_cues(cues, 10.0)] == [["a", "b"], ["c"], ["d"], ["e"]]
     assert [[c.text for c in g] for g in group_cues(cues, 30.0)] == [["a", "b", "c"], ["d"], ["e"]]
+    two = [Cue(0, 2, "a", "Alice"), Cue(2, 4, "b", "Alice"), Cue(4, 6, "c", "Bob"), Cue(6, 8, "d", "")]
+    assert [[c.text for c in g] for g in group_cues(two, 30.0)] == [["a", "b"], ["c"], ["d"]]  # one speaker a clip
 
 
 def test_clips_are_cut_at_the_cues_padded_and_a_wrong_cue_quarantines_its_clip(ljspeech, monkeypatch):
@@ -310,3 +331,33 @@ def test_segment_cli_warns_of_subtitles_off_the_speech_and_shifts_them_when_aske
     assert (out.parent / "quarantine.jsonl").read_text() == ""
     kept = " ".join(json.loads(line)["text"] for line in out.read_text().splitlines())
     assert kept.split() == " ".join(u.text for u in ljspeech.utterances).split()
+
+
+@pytest.mark.slow
+def test_segment_cli_names_each_clip_by_who_speaks_in_a_meeting(speech_dir, tmp_path):
+    """Two readers taking turns in one recording (real dev-clean speech), a Teams-style transcript naming them:
+    every clip is one reader's, named as the transcript names them, so a split can hold a reader out."""
+    import numpy as np
+    import soundfile as sf
+
+    from lora.data.records import read_librispeech_dir
+    from lora.scripts import segment
+
+    chapters = chapter_groups(read_librispeech_dir(speech_dir, ["dev-clean"]))
+    first, second = chapters["1988-24833"], chapters["3752-4944"]
+    turns = [u for pair in zip(first, second) for u in pair]
+    parts = [u.samples() for u in turns]
+    ends = np.cumsum([len(x) for x in parts]) / S
+    starts = np.concatenate([[0.0], ends[:-1]])
+    sf.write(str(tmp_path / "meeting.flac"), np.concatenate(parts), S, format="FLAC", subtype="PCM_16")
+    names = {"1988": "Ann Reader", "3752": "Ben Reader"}
+    (tmp_path / "meeting.vtt").write_text("WEBVTT\n\n" + "".join(
+        f"{subtitle_timestamp(a, '.')} --> {subtitle_timestamp(b, '.')}\n<v {names[u.speaker]}>{u.text.capitalize()}</v>\n\n"
+        for u, a, b in zip(turns, starts, ends)), encoding="utf-8")
+    out = tmp_path / "clips" / "meeting.jsonl"
+    assert segment.main(["--audio", str(tmp_path / "meeting.flac"), "--transcript", f"@{tmp_path / 'meeting.vtt'}",
+                         "--output", str(out), "--speaker", "weekly-call", "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(turns) and {r["speaker"] for r in rows} == set(names.values())
+    for row, u in zip(rows, turns):  # each turn its own clip: turns alternate, and clips hold one speaker
+        assert row["speaker"] == names[u.speaker] and row["text"].split() == u.text.capitalize().split()

@@ -112,6 +112,7 @@ class Clip:
     hypothesis: str
     word_start: int
     word_end: int
+    speaker: str = ""  # who speaks in it, where its subtitles say (else the recording's speaker)
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ def segment_by_cues(
     for group, (start, end), hyp, why_unfit in zip(groups, bounds, hyps, unfit):
         text = " ".join(c.text for c in group)
         n_words = len(text.split())
-        clip = Clip(start, end, text, _cer(text, hyp), hyp, first_word, first_word + n_words)
+        clip = Clip(start, end, text, _cer(text, hyp), hyp, first_word, first_word + n_words, group[0].speaker)
         first_word += n_words
         reason = why_unfit or (_unheard_cue(group, hyp) if hyp else None) or _match_problem(clip, options)
         if reason:
@@ -347,7 +348,8 @@ def write_clip_audio(
     audio_format: str = "flac",
 ) -> list[dict]:
     """Write each clip's audio to `<out_dir>/clips/<recording_id>-<nnnn>.<fmt>`; returns their manifest rows
-    (audio relative to `out_dir`), for `write_manifest` once every recording's clips are written."""
+    (audio relative to `out_dir`; speaker: the clip's where its subtitles name one, else `speaker`), for
+    `write_manifest` once every recording's clips are written."""
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio_format must be one of {sorted(AUDIO_FORMATS)}, got {audio_format!r}")
     out_dir = Path(out_dir)
@@ -357,7 +359,7 @@ def write_clip_audio(
         rel = f"clips/{clip_id}.{audio_format}"
         a, b = round(clip.start_s * SAMPLE_RATE), round(clip.end_s * SAMPLE_RATE)
         write_bytes_atomic(out_dir / rel, _encoded(samples[a:b], audio_format))
-        rows.append({"id": clip_id, "audio": rel, "text": clip.text, "speaker": speaker,
+        rows.append({"id": clip_id, "audio": rel, "text": clip.text, "speaker": clip.speaker or speaker,
                      "seconds": round((b - a) / SAMPLE_RATE, 3), "source": source,
                      "start_s": round(clip.start_s, 3), "end_s": round(clip.end_s, 3)})
     return rows

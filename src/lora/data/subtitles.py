@@ -2,7 +2,9 @@
 
 Read with webvtt-py (all three formats); what is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
 `{\\an8}`, the word times `<00:00:01.480>` of automatic captions), sound annotations (`[MUSIC]`, `(laughs)`),
-music notes and the dash a speaker change starts a line with. Rolling captions (YouTube's automatic ones,
+music notes and the dash a speaker change starts a line with. Who speaks a cue comes from its WebVTT voice
+tag (`<v Alice>`, as Teams writes transcripts) or, in a file whose cues mostly start so, a "Name:" label
+(Zoom's transcripts, SDH subtitles), which is not spoken and is taken out of the text. Rolling captions (YouTube's automatic ones,
 broadcast roll-up) repeat the line the cue before ended with; those repeats are taken out, or every word would
 be in the transcript two or three times. `group_cues` joins neighbouring cues into clips of at most `max_chunk_s`, cut only
 between cues, so every clip holds whole cues and the words their times say are spoken in it.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +30,12 @@ MAX_JOIN_GAP_S = 2.0
 _MARKUP = re.compile(r"<[^>]*>|\{[^}]*\}")
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|[♪♫]")
 _SPEAKER_DASH = re.compile(r"^\s*-\s*", re.MULTILINE)
+_VOICE = re.compile(r"<v(?:\.[^\s>]*)?\s+([^>]+)>")
+# "Alice Smith: ...", "JOHN: ...", "Speaker 2: ...": up to four words, each capitalised (or a number after
+# the first), then a colon. Taken as who speaks in a file where at least LABEL_SHARE of the cues start so
+# (elsewhere "Note: ..." may be words said), and in capitals before words that are not, anywhere.
+_LABEL = re.compile(r"^([A-Z][\w'.-]*(?: [A-Z0-9][\w'.-]*){0,3}):\s+(?=\S)")
+LABEL_SHARE = 0.5
 # A file whose cues start with the line the cue before ended with, this often (of its cues after the first),
 # is rolling captions. In other subtitles a cue repeating the line before is rare and is what was said twice.
 ROLLING_SHARE = 0.5
@@ -38,6 +46,7 @@ class Cue:
     start_s: float
     end_s: float
     text: str
+    speaker: str = ""  # who says it (a voice tag or label); "" when the subtitles do not say, or two do
 
 
 def is_subtitle_file(path: str | Path) -> bool:
@@ -78,18 +87,42 @@ def _read_subtitles(name: str, size: int, mtime_ns: int) -> tuple[Cue, ...]:
         if end <= start:
             raise UserError(f"{path}: cue {i} ends at {end:.3f} s, not after its start {start:.3f} s; fix its times")
     timed.sort(key=lambda t: t[0])
-    lines = [(a, b, _spoken_lines(raw)) for a, b, raw in timed]
-    unrolled = unroll(lines)
-    spoken = tuple(cue for cue in unrolled if cue.text)
+    lines = [_spoken_lines(raw) for _, _, raw in timed]
+    labels, lines = speaker_labels(lines)
+    speakers = [_one(set(_VOICE.findall(raw)) | names) for (_, _, raw), names in zip(timed, labels)]
+    kept = unroll(lines)
+    spoken = tuple(Cue(a, b, " ".join(new), who) for (a, b, _), new, who in zip(timed, kept, speakers) if new)
     if not spoken:
         raise UserError(f"{path}: no cue holds spoken text; pass the recording's subtitles")
-    if [c.text for c in unrolled] != [" ".join(words) for _, _, words in lines]:
+    if kept != lines:
         log.info("%s: rolling captions (each cue repeats the line before it): each line read once", path)
+    if any(labels):
+        log.info("%s: who speaks each cue is labelled (\"Name: ...\"); the labels are not taken as words", path)
     return spoken
+
+
+def _one(names: set[str]) -> str:
+    names = {" ".join(n.split()) for n in names}
+    return names.pop() if len(names) == 1 else ""
 
 
 def _spoken_lines(raw: str) -> list[str]:
     return [line for line in (spoken_text(part) for part in raw.splitlines()) if line]
+
+
+def speaker_labels(lines: list[list[str]]) -> tuple[list[set[str]], list[list[str]]]:
+    """Each cue's "Name:" labels and its lines without them. Labels count in a file where at least
+    LABEL_SHARE of the cues start with one; elsewhere only capitals before words that are not ("JOHN: Hi.",
+    as subtitles for the deaf name a speaker off screen)."""
+    starts = [bool(cue and _LABEL.match(cue[0])) for cue in lines]
+    labelled = bool(lines) and sum(starts) >= LABEL_SHARE * len(lines)
+
+    def label(line: str) -> re.Match | None:
+        m = _LABEL.match(line)
+        return m if m and (labelled or (m[1].isupper() and not line[m.end():].isupper())) else None
+
+    labels = [{m[1] for m in map(label, cue) if m} for cue in lines]
+    return labels, [[line[m.end():] if (m := label(line)) else line for line in cue] for cue in lines]
 
 
 def _repeated_head(before: list[str], lines: list[str]) -> int:
@@ -99,31 +132,30 @@ def _repeated_head(before: list[str], lines: list[str]) -> int:
     return next((k for k in range(min(len(same), len(last)), 0, -1) if same[:k] == last[-k:]), 0)
 
 
-def unroll(timed: list[tuple[float, float, list[str]]]) -> list[Cue]:
-    """Cues from (start, end, spoken lines) in time order. When the file is rolling captions (ROLLING_SHARE),
-    each cue keeps only the lines it adds to the cue before, and a cue that adds none is dropped."""
-    repeats = [_repeated_head(before, lines) for (_, _, before), (_, _, lines) in zip(timed, timed[1:])]
+def unroll(lines: list[list[str]]) -> list[list[str]]:
+    """The spoken lines of each cue (in time order) as said: when the file is rolling captions (ROLLING_SHARE),
+    each cue keeps only the lines it adds to the cue before (none: nothing new is said in it)."""
+    repeats = [_repeated_head(before, cue) for before, cue in zip(lines, lines[1:])]
     if not repeats or sum(k > 0 for k in repeats) < ROLLING_SHARE * len(repeats):
-        return [Cue(start, end, " ".join(lines)) for start, end, lines in timed]
-    cues = [Cue(timed[0][0], timed[0][1], " ".join(timed[0][2]))]
-    for (start, end, lines), k in zip(timed[1:], repeats):
-        cues.append(Cue(start, end, " ".join(lines[k:])))
-    return cues
+        return lines
+    return [lines[0], *(cue[k:] for cue, k in zip(lines[1:], repeats))]
 
 
 def shift_cues(cues: list[Cue], offset_s: float, scale: float = 1.0) -> list[Cue]:
     """The cues `offset_s` later (earlier when negative), as subtitles timed against another cut of the audio,
     their times first stretched by `scale` (subtitles timed at another frame rate)."""
-    return [Cue(round(c.start_s * scale + offset_s, 3), round(c.end_s * scale + offset_s, 3), c.text) for c in cues]
+    return [replace(c, start_s=round(c.start_s * scale + offset_s, 3), end_s=round(c.end_s * scale + offset_s, 3))
+            for c in cues]
 
 
 def group_cues(cues: list[Cue], max_chunk_s: float) -> list[list[Cue]]:
-    """Neighbouring cues joined while the group spans at most `max_chunk_s` and no gap exceeds
-    MAX_JOIN_GAP_S; a cue longer than `max_chunk_s` is a group of its own (the caller refuses it)."""
+    """Neighbouring cues of one speaker (as far as the subtitles say) joined while the group spans at most
+    `max_chunk_s` and no gap exceeds MAX_JOIN_GAP_S; a cue longer than `max_chunk_s` is a group of its own
+    (the caller refuses it)."""
     groups: list[list[Cue]] = []
     for cue in cues:
         last = groups[-1] if groups else None
-        if (last is not None and cue.end_s - last[0].start_s <= max_chunk_s
+        if (last is not None and cue.speaker == last[-1].speaker and cue.end_s - last[0].start_s <= max_chunk_s
                 and cue.start_s - last[-1].end_s <= MAX_JOIN_GAP_S and last[-1].end_s - last[0].start_s <= max_chunk_s):
             last.append(cue)
         else:

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 
 from lora.core.audio import SAMPLE_RATE
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "Default: the cues' own times, and a warning when they look off")
     parser.add_argument("--max-cer", type=float, default=0.2, help="quarantine chunks whose CER exceeds this (default 0.2)")
     parser.add_argument("--max-chunk-s", type=float, default=30.0, help="longest clip in seconds (default 30)")
-    parser.add_argument("--speaker", default="", help="speaker id written into every row (default: none, or the manifest's)")
+    parser.add_argument("--speaker", default="", help="speaker id written into every row (default: none, or the manifest's); a clip whose "
+                             "subtitles name who speaks (<v Name>, \"Name: ...\") gets that name")
     parser.add_argument("--batch-size", type=int, default=8, help="chunks per decoding batch")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
@@ -156,7 +158,7 @@ def _main(argv: list[str] | None) -> int:
     model, processor, family = load_base(resolve_model_id(args.model_id))
     options = SegmentOptions(max_cer=args.max_cer, longform=LongformOptions(args.max_chunk_s, batch_size=args.batch_size))
     transcriber = torch_transcriber(model, processor, family, args.batch_size)
-    manifest_rows, quarantined, total_s, off_speech = [], [], 0.0, 0
+    manifest_rows, kept_clips, quarantined, total_s, off_speech = [], [], [], 0.0, 0
     lines = [{"origin": b.origin, "reason": b.reason, "detail": b.detail} for b in report.bad]
     for u in report.good:
         samples = u.samples()
@@ -175,6 +177,7 @@ def _main(argv: list[str] | None) -> int:
                           "transcript belongs to this recording"})
             continue
         manifest_rows += write_clip_audio(samples, result.clips, output.parent, u.id, u.speaker, str(u.audio))
+        kept_clips += result.clips
         quarantined += [(u, q) for q in result.quarantined]
         lines += [{"origin": f"{u.audio}@{q.clip.start_s:.2f}-{q.clip.end_s:.2f}s", "reason": q.reason,
                    "start_s": round(q.clip.start_s, 3), "end_s": round(q.clip.end_s, 3), "text": q.clip.text,
@@ -185,6 +188,9 @@ def _main(argv: list[str] | None) -> int:
     kept_s = sum(r["seconds"] for r in manifest_rows)
     print(f"{where}: {len(report.good)} recording(s), {total_s:.1f} s -> {len(manifest_rows)} clip(s) ({kept_s:.1f} s) "
           f"-> {output}; {len(lines)} quarantined -> {quarantine}")
+    named = Counter(c.speaker for c in kept_clips if c.speaker)
+    if named:
+        print("speakers named by the subtitles: " + ", ".join(f"{who} ({n} clip{'s' * (n > 1)})" for who, n in sorted(named.items())))
     for u, q in quarantined[:20]:
         print(f"  quarantined {u.id} {q.clip.start_s:.2f}-{q.clip.end_s:.2f} s: {q.reason}")
     if not manifest_rows:
