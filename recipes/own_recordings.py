@@ -15,7 +15,8 @@ and two subtitle checks on the 122 s `lora join` of LJSpeech: an SRT of its utte
 cue's words are replaced, cut by `lora segment --transcript @talk.srt`; and automatic captions as YouTube
 writes them (rolling: each line in the file two or three times) of its utterance bounds timed 3 s late, cut as
 timed and with `--subtitle-offset auto`, and timed for 25 fps of a 24 fps video, with `--subtitle-offset auto`.
-And a meeting: two dev-clean readers taking turns in one recording, its transcript naming them as Teams does.
+And a meeting: two dev-clean readers taking turns in one recording, its transcript naming them as Teams does;
+and the 122 s talk as an MKV video whose subtitles are a stream inside it, in a folder given to `lora segment`.
 
     uv run python recipes/own_recordings.py --output-root /tmp/own
 
@@ -132,6 +133,24 @@ def meeting(out: Path, speech_dir: Path) -> dict:
             "clips_matching_their_turn": sum(r["speaker"] == names[u.speaker] for r, u in zip(rows, turns))}
 
 
+def video_with_subtitles(out: Path, bounds: list[dict]) -> dict:
+    """The talk as a video (a test pattern with its real speech) whose subtitles are a stream inside the MKV,
+    in a folder, cut by `lora segment --manifest FOLDER`."""
+    folder = out / "videos"
+    folder.mkdir()
+    srt = out / "talk_right.srt"
+    srt.write_text(to_srt([Segment(b["start_s"], b["end_s"], b["text"].capitalize()) for b in bounds]), encoding="utf-8")
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5",
+                    "-i", str(out / "talk.flac"), "-i", str(srt), "-map", "0:v", "-map", "1:a", "-map", "2",
+                    "-c:v", "libx264", "-c:a", "aac", "-c:s", "srt", "-metadata:s:s:0", "language=eng",
+                    "-t", f"{audio_seconds(out / 'talk.flac'):.3f}", str(folder / "lecture.mkv")], check=True)
+    manifest = out / "video_clips" / "all.jsonl"
+    run = timed(["lora", "segment", "--manifest", str(folder), "--output", str(manifest)])
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    return {"video": "lecture.mkv (H.264 test pattern, AAC speech, SubRip stream)", "segment": run,
+            "kept_words": sum(len(r["text"].split()) for r in rows), "words_said": sum(len(b["text"].split()) for b in bounds)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-root", required=True, help="scratch folder (replaced)")
@@ -160,6 +179,7 @@ def main() -> int:
                        "--output", str(out / "talk_clips" / "talk.jsonl")])
     captions = rolling_captions_late(out, bounds, late_s=3.0, scale=25 / 24)
     turns = meeting(out, Path(args.speech_dir))
+    video = video_with_subtitles(out, bounds)
     metrics = json.loads((out / "run" / "real_metrics.json").read_text())
     result = {
         "recordings": recordings, "steps": steps,
@@ -170,6 +190,7 @@ def main() -> int:
         "subtitles": {"join": joined, "wrong_cue": {"start_s": cues[5][0], "end_s": cues[5][1]}, "segment": subtitles},
         "automatic_captions_late": captions,
         "meeting": turns,
+        "video_with_subtitles": video,
     }
     write_text_atomic(RESULT, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -241,5 +241,5 @@ def test_doctor_says_which_audio_formats_this_machine_reads(monkeypatch):
     key, value = doctor.audio_formats_row()
     assert key == "audio formats" and "FLAC" in value and "WAV" in value
     monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
-    assert doctor.audio_formats_row()[1].endswith("no ffmpeg: M4A/AAC/WebM rows are refused (apt-get install ffmpeg)")
+    assert doctor.audio_formats_row()[1].endswith("no ffmpeg: M4A/AAC/WebM and video rows are refused (apt-get install ffmpeg)")
 

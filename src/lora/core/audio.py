@@ -22,7 +22,7 @@ import numpy as np
 SAMPLE_RATE = 16_000
 PCM16_SCALE = 32_768  # 16-bit PCM full scale: soundfile decodes a 16-bit sample k as k / 32768
 SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for bytes that are no format it reads
-FFMPEG_HINT = ("libsndfile reads WAV, FLAC, OGG/Opus, MP3 and AIFF; for M4A/AAC/WebM install ffmpeg "
+FFMPEG_HINT = ("libsndfile reads WAV, FLAC, OGG/Opus, MP3 and AIFF; for M4A/AAC/WebM and video install ffmpeg "
                "(then they are read through it) or convert: ffmpeg -i IN -ac 1 -ar 16000 OUT.flac")
 
 

@@ -23,9 +23,11 @@ FORMATS = {
     ".csv": "csv", ".tsv": "tsv",
     ".txt": "list", ".lst": "list", ".list": "list",
 }
-# libsndfile's (`lora.core.audio`), then containers decoded through ffmpeg when it is installed
+# libsndfile's (`lora.core.audio`), then containers decoded through ffmpeg when it is installed; videos
+# are read for their first audio stream (and `lora segment` reads a text subtitle stream in them)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif",
-                              ".m4a", ".aac", ".webm", ".wma", ".amr"})
+                              ".m4a", ".aac", ".webm", ".wma", ".amr"}) | VIDEO_EXTENSIONS
 SUPPORTED = ".jsonl, .json, .csv, .tsv or .txt (one audio path per line)"
 
 
@@ -40,7 +42,7 @@ class RawRow:
 
 
 def audio_files_in(folder: Path) -> list[Path]:
-    """The audio files under `folder` (recursively, by extension), in name order."""
+    """The audio files (and videos) under `folder` (recursively, by extension), in name order."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
@@ -59,7 +61,8 @@ def manifest_format(path: Path) -> str:
         raise UserError(f"{path}: a LibriSpeech transcript file; pass the LibriSpeech root folder instead")
     suffix = path.suffix.lower()
     if suffix in AUDIO_EXTENSIONS:
-        raise UserError(f"{path}: an audio file, not a manifest; list audio paths in a .txt file (one per line)")
+        kind = "a video" if suffix in VIDEO_EXTENSIONS else "an audio file"
+        raise UserError(f"{path}: {kind}, not a manifest; list audio paths in a .txt file (one per line)")
     if suffix not in FORMATS:
         raise UserError(f"{path}: unknown manifest extension {suffix or '(none)'!r}; use {SUPPORTED}")
     return FORMATS[suffix]

@@ -37,7 +37,7 @@ from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, audio_files_in, decode_utf8, iter_jsonl, manifest_format, parse_rows
 from lora.data.records import Utterance, read_librispeech_dir
-from lora.data.subtitles import SUBTITLE_SUFFIXES, is_subtitle_file, read_subtitles
+from lora.data.subtitles import SUBTITLE_SUFFIXES, has_text_subtitles, is_subtitle_file, is_video, read_subtitles
 
 # The first of each that a row has is used; the later names are other tools' (NeMo's audio_filepath, Hugging Face
 # audiofolder's file_name, Common Voice's sentence and client_id), as `--dataset` reads them (hf_sources).
@@ -172,6 +172,9 @@ def _read_sidecar_folder(root: Path) -> ManifestRead | None:
     audio = audio_files_in(root)
     transcripts = {p: next((t for t in (p.with_suffix(ext) for ext in SIDECAR_TRANSCRIPTS) if t.is_file()), None)
                    for p in audio}
+    for video in (p for p, t in transcripts.items() if t is None and is_video(p)):
+        if has_text_subtitles(video):  # a video's own subtitle stream times it, as a subtitle file would
+            transcripts[video] = video
     if not any(transcripts.values()):
         return None
     rows: list[Utterance] = []
@@ -184,7 +187,7 @@ def _read_sidecar_folder(root: Path) -> ManifestRead | None:
             continue
         extra: dict = {"has_text": True}
         try:
-            if is_subtitle_file(transcript):  # the cues' spoken text; `lora segment` cuts at their times
+            if is_subtitle_file(transcript) or transcript == path:  # the cues' spoken text; `lora segment` cuts at their times
                 text = " ".join(cue.text for cue in read_subtitles(transcript))
                 extra["subtitles"] = str(transcript)
             else:

@@ -1,6 +1,7 @@
 """Subtitles (SRT, WebVTT, YouTube's SBV) of a long recording -> timed cues of spoken text, grouped into clips.
 
-Read with webvtt-py (all three formats); what is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
+Read with webvtt-py (all three formats), or from a video's own text subtitle stream (MKV, MP4: extracted as SRT
+by ffmpeg, English first); what is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
 `{\\an8}`, the word times `<00:00:01.480>` of automatic captions), sound annotations (`[MUSIC]`, `(laughs)`),
 music notes and the dash a speaker change starts a line with. Who speaks a cue comes from its WebVTT voice
 tag (`<v Alice>`, as Teams writes transcripts) or, in a file whose cues mostly start so, a "Name:" label
@@ -13,18 +14,25 @@ between cues, so every clip holds whole cues and the words their times say are s
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from lora.core.errors import UserError
-from lora.data.formats import decode_utf8
+from lora.data.formats import VIDEO_EXTENSIONS, decode_utf8
 
 log = logging.getLogger("lora")
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt", ".sbv")
+# Subtitle codecs ffmpeg writes as SRT (text); bitmap ones (PGS, DVD, DVB) would need OCR
+TEXT_SUBTITLE_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"})
+ENGLISH_TAGS = frozenset({"eng", "en", "en-US", "en-GB"})
 # Cues further apart than this are not joined into one clip: the gap is music, another scene, silence.
 MAX_JOIN_GAP_S = 2.0
 _MARKUP = re.compile(r"<[^>]*>|\{[^}]*\}")
@@ -53,6 +61,41 @@ def is_subtitle_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in SUBTITLE_SUFFIXES
 
 
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def subtitle_streams(video: str | Path) -> list[dict]:
+    """The video's subtitle streams as ffprobe lists them (index, codec_name, tags); [] without ffprobe."""
+    if shutil.which("ffprobe") is None:
+        return []
+    done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "s", "-show_entries",
+                           "stream=index,codec_name:stream_tags=language", "-of", "json", os.fspath(video)],
+                          capture_output=True, check=False)
+    return (json.loads(done.stdout or b"{}").get("streams") or []) if done.returncode == 0 else []
+
+
+def has_text_subtitles(video: str | Path) -> bool:
+    return any(s.get("codec_name") in TEXT_SUBTITLE_CODECS for s in subtitle_streams(video))
+
+
+def embedded_subtitles(video: str | Path) -> str:
+    """The video's first text subtitle stream (an English one first) as SRT text, by ffmpeg."""
+    streams = subtitle_streams(video)
+    text = [s for s in streams if s.get("codec_name") in TEXT_SUBTITLE_CODECS]
+    if not text:
+        found = ", ".join(sorted({str(s.get("codec_name")) for s in streams})) or "none"
+        raise UserError(f"{video}: no text subtitle stream in the video (found: {found}); pass its subtitles as "
+                        "an .srt/.vtt file (image subtitles need OCR first)")
+    chosen = next((s for s in text if (s.get("tags") or {}).get("language") in ENGLISH_TAGS), text[0])
+    done = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", os.fspath(video),
+                           "-map", f"0:{chosen['index']}", "-f", "srt", "pipe:1"], capture_output=True, check=False)
+    if done.returncode != 0:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        raise UserError(f"{video}: ffmpeg could not read its subtitle stream {chosen['index']} ({said[0]})")
+    return done.stdout.decode("utf-8", "replace")
+
+
 def spoken_text(raw: str) -> str:
     """A cue's words as spoken: markup, sound annotations, music notes and speaker dashes removed."""
     text = _SPEAKER_DASH.sub("", _ANNOTATION.sub(" ", _MARKUP.sub("", raw)))
@@ -60,8 +103,8 @@ def spoken_text(raw: str) -> str:
 
 
 def read_subtitles(path: str | Path) -> list[Cue]:
-    """The cues of an SRT, WebVTT or SBV file in time order, with their spoken text (cues with none dropped);
-    rolling captions' repeated lines removed (`unroll`)."""
+    """The cues of an SRT, WebVTT or SBV file (or of a video's text subtitle stream) in time order, with their
+    spoken text (cues with none dropped); rolling captions' repeated lines removed (`unroll`)."""
     path = Path(path)
     try:
         stat = path.stat()
@@ -75,8 +118,10 @@ def _read_subtitles(name: str, size: int, mtime_ns: int) -> tuple[Cue, ...]:
     import webvtt  # deferred: only `lora segment` with subtitles needs it
 
     path = Path(name)
-    kind = path.suffix.lower()[1:]
-    text = decode_utf8(path, path.read_bytes(), "subtitles")
+    if is_video(path):
+        kind, text = "srt", embedded_subtitles(path)
+    else:
+        kind, text = path.suffix.lower()[1:], decode_utf8(path, path.read_bytes(), "subtitles")
     try:
         captions = webvtt.from_buffer(io.StringIO(text), format=kind if kind in ("srt", "sbv") else "vtt")
     except (webvtt.errors.MalformedFileError, webvtt.errors.MalformedCaptionError) as exc:

@@ -43,14 +43,14 @@ def doctor() -> list[tuple[str, str]]:
 
 
 def audio_formats_row() -> tuple[str, str]:
-    """What audio files this machine reads: libsndfile's formats, and M4A/WebM only with ffmpeg (lora.core.audio)."""
+    """What audio files this machine reads: libsndfile's formats, and M4A/WebM/videos only with ffmpeg (lora.core.audio)."""
     import soundfile as sf
 
     formats = ", ".join(sorted(f for f in sf.available_formats() if f in ("WAV", "FLAC", "OGG", "MP3", "AIFF")))
     ffmpeg = shutil.which("ffmpeg")
+    through = f"M4A/AAC/WebM and videos (MP4, MKV: audio and subtitle streams) through {ffmpeg}"
     return "audio formats", (f"{formats} (libsndfile {sf.__libsndfile_version__}); " +
-                             (f"M4A/AAC/WebM through {ffmpeg}" if ffmpeg else
-                              "no ffmpeg: M4A/AAC/WebM rows are refused (apt-get install ffmpeg)"))
+                             (through if ffmpeg else "no ffmpeg: M4A/AAC/WebM and video rows are refused (apt-get install ffmpeg)"))
 
 
 def precision_row(cpu: bool) -> tuple[str, str]:

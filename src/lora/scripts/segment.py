@@ -4,7 +4,8 @@ Cuts a long recording with its transcript (or many: --manifest) into training cl
 silero-vad chunks cut in pauses, a base-model hypothesis per chunk, the transcript's words aligned to
 the hypotheses and shared out to the chunks, and each chunk scored (CER of its hypothesis against its
 words). Chunks with CER above --max-cer (or no words, or no hypothesis) are quarantined. With
-subtitles (@file.srt / @file.vtt / @file.sbv) their cue times cut the clips instead; subtitles off the
+subtitles (@file.srt / @file.vtt / @file.sbv, or @video.mkv: its own subtitle stream) their cue times cut the
+clips instead; subtitles off the
 speech (timed against another cut of a video) are found by comparing their cues with the speech silero-vad
 hears: a warning, or shifted with --subtitle-offset auto.
 
@@ -30,7 +31,7 @@ from lora.core.outputs import write_text_atomic
 from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
-from lora.data.subtitles import Cue, is_subtitle_file, read_subtitles, shift_cues
+from lora.data.subtitles import Cue, is_subtitle_file, is_video, read_subtitles, shift_cues
 from lora.longform import LongformOptions, torch_transcriber
 from lora.model_utils import load_base, resolve_model_id
 from lora.scripts.run_stt import read_text_arg
@@ -52,13 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora segment", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("--audio", metavar="FILE",
-                        help="the long recording (WAV, FLAC, OGG, MP3; M4A, WebM and other containers through ffmpeg)")
+                        help="the long recording (WAV, FLAC, OGG, MP3; M4A, WebM, videos and other containers through ffmpeg)")
     parser.add_argument("--transcript", metavar="TEXT|@FILE",
-                        help="its transcript, or @file.txt holding it, or @file.srt / @file.vtt: subtitles, whose cue times "
+                        help="its transcript, or @file.txt holding it, or @file.srt / @file.vtt (or @video.mkv: the video's own "
+                             "subtitle stream): subtitles, whose cue times "
                              "cut the clips (no VAD or word alignment; each clip still scored against the base model)")
     parser.add_argument("--manifest", metavar="M",
                         help="instead of --audio/--transcript: many long recordings, as a manifest (audio + text per row) "
-                             "or a folder of recordings with same-name .txt/.srt/.vtt transcripts beside them")
+                             "or a folder of recordings (or videos) with same-name .txt/.srt/.vtt transcripts beside them, "
+                             "or videos with their own subtitle stream")
     parser.add_argument("--output", required=True, help="manifest (JSONL) to write; clips go to clips/ beside it")
     parser.add_argument("--model-id", default="moonshine-base-en", help="base model that places the words (default moonshine-base-en)")
     parser.add_argument("--subtitle-offset", metavar="auto|SECONDS",
@@ -74,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subtitles(transcript: str) -> bool:
+    """--transcript names subtitles: @file.srt/.vtt/.sbv, or @video.mkv (its own subtitle stream)."""
+    return transcript.startswith("@") and (is_subtitle_file(transcript[1:]) or is_video(transcript[1:]))
+
+
 def check_args(args) -> None:
     """Contradictory or missing options: one line each, before anything is loaded."""
     if args.manifest and (args.audio or args.transcript):
@@ -86,8 +94,7 @@ def check_args(args) -> None:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
-    if args.subtitle_offset is not None and args.transcript and not (
-            args.transcript.startswith("@") and is_subtitle_file(args.transcript[1:])):
+    if args.subtitle_offset is not None and args.transcript and not _subtitles(args.transcript):
         raise UserError("--subtitle-offset shifts subtitles' cues; the transcript is not subtitles (@file.srt/.vtt/.sbv)")
     if args.subtitle_offset not in (None, "auto"):
         try:
@@ -110,7 +117,7 @@ def recordings(args) -> tuple[list[Utterance], list[BadRow], str]:
                 u.speaker = args.speaker
         return rows, list(read.bad), read.source
     extra = {}
-    if args.transcript.startswith("@") and is_subtitle_file(args.transcript[1:]):
+    if _subtitles(args.transcript):
         transcript = " ".join(c.text for c in read_subtitles(args.transcript[1:]))
         extra["subtitles"] = args.transcript[1:]
     else:
