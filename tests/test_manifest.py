@@ -224,10 +224,13 @@ def test_folder_of_audio_with_transcripts_beside_it(tmp_path):
     (tmp_path / "bob" / "voice memo.m4a").write_bytes(b"not decoded here")  # nor this one (ffmpeg's format)
     write_audio(tmp_path / "bob" / "latin1.wav")
     (tmp_path / "bob" / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    write_audio(tmp_path / "carol" / "REC_0001.WAV")  # as a recorder or Windows tool names them
+    (tmp_path / "carol" / "rec_0001.TXT").write_text("any case")
     read = read_source(tmp_path)
     assert read.kind == "sidecar" and read.source == str(tmp_path)
     rows = {u.id: u for u in read.rows}
-    assert sorted(rows) == ["alice/take1", "alice/take2", "bob/sub/x", "top"]
+    assert sorted(rows) == ["alice/take1", "alice/take2", "bob/sub/x", "carol/REC_0001", "top"]
+    assert rows["carol/REC_0001"].text == "any case" and rows["carol/REC_0001"].speaker == "carol"
     assert rows["alice/take1"].text == "Hello there, general Kenobi." and rows["alice/take1"].speaker == "alice"
     assert rows["alice/take2"].text == "second take"
     assert rows["bob/sub/x"].speaker == "bob/sub" and rows["top"].speaker == ""

@@ -170,7 +170,12 @@ def _read_folder(root: Path) -> ManifestRead:
 def _read_sidecar_folder(root: Path) -> ManifestRead | None:
     """Audio files with a same-name transcript file beside them (None: no audio file has one)."""
     audio = audio_files_in(root)
-    transcripts = {p: next((t for t in (p.with_suffix(ext) for ext in SIDECAR_TRANSCRIPTS) if t.is_file()), None)
+    beside: dict[tuple[Path, str], dict[str, Path]] = {}  # (folder, stem) -> {".txt": path, ...}, any case
+    for t in root.rglob("*"):  # `clip.WAV` + `CLIP.TXT` as phones and Windows tools name them
+        if t.suffix.lower() in SIDECAR_TRANSCRIPTS and t.is_file():
+            beside.setdefault((t.parent, t.stem.casefold()), {})[t.suffix.lower()] = t
+    transcripts = {p: next((found[ext] for ext in SIDECAR_TRANSCRIPTS
+                            if ext in (found := beside.get((p.parent, p.stem.casefold()), {}))), None)
                    for p in audio}
     for video in (p for p, t in transcripts.items() if t is None and is_video(p)):
         if has_text_subtitles(video):  # a video's own subtitle stream times it, as a subtitle file would
