@@ -161,7 +161,7 @@ def main() -> int:
     folder = out / "talks"
     recordings = build_folder(Path(args.speech_dir), folder)
     steps = {
-        "check": timed(["lora", "check", str(folder)]),
+        "check": timed(["lora", "check", str(folder), "--quarantine", str(out / "check_quarantine.jsonl")]),
         "segment": timed(["lora", "segment", "--manifest", str(folder), "--output", str(out / "clips" / "all.jsonl"),
                           "--max-chunk-s", "15"]),
         "train": timed(["lora", "train", "--manifest", str(out / "clips" / "all.jsonl"), "--max-steps", "3",

@@ -105,6 +105,9 @@ def test_a_video_without_text_subtitles_says_so(talk, monkeypatch):
     with pytest.raises(UserError, match=r"\(found: hdmv_pgs_subtitle\); pass its subtitles as an .srt/.vtt file "
                                         r"\(image subtitles need OCR first\)"):
         embedded_subtitles(folder / "talk.mp4")
+    monkeypatch.setattr(subtitles.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match=r"talk.mp4: reading a video's subtitle stream needs ffmpeg"):
+        embedded_subtitles(folder / "talk.mp4")
 
 
 def test_a_folder_of_videos_reads_their_subtitles_beside_or_inside(talk, tmp_path):

@@ -1,14 +1,15 @@
 """Subtitles (SRT, WebVTT, YouTube's SBV) of a long recording -> timed cues of spoken text, grouped into clips.
 
-Read with webvtt-py (all three formats), or from a video's own text subtitle stream (MKV, MP4: extracted as SRT
-by ffmpeg, English first); what is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
+Read with webvtt-py (all three formats), or from a video's own text subtitle stream (MKV, MP4: extracted as
+SRT by ffmpeg, an English one first). What is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
 `{\\an8}`, the word times `<00:00:01.480>` of automatic captions), sound annotations (`[MUSIC]`, `(laughs)`),
 music notes and the dash a speaker change starts a line with. Who speaks a cue comes from its WebVTT voice
-tag (`<v Alice>`, as Teams writes transcripts) or, in a file whose cues mostly start so, a "Name:" label
-(Zoom's transcripts, SDH subtitles), which is not spoken and is taken out of the text. Rolling captions (YouTube's automatic ones,
-broadcast roll-up) repeat the line the cue before ended with; those repeats are taken out, or every word would
-be in the transcript two or three times. `group_cues` joins neighbouring cues into clips of at most `max_chunk_s`, cut only
-between cues, so every clip holds whole cues and the words their times say are spoken in it.
+tag (`<v Alice>`, as Teams writes transcripts) or a "Name:" label (Zoom's transcripts, subtitles for the
+deaf), which is not spoken and is taken out of the text. Rolling captions (YouTube's automatic ones,
+broadcast roll-up) repeat the line the cue before ended with; those repeats are taken out, or every word
+would be in the transcript two or three times. `group_cues` joins neighbouring cues of one speaker into
+clips of at most `max_chunk_s`, cut only between cues, so every clip holds whole cues and the words their
+times say are spoken in it.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def has_text_subtitles(video: str | Path) -> bool:
 
 def embedded_subtitles(video: str | Path) -> str:
     """The video's first text subtitle stream (an English one first) as SRT text, by ffmpeg."""
+    if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
+        raise UserError(f"{video}: reading a video's subtitle stream needs ffmpeg (apt-get install ffmpeg), "
+                        "or pass its subtitles as an .srt/.vtt file")
     streams = subtitle_streams(video)
     text = [s for s in streams if s.get("codec_name") in TEXT_SUBTITLE_CODECS]
     if not text:

@@ -4,10 +4,10 @@ Cuts a long recording with its transcript (or many: --manifest) into training cl
 silero-vad chunks cut in pauses, a base-model hypothesis per chunk, the transcript's words aligned to
 the hypotheses and shared out to the chunks, and each chunk scored (CER of its hypothesis against its
 words). Chunks with CER above --max-cer (or no words, or no hypothesis) are quarantined. With
-subtitles (@file.srt / @file.vtt / @file.sbv, or @video.mkv: its own subtitle stream) their cue times cut the
-clips instead; subtitles off the
-speech (timed against another cut of a video) are found by comparing their cues with the speech silero-vad
-hears: a warning, or shifted with --subtitle-offset auto.
+subtitles (@file.srt / @file.vtt / @file.sbv, or @video.mkv: its own subtitle stream) their cue times cut
+the clips instead, one speaker's cues to a clip where the subtitles name who speaks. Subtitles off the speech
+(timed against another cut of a video, or at another frame rate) are found by comparing their cues with the
+speech silero-vad hears: a warning, or moved with --subtitle-offset auto.
 
 Writes the clips (16 kHz FLAC, under `<output dir>/clips/`), the manifest (--output, JSONL: id, audio
 relative to the manifest, text, speaker, seconds, source, start_s, end_s) and `quarantine.jsonl`
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "Default: the cues' own times, and a warning when they look off")
     parser.add_argument("--max-cer", type=float, default=0.2, help="quarantine chunks whose CER exceeds this (default 0.2)")
     parser.add_argument("--max-chunk-s", type=float, default=30.0, help="longest clip in seconds (default 30)")
-    parser.add_argument("--speaker", default="", help="speaker id written into every row (default: none, or the manifest's); a clip whose "
+    parser.add_argument("--speaker", default="",
+                        help="speaker id written into every row (default: none, or the manifest's); a clip whose "
                              "subtitles name who speaks (<v Name>, \"Name: ...\") gets that name")
     parser.add_argument("--batch-size", type=int, default=8, help="chunks per decoding batch")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
@@ -95,7 +96,7 @@ def check_args(args) -> None:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
     if args.subtitle_offset is not None and args.transcript and not _subtitles(args.transcript):
-        raise UserError("--subtitle-offset shifts subtitles' cues; the transcript is not subtitles (@file.srt/.vtt/.sbv)")
+        raise UserError("--subtitle-offset shifts subtitles' cues; the transcript is not subtitles (@file.srt/.vtt/.sbv or @video)")
     if args.subtitle_offset not in (None, "auto"):
         try:
             offset = float(args.subtitle_offset)
