@@ -181,6 +181,23 @@ def test_a_cue_is_heard_when_its_words_are_written_as_scored(ljspeech, monkeypat
     assert [q.reason for q in result.quarantined] == ["cue at 6.00-8.00 s not heard (5 of its 5 words missing or different)"]
 
 
+def test_cues_of_two_speakers_at_once_are_quarantined_not_cut_apart(ljspeech):
+    cues = [Cue(0.0, 4.0, "first words", "Ann"), Cue(3.0, 6.0, "said over her", "Ben"), Cue(6.05, 8.0, "and then", "Ann"),
+            Cue(10.0, 12.0, "later on", "Ben")]
+    seen = []
+
+    def transcriber(batch):
+        seen.extend(len(a) / S for a in batch)
+        return ["and then", "later on"][: len(batch)]
+
+    result = segment_by_cues(ljspeech.samples, cues, transcriber, SegmentOptions(longform=LongformOptions(10.0, batch_size=16)))
+    assert [c.text for c in result.clips] == ["and then", "later on"]  # 0.05 s apart: cut between them
+    assert [(q.clip.text, q.reason) for q in result.quarantined] == [
+        (text, "cues at 0.00-4.00 s and 3.00-6.00 s overlap (Ann and Ben at once): no cut keeps both whole")
+        for text in ("first words", "said over her")]
+    assert len(seen) == 2  # the overlapping ones are not decoded
+
+
 def test_a_cue_longer_than_a_clip_is_quarantined_and_not_decoded(ljspeech):
     cues = [Cue(0.0, 5.0, "first"), Cue(5.0, 40.0, "far too long for one clip"), Cue(41.0, 45.0, "last"),
             Cue(80.0, 82.0, "timed after the recording ends")]

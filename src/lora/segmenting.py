@@ -60,6 +60,10 @@ PAD_S = 0.25
 # words (and at least MIN_CUE_ERRORS of them) substituted or missing holds the wrong text or the wrong times,
 # and its clip is quarantined whatever the clip's CER (one wrong cue among several hides under the CER).
 MAX_CUE_WORD_ERRORS, MIN_CUE_ERRORS = 0.5, 3
+# Two clips whose cues overlap by more than this (two speakers at once in a meeting, or cues timed over each
+# other) cannot be cut apart without cutting words off one of them: both are quarantined. Less is timing
+# slack (a frame or two), cut at the later cue's start.
+MAX_CUE_OVERLAP_S = 0.1
 # Subtitles off the speech: cue spans and VAD speech compared in frames this long, over shifts up to this
 # far either way (capped at half the recording). A shift is clear when it is at least MIN_OFFSET_S and lines
 # up at least MIN_OFFSET_GAIN more of the frames than none does. Cues spanning whole utterances of the shared
@@ -220,6 +224,21 @@ def _unfit(group: list[Cue], total_s: float, max_chunk_s: float) -> str | None:
     return None
 
 
+def _overlapping(groups: list[list[Cue]]) -> list[tuple[int, str]]:
+    """(index, reason) of each group that overlaps a neighbour by more than MAX_CUE_OVERLAP_S."""
+    found = []
+    for i in range(1, len(groups)):
+        before, after = groups[i - 1], groups[i]
+        end = max(c.end_s for c in before)
+        if end - after[0].start_s > MAX_CUE_OVERLAP_S:
+            speakers = (before[-1].speaker, after[0].speaker)
+            why = f"{' and '.join(speakers)} at once" if all(speakers) and len(set(speakers)) == 2 else "timed over each other"
+            reason = (f"cues at {before[-1].start_s:.2f}-{end:.2f} s and {after[0].start_s:.2f}-{after[0].end_s:.2f} s "
+                      f"overlap ({why}): no cut keeps both whole")
+            found += [(i - 1, reason), (i, reason)]
+    return found
+
+
 def _match_problem(clip: Clip, options: SegmentOptions) -> str | None:
     """Why a clip's hypothesis does not match its words well enough to train on (None: it does)."""
     if not clip.hypothesis:
@@ -249,6 +268,8 @@ def segment_by_cues(
         end = min(ceiling, group[-1].end_s + PAD_S, start + lf.max_chunk_s, total_s)
         bounds.append((start, end))
     unfit = [_unfit(g, total_s, lf.max_chunk_s) for g in groups]  # such a group is not decoded
+    for i, reason in _overlapping(groups):
+        unfit[i] = unfit[i] or reason
     fits = [reason is None for reason in unfit]
     chunks = [(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)) for (a, b), ok in zip(bounds, fits) if ok]
     decoded = iter(decode_chunks(samples, chunks, transcribe_batch, lf.batch_size))
