@@ -10,18 +10,10 @@ import pytest
 from lora.core.audio import SAMPLE_RATE
 from lora.data.records import read_librispeech_dir
 from lora.data.selection import mix_replay, replay_mask
+from recipe_scripts import load_recipe
 
-
-def _recipe(name: str):
-    """A script of recipes/ as a module (recipes/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep = _recipe("digits_sweep")
-style_audio = _recipe("style_audio")
+sweep = load_recipe("digits_sweep")
+style_audio = load_recipe("style_audio")
 
 
 def row(valid, forget, seconds, **extra):

@@ -4,11 +4,9 @@ it does not say quarantined; end to end on real speech joined from the shared fo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,19 +16,12 @@ from lora.data.long_recordings import chapter_groups, join_utterances
 from lora.data.subtitles import MAX_JOIN_GAP_S, Cue, group_cues, read_subtitles, shift_cues, spoken_text
 from lora.longform import LongformOptions, Segment, subtitle_timestamp, to_srt
 from lora.segmenting import MIN_OFFSET_S, OFFSET_FRAME_S, PAD_S, SegmentOptions, best_offset, segment_by_cues, subtitle_offset
+from recipe_scripts import load_recipe
 
 S = SAMPLE_RATE
 
 
-def _recipe(name: str):
-    """A script of recipes/ as a module (recipes/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-caption_files = _recipe("caption_files")
+caption_files = load_recipe("caption_files")
 
 
 def write_srt(path, cues) -> None:
