@@ -241,6 +241,20 @@ def test_folder_of_audio_with_transcripts_beside_it(tmp_path):
     assert bad["bob/latin1"].reason == "unreadable transcript" and "not UTF-8" in bad["bob/latin1"].detail
 
 
+def test_english_subtitles_named_with_their_language_are_the_transcript(tmp_path):
+    cue = "1\n00:00:00,000 --> 00:00:00,500\n{}\n\n"
+    write_audio(tmp_path / "Lecture 1.2 [x1].wav")  # as yt-dlp names a download and its captions
+    (tmp_path / "Lecture 1.2 [x1].en-orig.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:00.500\nauto captions\n")
+    write_audio(tmp_path / "both.wav")
+    (tmp_path / "both.txt").write_text("named for the audio")
+    (tmp_path / "both.en.srt").write_text(cue.format("tagged"))
+    write_audio(tmp_path / "french.wav")
+    (tmp_path / "french.fr.srt").write_text(cue.format("en français"))
+    read = read_source(tmp_path)
+    assert {u.id: u.text for u in read.rows} == {"Lecture 1.2 [x1]": "auto captions", "both": "named for the audio"}
+    assert [(b.id, b.reason) for b in read.bad] == [("french", "no transcript")]
+
+
 def test_a_manifest_in_the_folder_wins_over_transcripts_beside_the_audio(tmp_path):
     write_audio(tmp_path / "a.wav")
     (tmp_path / "a.txt").write_text("beside")

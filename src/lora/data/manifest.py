@@ -27,6 +27,7 @@ Every row's `origin` is `file:line`; its `extra` holds the row's other fields pl
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +51,7 @@ SUBSET_KEYS = ("subset",)
 FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest.tsv")
 # `take1.wav` + `take1.txt`; `.lab`: Montreal Forced Aligner's name; subtitles of a long recording
 SIDECAR_TRANSCRIPTS = (".txt", ".lab", *SUBTITLE_SUFFIXES)
+_ENGLISH_TAG = re.compile(r"en(-[A-Za-z]+)?", re.IGNORECASE)  # en, en-US, en-GB, yt-dlp's en-orig
 NO_TRANSCRIPT = "no transcript"
 
 
@@ -170,12 +172,18 @@ def _read_folder(root: Path) -> ManifestRead:
 def _read_sidecar_folder(root: Path) -> ManifestRead | None:
     """Audio files with a same-name transcript file beside them (None: no audio file has one)."""
     audio = audio_files_in(root)
-    beside: dict[tuple[Path, str], dict[str, Path]] = {}  # (folder, stem) -> {".txt": path, ...}, any case
-    for t in root.rglob("*"):  # `clip.WAV` + `CLIP.TXT` as phones and Windows tools name them
+    # (folder, stem) -> [(rank, path)]: any case (`REC_0001.WAV` + `rec_0001.TXT`, as recorders and Windows
+    # tools name them); a transcript named for the audio comes first, then English subtitles with a language
+    # tag (`talk.en.vtt`, `talk.en-US.srt`, as yt-dlp writes them); by SIDECAR_TRANSCRIPTS order within each
+    beside: dict[tuple[Path, str], list[tuple[tuple[int, int], Path]]] = {}
+    for t in root.rglob("*"):
         if t.suffix.lower() in SIDECAR_TRANSCRIPTS and t.is_file():
-            beside.setdefault((t.parent, t.stem.casefold()), {})[t.suffix.lower()] = t
-    transcripts = {p: next((found[ext] for ext in SIDECAR_TRANSCRIPTS
-                            if ext in (found := beside.get((p.parent, p.stem.casefold()), {}))), None)
+            kind = SIDECAR_TRANSCRIPTS.index(t.suffix.lower())
+            beside.setdefault((t.parent, t.stem.casefold()), []).append(((0, kind), t))
+            stem, tag = Path(t.stem).stem, Path(t.stem).suffix[1:]
+            if is_subtitle_file(t) and _ENGLISH_TAG.fullmatch(tag):
+                beside.setdefault((t.parent, stem.casefold()), []).append(((1, kind), t))
+    transcripts = {p: min(beside.get((p.parent, p.stem.casefold()), [((9, 9), None)]), key=lambda r: r[0])[1]
                    for p in audio}
     for video in (p for p, t in transcripts.items() if t is None and is_video(p)):
         if has_text_subtitles(video):  # a video's own subtitle stream times it, as a subtitle file would
