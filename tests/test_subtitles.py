@@ -45,6 +45,8 @@ def test_spoken_text_drops_markup_annotations_and_speaker_dashes():
     assert spoken_text("[MUSIC] \u266a la la \u266a (laughs) You are a bold one.") == "la la You are a bold one."
     assert spoken_text("<v Bob>Well-known</v> - yes") == "Well-known - yes"  # a dash inside a line stays
     assert spoken_text("[APPLAUSE]") == ""
+    assert spoken_text("&gt;&gt; so what do you think") == "so what do you think"  # YouTube's speaker change
+    assert spoken_text("AT&amp;T and&nbsp;Johnson &lt;i&gt;x") == "AT&T and Johnson <i>x"  # escaped, not markup
 
 
 def test_srt_and_vtt_cues_keep_their_milliseconds(tmp_path):

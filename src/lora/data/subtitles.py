@@ -3,9 +3,10 @@
 Read with webvtt-py (all three formats), or from a video's own text subtitle stream (MKV, MP4: extracted as
 SRT by ffmpeg, an English one first). What is not speech is taken out of the text: markup (`<i>`, `<v Bob>`,
 `{\\an8}`, the word times `<00:00:01.480>` of automatic captions), sound annotations (`[MUSIC]`, `(laughs)`),
-music notes and the dash a speaker change starts a line with. Who speaks a cue comes from its WebVTT voice
-tag (`<v Alice>`, as Teams writes transcripts) or a "Name:" label (Zoom's transcripts, subtitles for the
-deaf), which is not spoken and is taken out of the text. Rolling captions (YouTube's automatic ones,
+music notes and the dash or chevrons (`>>`) a speaker change starts a line with; HTML entities are read as
+the characters they stand for. Who speaks a cue comes from its WebVTT voice tag (`<v Alice>`, as Teams
+writes transcripts) or a "Name:" label (Zoom's transcripts, subtitles for the deaf), which is not spoken
+and is taken out of the text. Rolling captions (YouTube's automatic ones,
 broadcast roll-up) repeat the line the cue before ended with; those repeats are taken out, or every word
 would be in the transcript two or three times. `group_cues` joins neighbouring cues of one speaker into
 clips of at most `max_chunk_s`, cut only between cues, so every clip holds whole cues and the words their
@@ -14,6 +15,7 @@ times say are spoken in it.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import logging
@@ -39,6 +41,7 @@ MAX_JOIN_GAP_S = 2.0
 _MARKUP = re.compile(r"<[^>]*>|\{[^}]*\}")
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|[♪♫]")
 _SPEAKER_DASH = re.compile(r"^\s*-\s*", re.MULTILINE)
+_CHEVRONS = re.compile(r">{2,}")  # ">> so what": a change of speaker (or topic) in captions, not said
 _VOICE = re.compile(r"<v(?:\.[^\s>]*)?\s+([^>]+)>")
 # "Alice Smith: ...", "JOHN: ...", "Speaker 2: ...": up to four words, each capitalised (or a number after
 # the first), then a colon. Taken as who speaks in a file where at least LABEL_SHARE of the cues start so
@@ -101,9 +104,10 @@ def embedded_subtitles(video: str | Path) -> str:
 
 
 def spoken_text(raw: str) -> str:
-    """A cue's words as spoken: markup, sound annotations, music notes and speaker dashes removed."""
-    text = _SPEAKER_DASH.sub("", _ANNOTATION.sub(" ", _MARKUP.sub("", raw)))
-    return " ".join(text.split())
+    """A cue's words as spoken: markup, sound annotations, music notes and speaker dashes or chevrons removed,
+    HTML entities (`&amp;`, `&gt;`, `&nbsp;`, as WebVTT escapes text) read as the characters they stand for."""
+    text = _CHEVRONS.sub(" ", html.unescape(_MARKUP.sub("", raw)))
+    return " ".join(_SPEAKER_DASH.sub("", _ANNOTATION.sub(" ", text)).split())
 
 
 def read_subtitles(path: str | Path) -> list[Cue]:
