@@ -101,6 +101,10 @@ def test_a_video_without_text_subtitles_says_so(talk, monkeypatch):
     assert not has_text_subtitles(folder / "talk.mp4")
     with pytest.raises(UserError, match=r"talk.mp4: no text subtitle stream in the video \(found: none\)"):
         embedded_subtitles(folder / "talk.mp4")
+    (folder / "garbage.mkv").write_bytes(b"not a video at all")
+    assert not has_text_subtitles(folder / "garbage.mkv")
+    with pytest.raises(UserError, match=r"garbage.mkv: not a video ffprobe can read \(Invalid data found"):
+        embedded_subtitles(folder / "garbage.mkv")
     monkeypatch.setattr(subtitles, "subtitle_streams", lambda video: [{"index": 2, "codec_name": "hdmv_pgs_subtitle"}])
     with pytest.raises(UserError, match=r"\(found: hdmv_pgs_subtitle\); pass its subtitles as an .srt/.vtt file "
                                         r"\(image subtitles need OCR first\)"):

@@ -70,17 +70,25 @@ def is_video(path: str | Path) -> bool:
 
 
 def subtitle_streams(video: str | Path) -> list[dict]:
-    """The video's subtitle streams as ffprobe lists them (index, codec_name, tags); [] without ffprobe."""
+    """The video's subtitle streams as ffprobe lists them (index, codec_name, tags); [] without ffprobe; a file
+    ffprobe cannot read is a UserError with its words."""
     if shutil.which("ffprobe") is None:
         return []
     done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "s", "-show_entries",
                            "stream=index,codec_name:stream_tags=language", "-of", "json", os.fspath(video)],
                           capture_output=True, check=False)
-    return (json.loads(done.stdout or b"{}").get("streams") or []) if done.returncode == 0 else []
+    if done.returncode != 0:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        raise UserError(f"{video}: not a video ffprobe can read ({said[0].removeprefix(f'{video}: ')})")
+    return json.loads(done.stdout or b"{}").get("streams") or []
 
 
 def has_text_subtitles(video: str | Path) -> bool:
-    return any(s.get("codec_name") in TEXT_SUBTITLE_CODECS for s in subtitle_streams(video))
+    """Whether the video holds a text subtitle stream (an unreadable file: no; its audio says why)."""
+    try:
+        return any(s.get("codec_name") in TEXT_SUBTITLE_CODECS for s in subtitle_streams(video))
+    except UserError:
+        return False
 
 
 def embedded_subtitles(video: str | Path) -> str:
