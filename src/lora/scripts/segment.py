@@ -196,6 +196,8 @@ def _main(argv: list[str] | None) -> int:
     kept_s = sum(r["seconds"] for r in manifest_rows)
     print(f"{where}: {len(report.good)} recording(s), {total_s:.1f} s -> {len(manifest_rows)} clip(s) ({kept_s:.1f} s) "
           f"-> {output}; {len(lines)} quarantined -> {quarantine}")
+    if args.subtitle_offset is not None and not any("subtitles" in u.extra for u in report.good):
+        log.warning("--subtitle-offset %s: no recording here is timed by subtitles; nothing was shifted", args.subtitle_offset)
     named = Counter(c.speaker for c in kept_clips if c.speaker)
     if named:
         print("speakers named by the subtitles: " + ", ".join(f"{who} ({n} clip{'s' * (n > 1)})" for who, n in sorted(named.items())))
