@@ -15,13 +15,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run_dir(moonshine_dir, speech_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("real_small")
+    terms = out / "terms.txt"
+    terms.write_text("# words every reading says, and one none does\nthe\nand\nKubernetes\n", encoding="utf-8")
     proc = subprocess.run(  # --data-dir named: with the hub reachable the data source would otherwise differ
         [sys.executable, str(ROOT / "train_real_small.py"), "--model-id", "moonshine-base-en", "--data-dir", str(speech_dir),
          "--dataset-samples", "8",
          "--eval-samples", "4", "--canary-samples", "2", "--max-steps", "4", "--gradient-accumulation-steps", "2",
-         "--wer-batches", "1", "--eval-batch-size", "4", "--quiet", "--output-dir", str(out)],
+         "--wer-batches", "1", "--eval-batch-size", "4", "--quiet", "--output-dir", str(out), "--terms", str(terms)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (out / "stdout.txt").write_text(proc.stdout)
     return out
 
 
@@ -56,6 +59,23 @@ def test_metrics_are_complete_and_honest(run_dir):
     assert m["wer_delta_clustered_ci95"]["method"] == "speaker-clustered" and m["outputs_over_2x_ref"] >= 0
 
 
+def test_the_terms_are_counted_in_the_eval_references_before_and_after(run_dir):
+    from lora.core.text import normalize_for_scoring
+
+    m = json.loads((run_dir / "real_metrics.json").read_text())
+    t = m["terms"]
+    words = [normalize_for_scoring(s["reference"]).split() for s in m["samples"]]
+    said = {w: sum(ws.count(w) for ws in words) for w in ("the", "and", "kubernetes")}
+    assert t["terms"] == 3 and t["utterances"] == 4 and t["said"] == sum(said.values()) > 0
+    per = {r["term"]: r for r in t["per_term"]}
+    assert {term: per[term]["said"] for term in ("the", "and", "Kubernetes")} == {
+        "the": said["the"], "and": said["and"], "Kubernetes": 0}
+    assert 0 <= t["recalled_before"] <= t["said"] and 0 <= t["recalled_after"] <= t["said"]
+    assert t["term_error_rate_change_ci95"]["verdict"] in {"improved", "worse", "no significant change"}
+    assert "terms        recall " in (run_dir / "stdout.txt").read_text()
+    assert "Your terms" in (run_dir / "report.md").read_text()
+
+
 def test_adapter_reloads_and_run_stt_writes_the_artifact(run_dir, tmp_path, speech_dir):
     manifest = tmp_path / "heldout.jsonl"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_manifest.py"), "--split", "test", "--samples", "2",
@@ -86,8 +106,10 @@ def test_eval_on_the_adapters_own_training_rows_warns_and_records_it(run_dir, sp
                                 for u in seen))
     out = tmp_path / "eval.json"
     assert evaluate.main(["--adapter-dir", str(run_dir / "lora_adapter"), "--manifest", str(manifest),
-                          "--output", str(out), "--quiet"]) == 0
+                          "--output", str(out), "--quiet", "--terms", str(run_dir / "terms.txt"), "--compare-base"]) == 0
     result = json.loads(out.read_text())
+    t = result["terms"]  # the base model beside the adapted one
+    assert t["utterances"] == len(seen) and t["recalled_before"] is not None and t["recalled_after"] is not None
     assert result["trained_utterances"] == len(seen) - 1 >= 1
     assert result["trained_speakers"] == sorted({u.speaker for u in seen[:-1]})
     assert f"{len(seen) - 1} of {len(seen)} utterance(s) were in the adapter's training data" in capsys.readouterr().err

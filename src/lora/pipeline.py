@@ -70,6 +70,7 @@ from lora.report.content import write_report
 from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
 from lora.styled_targets import DrawStyler, TranscriptCache, attach_original_text, own_text, style_rows, style_scores
+from lora.term_recall import read_terms, term_result
 from lora.tracking import Tracker
 from lora.training import BatchSource, TrainResult, streaming_source, train_lora
 from lora.training_config import TrainConfig, split_csv
@@ -146,6 +147,7 @@ class EvalSets:
     eval: list[Example]
     wer: list[Example]
     canary: list[Example]
+    terms: tuple[str, ...] = ()  # --terms: the vocabulary whose recall is measured on `wer`
 
 
 @dataclass
@@ -492,7 +494,7 @@ def eval_sets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> Eval
     eval_examples = prepare_dataset(selected.data.eval, lm.processor, lm.family, policy)
     canary = prepare_dataset(selected.canary, lm.processor, lm.family, policy)
     wer = eval_examples[: cfg.wer_batches * cfg.eval_batch_size] if cfg.wer_batches else eval_examples
-    return EvalSets(eval_examples, wer, canary)
+    return EvalSets(eval_examples, wer, canary, read_terms(cfg.terms) if cfg.terms else ())
 
 
 def measure(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig) -> Measurement:
@@ -703,6 +705,7 @@ def metrics(info: dict, lm: LoadedModel, selected: SelectedData, sets: EvalSets,
         baseline_wer_ci95=bootstrap_wer_ci(before.eval["samples"], seed=cfg.seed),
         tuned_wer_ci95=bootstrap_wer_ci(after.eval["samples"], seed=cfg.seed),
         target_style=target_style, **held_out_facts(sets, before, after, cfg.seed),
+        terms=term_result(cfg.terms, sets.terms, after.eval["samples"], before.eval["samples"], cfg.seed) if sets.terms else None,
     )
 
 

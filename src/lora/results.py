@@ -66,6 +66,27 @@ class CanaryResult:
 
 
 @dataclass(frozen=True)
+class TermResult:
+    """`--terms FILE`: how often the model writes your terms where they are said (lora.term_recall)."""
+
+    terms_file: str
+    terms: int  # distinct terms in the file
+    utterances: int  # eval utterances scored
+    utterances_with_terms: int  # of those, utterances whose reference says at least one term
+    said: int  # term occurrences in the references
+    recalled_before: int | None  # occurrences written where said (None: one model scored)
+    recalled_after: int
+    inserted_before: int | None  # occurrences written beyond those said
+    inserted_after: int
+    recall_before: float | None  # recalled / said (None when no term is said)
+    recall_after: float | None
+    term_error_rate_before: float | None  # (missed + inserted) / said
+    term_error_rate_after: float | None
+    term_error_rate_change_ci95: WerChange | None  # paired bootstrap of the change (None: one model, or nothing said)
+    per_term: list[dict] = field(default_factory=list)  # term, said, recalled_before/after, inserted_before/after
+
+
+@dataclass(frozen=True)
 class TargetStyle:
     """How the training targets were written (`--target-policy`; "styled": `lora.styled_targets`)."""
 
@@ -174,6 +195,7 @@ class RealMetrics:
     raw_insertions_after: int | None = None
     max_hyp_ref_word_ratio: float | None = None  # tuned: the longest hypothesis / its reference, in words
     outputs_over_2x_ref: int | None = None  # tuned hypotheses more than twice their reference's words
+    terms: TermResult | None = None  # --terms: your vocabulary's recall before -> after
 
 
 @dataclass(frozen=True)
@@ -217,6 +239,7 @@ class EvalResult:
     base_model_wer: float | None = None
     punctuation_f1_vs_base: float | None = None
     capitalisation_f1_vs_base: float | None = None
+    terms: TermResult | None = None  # --terms: your vocabulary's recall (before = the base model with --compare-base)
 
 
 @dataclass(frozen=True)
@@ -288,7 +311,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         raise UserError(f"{cls.__name__}: unknown key(s) {unknown}; the file was written by another version of lora")
     values = dict(data)
     for name, nested in (("wer_delta_ci95", WerChange), ("canary", CanaryResult), ("scale", ScaleFacts),
-                         ("wer_delta_clustered_ci95", WerChange), ("target_style", TargetStyle)):
+                         ("wer_delta_clustered_ci95", WerChange), ("target_style", TargetStyle), ("terms", TermResult),
+                         ("term_error_rate_change_ci95", WerChange)):
         if isinstance(values.get(name), dict) and name in hints:
             values[name] = from_dict(nested, values[name])
     return cls(**values)

@@ -50,6 +50,8 @@ class TrainConfig:
                                          "every usable row of --eval-manifest)")
     eval_manifest: str | None = opt(None, "your own held-out test set (a manifest or folder, read as --manifest is): the eval "
                                           "set instead of speakers split off the training data, which then all train")
+    terms: str | None = opt(None, "your vocabulary: a text file, one term or phrase per line (# comments); how often "
+                                  "the model writes them where the eval set says them, before -> after (lora.term_recall)")
     train_speakers: str | None = opt(None, "comma-separated speakers to train on (overrides the random speaker split)")
     eval_speakers: str | None = opt(None, "comma-separated speakers to evaluate on")
     canary: str | None = opt(None, "manifest of general speech scored before/after to measure forgetting "

@@ -300,12 +300,46 @@ def _on_draw(t: dict) -> str:
             f"{t.get('transcribed_on_draw', 0)} clips transcribed in training ({t.get('seconds_on_draw', 0.0):.1f} s)")
 
 
+MAX_TERM_ROWS = 30
+
+
+def vocabulary(m: dict) -> list[tuple]:
+    """`--terms`: the user's terms, recalled where said and written where not (nothing without them)."""
+    t = m.get("terms")
+    if not t:
+        return []
+    said = (f"{t['said']} occurrence(s) of {t['terms']} term(s) from {t['terms_file']} are said in "
+            f"{t['utterances_with_terms']} of the {t['utterances']} eval utterances")
+    two = t.get("recalled_before") is not None
+    if two:
+        text = (f"{said}. Written where said: {t['recalled_before']} \u2192 {t['recalled_after']} (recall "
+                f"{pct(t.get('recall_before'))} \u2192 {pct(t.get('recall_after'))}); written where not said: "
+                f"{t['inserted_before']} \u2192 {t['inserted_after']}. Term error rate (missed + written where not "
+                f"said, per occurrence) {pct(t.get('term_error_rate_before'))} \u2192 {pct(t.get('term_error_rate_after'))}.")
+    else:
+        text = (f"{said}. Written where said: {t['recalled_after']} (recall {pct(t.get('recall_after'))}); written "
+                f"where not said: {t['inserted_after']}.")
+    blocks = [("h", 2, "Your terms"), ("p", text)]
+    test = t.get("term_error_rate_change_ci95") or {}
+    if test.get("ci95"):
+        blocks.append(("p", f"Paired bootstrap of the term error rate's change ({test.get('resamples', NA)} resamples): "
+                            f"{pts(test.get('delta'))} pts, 95% CI {interval(test['ci95'])}. Verdict: {test.get('verdict', NA)}."))
+    rows = t.get("per_term") or []
+    if rows:
+        def side(r: dict, what: str) -> str:
+            return f"{r[what + '_before']} \u2192 {r[what + '_after']}" if two else str(r[what + "_after"])
+
+        table = [[r["term"], str(r["said"]), side(r, "recalled"), side(r, "inserted")] for r in rows[:MAX_TERM_ROWS]]
+        blocks.append(("table", ["term", "said", "written where said", "written where not said"], table, [""] * len(table)))
+    return blocks
+
+
 def build_document(metrics: dict) -> list[tuple]:
     """The whole report as blocks, in reading order: verdict first, details last."""
     body = headline(metrics)
     if is_comparison(metrics):
         body += results(metrics) + significance(metrics) + forgetting(metrics)
-    return body + regressions(metrics) + plots(metrics) + all_utterances(metrics) + data_and_timing(metrics)
+    return body + vocabulary(metrics) + regressions(metrics) + plots(metrics) + all_utterances(metrics) + data_and_timing(metrics)
 
 
 def build_images(metrics: dict) -> dict[str, bytes]:

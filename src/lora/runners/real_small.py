@@ -24,6 +24,7 @@ from lora.core.memory import prefer_jemalloc
 from lora.hf_args import alias_help, rewrite_hf_args
 from lora.model_utils import compiled
 from lora.results import RealMetrics
+from lora.term_recall import describe_terms, read_terms
 from lora.training_config import TrainConfig, add_dataclass_args, config_from_args
 
 log = logging.getLogger("lora")
@@ -43,6 +44,8 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     """The steps of README's "real small run", in order; returns the metrics (None on other ranks)."""
     started = time.perf_counter()
     _check_launch()
+    if cfg.terms:
+        read_terms(cfg.terms)  # a bad terms file stops the run now, not after training
     session = pipeline.start(cfg, _cpu_only(), started)
     main = session.accelerator.is_main_process
     selected = pipeline.select_data(cfg)                                      # 1. speaker-disjoint data
@@ -138,6 +141,8 @@ def _print_summary(m: RealMetrics, out: Path) -> None:
     if m.canary.utterances:
         print(f"canary WER   {_fmt(m.canary.wer_before, True)} -> {_fmt(m.canary.wer_after, True)} "
               f"on {m.canary.utterances} general-speech utterances (forgetting check)")
+    if m.terms:
+        print(f"terms        {describe_terms(m.terms)}")
     if m.eval_history:
         curve = ", ".join(f"{p['step']}: {_fmt(p['wer'], True)}" for p in m.eval_history)
         print(f"eval curve   WER by step {curve}; kept step {m.best_step} (best {m.best_metric})")

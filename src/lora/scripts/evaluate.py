@@ -9,6 +9,8 @@ Beside the normalised WER: the orthographic WER (case + punctuation kept, agains
 written; a folder's manifest.jsonl supplies LJSpeech's/JFK's own orthography), insertions before
 normalisation and output lengths (decoder loops), and with `--compare-base` (an adapter given) the base
 model's WER and the punctuation / capitalisation F1 of the adapted output against the base output.
+With `--terms FILE` (your vocabulary, one term per line): how often the model writes each term where it
+is said, and where it is not (lora.term_recall); with `--compare-base`, the base model's beside it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from lora.scripts.dataset_args import add_dataset_args, dataset_options
 from lora.scripts.run_stt import leakage_warnings
 from lora.style_metrics import capitalisation_f1, length_ratios, orthographic_wer, punctuation_f1, raw_insertions
 from lora.styled_targets import attach_original_text, own_text
+from lora.term_recall import describe_terms, read_terms, term_result
 
 log = logging.getLogger("lora")
 LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
@@ -63,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-base", action="store_true",
                         help="with --adapter-dir: also decode with the base model; report its WER and the punctuation / "
                              "capitalisation F1 of the adapted output against the base output")
+    parser.add_argument("--terms", default=None, metavar="FILE",
+                        help="your vocabulary: one term or phrase per line; how often the model writes them where they "
+                             "are said (with --compare-base: the base model beside it)")
     parser.add_argument("--output", required=True, help="eval.json to write")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
@@ -126,6 +132,7 @@ def _main(argv: list[str] | None) -> int:
     if args.compare_base and not args.adapter_dir:
         raise UserError("--compare-base needs --adapter-dir (it compares the adapted model with its base)")
     check_output_file(args.output)
+    terms = read_terms(args.terms) if args.terms else ()
     rows, where = load_rows(args)
     started = time.perf_counter()
     if args.adapter_dir:
@@ -155,6 +162,9 @@ def _main(argv: list[str] | None) -> int:
         base = score([e.id for e in examples], [e.text for e in examples], base_hyps)
         style |= {"base_model_wer": base["wer"], "punctuation_f1_vs_base": punctuation_f1(base_hyps, hyps).f1,
                   "capitalisation_f1_vs_base": capitalisation_f1(base_hyps, hyps).f1}
+    if terms:
+        style["terms"] = term_result(args.terms, terms, result["samples"], base["samples"] if args.compare_base else None,
+                                     args.seed)
     result["samples"].sort(key=lambda s: (-s["wer"], s["id"]))
     report = EvalResult(
         **resolved.record(), adapter_dir=args.adapter_dir, family=family.name, data=where, utterances=len(examples),
@@ -168,6 +178,8 @@ def _main(argv: list[str] | None) -> int:
     print(f"{resolved.model_id_used}: WER {100 * report.wer:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
           f"CER {100 * report.cer:.2f}%, eval loss {report.eval_loss:.3f} on {len(examples)} utterances "
           f"({report.audio_seconds:.0f} s) -> {args.output}")
+    if report.terms:
+        print(f"terms: {describe_terms(report.terms)}")
     if long_form:
         print(f"long-form: {len(long_form)} clip(s) over {WINDOW_SECONDS:g} s, WER {100 * long_wer:.2f}%, "
               f"{sum(len(x['segments']) for x in long_form)} segments")

@@ -1,0 +1,86 @@
+"""Your vocabulary's recall (lora.term_recall): terms read from a file, counted as scored in references and
+hypotheses (whole words, the Whisper normaliser's spelling), recall / insertions / term error rate, the
+paired bootstrap of its change, the typed result and its report section."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora.core.errors import UserError
+from lora.evaluation import paired_bootstrap
+from lora.report.content import vocabulary
+from lora.results import EvalResult, TermResult, read_result, to_dict, write_result
+from lora.term_recall import count_term, describe_terms, read_terms, term_result, term_rows, utterance_terms
+
+
+def test_terms_are_read_one_per_line_with_comments_and_repeats_once(tmp_path):
+    path = tmp_path / "terms.txt"
+    path.write_text("# product names\nKubernetes\n\n  Dr.  Okonkwo   # the lead\nkubectl\nKubernetes\n", encoding="utf-8")
+    assert read_terms(path) == ("Kubernetes", "Dr. Okonkwo", "kubectl")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no terms in it; write one term or phrase per line"),
+    (b"# only a comment\n\n", "no terms in it"),
+    (b"fine\n???\n", r"terms.txt:2: '\?\?\?' has no words once normalised as scored"),
+    (b"caf\xe9\n", r"terms.txt:1: not UTF-8 \(byte 0xe9\); re-save the terms file as UTF-8"),
+])
+def test_a_bad_terms_file_is_one_line(tmp_path, content, message):
+    (tmp_path / "terms.txt").write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        read_terms(tmp_path / "terms.txt")
+    with pytest.raises(UserError, match="gone.txt: cannot read the terms file"):
+        read_terms(tmp_path / "gone.txt")
+
+
+def test_terms_are_counted_as_scored_and_as_whole_words():
+    assert count_term("a b a b a".split(), ["a", "b"]) == 2 and count_term("a a a".split(), ["a", "a"]) == 1
+    found = utterance_terms(["Dr. Okonkwo", "twenty one", "cat", "Kubernetes"],
+                            "DOCTOR OKONKWO SAW TWENTY ONE CATALOGS AND A CAT",
+                            "Dr. Okonkwo saw 21 catalogs and a cat, a cat! Kubernetes.")
+    assert found == {"Dr. Okonkwo": (1, 1), "twenty one": (1, 1), "cat": (1, 2), "Kubernetes": (0, 1)}
+
+
+def _samples(pairs):
+    return [{"id": f"u{i}", "reference": ref, "hypothesis": hyp} for i, (ref, hyp) in enumerate(pairs)]
+
+
+def test_recall_insertions_and_the_error_rates_change():
+    terms = ("kubectl", "Okonkwo")
+    refs = ["RUN KUBECTL APPLY", "ASK OKONKWO", "ASK OKONKWO AGAIN", "NOTHING HERE", "KUBECTL KUBECTL"]
+    before = _samples(zip(refs, ["run cube cuttle apply", "ask okonkwo", "ask oh conquer again", "nothing here",
+                                 "cube control kubectl"]))
+    after = _samples(zip(refs, ["run kubectl apply", "ask okonkwo", "ask okonkwo again", "nothing here kubectl",
+                                "kubectl kubectl"]))
+    t = term_result("terms.txt", terms, after, before, seed=3)
+    assert (t.terms, t.utterances, t.utterances_with_terms, t.said) == (2, 5, 4, 5)
+    assert (t.recalled_before, t.recalled_after, t.inserted_before, t.inserted_after) == (2, 5, 0, 1)
+    assert (t.recall_before, t.recall_after) == (2 / 5, 1.0)
+    assert (t.term_error_rate_before, t.term_error_rate_after) == (3 / 5, 1 / 5)
+    expected = paired_bootstrap(term_rows(terms, before), term_rows(terms, after), seed=3)
+    assert t.term_error_rate_change_ci95.delta == pytest.approx(-2 / 5) and t.term_error_rate_change_ci95.ci95 == expected["ci95"]
+    assert t.per_term == [
+        {"term": "kubectl", "said": 3, "recalled_before": 1, "recalled_after": 3, "inserted_before": 0, "inserted_after": 1},
+        {"term": "Okonkwo", "said": 2, "recalled_before": 1, "recalled_after": 2, "inserted_before": 0, "inserted_after": 0}]
+    assert describe_terms(t).startswith("recall 40.0% -> 100.0% of 5 occurrence(s) of 2 term(s) in 4 of 5 utterances; "
+                                        "written where not said 0 -> 1; term error rate 60.0% -> 20.0%, change 95% CI [")
+    one = term_result("terms.txt", terms, after)  # one model: no before, no change
+    assert one.recalled_before is None and one.term_error_rate_change_ci95 is None and one.recall_after == 1.0
+    assert describe_terms(one) == "recall 100.0% of 5 occurrence(s) of 2 term(s) in 4 of 5 utterances; 1 written where not said"
+    nothing = term_result("terms.txt", ("absent",), after, before)
+    assert nothing.said == 0 and nothing.recall_after is None and nothing.term_error_rate_change_ci95 is None
+
+
+def test_the_term_result_survives_its_file_and_has_a_report_section(tmp_path):
+    terms = ("kubectl",)
+    samples = _samples([("RUN KUBECTL", "run cube cuddle"), ("KUBECTL", "kubectl")])
+    t = term_result("terms.txt", terms, samples, samples[:1] + samples[1:], seed=0)
+    fields = {f: None for f in EvalResult.__dataclass_fields__ if f not in ("terms", "schema_version")}
+    result = EvalResult(**(fields | {"samples": [], "long_form": [], "trained_speakers": [], "versions": {}}), terms=t)
+    path = write_result(tmp_path / "eval.json", result)
+    again = read_result(path, EvalResult)
+    assert isinstance(again.terms, TermResult) and again.terms == t
+    blocks = vocabulary(to_dict(again))
+    assert blocks[0] == ("h", 2, "Your terms") and "2 occurrence(s) of 1 term(s) from terms.txt" in blocks[1][1]
+    assert blocks[-1][0] == "table" and blocks[-1][2] == [["kubectl", "2", "1 \u2192 1", "0 \u2192 0"]]
+    assert vocabulary({}) == []
