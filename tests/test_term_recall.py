@@ -84,3 +84,17 @@ def test_the_term_result_survives_its_file_and_has_a_report_section(tmp_path):
     assert blocks[0] == ("h", 2, "Your terms") and "2 occurrence(s) of 1 term(s) from terms.txt" in blocks[1][1]
     assert blocks[-1][0] == "table" and blocks[-1][2] == [["kubectl", "2", "1 \u2192 1", "0 \u2192 0"]]
     assert vocabulary({}) == []
+
+
+def test_train_and_eval_stop_on_a_bad_terms_file_before_any_work(tmp_path, capsys):
+    from lora.runners import real_small
+    from lora.scripts import evaluate
+
+    (tmp_path / "terms.txt").write_text("fine\n!!!\n", encoding="utf-8")
+    assert real_small.main(["--terms", str(tmp_path / "terms.txt"), "--output-dir", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "terms.txt:2: '!!!' has no words once normalised as scored" in err[0]
+    assert not (tmp_path / "run" / "real_metrics.json").exists()
+    assert evaluate.main(["--manifest", str(tmp_path / "m.jsonl"), "--terms", str(tmp_path / "gone.txt"),
+                          "--output", str(tmp_path / "eval.json")]) == 2
+    assert "gone.txt: cannot read the terms file" in capsys.readouterr().err
