@@ -63,6 +63,17 @@ def test_body(info):
     assert "- transformers: 5.24.0" in text and "onnxruntime" not in text
 
 
+def test_the_card_shows_your_terms_when_the_run_measured_them(info):
+    assert "Your terms" not in build_model_card(info).text
+    info["terms"] = {"terms_file": "terms.txt", "terms": 10, "said": 800, "recall_before": 0.45625, "recall_after": 0.9775,
+                     "inserted_before": 8, "inserted_after": 10,
+                     "term_error_rate_change_ci95": {"delta": -0.51875, "ci95": [-0.55625, -0.485], "verdict": "improved"}}
+    text = build_model_card(info).text
+    assert "## Your terms (held-out evaluation)" in text and "800 occurrences of 10 terms from `terms.txt`" in text
+    assert "- written where said: 45.6% before, 97.8% after" in text and "- written where not said: 8 before, 10 after" in text
+    assert "- term error rate change: -51.9 points, 95% interval [-55.6%, -48.5%], verdict: **improved**" in text
+
+
 def test_an_eval_of_the_training_speaker_says_it_is_not_speaker_disjoint(info):
     assert "## Word error rate (held-out evaluation)" in build_model_card(info).text
     text = build_model_card(info | {"train_speakers": ["me"], "eval_speakers": ["me"]}).text

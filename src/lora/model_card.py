@@ -137,6 +137,15 @@ def card_body(info: Mapping) -> str:
         ]
     else:
         lines.append(f"No canary set was scored ({canary.get('source') or NOT_RECORDED}).")
+    terms = info.get("terms") or {}
+    if terms.get("said"):
+        tdelta = terms.get("term_error_rate_change_ci95") or {}
+        lines += ["", "## Your terms (held-out evaluation)", "",
+                  f"{terms['said']} occurrences of {terms['terms']} terms from `{terms.get('terms_file')}` in the eval set:", "",
+                  f"- written where said: {fmt_pct(terms.get('recall_before'))} before, {fmt_pct(terms.get('recall_after'))} after",
+                  f"- written where not said: {terms.get('inserted_before')} before, {terms.get('inserted_after')} after",
+                  (f"- term error rate change: {fmt_signed_pct(tdelta.get('delta'))}, 95% interval "
+                   f"{fmt_interval(tdelta.get('ci95'))}, verdict: **{tdelta.get('verdict') or NOT_RECORDED}**")]
     lines += ["", "## How it was made", "", "```", command_line(info), "```", "", "Library versions:", ""]
     versions = info.get("versions") or {}
     lines += [f"- {name}: {version}" for name, version in versions.items() if version] or [f"- {NOT_RECORDED}"]
