@@ -24,6 +24,7 @@ def test_terms_are_read_one_per_line_with_comments_and_repeats_once(tmp_path):
     (b"# only a comment\n\n", "no terms in it"),
     (b"fine\n???\n", r"terms.txt:2: '\?\?\?' has no words once normalised as scored"),
     (b"caf\xe9\n", r"terms.txt:1: not UTF-8 \(byte 0xe9\); re-save the terms file as UTF-8"),
+    (b"C++\n", r"terms.txt:1: 'C\+\+' is scored as 'c' \(symbols dropped\), which every 'c' would match"),
 ])
 def test_a_bad_terms_file_is_one_line(tmp_path, content, message):
     (tmp_path / "terms.txt").write_bytes(content)

@@ -42,8 +42,12 @@ def read_terms(path: str | Path) -> tuple[str, ...]:
         term = line.split("#", 1)[0].strip()
         if not term:
             continue
-        if not normalize_for_scoring(term).split():
+        scored = normalize_for_scoring(term)
+        if not scored.split():
             raise UserError(f"{path}:{number}: {term!r} has no words once normalised as scored; write the term as said")
+        if len(scored.replace(" ", "")) == 1 and len(term) > 1:  # "C++" is scored as "c": every "c" would count
+            raise UserError(f"{path}:{number}: {term!r} is scored as {scored!r} (symbols dropped), which every "
+                            f"{scored!r} would match; write the term as said (e.g. \"c plus plus\")")
         terms.setdefault(" ".join(term.split()), None)
     if not terms:
         raise UserError(f"{path}: no terms in it; write one term or phrase per line")
