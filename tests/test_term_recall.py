@@ -15,8 +15,9 @@ from lora.term_recall import count_term, describe_terms, read_terms, term_result
 
 def test_terms_are_read_one_per_line_with_comments_and_repeats_once(tmp_path):
     path = tmp_path / "terms.txt"
-    path.write_text("# product names\nKubernetes\n\n  Dr.  Okonkwo   # the lead\nkubectl\nKubernetes\n", encoding="utf-8")
-    assert read_terms(path) == ("Kubernetes", "Dr. Okonkwo", "kubectl")
+    path.write_text("# product names\nKubernetes\n\n  Dr.  Okonkwo   # the lead\nkubectl\nkubernetes\nF# compiler\n",
+                    encoding="utf-8")
+    assert read_terms(path) == ("Kubernetes", "Dr. Okonkwo", "kubectl", "F# compiler")
 
 
 @pytest.mark.parametrize("content, message", [
@@ -25,6 +26,7 @@ def test_terms_are_read_one_per_line_with_comments_and_repeats_once(tmp_path):
     (b"fine\n???\n", r"terms.txt:2: '\?\?\?' has no words once normalised as scored"),
     (b"caf\xe9\n", r"terms.txt:1: not UTF-8 \(byte 0xe9\); re-save the terms file as UTF-8"),
     (b"C++\n", r"terms.txt:1: 'C\+\+' is scored as 'c' \(symbols dropped\), which every 'c' would match"),
+    (b"C#  # the language\n", r"terms.txt:1: 'C#' is scored as 'c'"),
 ])
 def test_a_bad_terms_file_is_one_line(tmp_path, content, message):
     (tmp_path / "terms.txt").write_bytes(content)

@@ -17,6 +17,7 @@ insertion there still counts).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,19 +28,21 @@ from lora.evaluation import paired_bootstrap
 from lora.results import TermResult, WerChange
 
 MAX_LISTED_TERMS = 200  # per-term rows kept in the results (most said first)
+_COMMENT = re.compile(r"(^|\s)#.*$")  # a comment starts with # at the start or after a space ("C#" is a term)
 
 
 def read_terms(path: str | Path) -> tuple[str, ...]:
-    """The terms of a file, one per line (blank lines and `#` comments skipped, repeats once); a line that
-    normalises to nothing, a file that is not UTF-8 or holds no term: one line naming it."""
+    """The terms of a file, one per line (blank lines and `#` comments skipped; terms scored alike, once, as
+    first written); a line that normalises to nothing, a file that is not UTF-8 or holds no term: one line
+    naming it."""
     path = Path(path)
     try:
         text = decode_utf8(path, path.read_bytes(), "terms file")
     except OSError as exc:
         raise UserError(f"{path}: cannot read the terms file ({exc.strerror}); pass a text file, one term per line") from None
-    terms: dict[str, None] = {}
+    terms: dict[str, str] = {}  # scored form -> the term as first written (Kubernetes, kubernetes: one term)
     for number, line in enumerate(text.splitlines(), 1):
-        term = line.split("#", 1)[0].strip()
+        term = _COMMENT.sub("", line).strip()
         if not term:
             continue
         scored = normalize_for_scoring(term)
@@ -48,10 +51,10 @@ def read_terms(path: str | Path) -> tuple[str, ...]:
         if len(scored.replace(" ", "")) == 1 and len(term) > 1:  # "C++" is scored as "c": every "c" would count
             raise UserError(f"{path}:{number}: {term!r} is scored as {scored!r} (symbols dropped), which every "
                             f"{scored!r} would match; write the term as said (e.g. \"c plus plus\")")
-        terms.setdefault(" ".join(term.split()), None)
+        terms.setdefault(scored, " ".join(term.split()))
     if not terms:
         raise UserError(f"{path}: no terms in it; write one term or phrase per line")
-    return tuple(terms)
+    return tuple(terms.values())
 
 
 def count_term(words: Sequence[str], term_words: Sequence[str]) -> int:
