@@ -32,12 +32,13 @@ def audiofolder(speech_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tiny_moonshine, audiofolder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hf_run")
+    (out / "terms.txt").write_text("the\n", encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, "-m", "lora", "train", "--model-id", str(tiny_moonshine), "--dataset", str(audiofolder),
          "--dataset-samples", "6", "--eval-samples", "2", "--canary-samples", "1", "--max-steps", str(STEPS),
          "--eval_steps", "2", "--gradient-accumulation-steps", "1", "--num-workers", "0", "--learning_rate", "1e-3",
          "--lr-scheduler-type", "cosine", "--warmup-steps", "1", "--report-to", "tensorboard", "--run-name", "t",
-         "--quiet", "--output-dir", str(out)],
+         "--quiet", "--output-dir", str(out), "--terms", str(out / "terms.txt")],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -47,7 +48,7 @@ def test_dataset_run_records_the_eval_curve_and_the_kept_step(run_dir, audiofold
     m = json.loads((run_dir / "real_metrics.json").read_text())
     assert m["data_source"]["kind"] == "dataset_audiofolder" and m["data_source"]["where"] == str(audiofolder)
     assert [p["step"] for p in m["eval_history"]] == [2, 4]
-    assert all(set(p) == {"step", "eval_loss", "wer"} for p in m["eval_history"])
+    assert all(set(p) == {"step", "eval_loss", "wer", "term_error_rate"} for p in m["eval_history"])  # --terms given
     assert m["best_metric"] == "wer" and m["best_step"] in (2, 4)
     best = min(m["eval_history"], key=lambda p: p["wer"])  # first minimum wins: later ties do not replace it
     assert m["best_step"] == best["step"]
@@ -142,6 +143,7 @@ def test_hf_spellings_and_new_flags_parse():
                                                       "--warmup_steps", "3", "--metric_for_best_model", "eval_loss"]))
     cfg = config_from_args(TrainConfig, args)
     assert (cfg.learning_rate, cfg.lr_scheduler_type, cfg.warmup_steps, cfg.metric_for_best_model) == (2e-4, "cosine", 3, "eval_loss")
-    for bad in (["--lr-scheduler-type", "step"], ["--metric-for-best-model", "bleu"], ["--early-stopping-patience", "2"]):
+    for bad in (["--lr-scheduler-type", "step"], ["--metric-for-best-model", "bleu"], ["--early-stopping-patience", "2"],
+                ["--metric-for-best-model", "term_error_rate"]):  # without --terms
         with pytest.raises(UserError):
             config_from_args(TrainConfig, build_parser().parse_args(bad))

@@ -586,6 +586,7 @@ class StepEvaluator:
         subset = cfg.eval_subset or None
         self.model, self.lm, self.cfg = model, lm, cfg
         self.loss_examples, self.wer_examples = sets.eval[:subset], sets.wer[:subset]
+        self.terms = sets.terms
         self.history: list[dict] = []
         self.best_step: int | None = None
         self.best_value = math.inf
@@ -600,16 +601,23 @@ class StepEvaluator:
             result = assess(bare, self.lm.processor, self.lm.family, self.loss_examples, self.wer_examples,
                             self.cfg.eval_batch_size)
         point = {"step": step, "eval_loss": result["eval_loss"], "wer": result["wer"]}
+        if self.terms:  # --terms: the kept step can be the one that writes them best (--metric-for-best-model)
+            point["term_error_rate"] = term_result(self.cfg.terms, self.terms, result["samples"]).term_error_rate_after
         self.history.append(point)
         value = point[self.cfg.metric_for_best_model]
+        if value is None and self.cfg.metric_for_best_model == "term_error_rate" and not self.history[:-1]:
+            log.warning("--metric-for-best-model term_error_rate: no term of %s is said in the evaluated utterances; "
+                        "every step ties, and the first evaluated is kept", self.cfg.terms)
         value = math.inf if value is None or not math.isfinite(value) else value
         if self.best_state is None or value < self.best_value:
             self.best_value, self.best_step, self.since_best = value, step, 0
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(bare).items()}
         else:
             self.since_best += 1
-        log.info("step %d: eval loss %.4f, WER %s (best: step %s)", step, point["eval_loss"],
-                 "n/a" if point["wer"] is None else f"{100 * point['wer']:.1f}%", self.best_step)
+        terms = point.get("term_error_rate")
+        log.info("step %d: eval loss %.4f, WER %s%s (best: step %s)", step, point["eval_loss"],
+                 "n/a" if point["wer"] is None else f"{100 * point['wer']:.1f}%",
+                 "" if terms is None else f", term error rate {100 * terms:.1f}%", self.best_step)
         return point
 
     def should_stop(self) -> bool:

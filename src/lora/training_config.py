@@ -115,7 +115,8 @@ class TrainConfig:
                                "off (the same figures, and the first step is not kept waiting)")
     eval_steps: int = opt(0, "measure eval loss + WER every N optimizer steps and keep the best adapter (0 = only at the end)")
     eval_subset: int = opt(0, "utterances of the eval set decoded at each --eval-steps evaluation (0 = all)")
-    metric_for_best_model: str = opt("wer", "what picks the kept adapter under --eval-steps: wer or eval_loss (lower is better)")
+    metric_for_best_model: str = opt("wer", "what picks the kept adapter under --eval-steps: wer, eval_loss or "
+                                            "term_error_rate (with --terms) (lower is better)")
     early_stopping_patience: int = opt(0, "stop after N evaluations without improvement of --metric-for-best-model (0 = never)")
     mixed_precision: str = opt("auto", "auto (bf16 where the device computes it natively, else fp32), no, fp16 or bf16")
     compile: bool = opt(False, "torch.compile the model, once for every batch shape (opt-in: slower than eager on a CPU and on an H200, RESULTS.md)")
@@ -159,7 +160,7 @@ CONFIG_SUFFIXES = (".toml", ".json", ".yaml", ".yml")
 LIST_FIELDS = ("target_modules", "train_speakers", "eval_speakers", "replay_subsets")  # comma-separated strings
 ALL_ROWS = ("all", "0")
 LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
-BEST_METRICS = ("wer", "eval_loss")
+BEST_METRICS = ("wer", "eval_loss", "term_error_rate")
 
 
 def _field_type(f: dataclasses.Field, cls) -> type:
@@ -300,6 +301,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.eval_steps >= 0, "--eval-steps must be >= 0 (0 = only at the end)"),
         (cfg.eval_subset >= 0, "--eval-subset must be >= 0 (0 = the whole eval set)"),
         (cfg.metric_for_best_model in BEST_METRICS, f"--metric-for-best-model must be one of {', '.join(BEST_METRICS)}"),
+        (cfg.metric_for_best_model != "term_error_rate" or bool(cfg.terms),
+         "--metric-for-best-model term_error_rate needs --terms FILE (the terms it is the error rate of)"),
         (cfg.early_stopping_patience >= 0, "--early-stopping-patience must be >= 0"),
         (cfg.early_stopping_patience == 0 or cfg.eval_steps > 0, "--early-stopping-patience needs --eval-steps"),
         (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "--mixed-precision must be auto, no, fp16 or bf16"),
