@@ -10,7 +10,16 @@ from lora.core.errors import UserError
 from lora.evaluation import paired_bootstrap
 from lora.report.content import vocabulary
 from lora.results import EvalResult, TermResult, read_result, to_dict, write_result
-from lora.term_recall import count_term, describe_terms, read_terms, term_result, term_rows, utterance_terms
+from lora.term_recall import (
+    count_term,
+    describe_terms,
+    missed_words,
+    read_terms,
+    suggested_terms_file,
+    term_result,
+    term_rows,
+    utterance_terms,
+)
 
 
 def test_terms_are_read_one_per_line_with_comments_and_repeats_once(tmp_path):
@@ -101,3 +110,38 @@ def test_train_and_eval_stop_on_a_bad_terms_file_before_any_work(tmp_path, capsy
     assert evaluate.main(["--manifest", str(tmp_path / "m.jsonl"), "--terms", str(tmp_path / "gone.txt"),
                           "--output", str(tmp_path / "eval.json")]) == 2
     assert "gone.txt: cannot read the terms file" in capsys.readouterr().err
+
+
+def test_the_words_a_model_misses_are_listed_most_missed_first(tmp_path):
+    refs = ["RUN KUBECTL APPLY", "KUBECTL GET PODS", "ASK OKONKWO", "ASK OKONKWO AGAIN", "KUBECTL LOGS", "RUN IT"]
+    hyps = ["run cube cuttle apply", "cube control get pods", "ask okonkwo", "ask oh conquer again", "kubectl logs",
+            "ran it"]
+    words = missed_words(refs, hyps)
+    assert words == [("kubectl", 2, 3), ("okonkwo", 1, 2), ("run", 1, 2)]  # "apply", "ask": said, never missed
+    assert missed_words(refs, hyps, min_said=3) == [("kubectl", 2, 3)]
+    path = tmp_path / "suggested.txt"
+    path.write_text(suggested_terms_file(words, "moonshine-base-en", "train.jsonl"), encoding="utf-8")
+    assert read_terms(path) == ("kubectl", "okonkwo", "run")  # the file is a --terms file as written
+    assert "kubectl  # missed 2 of 3" in path.read_text()
+
+
+@pytest.mark.slow
+def test_check_suggests_the_terms_the_base_model_misses_in_real_speech(speech_dir, tmp_path, capsys):
+    import json
+
+    from lora.data.records import read_librispeech_dir
+    from lora.scripts import check
+
+    digits = [u for u in read_librispeech_dir(speech_dir, ["fsdd"]) if u.speaker == "9201"]
+    manifest = tmp_path / "digits.jsonl"
+    manifest.write_text("".join(json.dumps({"id": u.id, "audio": str(u.audio), "text": u.text, "speaker": u.speaker}) + "\n"
+                                for u in digits), encoding="utf-8")
+    out = tmp_path / "suggested.txt"
+    assert check.main([str(manifest), "--model-id", "moonshine-base-en", "--suggest-terms", str(out), "--quiet"]) == 0
+    terms = read_terms(out)
+    counts = [line.split("# missed ")[1].split(" of ") for line in out.read_text().splitlines() if "# missed" in line]
+    assert terms and len(counts) == len(terms)
+    assert all(int(n) >= 2 and 2 * int(m) >= int(n) for m, n in counts)  # each missed at least half of 2+ times
+    assert f"{len(terms)} word(s) moonshine-base-en missed" in capsys.readouterr().out
+    assert check.main([str(manifest), "--suggest-terms", str(out)]) == 2  # which model's misses? one line
+    assert "--suggest-terms needs --model-id M" in capsys.readouterr().err

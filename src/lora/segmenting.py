@@ -335,7 +335,7 @@ def subtitle_offset(samples: np.ndarray, cues: list[Cue], options: LongformOptio
 
 def _unheard_cue(group: list[Cue], hypothesis: str) -> str | None:
     """Why one of the clip's cues is not what the clip says (None when every cue is heard). Words compared as
-    scored (the scoring normaliser: "EIGHT" is "8,", case and punctuation aside), each cue's on its own."""
+    scored (the scoring normaliser: "EIGHT" and "8," are alike, case and punctuation aside), each cue's on its own."""
     words, owner = [], []
     for k, cue in enumerate(group):
         cue_words = normalize_for_scoring(cue.text).split()

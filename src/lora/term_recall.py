@@ -18,16 +18,21 @@ insertion there still counts).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from lora.core.errors import UserError
 from lora.core.text import normalize_for_scoring
+from lora.data.alignment import MATCH, align_words
 from lora.data.formats import decode_utf8
 from lora.evaluation import paired_bootstrap
 from lora.results import TermResult, WerChange
 
 MAX_LISTED_TERMS = 200  # per-term rows kept in the results (most said first)
+# `lora check --suggest-terms`: a word the base model misses in at least this share of the at least this
+# many times it is said is a candidate term
+MIN_SUGGESTED_MISSED, MIN_SUGGESTED_SAID = 0.5, 2
 _COMMENT = re.compile(r"(^|\s)#.*$")  # a comment starts with # at the start or after a space ("C#" is a term)
 
 
@@ -137,6 +142,31 @@ def term_result(terms_file: str, terms: Sequence[str], after_samples: Sequence[d
         recalled_before=recalled_b, recalled_after=recalled_a, inserted_before=inserted_b, inserted_after=inserted_a,
         recall_before=recall_b, recall_after=recall_a, term_error_rate_before=rate_b, term_error_rate_after=rate_a,
         term_error_rate_change_ci95=change, per_term=_per_term(terms, before, after))
+
+
+def missed_words(references: Sequence[str], hypotheses: Sequence[str], min_said: int = MIN_SUGGESTED_SAID,
+                 min_missed_share: float = MIN_SUGGESTED_MISSED) -> list[tuple[str, int, int]]:
+    """(word, missed, said) for the reference words a model's hypotheses miss (substituted or left out, words
+    as scored) at least `min_missed_share` of the at least `min_said` times they are said; most missed first.
+    Run on the training data with the base model, they are the candidates for `--terms`."""
+    said: Counter[str] = Counter()
+    missed: Counter[str] = Counter()
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        ref = normalize_for_scoring(reference).split()
+        said.update(ref)
+        for pair in align_words(ref, normalize_for_scoring(hypothesis).split()):
+            if pair.ref_index is not None and pair.op != MATCH:
+                missed[ref[pair.ref_index]] += 1
+    found = [(w, missed[w], n) for w, n in said.items() if n >= min_said and missed[w] >= min_missed_share * n]
+    return sorted(found, key=lambda x: (-x[1], -x[1] / x[2], x[0]))
+
+
+def suggested_terms_file(words: Sequence[tuple[str, int, int]], model: str, source: str) -> str:
+    """A `--terms` file of `missed_words`, each with its counts as a comment, for the user to edit."""
+    head = [f"# words {model} missed in at least {MIN_SUGGESTED_MISSED:.0%} of the at least {MIN_SUGGESTED_SAID} times",
+            f"# they are said in {source} (as scored: lower case, numbers as digits); keep the ones that matter,",
+            "# then: lora train ... --terms THIS_FILE"]
+    return "\n".join(head + [f"{w}  # missed {m} of {n}" for w, m, n in words]) + "\n"
 
 
 def _pct(value: float | None) -> str:

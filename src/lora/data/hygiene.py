@@ -311,6 +311,31 @@ def character_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.cer(ref, hyp))
 
 
+def transcribe_rows(samples: Iterable[np.ndarray], transcribe_batch: Callable[[list[np.ndarray]], list[str]],
+                    batch_size: int = 16) -> list[str]:
+    """One hypothesis per clip, `batch_size` clips per `transcribe_batch` call (a short answer is an error)."""
+    clips, hyps = list(samples), []
+    for start in range(0, len(clips), batch_size):
+        batch = clips[start:start + batch_size]
+        out = transcribe_batch(batch)
+        if len(out) != len(batch):
+            raise ValueError(f"transcribe_batch returned {len(out)} texts for {len(batch)} clips")
+        hyps += out
+    return hyps
+
+
+def disagreements(rows: Sequence[tuple[str, str, str]], max_cer: float = 0.8) -> list[tuple[str, Finding]]:
+    """(id, finding) for the (id, text, hypothesis) rows whose CER exceeds `max_cer`, in input order."""
+    flagged = []
+    for row_id, text, hyp in rows:
+        cer = character_error_rate(text, hyp)
+        if cer > max_cer:
+            flagged.append((row_id, Finding(MODEL_DISAGREES, WARN,
+                                            f"reference model heard {hyp!r} for {text!r} (CER {cer:.2f} > {max_cer:g})",
+                                            "likely mislabelled: listen to the clip and fix or drop the transcript")))
+    return flagged
+
+
 def verify_with_model(rows: Iterable[tuple[str, np.ndarray, str]],
                       transcribe_batch: Callable[[list[np.ndarray]], list[str]],
                       max_cer: float = 0.8, batch_size: int = 16) -> list[tuple[str, Finding]]:
@@ -320,19 +345,8 @@ def verify_with_model(rows: Iterable[tuple[str, np.ndarray, str]],
     module docstring (the model is weakest where fine-tuning is needed).
     """
     rows = list(rows)
-    flagged = []
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        hyps = transcribe_batch([samples for _, samples, _ in batch])
-        if len(hyps) != len(batch):
-            raise ValueError(f"transcribe_batch returned {len(hyps)} texts for {len(batch)} clips")
-        for (row_id, _, text), hyp in zip(batch, hyps):
-            cer = character_error_rate(text, hyp)
-            if cer > max_cer:
-                flagged.append((row_id, Finding(MODEL_DISAGREES, WARN,
-                                                f"reference model heard {hyp!r} for {text!r} (CER {cer:.2f} > {max_cer:g})",
-                                                "likely mislabelled: listen to the clip and fix or drop the transcript")))
-    return flagged
+    hyps = transcribe_rows((samples for _, samples, _ in rows), transcribe_batch, batch_size)
+    return disagreements([(row_id, text, hyp) for (row_id, _, text), hyp in zip(rows, hyps)], max_cer)
 
 
 def quarantine_row(origin: str, row_id: str, findings: Sequence[Finding]) -> BadRow | None:

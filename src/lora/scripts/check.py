@@ -1,4 +1,4 @@
-"""`lora check MANIFEST_OR_DIR [--output DIR | --quarantine PATH] [--workers N] [--model-id M [--verify-with-model]] [hygiene thresholds]`
+"""`lora check MANIFEST_OR_DIR [--output DIR | --quarantine PATH] [--workers N] [--model-id M [--verify-with-model] [--suggest-terms FILE]] [hygiene thresholds]`
 
 Checks every row of a manifest (JSONL/JSON/CSV/TSV/path list) or a speech folder the way every
 lora command will (see lora.data.preflight), runs the data-hygiene checks on the decoded audio and
@@ -12,6 +12,10 @@ Quarantine file: --quarantine PATH is always written (empty when nothing is bad)
 DIR/quarantine.jsonl with --output DIR; otherwise quarantine.jsonl is written beside the manifest
 (for a folder: ./quarantine.jsonl) only when there are bad rows, so a clean check leaves nothing
 behind. The path written is printed. Warnings (kept rows worth a look) are listed in the table only.
+
+--suggest-terms FILE (with --model-id): the words that base model misses in the rows (lora.term_recall.
+missed_words), written as a --terms file to edit; the rows are transcribed once for it and
+--verify-with-model together.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.data.hygiene import HygieneOptions, verify_with_model
+from lora.core.outputs import check_output_file, write_text_atomic
+from lora.data.hygiene import HygieneOptions, disagreements, transcribe_rows
 from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import check_rows, write_quarantine
+from lora.data.records import Utterance
+from lora.term_recall import missed_words, suggested_terms_file
 
 log = logging.getLogger("lora")
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -54,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check that the model's tokenizer can write every transcript (loads the tokenizer only)")
     parser.add_argument("--verify-with-model", action="store_true",
                         help="transcribe every good row with --model-id; warn where CER > --max-model-cer (likely mislabelled)")
+    parser.add_argument("--suggest-terms", type=Path, default=None, metavar="FILE",
+                        help="with --model-id: transcribe the rows with that base model and write the words it misses "
+                             "at least half the times they are said (a --terms file to edit)")
     parser.add_argument("--max-model-cer", type=float, default=0.8, metavar="X", help="see --verify-with-model (default 0.8)")
     hygiene = parser.add_argument_group("hygiene thresholds (lora.data.hygiene explains each default)")
     for f in dataclasses.fields(HygieneOptions):
@@ -91,16 +101,20 @@ def load_tokenizer(model_id: str):
         raise UserError(f"could not load the tokenizer of {model_id!r}: {str(exc).splitlines()[0]}") from None
 
 
-def model_warnings(model_id: str, rows, max_cer: float) -> list[BadRow]:
-    """--verify-with-model: rows whose transcript the base model disagrees with (warnings)."""
-    from lora.longform import torch_transcriber
+def base_transcripts(model_id: str, rows) -> list[tuple[Utterance, str]]:
+    """The rows with a transcript, each with the base model's hypothesis (--verify-with-model, --suggest-terms)."""
+    from lora.longform import torch_transcriber  # deferred: torch and the model load only with these flags
     from lora.model_utils import load_base, resolve_model_id
 
     model, processor, family = load_base(resolve_model_id(model_id))
     texted = [u for u in rows if u.extra.get("has_text", True) and u.text.strip()]
-    by_id = {u.id: u for u in texted}
-    flagged = verify_with_model(((u.id, u.samples(), u.text) for u in texted),
-                                torch_transcriber(model, processor, family), max_cer=max_cer)
+    return list(zip(texted, transcribe_rows((u.samples() for u in texted), torch_transcriber(model, processor, family))))
+
+
+def model_warnings(heard: list[tuple[Utterance, str]], max_cer: float) -> list[BadRow]:
+    """--verify-with-model: rows whose transcript the base model disagrees with (warnings)."""
+    by_id = {u.id: u for u, _ in heard}
+    flagged = disagreements([(u.id, u.text, hyp) for u, hyp in heard], max_cer)
     return [BadRow(by_id[i].origin, f"hygiene: {f.check}", i, f"{f.detail}; {f.advice}") for i, f in flagged]
 
 
@@ -119,6 +133,10 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(args.quiet)
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be >= 0 (0 = default)")
+    if args.suggest_terms and not args.model_id:
+        raise UserError("--suggest-terms needs --model-id M (the base model whose misses it lists)")
+    if args.suggest_terms:
+        check_output_file(args.suggest_terms, "--suggest-terms")
     if args.verify_with_model and not args.model_id:
         raise UserError("--verify-with-model needs --model-id M (the base model to transcribe with)")
     if args.verify_with_model and args.no_hygiene:
@@ -130,8 +148,9 @@ def _main(argv: list[str] | None) -> int:
     report = check_rows(read.rows, read.bad, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                         require_text=args.require_text, quiet=args.quiet, source=read.source, workers=args.workers,
                         hygiene=hygiene, tokenizer=tokenizer)
-    if args.verify_with_model and report.good:
-        extra = model_warnings(args.model_id, report.good, args.max_model_cer)
+    heard = base_transcripts(args.model_id, report.good) if (args.verify_with_model or args.suggest_terms) and report.good else []
+    if args.verify_with_model and heard:
+        extra = model_warnings(heard, args.max_model_cer)
         report = dataclasses.replace(report, warnings=tuple(sorted([*report.warnings, *extra], key=lambda b: b.origin)))
     target = quarantine_target(args, Path(args.source), bool(report.bad))
     if target is not None:
@@ -144,6 +163,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"\nhygiene     {ran}: {len(report.warnings)} warning(s)")
     if report.quarantine is None:
         print("\nnothing quarantined (no file written)")
+    if args.suggest_terms:
+        words = missed_words([u.text for u, _ in heard], [hyp for _, hyp in heard])
+        write_text_atomic(args.suggest_terms, suggested_terms_file(words, args.model_id, read.source))
+        print(f"\nterms       {len(words)} word(s) {args.model_id} missed at least half the times they are said "
+              f"-> {args.suggest_terms} (edit it, then: lora train ... --terms {args.suggest_terms})")
     report.require(args.min_good)
     return 0
 
