@@ -1,4 +1,5 @@
-"""`lora check MANIFEST_OR_DIR [--output DIR | --quarantine PATH] [--workers N] [--model-id M [--verify-with-model] [--suggest-terms FILE]] [hygiene thresholds]`
+"""`lora check MANIFEST_OR_DIR [--output DIR | --quarantine PATH] [--workers N] [--model-id M [--verify-with-model]
+[--suggest-terms FILE]] [hygiene thresholds]`
 
 Checks every row of a manifest (JSONL/JSON/CSV/TSV/path list) or a speech folder the way every
 lora command will (see lora.data.preflight), runs the data-hygiene checks on the decoded audio and
