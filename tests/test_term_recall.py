@@ -27,6 +27,8 @@ def test_terms_are_read_one_per_line_with_comments_and_repeats_once(tmp_path):
     path.write_text("# product names\nKubernetes\n\n  Dr.  Okonkwo   # the lead\nkubectl\nkubernetes\nF# compiler\n",
                     encoding="utf-8")
     assert read_terms(path) == ("Kubernetes", "Dr. Okonkwo", "kubectl", "F# compiler")
+    path.write_text("zero\none\nX\n", encoding="utf-8")  # a digit word is scored as its digit: a term all the same
+    assert read_terms(path) == ("zero", "one", "X")
 
 
 @pytest.mark.parametrize("content, message", [

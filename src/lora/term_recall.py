@@ -53,7 +53,8 @@ def read_terms(path: str | Path) -> tuple[str, ...]:
         scored = normalize_for_scoring(term)
         if not scored.split():
             raise UserError(f"{path}:{number}: {term!r} has no words once normalised as scored; write the term as said")
-        if len(scored.replace(" ", "")) == 1 and len(term) > 1:  # "C++" is scored as "c": every "c" would count
+        dropped = any(not (ch.isalnum() or ch.isspace()) for ch in term)  # "zero" -> "0" is a number, not a loss
+        if dropped and len(scored.replace(" ", "")) == 1:  # "C++" is scored as "c": every "c" would count
             raise UserError(f"{path}:{number}: {term!r} is scored as {scored!r} (symbols dropped), which every "
                             f"{scored!r} would match; write the term as said (e.g. \"c plus plus\")")
         terms.setdefault(scored, " ".join(term.split()))
