@@ -26,6 +26,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
+from lora.data.hygiene import transcribe_rows
 from lora.data.records import Utterance
 from lora.data_loader import prepare_dataset
 from lora.decoding import transcribe_examples
@@ -190,14 +191,7 @@ def decode_chunks(samples: np.ndarray, chunks: Sequence[tuple[int, int]], transc
     """One stripped text per chunk, `batch_size` chunks per `transcribe_batch` call."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    texts: list[str] = []
-    for i in range(0, len(chunks), batch_size):
-        batch = [samples[a:b] for a, b in chunks[i : i + batch_size]]
-        out = transcribe_batch(batch)
-        if len(out) != len(batch):
-            raise ValueError(f"transcribe_batch returned {len(out)} texts for {len(batch)} chunks")
-        texts.extend(t.strip() for t in out)
-    return texts
+    return [t.strip() for t in transcribe_rows((samples[a:b] for a, b in chunks), transcribe_batch, batch_size)]
 
 
 def transcribe_long(
