@@ -41,9 +41,11 @@ class RawRow:
     detail: str = ""
 
 
-def audio_files_in(folder: Path) -> list[Path]:
-    """The audio files (and videos) under `folder` (recursively, by extension), in name order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+def audio_files_in(folder: Path, files: list[Path] | None = None) -> list[Path]:
+    """The audio files (and videos) under `folder` (recursively, by extension), in name order; of `files`
+    (the folder's files, already listed) when given."""
+    found = files if files is not None else (p for p in folder.rglob("*") if p.is_file())
+    return sorted(p for p in found if p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 @dataclass(frozen=True)

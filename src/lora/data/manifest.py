@@ -169,22 +169,33 @@ def _read_folder(root: Path) -> ManifestRead:
                     f"file or one of those folders")
 
 
+def _transcripts_beside(files: list[Path]) -> dict[tuple[Path, str], Path]:
+    """(folder, audio stem, case folded) -> the transcript file for it. Any case (`REC_0001.WAV` +
+    `rec_0001.TXT`, as recorders and Windows tools name them); a file named for the audio first, then English
+    subtitles with a language tag (`talk.en.vtt`, `talk.en-US.srt`, as yt-dlp writes them); by
+    SIDECAR_TRANSCRIPTS order within each."""
+    ranked: dict[tuple[Path, str], tuple[tuple[int, int], Path]] = {}
+
+    def offer(key: tuple[Path, str], rank: tuple[int, int], path: Path) -> None:
+        if key not in ranked or rank < ranked[key][0]:
+            ranked[key] = (rank, path)
+
+    for t in files:
+        if t.suffix.lower() not in SIDECAR_TRANSCRIPTS:
+            continue
+        kind = SIDECAR_TRANSCRIPTS.index(t.suffix.lower())
+        offer((t.parent, t.stem.casefold()), (0, kind), t)
+        named, tag = Path(t.stem).stem, Path(t.stem).suffix[1:]
+        if is_subtitle_file(t) and _ENGLISH_TAG.fullmatch(tag):
+            offer((t.parent, named.casefold()), (1, kind), t)
+    return {key: path for key, (_, path) in ranked.items()}
+
+
 def _read_sidecar_folder(root: Path) -> ManifestRead | None:
     """Audio files with a same-name transcript file beside them (None: no audio file has one)."""
-    audio = audio_files_in(root)
-    # (folder, stem) -> [(rank, path)]: any case (`REC_0001.WAV` + `rec_0001.TXT`, as recorders and Windows
-    # tools name them); a transcript named for the audio comes first, then English subtitles with a language
-    # tag (`talk.en.vtt`, `talk.en-US.srt`, as yt-dlp writes them); by SIDECAR_TRANSCRIPTS order within each
-    beside: dict[tuple[Path, str], list[tuple[tuple[int, int], Path]]] = {}
-    for t in root.rglob("*"):
-        if t.suffix.lower() in SIDECAR_TRANSCRIPTS and t.is_file():
-            kind = SIDECAR_TRANSCRIPTS.index(t.suffix.lower())
-            beside.setdefault((t.parent, t.stem.casefold()), []).append(((0, kind), t))
-            stem, tag = Path(t.stem).stem, Path(t.stem).suffix[1:]
-            if is_subtitle_file(t) and _ENGLISH_TAG.fullmatch(tag):
-                beside.setdefault((t.parent, stem.casefold()), []).append(((1, kind), t))
-    transcripts = {p: min(beside.get((p.parent, p.stem.casefold()), [((9, 9), None)]), key=lambda r: r[0])[1]
-                   for p in audio}
+    files = [p for p in root.rglob("*") if p.is_file()]  # one walk of the folder for audio and transcripts
+    beside = _transcripts_beside(files)
+    transcripts = {p: beside.get((p.parent, p.stem.casefold())) for p in audio_files_in(root, files)}
     for video in (p for p, t in transcripts.items() if t is None and is_video(p)):
         if has_text_subtitles(video):  # a video's own subtitle stream times it, as a subtitle file would
             transcripts[video] = video
