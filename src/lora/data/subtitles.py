@@ -74,13 +74,22 @@ def subtitle_streams(video: str | Path) -> list[dict]:
     ffprobe cannot read is a UserError with its words."""
     if shutil.which("ffprobe") is None:
         return []
+    try:
+        stat = os.stat(video)
+    except OSError as exc:
+        raise UserError(f"{video}: cannot read the video ({exc.strerror})") from None
+    return list(_subtitle_streams(os.fspath(video), stat.st_size, stat.st_mtime_ns))
+
+
+@lru_cache(maxsize=64)  # a folder's video is probed when read, then again when its subtitles are extracted
+def _subtitle_streams(name: str, size: int, mtime_ns: int) -> tuple[dict, ...]:
     done = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "s", "-show_entries",
-                           "stream=index,codec_name:stream_tags=language", "-of", "json", os.fspath(video)],
+                           "stream=index,codec_name:stream_tags=language", "-of", "json", name],
                           capture_output=True, check=False)
     if done.returncode != 0:
         said = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-        raise UserError(f"{video}: not a video ffprobe can read ({said[0].removeprefix(f'{video}: ')})")
-    return json.loads(done.stdout or b"{}").get("streams") or []
+        raise UserError(f"{name}: not a video ffprobe can read ({said[0].removeprefix(f'{name}: ')})")
+    return tuple(json.loads(done.stdout or b"{}").get("streams") or [])
 
 
 def has_text_subtitles(video: str | Path) -> bool:
