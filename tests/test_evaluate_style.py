@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from joined_audio import joined_flac
 from lora.scripts.evaluate import main
 
 
@@ -51,3 +52,35 @@ def test_unknown_target_policy_is_refused(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["--target-policy", "fancy", "--output", str(tmp_path / "e.json")])
     assert exit_info.value.code == 2
+
+
+def test_terms_count_the_long_clips_too_and_compare_base_scores_them(adapter, speech_dir, tmp_path, capsys):
+    """A clip over 30 s goes through the long-form path; its terms count (before and after) like a short clip's."""
+    from lora.core.text import normalize_for_scoring
+    from lora.results import EvalResult, read_result
+    from lora.term_recall import term_rows
+
+    flac, text = joined_flac(speech_dir, tmp_path / "long.flac", 40)
+    jfk = next((speech_dir / "jfk").rglob("*.flac"))
+    jfk_text = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "long", "audio": str(flac), "text": text, "speaker": "9001"}) + "\n"
+                        + json.dumps({"id": "jfk", "audio": str(jfk), "text": jfk_text, "speaker": "9101"}) + "\n")
+    (tmp_path / "terms.txt").write_text("printing\ncountry\n", encoding="utf-8")
+    out = tmp_path / "eval" / "eval.json"
+    assert main(["--adapter-dir", str(adapter), "--manifest", str(manifest), "--terms", str(tmp_path / "terms.txt"),
+                 "--compare-base", "--output", str(out), "--quiet"]) == 0
+    result = read_result(out, EvalResult)
+    assert [x["id"] for x in result.long_form] == ["long"] and result.long_form_base_wer is not None
+    said_long = normalize_for_scoring(text).split().count("printing")
+    assert said_long >= 1  # LJSpeech's first utterances are about printing
+    t = result.terms
+    assert t.utterances == 2 and t.said == said_long + 2 and t.utterances_with_terms == 2
+    by_term = {e["term"]: e for e in t.per_term}
+    assert by_term["printing"]["said"] == said_long and by_term["country"]["said"] == 2
+    after = term_rows(("printing", "country"), result.samples + result.long_form)
+    assert t.recalled_after == sum(r["recalled"] for r in after)
+    assert t.recalled_before is not None and t.term_error_rate_change_ci95 is not None
+    assert result.long_form[0]["base_wer"] is not None
+    assert "(base model" in capsys.readouterr().out
+    assert "## Long recordings" in (out.parent / "report.md").read_text(encoding="utf-8")

@@ -147,6 +147,19 @@ def test_single_model_eval_report(tmp_path):
     assert "| id | WER | errors / words | reference | hypothesis |" in written[REPORT_MD].read_text(encoding="utf-8")
 
 
+def test_an_eval_with_long_clips_shows_them_with_the_base_models_wer(tmp_path):
+    long_clip = {"id": "talk", "seconds": 95.4, "reference": "the whole talk", "hypothesis": "the hole talk", "wer": 1 / 3,
+                 "base_wer": 2 / 3, "segments": [{"start_s": 0.0, "end_s": 29.0, "text": "the hole"},
+                                                 {"start_s": 29.5, "end_s": 95.0, "text": "talk"}]}
+    metrics = eval_metrics() | {"long_form": [long_clip], "long_form_wer": 1 / 3, "long_form_base_wer": 2 / 3}
+    md = write_report(metrics, tmp_path)[REPORT_MD].read_text(encoding="utf-8")
+    assert "## Long recordings" in md
+    assert "1 clip(s) over 30 s went through the long-form path" in md and "WER 33.3% (base model 66.7%)." in md
+    assert "| talk | 95.4 s | 2 | 66.7% | 33.3% | the whole talk | the hole talk |" in md
+    without = write_report(eval_metrics(), tmp_path / "plain")[REPORT_MD].read_text(encoding="utf-8")
+    assert "Long recordings" not in without
+
+
 def test_report_does_not_modify_metrics(tmp_path):
     metrics = run_metrics()
     frozen = copy.deepcopy(metrics)

@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from lora.core.audio import SAMPLE_RATE
-from lora.data.long_recordings import join_utterances, repeat_to_length, speaker_utterances
-from lora.data.records import read_librispeech_dir
+from joined_audio import joined_flac
 from lora.results import SttArtifact, read_result
 from lora.scripts import run_stt
-
-
-def joined_flac(speech_dir: Path, out: Path, seconds: float, subset: str = "ljspeech") -> tuple[Path, str]:
-    rows = speaker_utterances(read_librispeech_dir(speech_dir, [subset]))
-    joined = join_utterances("joined", repeat_to_length(rows, seconds))
-    sf.write(str(out), joined.samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    return out, joined.text
 
 
 def test_long_file_goes_through_vad_chunks_with_segment_times(tmp_path, speech_dir, tiny_moonshine, capsys):

@@ -225,9 +225,11 @@ class EvalResult:
     schema_version: int = SCHEMA_VERSION
     # clips over 30 s, transcribed by the long-form path (lora.longform) and scored apart (no eval
     # loss: the models take 30 s at most): id, seconds, reference, hypothesis, wer, segments
-    # [{start_s, end_s, text}]; long_form_wer pools their word errors (None without such clips)
+    # [{start_s, end_s, text}] (+ base_wer with `--compare-base`); long_form_wer pools their word errors
+    # (None without such clips)
     long_form: list[dict] = field(default_factory=list)
     long_form_wer: float | None = None
+    long_form_base_wer: float | None = None  # the same long clips by the base model (`--compare-base`)
     # rows the adapter's run trained on (its lora_run.json): their WER is not held-out (a warning says so)
     trained_utterances: int = 0
     trained_speakers: list[str] = field(default_factory=list)

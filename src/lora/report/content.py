@@ -256,6 +256,23 @@ def all_utterances(m: dict) -> list[tuple]:
     return [("h", 2, "All utterances"), *note, (pair_rows if is_comparison(m) else single_rows)(shown)]
 
 
+def long_recordings(m: dict) -> list[tuple]:
+    """`lora eval`'s clips over 30 s, transcribed by the long-form path (nothing without them)."""
+    clips = m.get("long_form") or []
+    if not clips:
+        return []
+    base = m.get("long_form_base_wer")
+    text = (f"{len(clips)} clip(s) over 30 s went through the long-form path (speech detected, decoded in chunks of "
+            f"at most 30 s) and are scored apart: WER {pct(m.get('long_form_wer'))}"
+            + (f" (base model {pct(base)})." if base is not None else "."))
+    with_base = any("base_wer" in c for c in clips)
+    headers = ["id", "length", "segments", *(["WER base"] if with_base else []), "WER", "reference", "hypothesis"]
+    rows = [[str(c.get("id", "?")), seconds(c.get("seconds")), str(len(c.get("segments") or [])),
+             *([pct(c.get("base_wer"))] if with_base else []), pct(c.get("wer")),
+             c.get("reference") or "", c.get("hypothesis") or ""] for c in clips[:MAX_UTTERANCE_ROWS]]
+    return [("h", 2, "Long recordings"), ("p", text), ("table", headers, rows, [""] * len(rows))]
+
+
 def data_and_timing(m: dict) -> list[tuple]:
     data = [("Train utterances / speakers", f"{len(m.get('train_ids') or [])} / {len(m.get('train_speakers') or [])}"),
             ("Eval utterances / speakers", f"{len(m.get('eval_ids') or [])} / {len(m.get('eval_speakers') or [])}"),
@@ -339,7 +356,8 @@ def build_document(metrics: dict) -> list[tuple]:
     body = headline(metrics)
     if is_comparison(metrics):
         body += results(metrics) + significance(metrics) + forgetting(metrics)
-    return body + vocabulary(metrics) + regressions(metrics) + plots(metrics) + all_utterances(metrics) + data_and_timing(metrics)
+    return (body + vocabulary(metrics) + regressions(metrics) + plots(metrics) + all_utterances(metrics)
+            + long_recordings(metrics) + data_and_timing(metrics))
 
 
 def build_images(metrics: dict) -> dict[str, bytes]:

@@ -8,9 +8,11 @@ their segment times (`long_form`, `long_form_wer`: no eval loss, the models take
 Beside the normalised WER: the orthographic WER (case + punctuation kept, against the references as
 written; a folder's manifest.jsonl supplies LJSpeech's/JFK's own orthography), insertions before
 normalisation and output lengths (decoder loops), and with `--compare-base` (an adapter given) the base
-model's WER and the punctuation / capitalisation F1 of the adapted output against the base output.
+model's WER (the long clips' apart, `long_form_base_wer`) and the punctuation / capitalisation F1 of the
+adapted output against the base output.
 With `--terms FILE` (your vocabulary, one term per line): how often the model writes each term where it
-is said, and where it is not (lora.term_recall); with `--compare-base`, the base model's beside it.
+is said, and where it is not, over every clip, long-form ones included (lora.term_recall); with
+`--compare-base`, the base model's beside it.
 """
 
 from __future__ import annotations
@@ -150,6 +152,13 @@ def _main(argv: list[str] | None) -> int:
         raise UserError(f"{where}: every clip is over {WINDOW_SECONDS:g} s; eval loss needs clips up to "
                         f"{WINDOW_SECONDS:g} s (cut long recordings with `lora segment`, or transcribe them with `lora stt`)")
     long_form, long_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size), args.batch_size)
+    long_base, long_base_wer = [], None
+    if args.compare_base and long_rows:
+        with base_model_view(model):  # the long clips' base transcripts: their WER and terms, before -> after
+            long_base, long_base_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size),
+                                                  args.batch_size)
+        for clip, base_clip in zip(long_form, long_base, strict=True):
+            clip["base_wer"] = base_clip["wer"]
     examples = prepare_dataset(rows, processor, family, args.target_policy)
     result = assess(model, processor, family, examples, examples, args.batch_size)
     refs, hyps = [own_text(u) for u in rows], [s["hypothesis"] for s in result["samples"]]
@@ -163,14 +172,16 @@ def _main(argv: list[str] | None) -> int:
         style |= {"base_model_wer": base["wer"], "punctuation_f1_vs_base": punctuation_f1(base_hyps, hyps).f1,
                   "capitalisation_f1_vs_base": capitalisation_f1(base_hyps, hyps).f1}
     if terms:
-        style["terms"] = term_result(args.terms, terms, result["samples"], base["samples"] if args.compare_base else None,
-                                     args.seed)
+        # every clip counts, the long-form ones too (same order before and after, for the paired bootstrap)
+        style["terms"] = term_result(args.terms, terms, result["samples"] + long_form,
+                                     base["samples"] + long_base if args.compare_base else None, args.seed)
     result["samples"].sort(key=lambda s: (-s["wer"], s["id"]))
     report = EvalResult(
         **resolved.record(), adapter_dir=args.adapter_dir, family=family.name, data=where, utterances=len(examples),
         audio_seconds=sum(e.seconds for e in examples), wer_ci95=bootstrap_wer_ci(result["samples"], seed=args.seed),
         **result, wall_seconds=time.perf_counter() - started, versions=library_versions(),
-        long_form=long_form, long_form_wer=long_wer, trained_utterances=len(trained_ids), trained_speakers=trained_speakers,
+        long_form=long_form, long_form_wer=long_wer, long_form_base_wer=long_base_wer,
+        trained_utterances=len(trained_ids), trained_speakers=trained_speakers,
         **style)
     write_result(args.output, report)
     write_report(to_dict(report), Path(args.output).parent)
@@ -181,7 +192,8 @@ def _main(argv: list[str] | None) -> int:
     if report.terms:
         print(f"terms: {describe_terms(report.terms)}")
     if long_form:
-        print(f"long-form: {len(long_form)} clip(s) over {WINDOW_SECONDS:g} s, WER {100 * long_wer:.2f}%, "
+        base_part = f" (base model {100 * long_base_wer:.2f}%)" if long_base_wer is not None else ""
+        print(f"long-form: {len(long_form)} clip(s) over {WINDOW_SECONDS:g} s, WER {100 * long_wer:.2f}%{base_part}, "
               f"{sum(len(x['segments']) for x in long_form)} segments")
     return 0
 
