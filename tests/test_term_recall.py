@@ -13,6 +13,7 @@ from lora.results import EvalResult, TermResult, read_result, to_dict, write_res
 from lora.term_recall import (
     count_term,
     describe_terms,
+    missed_terms,
     missed_words,
     read_terms,
     suggested_terms_file,
@@ -127,6 +128,21 @@ def test_the_words_a_model_misses_are_listed_most_missed_first(tmp_path):
     assert "kubectl  # missed 2 of 3" in path.read_text()
 
 
+def test_a_name_missed_as_a_whole_is_suggested_as_one_phrase():
+    refs = ["CALL OKONKWO ADEYEMI NOW", "OKONKWO ADEYEMI SAID NO", "ASK OKONKWO ADEYEMI", "DR OKONKWO", "RED BLUE CAR",
+            "RED BLUE", "RED CAR", "RED HAT", "BLUE HAT", "BLUE SKY"]
+    hyps = ["call oh conquer adding me now", "okonkwo a demi said no", "ask oh conquer a day me", "doctor oh conquer",
+            "bread glue car", "bread glue", "bread car", "bread hat", "glue hat", "glue sky"]
+    terms = missed_terms(refs, hyps)
+    # "okonkwo adeyemi": 3 said, 3 missed as a whole (the second has "okonkwo" but not "adeyemi"); "adeyemi" lies
+    # only inside it, so not listed alone; "okonkwo" is said once more apart, so listed too (missed 3 of 4);
+    # "red blue" is said twice, "red" and "blue" four times each: half inside, not more, so not a phrase
+    assert terms == [("blue", 4, 4), ("red", 4, 4), ("okonkwo adeyemi", 3, 3), ("okonkwo", 3, 4)]
+    assert [t for t, _, _ in missed_words(refs, hyps)] == ["blue", "red", "adeyemi", "okonkwo"]
+    assert missed_terms(["A B", "A B"], ["a b", "x y"]) == [("a b", 1, 2)]  # said only together: the phrase alone
+    assert missed_terms(["A B", "A B"], ["a b", "a b"]) == []
+
+
 @pytest.mark.slow
 def test_check_suggests_the_terms_the_base_model_misses_in_real_speech(speech_dir, tmp_path, capsys):
     import json
@@ -144,6 +160,6 @@ def test_check_suggests_the_terms_the_base_model_misses_in_real_speech(speech_di
     counts = [line.split("# missed ")[1].split(" of ") for line in out.read_text().splitlines() if "# missed" in line]
     assert terms and len(counts) == len(terms)
     assert all(int(n) >= 2 and 2 * int(m) >= int(n) for m, n in counts)  # each missed at least half of 2+ times
-    assert f"{len(terms)} word(s) moonshine-base-en missed" in capsys.readouterr().out
+    assert f"{len(terms)} word(s) or phrase(s) moonshine-base-en missed" in capsys.readouterr().out
     assert check.main([str(manifest), "--suggest-terms", str(out)]) == 2  # which model's misses? one line
     assert "--suggest-terms needs --model-id M" in capsys.readouterr().err

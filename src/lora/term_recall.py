@@ -33,6 +33,9 @@ MAX_LISTED_TERMS = 200  # per-term rows kept in the results (most said first)
 # `lora check --suggest-terms`: a word the base model misses in at least this share of the at least this
 # many times it is said is a candidate term
 MIN_SUGGESTED_MISSED, MIN_SUGGESTED_SAID = 0.5, 2
+# a run of 2-3 such words said together ("okonkwo adeyemi") is suggested as one phrase when more than half the times
+# one of its words is said fall inside it; a word said only inside taken phrases is then not listed alone
+MAX_PHRASE_WORDS, MIN_PHRASE_SHARE = 3, 0.5
 _COMMENT = re.compile(r"(^|\s)#.*$")  # a comment starts with # at the start or after a space ("C#" is a term)
 
 
@@ -162,12 +165,46 @@ def missed_words(references: Sequence[str], hypotheses: Sequence[str], min_said:
     return sorted(found, key=lambda x: (-x[1], -x[1] / x[2], x[0]))
 
 
-def suggested_terms_file(words: Sequence[tuple[str, int, int]], model: str, source: str) -> str:
-    """A `--terms` file of `missed_words`, each with its counts as a comment, for the user to edit."""
-    head = [f"# words {model} missed in at least {MIN_SUGGESTED_MISSED:.0%} of the at least {MIN_SUGGESTED_SAID} times",
-            f"# they are said in {source} (as scored: lower case, numbers as digits); keep the ones that matter,",
-            "# then: lora train ... --terms THIS_FILE"]
-    return "\n".join(head + [f"{w}  # missed {m} of {n}" for w, m, n in words]) + "\n"
+def missed_terms(references: Sequence[str], hypotheses: Sequence[str], min_said: int = MIN_SUGGESTED_SAID,
+                 min_missed_share: float = MIN_SUGGESTED_MISSED) -> list[tuple[str, int, int]]:
+    """`missed_words`, with runs of them said together as phrases: (term, missed, said), most missed first.
+
+    A phrase is 2 to `MAX_PHRASE_WORDS` consecutive reference words, each a missed word, said at least
+    `min_said` times and missed (counted as `--terms` counts it: fewer whole copies written than said) in at
+    least `min_missed_share` of them, where more than `MIN_PHRASE_SHARE` of one of its words' occurrences lie
+    inside it ("okonkwo adeyemi"; not "red blue" where both words are said mostly apart). Longer phrases are
+    taken first; a word is left out alone only when every occurrence of it lies inside taken phrases."""
+    words = missed_words(references, hypotheses, min_said, min_missed_share)
+    singles = {w for w, _, _ in words}
+    pairs = [(normalize_for_scoring(r).split(), normalize_for_scoring(h).split())
+             for r, h in zip(references, hypotheses, strict=True)]
+    said_word = Counter(w for ref, _ in pairs for w in ref)
+    runs = {tuple(ref[i:i + n]) for ref, _ in pairs for n in range(MAX_PHRASE_WORDS, 1, -1)
+            for i in range(len(ref) - n + 1) if all(w in singles for w in ref[i:i + n])}
+    phrases: list[tuple[str, int, int]] = []
+    inside: Counter[str] = Counter()  # a word's occurrences inside taken phrases
+    for run in sorted(runs, key=lambda r: (-len(r), r)):
+        said = sum(count_term(ref, run) for ref, _ in pairs)
+        missed = sum(count_term(ref, run) - min(count_term(ref, run), count_term(hyp, run)) for ref, hyp in pairs)
+        if said < min_said or missed < min_missed_share * said:
+            continue
+        if not any(said > MIN_PHRASE_SHARE * said_word[w] for w in run):
+            continue
+        text = " ".join(run)
+        if any(f" {text} " in f" {p} " and said <= n for p, _, n in phrases):  # inside a longer phrase, said no more
+            continue
+        phrases.append((text, missed, said))
+        inside.update({w: said for w in run})
+    kept = [(w, m, n) for w, m, n in words if inside[w] < n]
+    return sorted(phrases + kept, key=lambda x: (-x[1], -x[1] / x[2], x[0]))
+
+
+def suggested_terms_file(terms: Sequence[tuple[str, int, int]], model: str, source: str) -> str:
+    """A `--terms` file of `missed_terms`, each with its counts as a comment, for the user to edit."""
+    head = [f"# words and phrases {model} missed in at least {MIN_SUGGESTED_MISSED:.0%} of the at least "
+            f"{MIN_SUGGESTED_SAID} times", f"# they are said in {source} (as scored: lower case, numbers as digits); "
+            "keep the ones that matter,", "# then: lora train ... --terms THIS_FILE"]
+    return "\n".join(head + [f"{t}  # missed {m} of {n}" for t, m, n in terms]) + "\n"
 
 
 def _pct(value: float | None) -> str:

@@ -14,8 +14,8 @@ DIR/quarantine.jsonl with --output DIR; otherwise quarantine.jsonl is written be
 (for a folder: ./quarantine.jsonl) only when there are bad rows, so a clean check leaves nothing
 behind. The path written is printed. Warnings (kept rows worth a look) are listed in the table only.
 
---suggest-terms FILE (with --model-id): the words that base model misses in the rows (lora.term_recall.
-missed_words), written as a --terms file to edit; the rows are transcribed once for it and
+--suggest-terms FILE (with --model-id): the words and phrases that base model misses in the rows
+(lora.term_recall.missed_terms), written as a --terms file to edit; the rows are transcribed once for it and
 --verify-with-model together.
 """
 
@@ -33,7 +33,7 @@ from lora.data.hygiene import HygieneOptions, disagreements, transcribe_rows
 from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import check_rows, write_quarantine
 from lora.data.records import Utterance
-from lora.term_recall import missed_words, suggested_terms_file
+from lora.term_recall import missed_terms, suggested_terms_file
 
 log = logging.getLogger("lora")
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -165,9 +165,9 @@ def _main(argv: list[str] | None) -> int:
     if report.quarantine is None:
         print("\nnothing quarantined (no file written)")
     if args.suggest_terms:
-        words = missed_words([u.text for u, _ in heard], [hyp for _, hyp in heard])
-        write_text_atomic(args.suggest_terms, suggested_terms_file(words, args.model_id, read.source))
-        print(f"\nterms       {len(words)} word(s) {args.model_id} missed at least half the times they are said "
+        terms = missed_terms([u.text for u, _ in heard], [hyp for _, hyp in heard])
+        write_text_atomic(args.suggest_terms, suggested_terms_file(terms, args.model_id, read.source))
+        print(f"\nterms       {len(terms)} word(s) or phrase(s) {args.model_id} missed at least half the times they are said "
               f"-> {args.suggest_terms} (edit it, then: lora train ... --terms {args.suggest_terms})")
     report.require(args.min_good)
     return 0
