@@ -6,7 +6,8 @@ Long recordings are consecutive real utterances of one speaker joined end to end
 (lora.data.long_recordings): the 11 LJSpeech utterances (61 s), each LibriSpeech chapter of
 ../shared/speech (test-clean, dev-clean), and every FSDD take of speaker 9201 in id order (0..9
 five times: a counting sequence). For each family and recording it measures
-  * WER of the long-form path (VAD -> chunks <= 30 s -> batched decoding, lora.longform) on the
+  * WER of the long-form path (VAD -> chunks <= the family's `longform_chunk_s`, Moonshine 15 s, Whisper 30 s,
+    as `lora stt` cuts them -> batched decoding, lora.longform) on the
     joined audio against the joined transcript, and WER of transcribing the same utterances one by
     one (batched the same way); pooled WER = all word errors / all reference words;
   * throughput of each, audio seconds per wall second (long-form time includes the VAD); one
@@ -110,7 +111,7 @@ def word_errors(references: list[str], hypotheses: list[str], digits: bool) -> t
     return out["substitutions"] + out["deletions"] + out["insertions"], out["ref_words"]
 
 
-def bench_model(model_name: str, recs, speech: dict, batch_size: int) -> dict:
+def bench_model(model_name: str, recs, speech: dict, batch_size: int, max_chunk_s: float | None = None) -> dict:
     from lora.longform import LongformOptions, torch_transcriber, transcribe_long
     from lora.model_utils import load_base, resolve_model_id
     from lora.segmenting import (
@@ -122,7 +123,8 @@ def bench_model(model_name: str, recs, speech: dict, batch_size: int) -> dict:
     model, processor, family = load_base(resolve_model_id(model_name))
     plain = torch_transcriber(model, processor, family, batch_size)
     plain([recs[0][1].utterances[0].samples()])  # warm-up, untimed
-    options = LongformOptions(batch_size=batch_size)
+    chunk_s = max_chunk_s or family.longform_chunk_s  # the family's, as `lora stt` cuts
+    options = LongformOptions(max_chunk_s=chunk_s, batch_size=batch_size)
     rows = []
     for corpus, rec in recs:
         print(f"[{model_name}] {rec.id}: {len(rec.utterances)} utterances, {rec.seconds:.1f} s", flush=True)
@@ -167,7 +169,7 @@ def bench_model(model_name: str, recs, speech: dict, batch_size: int) -> dict:
             "hypothesis_long": long.text, "hypotheses_one_by_one": one,
         })
     corpora = sorted({r["corpus"] for r in rows})
-    return {"model": model_name, "family": family.name, "recordings": rows, "pooled": pooled(rows),
+    return {"model": model_name, "family": family.name, "longform_chunk_s": chunk_s, "recordings": rows, "pooled": pooled(rows),
             "pooled_by_corpus": {c: pooled([r for r in rows if r["corpus"] == c]) for c in corpora}}
 
 
@@ -195,10 +197,11 @@ def pooled(rows: list[dict]) -> dict:
 def markdown(result: dict) -> str:
     keys = [f"{m:g}" for m in SEGMENT_MAX_CHUNK_S]
     seg_head = " | ".join(f"placement / kept / quar. (clips <= {k} s)" for k in keys)
+    chunks = ", ".join(f"{m['longform_chunk_s']:g} s ({m['model']})" for m in result["models"])
     lines = [
         "# Long-form transcription and segmentation", "",
         (f"{result['created']} · {result['machine']} · batch size {result['batch_size']} · VAD silero (ONNX) · "
-        f"long-form chunks <= 30 s · placement tolerance {PLACEMENT_TOLERANCE_S} s"), "",
+        f"long-form chunks <= {chunks} · placement tolerance {PLACEMENT_TOLERANCE_S} s"), "",
         ("Long recordings = consecutive real utterances of one speaker joined end to end. WER pooled = all word "
         "errors / all reference words (Whisper English normaliser; FSDD as digit tokens, see the script's "
         "docstring). Throughput = audio s / wall s (long-form includes the VAD). Word placement = share of "
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--max-chunk-s", type=float, default=None,
+                        help="long-form chunk for every model (default: each family's `longform_chunk_s`, as `lora stt`)")
     args = parser.parse_args(argv)
 
     import platform
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
 
     recs = recordings(speech_dir())
     speech = {rec.id: detect_speech(rec.samples, VadOptions()) for _, rec in recs}  # for segmentation
-    models = [bench_model(name, recs, speech, args.batch_size) for name in args.models.split(",")]
+    models = [bench_model(name, recs, speech, args.batch_size, args.max_chunk_s) for name in args.models.split(",")]
     result = {
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",

@@ -65,6 +65,7 @@ class ModelFamily(ABC):
     target_policy: str  # default training-target text policy (see lora.core.text)
     tokens_per_second: float = 13.0  # cap for generation length per second of audio
     min_new_tokens_cap: int = 8
+    longform_chunk_s: float = 30.0  # longest chunk the long-form path (lora.longform) decodes at once, by default
 
     # -- audio -> model input -------------------------------------------------------------
     @abstractmethod

@@ -3,8 +3,9 @@
 Scores any model (optionally with a LoRA adapter) on any manifest, dataset or LibriSpeech-layout folder:
 eval loss, normalised WER/CER with substitutions/deletions/insertions, a bootstrap 95% interval of
 the WER, and per-utterance results (worst first). `real_small` uses the same functions. Clips over
-30 s are transcribed by the long-form path (VAD chunks <= 30 s, lora.longform) and scored apart, with
-their segment times (`long_form`, `long_form_wer`: no eval loss, the models take 30 s at most).
+30 s are transcribed by the long-form path (VAD chunks of at most the family's `longform_chunk_s`: Moonshine
+15 s, Whisper 30 s; lora.longform) and scored apart, with their segment times (`long_form`, `long_form_wer`:
+no eval loss, the models take 30 s at most).
 Beside the normalised WER: the orthographic WER (case + punctuation kept, against the references as
 written; a folder's manifest.jsonl supplies LJSpeech's/JFK's own orthography), insertions before
 normalisation and output lengths (decoder loops), and with `--compare-base` (an adapter given) the base
@@ -110,11 +111,12 @@ def load_rows(args):
     return rows, where
 
 
-def score_long(rows, transcribe_batch, batch_size: int) -> tuple[list[dict], float | None]:
-    """Clips over 30 s through the long-form path: per clip its transcript, WER and segment times."""
+def score_long(rows, transcribe_batch, batch_size: int, max_chunk_s: float) -> tuple[list[dict], float | None]:
+    """Clips over 30 s through the long-form path (chunks <= max_chunk_s): per clip its transcript, WER and
+    segment times."""
     if not rows:
         return [], None
-    options = LongformOptions(batch_size=batch_size)
+    options = LongformOptions(max_chunk_s=max_chunk_s, batch_size=batch_size)
     out = []
     for u in rows:
         transcript = transcribe_any(u.samples(), transcribe_batch, options)
@@ -151,12 +153,13 @@ def _main(argv: list[str] | None) -> int:
     if not rows:
         raise UserError(f"{where}: every clip is over {WINDOW_SECONDS:g} s; eval loss needs clips up to "
                         f"{WINDOW_SECONDS:g} s (cut long recordings with `lora segment`, or transcribe them with `lora stt`)")
-    long_form, long_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size), args.batch_size)
+    long_form, long_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size), args.batch_size,
+                                     family.longform_chunk_s)
     long_base, long_base_wer = [], None
     if args.compare_base and long_rows:
         with base_model_view(model):  # the long clips' base transcripts: their WER and terms, before -> after
             long_base, long_base_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size),
-                                                  args.batch_size)
+                                                  args.batch_size, family.longform_chunk_s)
         for clip, base_clip in zip(long_form, long_base, strict=True):
             clip["base_wer"] = base_clip["wer"]
     examples = prepare_dataset(rows, processor, family, args.target_policy)

@@ -4,9 +4,10 @@ Transcribes audio files of any length, or a manifest (audio as float arrays or f
 list of audio paths, with a base model alone (--model-id), a base model + LoRA adapter (--adapter-dir;
 the base defaults to the one recorded in the adapter) or an exported model (--exported: the folder
 `lora export` wrote, ONNX Moonshine or CTranslate2 Whisper), and scores it (normalised WER) when
-references are present. Clips up to 30 s are decoded whole; longer ones go through the long-form path
-(lora.longform: silero-vad speech regions, chunks <= 30 s cut in pauses, decoded in batches, stitched),
-and the artifact lists every segment's start/end time. Warns when an utterance or speaker of the
+references are present. Clips up to the family's long-form chunk (`--max-chunk-s`, default Moonshine 15 s,
+Whisper 30 s: `ModelFamily.longform_chunk_s`) are decoded whole; longer ones go through the long-form path
+(lora.longform: silero-vad speech regions, chunks of at most that cut in pauses, decoded in batches,
+stitched), and the artifact lists every segment's start/end time. Warns when an utterance or speaker of the
 manifest was in the adapter's training data.
 
 Subtitles: --srt/--vtt PATH for one audio file; with several, one `<id>.srt`/`<id>.vtt` per file beside
@@ -30,6 +31,7 @@ from lora.data.preflight import preflight
 from lora.data.records import Utterance
 from lora.data.selection import seen_in_training
 from lora.evaluation import score
+from lora.families import all_exports, all_families
 from lora.longform import LongformOptions, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.results import SttArtifact, write_result
@@ -60,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--srt", default=None, metavar="PATH", help="SubRip subtitles (one audio file; several: beside --output)")
     parser.add_argument("--vtt", default=None, metavar="PATH", help="WebVTT subtitles (one audio file; several: beside --output)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips or long-form chunks per decoding batch")
-    parser.add_argument("--max-chunk-s", type=float, default=30.0, help="longest chunk of the long-form path (default 30)")
+    parser.add_argument("--max-chunk-s", type=float, default=None,
+                        help="longest chunk of the long-form path (default: the model family's, Moonshine 15, Whisper 30)")
     parser.add_argument("--quiet", action="store_true", help="warnings only")
     return parser
 
@@ -104,7 +107,7 @@ def check_args(args) -> None:
         raise UserError("--reference is the transcript of one --audio file; for several, use --audio-list with a manifest")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
-    if not 1.0 <= args.max_chunk_s <= 30.0:
+    if args.max_chunk_s is not None and not 1.0 <= args.max_chunk_s <= 30.0:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
     check_output_file(args.output)
 
@@ -136,11 +139,12 @@ def audio_rows(paths: list[str], reference: str | None) -> list[Utterance]:
 
 
 def load_transcriber(args):
-    """(transcribe_batch, artifact model fields, adapter run info) for the chosen model."""
+    """(transcribe_batch, artifact model fields, adapter run info, model family) for the chosen model."""
     if args.exported:
         transcribe_batch, report = exported_transcriber(args.exported)
         fields = {k: report.get(k, "") for k in ("model_id_requested", "model_id_used", "model_source", "model_path")}
-        return transcribe_batch, fields | {"adapter_dir": report.get("adapter_dir", "")}, {}
+        family = all_families()[all_exports()[report["format"]].family]
+        return transcribe_batch, fields | {"adapter_dir": report.get("adapter_dir", "")}, {}, family
     if args.adapter_dir:
         model, processor, family, resolved, info = load_with_adapter(Path(args.adapter_dir), args.model_id)
     else:
@@ -152,7 +156,7 @@ def load_transcriber(args):
 
         processor = AutoProcessor.from_pretrained(args.processor_dir)
     fields = resolved.record() | {"adapter_dir": str(args.adapter_dir or "")}  # "" = base model alone
-    return torch_transcriber(model, processor, family, args.batch_size), fields, info
+    return torch_transcriber(model, processor, family, args.batch_size), fields, info, family
 
 
 def write_subtitles(args, transcripts: dict) -> list[str]:
@@ -190,10 +194,11 @@ def _main(argv: list[str] | None) -> int:
         rows, bad, source = rows + list(read.rows), list(read.bad), read.source
     report = preflight(rows, bad, require_text=False, quiet=True, source=source, max_seconds=MAX_SECONDS)
 
-    transcribe_batch, model_fields, info = load_transcriber(args)
+    transcribe_batch, model_fields, info, family = load_transcriber(args)
     for warning in leakage_warnings(report.good, info):
         log.warning("warning: %s", warning)
-    options = LongformOptions(max_chunk_s=args.max_chunk_s, batch_size=args.batch_size)
+    max_chunk_s = args.max_chunk_s or family.longform_chunk_s
+    options = LongformOptions(max_chunk_s=max_chunk_s, batch_size=args.batch_size)
     errors = [{"id": b.id, "origin": b.origin, "reason": b.reason, "detail": b.detail} for b in report.bad]
     transcripts, texts = {}, {}
     for u in report.good:
@@ -204,7 +209,7 @@ def _main(argv: list[str] | None) -> int:
             continue
         transcripts[u.id] = transcribe_any(samples, transcribe_batch, options)
         texts[u.id] = (u.text, len(samples) / SAMPLE_RATE)
-        if len(samples) > args.max_chunk_s * SAMPLE_RATE:
+        if len(samples) > max_chunk_s * SAMPLE_RATE:
             log.info("%s: %.0f s long-form -> %d segments", u.id, len(samples) / SAMPLE_RATE, len(transcripts[u.id].segments))
     scored = [i for i, (text, _) in texts.items() if text.strip()]
     result = score(scored, [texts[i][0] for i in scored], [transcripts[i].text for i in scored])
@@ -214,7 +219,7 @@ def _main(argv: list[str] | None) -> int:
     segments = [{"id": i, "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3), "text": s.text}
                 for i, t in transcripts.items() for s in t.segments]
     artifact = SttArtifact(**model_fields, processor_dir=args.processor_dir, samples=samples, wer=result["wer"],
-                           cer=result["cer"], errors=errors, segments=segments, max_chunk_s=args.max_chunk_s,
+                           cer=result["cer"], errors=errors, segments=segments, max_chunk_s=max_chunk_s,
                            exported_dir=args.exported)
     write_result(args.output, artifact)
     subtitles = write_subtitles(args, transcripts)

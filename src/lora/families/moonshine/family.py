@@ -59,4 +59,9 @@ MOONSHINE = MoonshineFamily(
     input_key="input_values",
     default_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
     target_policy="styled",  # the base model's casing and punctuation kept in training targets (lora.styled_targets)
+    # Moonshine takes any length, and on 17-28 s of joined digits it counts on past the audio ("1, 2, ..., 0" eleven
+    # times for five). Chosen on the digits recipe's training speakers and dev-clean only
+    # (benchmarks/longform_chunk_length.py, results/longform_chunk_length_moonshine-base-en.jsonl), pooled WER at
+    # 30 / 20 / 15 / 10 s chunks: FSDD 105.5 / 143.5 / 48.5 / 47.5%, dev-clean 1.9 / 1.0 / 1.0 / 2.9%.
+    longform_chunk_s=15.0,
 )
