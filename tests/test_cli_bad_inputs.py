@@ -12,7 +12,19 @@ import pytest
 
 from lora.core.cli import run_cli
 from lora.runners import real_small
-from lora.scripts import check, join_utterances, run_stt, segment
+from lora.runners import poc
+from lora.scripts import (
+    build_manifest,
+    check,
+    evaluate,
+    export,
+    import_model,
+    join_utterances,
+    report,
+    run_stt,
+    scale_manifest,
+    segment,
+)
 
 
 def _flac(speech_dir: Path) -> Path:
@@ -56,6 +68,10 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
         (tmp_path / "base" / "config.json").write_text("{}")
         if weights is not None:
             (folder / "adapter_model.safetensors").write_bytes(weights)
+    (tmp_path / "not_metrics.json").write_text(json.dumps({"a": 1}))
+    (tmp_path / "no_run").mkdir()
+    (tmp_path / "not_export").mkdir()
+    (tmp_path / "not_export" / "notes.txt").write_text("keep me\n")
     (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
     return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
 
@@ -138,6 +154,19 @@ CASES = [
     ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "hygiene: chars_per_second"),
     ("check", ["{tmp}/m.jsonl", "--max-chars-per-second", "2"], "only 0 usable row(s) of 1"),
     ("check", ["{tmp}/m.jsonl", "--min-good", "2"], "only 1 usable row(s) of 1"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", "-1"], "--seed must be within 0..4294967295"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", str(2**32)], "--seed must be within 0..4294967295"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--max-grad-norm", "-1"], "--max-grad-norm must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--lora-alpha", "0"], "--lora-alpha must be >= 1"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--join-clips", "0"], "--join-clips must be >= 1"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--canary-samples", "-1"], "--canary-samples must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--wer-batches", "-1"], "--wer-batches must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    # lora poc: its own flags, and the ranges `lora train` checks
+    ("poc", ["--steps", "0"], "lora poc --steps 0: must be >= 1"),
+    ("poc", ["--samples", "-1"], "lora poc --samples -1: must be >= 1"),
+    ("poc", ["--learning-rate", "-1"], "--learning-rate must be > 0"),
     # lora join
     ("join", ["--data-dir", "{speech}", "--subset", "nosuch", "--output", "{tmp}/j.flac"], "no subset 'nosuch'"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),
@@ -146,7 +175,9 @@ CASES = [
     ("join", ["--data-dir", "{tmp}/nowhere", "--subset", "ljspeech", "--output", "{tmp}/j.flac"], "no speech folder"),
 ]
 MAINS = {"stt": run_stt.main, "segment": segment.main, "check": check.main, "join": join_utterances.main,
-         "train": lambda argv: run_cli(real_small._main, argv)}  # (its `main` may re-execute under jemalloc first)
+         "train": lambda argv: run_cli(real_small._main, argv),  # (its `main` may re-execute under jemalloc first)
+         "poc": poc.main, "eval": evaluate.main, "report": report.main, "export": export.main, "import": import_model.main,
+         "build-manifest": build_manifest.main, "scale-manifest": scale_manifest.main}
 
 
 @pytest.mark.parametrize("command, argv, expected", CASES, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(CASES)])
@@ -160,10 +191,10 @@ def test_bad_input_is_one_error_line(command, argv, expected, tmp_path, speech_d
     err = [line for line in err if not line.startswith("[lora]")]  # log lines are not errors
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: "), err
-    assert expected in err[0]
+    assert expected.format(**names) in err[0]
     assert "Traceback" not in err[0]
     written = sorted(p.name for p in tmp_path.rglob("*"))
-    if command in ("stt", "segment", "join"):
+    if command in ("stt", "segment", "join", "eval", "report", "export", "import", "build-manifest", "scale-manifest"):
         assert written == before  # nothing half-written
 
 
@@ -214,3 +245,14 @@ def test_a_path_the_command_cannot_use_is_one_line(tmp_path, capsys):
 
     with pytest.raises(OSError, match="no path here"):
         run_cli(fails_without_a_path, [])
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, caplog):
+    """`--resume` where no checkpoint was written (a restart loop passes it every time): a warning, step 0."""
+    from lora.training import resume_dir
+    from lora.training_config import TrainConfig
+
+    with caplog.at_level("WARNING", logger="lora"):
+        assert resume_dir(TrainConfig(resume=True), tmp_path) is None
+    assert [r.getMessage() for r in caplog.records] == [f"warning: --resume: no checkpoint/state.json in {tmp_path}; "
+                                                        "starting from step 0"]
