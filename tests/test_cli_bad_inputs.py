@@ -167,6 +167,22 @@ CASES = [
     ("poc", ["--steps", "0"], "lora poc --steps 0: must be >= 1"),
     ("poc", ["--samples", "-1"], "lora poc --samples -1: must be >= 1"),
     ("poc", ["--learning-rate", "-1"], "--learning-rate must be > 0"),
+    # lora export / import: an existing file or foreign folder at --output is never replaced
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/clip.txt"],
+     "exists and is a file, not an earlier export"),
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/not_export"],
+     "exists and is a folder without export_report.json"),
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/ad_noweights"],
+     "is the adapter folder itself"),
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/x", "--max-samples", "-1"],
+     "--max-samples -1: must be >= 0"),
+    ("import", ["moonshine-base-en", "--output", "{tmp}/clip.txt"], "exists and is a file, not an earlier import"),
+    ("import", ["moonshine-base-en", "--output", "{tmp}/not_export"], "exists and is a folder without lora_import.json"),
+    # build-manifest / scale-manifest: a folder at --output is refused before any audio is read
+    ("build-manifest", ["--data-dir", "{speech}", "--split", "ljspeech", "--samples", "1", "--output", "{tmp}/no_run"],
+     "--output {tmp}/no_run is a folder; pass a file name"),
+    ("scale-manifest", ["--hours", "0.01", "--speech-dir", "{speech}", "--output", "{tmp}/no_run"],
+     "--output {tmp}/no_run is a folder; pass a file name"),
     # lora join
     ("join", ["--data-dir", "{speech}", "--subset", "nosuch", "--output", "{tmp}/j.flac"], "no subset 'nosuch'"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),
