@@ -167,6 +167,17 @@ CASES = [
     ("poc", ["--steps", "0"], "lora poc --steps 0: must be >= 1"),
     ("poc", ["--samples", "-1"], "lora poc --samples -1: must be >= 1"),
     ("poc", ["--learning-rate", "-1"], "--learning-rate must be > 0"),
+    # lora eval: flags checked before the rows are read or a model loads
+    ("eval", ["--manifest", "{tmp}/m.jsonl", "--model-id", "x", "--batch-size", "0", "--output", "{tmp}/e/eval.json"],
+     "--batch-size 0: must be >= 1"),
+    ("eval", ["--manifest", "{tmp}/m.jsonl", "--model-id", "x", "--max-samples", "-1", "--output", "{tmp}/e/eval.json"],
+     "--max-samples -1: must be >= 0"),
+    ("eval", ["--data-dir", "{tmp}/no_audio_dir", "--model-id", "x", "--output", "{tmp}/e/eval.json"],
+     "no LibriSpeech-layout subsets in it"),
+    ("eval", ["--data-dir", "{tmp}/nowhere", "--model-id", "x", "--output", "{tmp}/e/eval.json"], "--data-dir {tmp}/nowhere: no such folder"),
+    # lora report: a JSON that is no run's metrics, a folder with no run
+    ("report", ["{tmp}/not_metrics.json", "--output-dir", "{tmp}/r"], "not a run's real_metrics.json nor a lora eval's eval.json"),
+    ("report", ["{tmp}/no_run"], "a folder with no real_metrics.json or eval.json"),
     # lora export / import: an existing file or foreign folder at --output is never replaced
     ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/clip.txt"],
      "exists and is a file, not an earlier export"),
