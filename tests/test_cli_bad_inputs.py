@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from lora.core.cli import run_cli
-from lora.runners import real_small
-from lora.runners import poc
+from lora.runners import poc, real_small
 from lora.scripts import (
     build_manifest,
     check,
@@ -70,6 +69,9 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
             (folder / "adapter_model.safetensors").write_bytes(weights)
     (tmp_path / "not_metrics.json").write_text(json.dumps({"a": 1}))
     (tmp_path / "no_run").mkdir()
+    (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "file_clips").mkdir()
+    (tmp_path / "file_clips" / "clips").write_text("not a folder\n")
     (tmp_path / "not_export").mkdir()
     (tmp_path / "not_export" / "notes.txt").write_text("keep me\n")
     (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
@@ -110,6 +112,13 @@ CASES = [
     ("stt", ["--audio", "{clip}", "--model-id", "./no-such-model", "--output", "{tmp}/o.json"], "is neither a directory"),
     ("stt", ["--audio", "{clip}", "--model-id", "{tmp}", "--output", "{tmp}/o.json"], "no config.json"),
     ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}", "--output", "{tmp}/o.json"], "no adapter_config.json"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/no_audio_dir"],
+     "--srt {tmp}/no_audio_dir is a folder; pass a file name"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--vtt", "{tmp}/clip.txt/o.vtt"],
+     "clip.txt is a file, not a folder"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/o.json"], "is also --output"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/s.txt", "--vtt", "{tmp}/s.txt"],
+     "--srt and --vtt are the same file"),
     # lora segment
     ("segment", ["--audio", "{tmp}/gone.flac", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "missing file"),
     ("segment", ["--audio", "{tmp}/notaudio.wav", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "cannot decode"),
@@ -134,6 +143,10 @@ CASES = [
      "--subtitle-offset shifts subtitles' cues; the transcript is not subtitles"),
     ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/clip.txt", "--output", "{tmp}/s.jsonl", "--model-id", "./no-such-model"],
      "is neither a directory"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/dir.jsonl"], "--output {tmp}/dir.jsonl is a folder"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/clip.txt/s.jsonl"], "clip.txt is a file, not a folder"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/file_clips/s.jsonl"],
+     "the clips go to {tmp}/file_clips/clips, which is a file"),
     # lora check
     ("check", ["{tmp}/m.jsonl", "--workers", "-1"], "--workers -1: must be >= 0"),
     ("check", ["{tmp}/deep.json"], "deep.json:1: JSON nested too deeply to read"),

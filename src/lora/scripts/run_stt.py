@@ -107,6 +107,15 @@ def check_args(args) -> None:
     if not 1.0 <= args.max_chunk_s <= 30.0:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
     check_output_file(args.output)
+    one_file = bool(args.audio) and len(args.audio) == 1 and not (args.audio_list or args.dataset)
+    for flag, path in (("--srt", args.srt), ("--vtt", args.vtt)):
+        if not path or not one_file:
+            continue  # several files: one subtitle file per id beside --output, whose folder is checked above
+        check_output_file(path, flag)
+        if Path(path).resolve() == Path(args.output).resolve():
+            raise UserError(f"{flag} {path} is also --output (the JSON artifact); give the subtitles their own file")
+    if args.srt and args.vtt and Path(args.srt).resolve() == Path(args.vtt).resolve():
+        raise UserError(f"--srt and --vtt are the same file {args.srt}; give each its own")
 
 
 def audio_files(paths: list[str]) -> list[str]:
