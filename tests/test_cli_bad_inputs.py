@@ -70,6 +70,7 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "not_metrics.json").write_text(json.dumps({"a": 1}))
     (tmp_path / "no_run").mkdir()
     (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "d.flac").mkdir()
     (tmp_path / "file_clips").mkdir()
     (tmp_path / "file_clips" / "clips").write_text("not a folder\n")
     (tmp_path / "not_export").mkdir()
@@ -212,6 +213,13 @@ CASES = [
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--speaker", "0000", "--output", "{tmp}/j.flac"], "speaker '0000' not found"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--seconds", "0", "--output", "{tmp}/j.flac"], "--seconds 0: must be within"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/d.flac"], "--output {tmp}/d.flac is a folder"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.flac", "--transcript-out", "{tmp}/no_run"],
+     "--transcript-out {tmp}/no_run is a folder"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.flac", "--transcript-out", "{tmp}/j.flac"],
+     "is also --output"),
+    ("check", ["{tmp}/m.jsonl", "--quarantine", "{tmp}/no_run"], "--quarantine {tmp}/no_run is a folder"),
+    ("check", ["{tmp}/m.jsonl", "--output", "{tmp}/clip.txt"], "clip.txt is a file, not a folder"),
     ("join", ["--data-dir", "{tmp}/nowhere", "--subset", "ljspeech", "--output", "{tmp}/j.flac"], "no speech folder"),
 ]
 MAINS = {"stt": run_stt.main, "segment": segment.main, "check": check.main, "join": join_utterances.main,
