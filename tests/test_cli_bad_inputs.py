@@ -120,6 +120,10 @@ CASES = [
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/o.json"], "is also --output"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/s.txt", "--vtt", "{tmp}/s.txt"],
      "--srt and --vtt are the same file"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--processor-dir", "{tmp}/no_run"],
+     "--processor-dir {tmp}/no_run: no processor_config.json or preprocessor_config.json in it"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--processor-dir", "{tmp}/nowhere"],
+     "--processor-dir {tmp}/nowhere: no such folder"),
     # lora segment
     ("segment", ["--audio", "{tmp}/gone.flac", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "missing file"),
     ("segment", ["--audio", "{tmp}/notaudio.wav", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "cannot decode"),
@@ -177,6 +181,7 @@ CASES = [
     ("train", ["--manifest", "{tmp}/m.jsonl", "--canary-samples", "-1"], "--canary-samples must be >= 0"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--wer-batches", "-1"], "--wer-batches must be >= 0"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--target-policy", "bogus"], "--target-policy must be one of styled, raw"),
     # lora poc: its own flags, and the ranges `lora train` checks
     ("poc", ["--steps", "0"], "lora poc --steps 0: must be >= 1"),
     ("poc", ["--samples", "-1"], "lora poc --samples -1: must be >= 1"),
@@ -304,3 +309,16 @@ def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, caplog):
         assert resume_dir(TrainConfig(resume=True), tmp_path) is None
     assert [r.getMessage() for r in caplog.records] == [f"warning: --resume: no checkpoint/state.json in {tmp_path}; "
                                                         "starting from step 0"]
+
+
+def test_target_modules_the_model_lacks_is_one_line(tiny_moonshine):
+    """--target-modules naming no module of the model: PEFT's ValueError becomes a UserError naming the flag."""
+    from lora.core.errors import UserError
+    from lora.model_utils import load_base, resolve_model_id
+    from lora.pipeline import attach
+    from lora.training_config import TrainConfig
+
+    model, _, family = load_base(resolve_model_id(str(tiny_moonshine)))
+    with pytest.raises(UserError, match=r"^--target-modules nosuch_proj: .*not found.*\(the moonshine defaults: "
+                                        r"q_proj,k_proj,v_proj,o_proj\)"):
+        attach(model, TrainConfig(target_modules="nosuch_proj"), family)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora.core.errors import UserError
+from lora.core.text import TARGET_POLICIES
 
 DEFAULT_SAMPLES = 40  # training rows drawn from the default speech source (the seed's small run)
 DEFAULT_EVAL_SAMPLES = 8  # held-out rows split off the training data (the seed's)
@@ -315,6 +316,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.early_stopping_patience == 0 or cfg.eval_steps > 0, "--early-stopping-patience needs --eval-steps"),
         (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "--mixed-precision must be auto, no, fp16 or bf16"),
         (cfg.style_on_draw in ("auto", "yes", "no"), "--style-on-draw must be auto, yes or no"),
+        (cfg.target_policy in (None, *TARGET_POLICIES), f"--target-policy must be one of {', '.join(TARGET_POLICIES)}"),
         (cfg.style_on_draw != "yes" or not (cfg.style_consensus or cfg.join_clips > 1),
          "--style-on-draw yes cannot go with --style-consensus or --join-clips (they need every clip's transcript before "
          "the first step)"),
