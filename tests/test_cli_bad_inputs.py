@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 
 from lora.core.cli import run_cli
-from lora.runners import real_small
-from lora.scripts import check, join_utterances, run_stt, segment
+from lora.runners import poc, real_small
+from lora.scripts import (
+    build_manifest,
+    check,
+    evaluate,
+    export,
+    import_model,
+    join_utterances,
+    report,
+    run_stt,
+    scale_manifest,
+    segment,
+)
 
 
 def _flac(speech_dir: Path) -> Path:
@@ -56,6 +67,14 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
         (tmp_path / "base" / "config.json").write_text("{}")
         if weights is not None:
             (folder / "adapter_model.safetensors").write_bytes(weights)
+    (tmp_path / "not_metrics.json").write_text(json.dumps({"a": 1}))
+    (tmp_path / "no_run").mkdir()
+    (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "d.flac").mkdir()
+    (tmp_path / "file_clips").mkdir()
+    (tmp_path / "file_clips" / "clips").write_text("not a folder\n")
+    (tmp_path / "not_export").mkdir()
+    (tmp_path / "not_export" / "notes.txt").write_text("keep me\n")
     (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
     return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
 
@@ -94,6 +113,17 @@ CASES = [
     ("stt", ["--audio", "{clip}", "--model-id", "./no-such-model", "--output", "{tmp}/o.json"], "is neither a directory"),
     ("stt", ["--audio", "{clip}", "--model-id", "{tmp}", "--output", "{tmp}/o.json"], "no config.json"),
     ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}", "--output", "{tmp}/o.json"], "no adapter_config.json"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/no_audio_dir"],
+     "--srt {tmp}/no_audio_dir is a folder; pass a file name"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--vtt", "{tmp}/clip.txt/o.vtt"],
+     "clip.txt is a file, not a folder"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/o.json"], "is also --output"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/s.txt", "--vtt", "{tmp}/s.txt"],
+     "--srt and --vtt are the same file"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--processor-dir", "{tmp}/no_run"],
+     "--processor-dir {tmp}/no_run: no processor_config.json or preprocessor_config.json in it"),
+    ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--processor-dir", "{tmp}/nowhere"],
+     "--processor-dir {tmp}/nowhere: no such folder"),
     # lora segment
     ("segment", ["--audio", "{tmp}/gone.flac", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "missing file"),
     ("segment", ["--audio", "{tmp}/notaudio.wav", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "cannot decode"),
@@ -118,6 +148,10 @@ CASES = [
      "--subtitle-offset shifts subtitles' cues; the transcript is not subtitles"),
     ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/clip.txt", "--output", "{tmp}/s.jsonl", "--model-id", "./no-such-model"],
      "is neither a directory"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/dir.jsonl"], "--output {tmp}/dir.jsonl is a folder"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/clip.txt/s.jsonl"], "clip.txt is a file, not a folder"),
+    ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/file_clips/s.jsonl"],
+     "the clips go to {tmp}/file_clips/clips, which is a file"),
     # lora check
     ("check", ["{tmp}/m.jsonl", "--workers", "-1"], "--workers -1: must be >= 0"),
     ("check", ["{tmp}/deep.json"], "deep.json:1: JSON nested too deeply to read"),
@@ -134,19 +168,72 @@ CASES = [
     ("check", ["{tmp}/m.jsonl", "--clipped-warn-share", "0.5"], "must not exceed --clipped-quarantine-share"),
     ("check", ["{tmp}/m.jsonl", "--min-seconds", "5", "--max-seconds", "1"], "duration bounds 5..1 s are empty"),
     ("check", ["{tmp}/m.jsonl", "--model-id", "./no-such-model"], "is neither a directory"),
+    ("check", ["{tmp}/m.jsonl", "--model-id", "{tmp}/clip.txt"], "clip.txt: a file, not a model folder"),
+    ("segment", ["--audio", "{clip}", "--transcript", "@{tmp}/clip.txt", "--output", "{tmp}/s.jsonl", "--model-id", ""],
+     "--model-id is empty; offline choices"),
     ("check", ["{tmp}/empty.jsonl"], "empty manifest"),
     ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "hygiene: chars_per_second"),
     ("check", ["{tmp}/m.jsonl", "--max-chars-per-second", "2"], "only 0 usable row(s) of 1"),
     ("check", ["{tmp}/m.jsonl", "--min-good", "2"], "only 1 usable row(s) of 1"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", "-1"], "--seed must be within 0..4294967295"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", str(2**32)], "--seed must be within 0..4294967295"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--max-grad-norm", "-1"], "--max-grad-norm must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--lora-alpha", "0"], "--lora-alpha must be >= 1"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--join-clips", "0"], "--join-clips must be >= 1"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--canary-samples", "-1"], "--canary-samples must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--wer-batches", "-1"], "--wer-batches must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--target-policy", "bogus"], "--target-policy must be one of styled, raw"),
+    # lora poc: its own flags, and the ranges `lora train` checks
+    ("poc", ["--steps", "0"], "lora poc --steps 0: must be >= 1"),
+    ("poc", ["--samples", "-1"], "lora poc --samples -1: must be >= 1"),
+    ("poc", ["--learning-rate", "-1"], "--learning-rate must be > 0"),
+    # lora eval: flags checked before the rows are read or a model loads
+    ("eval", ["--manifest", "{tmp}/m.jsonl", "--model-id", "x", "--batch-size", "0", "--output", "{tmp}/e/eval.json"],
+     "--batch-size 0: must be >= 1"),
+    ("eval", ["--manifest", "{tmp}/m.jsonl", "--model-id", "x", "--max-samples", "-1", "--output", "{tmp}/e/eval.json"],
+     "--max-samples -1: must be >= 0"),
+    ("eval", ["--data-dir", "{tmp}/no_audio_dir", "--model-id", "x", "--output", "{tmp}/e/eval.json"],
+     "no LibriSpeech-layout subsets in it"),
+    ("eval", ["--data-dir", "{tmp}/nowhere", "--model-id", "x", "--output", "{tmp}/e/eval.json"], "--data-dir {tmp}/nowhere: no such folder"),
+    # lora report: a JSON that is no run's metrics, a folder with no run
+    ("report", ["{tmp}/not_metrics.json", "--output-dir", "{tmp}/r"], "not a run's real_metrics.json nor a lora eval's eval.json"),
+    ("report", ["{tmp}/no_run"], "a folder with no real_metrics.json or eval.json"),
+    # lora export / import: an existing file or foreign folder at --output is never replaced
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/clip.txt"],
+     "exists and is a file, not an earlier export"),
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/not_export"],
+     "exists and is a folder without export_report.json"),
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/ad_noweights"],
+     "is the adapter folder itself"),
+    ("export", ["--adapter-dir", "{tmp}/ad_noweights", "--format", "onnx", "--output", "{tmp}/x", "--max-samples", "-1"],
+     "--max-samples -1: must be >= 0"),
+    ("import", ["moonshine-base-en", "--output", "{tmp}/clip.txt"], "exists and is a file, not an earlier import"),
+    ("import", ["moonshine-base-en", "--output", "{tmp}/not_export"], "exists and is a folder without lora_import.json"),
+    # build-manifest / scale-manifest: a folder at --output is refused before any audio is read
+    ("build-manifest", ["--data-dir", "{speech}", "--split", "ljspeech", "--samples", "1", "--output", "{tmp}/no_run"],
+     "--output {tmp}/no_run is a folder; pass a file name"),
+    ("scale-manifest", ["--hours", "0.01", "--speech-dir", "{speech}", "--output", "{tmp}/no_run"],
+     "--output {tmp}/no_run is a folder; pass a file name"),
     # lora join
     ("join", ["--data-dir", "{speech}", "--subset", "nosuch", "--output", "{tmp}/j.flac"], "no subset 'nosuch'"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--speaker", "0000", "--output", "{tmp}/j.flac"], "speaker '0000' not found"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--seconds", "0", "--output", "{tmp}/j.flac"], "--seconds 0: must be within"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/d.flac"], "--output {tmp}/d.flac is a folder"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.flac", "--transcript-out", "{tmp}/no_run"],
+     "--transcript-out {tmp}/no_run is a folder"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.flac", "--transcript-out", "{tmp}/j.flac"],
+     "is also --output"),
+    ("check", ["{tmp}/m.jsonl", "--quarantine", "{tmp}/no_run"], "--quarantine {tmp}/no_run is a folder"),
+    ("check", ["{tmp}/m.jsonl", "--output", "{tmp}/clip.txt"], "clip.txt is a file, not a folder"),
     ("join", ["--data-dir", "{tmp}/nowhere", "--subset", "ljspeech", "--output", "{tmp}/j.flac"], "no speech folder"),
 ]
 MAINS = {"stt": run_stt.main, "segment": segment.main, "check": check.main, "join": join_utterances.main,
-         "train": lambda argv: run_cli(real_small._main, argv)}  # (its `main` may re-execute under jemalloc first)
+         "train": lambda argv: run_cli(real_small._main, argv),  # (its `main` may re-execute under jemalloc first)
+         "poc": poc.main, "eval": evaluate.main, "report": report.main, "export": export.main, "import": import_model.main,
+         "build-manifest": build_manifest.main, "scale-manifest": scale_manifest.main}
 
 
 @pytest.mark.parametrize("command, argv, expected", CASES, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(CASES)])
@@ -160,10 +247,10 @@ def test_bad_input_is_one_error_line(command, argv, expected, tmp_path, speech_d
     err = [line for line in err if not line.startswith("[lora]")]  # log lines are not errors
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: "), err
-    assert expected in err[0]
+    assert expected.format(**names) in err[0]
     assert "Traceback" not in err[0]
     written = sorted(p.name for p in tmp_path.rglob("*"))
-    if command in ("stt", "segment", "join"):
+    if command in ("stt", "segment", "join", "eval", "report", "export", "import", "build-manifest", "scale-manifest"):
         assert written == before  # nothing half-written
 
 
@@ -214,3 +301,27 @@ def test_a_path_the_command_cannot_use_is_one_line(tmp_path, capsys):
 
     with pytest.raises(OSError, match="no path here"):
         run_cli(fails_without_a_path, [])
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, caplog):
+    """`--resume` where no checkpoint was written (a restart loop passes it every time): a warning, step 0."""
+    from lora.training import resume_dir
+    from lora.training_config import TrainConfig
+
+    with caplog.at_level("WARNING", logger="lora"):
+        assert resume_dir(TrainConfig(resume=True), tmp_path) is None
+    assert [r.getMessage() for r in caplog.records] == [f"warning: --resume: no checkpoint/state.json in {tmp_path}; "
+                                                        "starting from step 0"]
+
+
+def test_target_modules_the_model_lacks_is_one_line(tiny_moonshine):
+    """--target-modules naming no module of the model: PEFT's ValueError becomes a UserError naming the flag."""
+    from lora.core.errors import UserError
+    from lora.model_utils import load_base, resolve_model_id
+    from lora.pipeline import attach
+    from lora.training_config import TrainConfig
+
+    model, _, family = load_base(resolve_model_id(str(tiny_moonshine)))
+    with pytest.raises(UserError, match=r"^--target-modules nosuch_proj: .*not found.*\(the moonshine defaults: "
+                                        r"q_proj,k_proj,v_proj,o_proj\)"):
+        attach(model, TrainConfig(target_modules="nosuch_proj"), family)

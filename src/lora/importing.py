@@ -99,6 +99,10 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
     if record and (record.get("source_version"), record.get("source_sha256"), record.get("converter_sha256")) == (version, checksum, code):
         progress(f"[{name}] up to date in {output} (sha256 {checksum[:12]}), nothing to do")
         return output
+    if output.is_file() or (output.is_dir() and not (output / RECORD_FILE).exists() and any(output.iterdir())):
+        kind = "a file" if output.is_file() else f"a folder without {RECORD_FILE}"
+        raise UserError(f"--output {output}: exists and is {kind}, not an earlier import (which it would replace); "
+                        "choose another folder or delete it")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -49,6 +49,8 @@ def offline_choices() -> str:
 
 def resolve_model_id(model_id: str) -> ResolvedModel:
     """Turn a user's `--model-id` into something `from_pretrained` can load, or a clear error."""
+    if not model_id.strip():  # Path("") is the current folder: never load whatever is there
+        raise UserError(f"--model-id is empty; {offline_choices()}")
     if model_id == AUTO:
         if hub_reachable():
             resolved = ResolvedModel(AUTO, AUTO_HUB_ID, "hub", AUTO_HUB_ID)
@@ -62,6 +64,9 @@ def resolve_model_id(model_id: str) -> ResolvedModel:
         if not (directory / "config.json").is_file():
             raise UserError(f"{directory}: no config.json; not a transformers model directory")
         resolved = ResolvedModel(model_id, str(directory), "local", str(directory))
+    elif Path(model_id).expanduser().is_file():
+        raise UserError(f"--model-id {model_id}: a file, not a model folder; pass the folder that holds its config.json "
+                        f"({offline_choices()})")
     elif _looks_like_hub_id(model_id):
         if not hub_reachable():
             raise UserError(f"cannot reach the Hugging Face hub to fetch {model_id!r}; {offline_choices()}")

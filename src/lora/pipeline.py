@@ -521,7 +521,14 @@ def measure_baseline(lm: LoadedModel, model, sets: EvalSets, cfg: TrainConfig, s
 
 def attach(model, cfg: TrainConfig, family):
     targets = cfg.target_module_list or family.default_target_modules
-    return attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets), tuple(targets)
+    try:
+        return attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets), tuple(targets)
+    except ValueError as exc:  # PEFT: no module of the model matches the names given
+        if not cfg.target_module_list:
+            raise
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"--target-modules {cfg.target_modules}: {reason} (the {family.name} defaults: "
+                        f"{','.join(family.default_target_modules)}); pass module names of this model") from None
 
 
 def steps_for(cfg: TrainConfig, batches_per_epoch: int, world: int) -> TrainConfig:

@@ -207,7 +207,12 @@ def resume_dir(cfg, run_dir: Path | None) -> Path | None:
             raise UserError(f"--resume-from-checkpoint {given}: no {CHECKPOINT_DIR}/{STATE_FILE} there; "
                             "pass a run folder that wrote checkpoints (--checkpoint-every)")
         return folder
-    return run_dir if run_dir is not None and cfg.resume and read_state(run_dir) else None
+    if run_dir is None or not cfg.resume:
+        return None
+    if read_state(run_dir) is None:  # a restart loop passes --resume every time: start over, but say so
+        log.warning("warning: --resume: no %s/%s in %s; starting from step 0", CHECKPOINT_DIR, STATE_FILE, run_dir)
+        return None
+    return run_dir
 
 
 def make_scheduler(optimizer, cfg):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora.core.errors import UserError
+from lora.core.text import TARGET_POLICIES
 
 DEFAULT_SAMPLES = 40  # training rows drawn from the default speech source (the seed's small run)
 DEFAULT_EVAL_SAMPLES = 8  # held-out rows split off the training data (the seed's)
@@ -288,6 +289,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
         (0 <= cfg.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
         (cfg.lora_r >= 1, "--lora-r must be >= 1"),
+        (cfg.lora_alpha >= 1, "--lora-alpha must be >= 1 (the LoRA update is scaled by alpha / r; 0 trains nothing)"),
+        (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (cfg.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 = off)"),
+        (0 <= cfg.seed < 2**32, "--seed must be within 0..4294967295"),
+        (cfg.join_clips >= 1, "--join-clips must be >= 1 (1 = off)"),
+        (cfg.canary_samples >= 0, "--canary-samples must be >= 0 (0 = all)"),
+        (cfg.wer_batches >= 0, "--wer-batches must be >= 0 (0 = all eval utterances)"),
+        (cfg.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0 = never)"),
         (cfg.eval_samples is None or cfg.eval_samples >= 1, "--eval-samples must be >= 1"),
         (not (cfg.eval_manifest and (cfg.train_speakers or cfg.eval_speakers)),
          "--eval-manifest is the eval set: drop --train-speakers/--eval-speakers"),
@@ -307,6 +316,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.early_stopping_patience == 0 or cfg.eval_steps > 0, "--early-stopping-patience needs --eval-steps"),
         (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "--mixed-precision must be auto, no, fp16 or bf16"),
         (cfg.style_on_draw in ("auto", "yes", "no"), "--style-on-draw must be auto, yes or no"),
+        (cfg.target_policy in (None, *TARGET_POLICIES), f"--target-policy must be one of {', '.join(TARGET_POLICIES)}"),
         (cfg.style_on_draw != "yes" or not (cfg.style_consensus or cfg.join_clips > 1),
          "--style-on-draw yes cannot go with --style-consensus or --join-clips (they need every clip's transcript before "
          "the first step)"),

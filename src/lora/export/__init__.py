@@ -65,6 +65,9 @@ def parity_rows(manifest: str | None, max_samples: int = 0) -> tuple[list, str]:
 def export_adapter(options: ExportOptions) -> dict:
     """Merge, export, check; returns the report written to `output/export_report.json`."""
 
+    check_output(options.adapter_dir, Path(options.output))
+    if options.max_samples < 0:
+        raise UserError(f"--max-samples {options.max_samples}: must be >= 0 (0 = all)")
     fmt = export_format(options.format, recorded_family(options.adapter_dir))
     rows, where = parity_rows(options.manifest, options.max_samples)
     merged = load_merged(options.adapter_dir, options.model_id)
@@ -80,6 +83,16 @@ def export_adapter(options: ExportOptions) -> dict:
         parity_data=where, **parity, versions=library_versions())
     write_result(Path(options.output) / REPORT_FILE, report)
     return to_dict(report)
+
+
+def check_output(adapter_dir: Path, output: Path) -> None:
+    """Before any work: the export replaces `output` only when it is an earlier export (or empty)."""
+    if output.exists() and output.resolve() == Path(adapter_dir).resolve():
+        raise UserError(f"--output {output}: is the adapter folder itself; choose another folder")
+    if output.exists() and not (output / REPORT_FILE).is_file() and (output.is_file() or any(output.iterdir())):
+        kind = "a file" if output.is_file() else f"a folder without {REPORT_FILE}"
+        raise UserError(f"--output {output}: exists and is {kind}, not an earlier export (which it would replace); "
+                        "choose another folder or delete it")
 
 
 def _export_atomically(fmt, merged, output: Path) -> list[Path]:

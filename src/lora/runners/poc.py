@@ -11,9 +11,10 @@ import argparse
 
 from lora import pipeline
 from lora.core.cli import run_cli, setup_logging
+from lora.core.errors import UserError
 from lora.data_loader import prepare_dataset
 from lora.training import example_source, train_lora
-from lora.training_config import TrainConfig
+from lora.training_config import TrainConfig, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_args(args) -> None:
+    """Ranges argparse cannot say: one line each, before the model loads."""
+    for flag, value in (("--samples", args.samples), ("--steps", args.steps)):
+        if value < 1:
+            raise UserError(f"lora poc {flag} {value}: must be >= 1")
+
+
 def run(args) -> list[float]:
+    check_args(args)
     cfg = TrainConfig(model_id=args.model_id, data_dir=args.data_dir, dataset_samples=args.samples, eval_samples=1,
                       max_steps=args.steps, batch_size=args.samples, gradient_accumulation_steps=1,
                       learning_rate=args.learning_rate, warmup_ratio=0.0, lora_dropout=0.0, seed=args.seed, checkpoint_every=0)
+    validate(cfg)  # --learning-rate, --seed: the ranges `lora train` checks
     session = pipeline.start(cfg, cpu=True)
     lm = pipeline.load_model(cfg)
     selected = pipeline.select_data(cfg, use_hub=False)

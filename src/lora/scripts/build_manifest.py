@@ -15,7 +15,7 @@ from pathlib import Path
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
-from lora.core.outputs import write_text_atomic
+from lora.core.outputs import check_output_file, write_text_atomic
 from lora.core.paths import default_speech_dir
 from lora.data.records import list_subsets, read_librispeech_dir, split_folder
 from lora.data.selection import select_balanced
@@ -54,6 +54,7 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(args.quiet)
     if args.samples < 1:
         raise UserError("--samples must be at least 1")
+    check_output_file(args.output)
     rows, where = collect(args.split, args.samples, args.data_dir, args.seed)
     if not rows:
         raise UserError(f"{where}: no utterances found for split {args.split!r}")

@@ -134,6 +134,10 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(args.quiet)
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be >= 0 (0 = default)")
+    if args.quarantine is not None:
+        check_output_file(args.quarantine, "--quarantine")
+    if args.output is not None:
+        check_output_file(args.output / QUARANTINE_FILE, "--output")
     if args.suggest_terms and not args.model_id:
         raise UserError("--suggest-terms needs --model-id M (the base model whose misses it lists)")
     if args.suggest_terms:

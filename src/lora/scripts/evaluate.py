@@ -90,7 +90,13 @@ def load_rows(args):
         root = Path(args.data_dir) if args.data_dir else default_speech_dir()
         if root is None:
             raise UserError("no data: pass --data-dir or --manifest")
+        if not root.is_dir():
+            raise UserError(f"--data-dir {root}: no such folder; pass a LibriSpeech-layout folder or --manifest FILE")
         available = list_subsets(root)
+        if not available:
+            raise UserError(f"{root}: no LibriSpeech-layout subsets in it (<subset>/<speaker>/<chapter>/*.trans.txt); for a "
+                            "folder of audio files with same-name .txt transcripts or a manifest.jsonl, pass --manifest "
+                            f"{root}")
         if args.subsets == "all":
             subsets = available
         elif args.subsets == "librispeech":
@@ -133,6 +139,10 @@ def score_long(rows, transcribe_batch, batch_size: int, max_chunk_s: float) -> t
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.max_samples < 0:
+        raise UserError(f"--max-samples {args.max_samples}: must be >= 0 (0 = all)")
     if args.compare_base and not args.adapter_dir:
         raise UserError("--compare-base needs --adapter-dir (it compares the adapted model with its base)")
     check_output_file(args.output)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.core.outputs import write_bytes_atomic, write_text_atomic
+from lora.core.outputs import check_output_file, write_bytes_atomic, write_text_atomic
 from lora.core.paths import default_speech_dir
 from lora.data.long_recordings import join_utterances, repeat_to_length, speaker_utterances
 from lora.data.records import list_subsets, read_librispeech_dir
@@ -46,22 +46,27 @@ def _main(argv: list[str] | None) -> int:
         raise UserError(f"{root}: no subset {args.subset!r}; available: {', '.join(available)}")
     if not 0 < args.seconds <= 4 * 3600:
         raise UserError(f"--seconds {args.seconds:g}: must be within 0..14400")
+    output = Path(args.output)
+    if output.suffix.lower() != ".flac":
+        raise UserError(f"{output}: the output is written as FLAC; name it *.flac")
+    transcript = Path(args.transcript_out) if args.transcript_out else output.with_suffix(".txt")
+    bounds_file = output.with_name(output.name + ".bounds.json")
+    for flag, path in (("--output", output), ("--transcript-out", transcript), ("--output", bounds_file)):
+        check_output_file(path, flag)  # before the audio is written: no FLAC without its transcript
+    if transcript.expanduser().resolve() == output.expanduser().resolve():
+        raise UserError(f"--transcript-out {transcript} is also --output; give the transcript its own file")
     try:
         rows = speaker_utterances(read_librispeech_dir(Path(root), [args.subset]), args.speaker)
     except ValueError as exc:
         raise UserError(f"{root}/{args.subset}: {exc}; pass --speaker with one of them") from None
     joined = join_utterances(f"{args.subset}-joined", repeat_to_length(rows, args.seconds))
-    output = Path(args.output)
-    if output.suffix.lower() != ".flac":
-        raise UserError(f"{output}: the output is written as FLAC; name it *.flac")
     buf = io.BytesIO()
     sf.write(buf, joined.samples, 16000, format="FLAC", subtype="PCM_16")
     write_bytes_atomic(output, buf.getvalue())
-    transcript = Path(args.transcript_out) if args.transcript_out else output.with_suffix(".txt")
     write_text_atomic(transcript, joined.text + "\n")
     bounds = [{"id": u.id, "start_s": round(a, 3), "end_s": round(b, 3), "text": u.text}
               for u, (a, b) in zip(joined.utterances, joined.bounds)]
-    write_text_atomic(output.with_name(output.name + ".bounds.json"), json.dumps(bounds, indent=1) + "\n")
+    write_text_atomic(bounds_file, json.dumps(bounds, indent=1) + "\n")
     print(f"joined {len(joined.utterances)} utterances of speaker {joined.speaker} ({joined.seconds:.1f} s) "
           f"-> {output} + {transcript}")
     return 0

@@ -109,7 +109,23 @@ def check_args(args) -> None:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
     if args.max_chunk_s is not None and not 1.0 <= args.max_chunk_s <= 30.0:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
+    if args.processor_dir:
+        folder = Path(args.processor_dir)
+        if not folder.is_dir():
+            raise UserError(f"--processor-dir {folder}: no such folder; pass a run's processor/ folder (or drop the flag)")
+        if not any((folder / name).is_file() for name in ("processor_config.json", "preprocessor_config.json")):
+            raise UserError(f"--processor-dir {folder}: no processor_config.json or preprocessor_config.json in it; "
+                            "pass a run's processor/ folder (or drop the flag)")
     check_output_file(args.output)
+    one_file = bool(args.audio) and len(args.audio) == 1 and not (args.audio_list or args.dataset)
+    for flag, path in (("--srt", args.srt), ("--vtt", args.vtt)):
+        if not path or not one_file:
+            continue  # several files: one subtitle file per id beside --output, whose folder is checked above
+        check_output_file(path, flag)
+        if Path(path).resolve() == Path(args.output).resolve():
+            raise UserError(f"{flag} {path} is also --output (the JSON artifact); give the subtitles their own file")
+    if args.srt and args.vtt and Path(args.srt).resolve() == Path(args.vtt).resolve():
+        raise UserError(f"--srt and --vtt are the same file {args.srt}; give each its own")
 
 
 def audio_files(paths: list[str]) -> list[str]:
@@ -154,7 +170,12 @@ def load_transcriber(args):
     if args.processor_dir:
         from transformers import AutoProcessor  # deferred: heavy
 
-        processor = AutoProcessor.from_pretrained(args.processor_dir)
+        try:
+            processor = AutoProcessor.from_pretrained(args.processor_dir)
+        except (OSError, ValueError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"--processor-dir {args.processor_dir}: not a loadable processor ({reason}); pass a run's "
+                            "processor/ folder") from None
     fields = resolved.record() | {"adapter_dir": str(args.adapter_dir or "")}  # "" = base model alone
     return torch_transcriber(model, processor, family, args.batch_size), fields, info, family
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.core.outputs import write_text_atomic
+from lora.core.outputs import check_output_file, write_text_atomic
 from lora.core.paths import default_speech_dir
 from lora.data.manifest import read_source
 from lora.data.preflight import header_check
@@ -68,6 +68,7 @@ def _main(argv: list[str] | None) -> int:
     setup_logging()
     if not (args.hours > 0 and math.isfinite(args.hours)):
         raise UserError(f"--hours {args.hours}: pass a positive number of hours")
+    check_output_file(args.output)
     if args.speech_dir:
         folders = [Path(f) for f in args.speech_dir]
     else:

@@ -27,7 +27,7 @@ from pathlib import Path
 from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.core.outputs import write_text_atomic
+from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
@@ -106,6 +106,10 @@ def check_args(args) -> None:
             raise UserError(f"--subtitle-offset {args.subtitle_offset}: pass `auto` or seconds (e.g. -2.5)")
     if Path(args.output).suffix.lower() != ".jsonl":
         raise UserError(f"{args.output}: the manifest is JSONL; name it *.jsonl")
+    check_output_file(args.output)  # found after the model has cut every recording, that would lose the work
+    clips = Path(args.output).expanduser().parent / "clips"
+    if clips.exists() and not clips.is_dir():
+        raise UserError(f"--output {args.output}: the clips go to {clips}, which is a file; move it or pick another folder")
 
 
 def recordings(args) -> tuple[list[Utterance], list[BadRow], str]:
