@@ -1,7 +1,8 @@
-"""`lora-report METRICS_JSON [--output-dir DIR]`
+"""`lora-report RUN_DIR|METRICS_JSON [--output-dir DIR]`
 
 Turns a run's real_metrics.json (baseline vs tuned) or a lora-eval eval.json (one model) into
-report.md, report.html (one self-contained file, plots embedded) and the PNG plots it shows.
+report.md, report.html (one self-contained file, plots embedded) and the PNG plots it shows. A run
+folder stands for the real_metrics.json (else the eval.json) inside it.
 
 Output goes next to the metrics file unless --output-dir is given. Imports no torch: it only reads JSON.
 """
@@ -20,10 +21,25 @@ from lora.report.content import write_report
 def build_parser() -> argparse.ArgumentParser:
     parts = __doc__.split("\n\n")
     parser = argparse.ArgumentParser(prog="lora report", description=parts[1], epilog=parts[2])
-    parser.add_argument("metrics", type=Path, metavar="METRICS_JSON", help="real_metrics.json or eval.json")
+    parser.add_argument("metrics", type=Path, metavar="RUN_DIR|METRICS_JSON",
+                        help="a run folder, or its real_metrics.json, or a lora eval's eval.json")
     parser.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
                         help="where to write the report (default: the metrics file's folder)")
     return parser
+
+
+METRICS_FILES = ("real_metrics.json", "eval.json")  # what a run folder (lora train) or an eval's folder holds
+
+
+def metrics_file(path: Path) -> Path:
+    """The metrics file itself, or for a folder the first of METRICS_FILES inside it."""
+    if not path.is_dir():
+        return path
+    for name in METRICS_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise UserError(f"{path}: a folder without {' or '.join(METRICS_FILES)}; give a run folder of `lora train` "
+                    "or the metrics file itself")
 
 
 def read_metrics(path: Path) -> dict:
@@ -43,9 +59,9 @@ def read_metrics(path: Path) -> dict:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    metrics = read_metrics(args.metrics)
-
-    written = write_report(metrics, args.output_dir or args.metrics.parent)
+    path = metrics_file(args.metrics)
+    metrics = read_metrics(path)
+    written = write_report(metrics, args.output_dir or path.parent)
     for path in written.values():
         print(path)
     return 0
