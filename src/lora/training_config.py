@@ -82,7 +82,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")
     eval_batch_size: int = opt(8, "utterances per evaluation/decoding batch")
     wer_batches: int = opt(0, "evaluation batches to decode for WER (0 = all eval utterances)")
-    learning_rate: float = opt(1e-3, "peak learning rate (linear warm-up then linear decay)")
+    learning_rate: float = opt(1e-3, "peak learning rate (reached after the warm-up; --lr-scheduler-type sets the decay)")
     warmup_ratio: float = opt(0.1, "fraction of steps spent warming up (ignored when --warmup-steps > 0)")
     warmup_steps: int = opt(0, "optimizer steps spent warming up (0 = use --warmup-ratio)")
     lr_scheduler_type: str = opt("linear", "learning-rate schedule after warm-up: linear, cosine or constant_with_warmup")
