@@ -23,7 +23,7 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$CARRY/wheels" \
   soundfile==0.14.0 soxr==1.1.0 cffi==2.0.0 pycparser==2.23 $locked
 for name in moonshine-base-en whisper-tiny.en; do
-  test -f "$MODELS/$name/config.json" || uv run --no-sync lora import "$name" >/dev/null
+  test -f "$MODELS/$name/config.json" || uv run --no-sync lora import "$name" --output "$MODELS/$name" >/dev/null
   mkdir -p "$CARRY/models/$name"
   find "$MODELS/$name" -maxdepth 1 -name '*.json' ! -name lora_import.json -exec cp {} "$CARRY/models/$name/" \;
 done

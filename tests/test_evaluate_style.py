@@ -29,12 +29,16 @@ def adapter(tiny_moonshine, tmp_path_factory):
     return out
 
 
-def test_eval_json_has_the_style_figures(adapter, speech_dir, tmp_path):
+def test_eval_json_has_the_style_figures(adapter, speech_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     code = main(["--adapter-dir", str(adapter), "--data-dir", str(speech_dir), "--subsets", "jfk,fsdd", "--max-samples", "3",
                  "--compare-base", "--output", str(out), "--quiet"])
     assert code == 0
     m = json.loads(out.read_text())
+    # the summary says the WER is the adapted model's, and gives the base model's beside it
+    printed = capsys.readouterr().out
+    assert f"+ adapter: WER {100 * m['wer']:.2f}%" in printed
+    assert f"(base, adapter off): WER {100 * m['base_model_wer']:.2f}%" in printed
     assert m["utterances"] == 3 and m["schema_version"] == 2
     assert m["orthographic_wer"] >= 0 and m["wer"] >= 0
     assert m["raw_insertions"] >= 0 and m["max_hyp_ref_word_ratio"] >= 0 and m["outputs_over_2x_ref"] >= 0

@@ -73,3 +73,13 @@ def test_alias_help_lists_every_alias():
     text = alias_help()
     for hf, ours in HF_ARG_ALIASES.items():
         assert f"{hf}" in text and ours in text
+
+
+def test_train_help_names_each_default_once():
+    """`lora train --help`: a help naming its own default ("default: hub, then ...") got a second,
+    misleading "(default: None)" appended."""
+    from lora.runners.real_small import build_parser
+
+    for action in build_parser()._actions:
+        if action.option_strings and action.help and action.dest not in {"help", "config"}:
+            assert action.help.count("default:") == 1, (action.option_strings, action.help)

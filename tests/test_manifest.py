@@ -67,7 +67,8 @@ def test_whole_file_problems_are_one_line_user_errors(tmp_path, name, content, m
 
 
 def test_missing_source_and_unusable_folder(tmp_path):
-    with pytest.raises(UserError, match=r"nowhere\.jsonl: no such file or folder; pass a manifest"):
+    with pytest.raises(UserError, match=r"nowhere\.jsonl: no such file or folder; pass a manifest .* or audio files with same-name "
+                                        r"\.txt/\.lab transcripts"):
         read_source(tmp_path / "nowhere.jsonl")
     with pytest.raises(UserError, match=r"neither a LibriSpeech layout .*, a manifest\.jsonl, nor audio files with same-name "
                                          r"\.txt transcripts beside them"):

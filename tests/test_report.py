@@ -177,6 +177,19 @@ def test_cli_writes_next_to_metrics_without_torch(tmp_path):
     assert (tmp_path / REPORT_HTML).is_file() and str(tmp_path / REPORT_MD) in done.stdout
 
 
+def test_cli_takes_a_run_folder(tmp_path, capsys):
+    """README: `lora report RUN_DIR` (it said "Is a directory" before)."""
+    from lora.scripts.report import main
+
+    (tmp_path / "real_metrics.json").write_text(json.dumps(run_metrics()))
+    assert main([str(tmp_path)]) == 0
+    assert (tmp_path / REPORT_HTML).is_file() and str(tmp_path / REPORT_MD) in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    assert "real_metrics.json or eval.json" in capsys.readouterr().err
+
+
 def test_cli_bad_input_is_one_line(tmp_path):
     from lora.scripts.report import main
 

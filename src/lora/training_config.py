@@ -35,7 +35,9 @@ class TrainConfig:
                         "auto = UsefulSensors/moonshine-tiny when the hub answers, else moonshine-base-en")
     train_split: str = opt("train.100", "LibriSpeech split to train on (train.100 -> train-clean-100; any folder name works)")
     data_dir: str | None = opt(None, "local LibriSpeech-layout folder (default: hub, then $LORA_SPEECH_DIR, then ../shared/speech)")
-    manifest: str | None = opt(None, "training manifest (JSONL/JSON/CSV/TSV/path list); split by speaker for eval")
+    manifest: str | None = opt(None, "training manifest (JSONL/JSON/CSV/TSV/path list) or a folder (LibriSpeech layout, "
+                               "a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts); "
+                               "split by speaker for eval")
     dataset: str | None = opt(None, "Hugging Face-style dataset to train on: a save_to_disk folder, an audiofolder "
                               "(metadata.csv/jsonl + audio), Parquet/Arrow files (file, glob or folder), a Common Voice "
                               "folder, or a hub dataset name (streamed); split by speaker for eval. From Python, "
@@ -83,7 +85,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = opt(4, "micro-batches per optimizer step")
     eval_batch_size: int = opt(8, "utterances per evaluation/decoding batch")
     wer_batches: int = opt(0, "evaluation batches to decode for WER (0 = all eval utterances)")
-    learning_rate: float = opt(1e-3, "peak learning rate (linear warm-up then linear decay)")
+    learning_rate: float = opt(1e-3, "peak learning rate (reached after the warm-up; --lr-scheduler-type sets the decay)")
     warmup_ratio: float = opt(0.1, "fraction of steps spent warming up (ignored when --warmup-steps > 0)")
     warmup_steps: int = opt(0, "optimizer steps spent warming up (0 = use --warmup-ratio)")
     lr_scheduler_type: str = opt("linear", "learning-rate schedule after warm-up: linear, cosine or constant_with_warmup")
@@ -188,7 +190,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f, cls)
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        help_text = f.metadata.get("help", "")
+        if "default:" not in help_text:  # a help that names its own default (e.g. what None means) keeps only that
+            help_text += f" (default: {f.default})"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif f.name == "dataset_samples":

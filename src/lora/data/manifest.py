@@ -94,7 +94,8 @@ def read_source(path: str | Path) -> ManifestRead:
     if path.is_dir():
         return _read_folder(path)
     if not path.exists():
-        raise UserError(f"{path}: no such file or folder; pass a manifest ({SUPPORTED}) or a LibriSpeech-layout folder")
+        raise UserError(f"{path}: no such file or folder; pass a manifest ({SUPPORTED}) or a folder (LibriSpeech layout, a manifest.jsonl inside, "
+                        "or audio files with same-name .txt/.lab transcripts)")
     fmt = manifest_format(path)
     try:
         data = path.read_bytes()

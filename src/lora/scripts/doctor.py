@@ -1,4 +1,5 @@
-"""`lora doctor`: print the environment a run would see (versions, threads, GPU, precision, hub, offline models)."""
+"""`lora doctor`: print the environment a run would see (versions, threads, GPU, precision, hub, offline models,
+speech folder, audio formats)."""
 
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter-dir", default=None, help="optional LoRA adapter (a run's lora_adapter/)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data-dir", default=None, help="LibriSpeech-layout folder (default: ../shared/speech)")
-    source.add_argument("--manifest", default=None, help="manifest file (JSONL/JSON/CSV/TSV)")
+    source.add_argument("--manifest", default=None, help="manifest file (JSONL/JSON/CSV/TSV/path list) or "
+                        "a folder (LibriSpeech layout, a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts)")
     add_dataset_args(parser, source)
     parser.add_argument("--subsets", default="librispeech",
                         help="with --data-dir: comma-separated folders, 'librispeech' (test-*/dev-*/train-*) or 'all'")
@@ -199,9 +200,12 @@ def _main(argv: list[str] | None) -> int:
     write_result(args.output, report)
     write_report(to_dict(report), Path(args.output).parent)
     low, high = report.wer_ci95
-    print(f"{resolved.model_id_used}: WER {100 * report.wer:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
+    scored = f"{resolved.model_id_used} + adapter" if args.adapter_dir else resolved.model_id_used
+    print(f"{scored}: WER {100 * report.wer:.2f}% (95% CI {100 * low:.1f}-{100 * high:.1f}), "
           f"CER {100 * report.cer:.2f}%, eval loss {report.eval_loss:.3f} on {len(examples)} utterances "
           f"({report.audio_seconds:.0f} s) -> {args.output}")
+    if args.compare_base:
+        print(f"{resolved.model_id_used} (base, adapter off): WER {100 * report.base_model_wer:.2f}%")
     if report.terms:
         print(f"terms: {describe_terms(report.terms)}")
     if long_form:

@@ -1,7 +1,8 @@
-"""`lora-report METRICS_JSON [--output-dir DIR]`
+"""`lora-report RUN_DIR|METRICS_JSON [--output-dir DIR]`
 
 Turns a run's real_metrics.json (baseline vs tuned) or a lora-eval eval.json (one model) into
-report.md, report.html (one self-contained file, plots embedded) and the PNG plots it shows.
+report.md, report.html (one self-contained file, plots embedded) and the PNG plots it shows. A run
+folder stands for the real_metrics.json (else the eval.json) inside it.
 
 Output goes next to the metrics file unless --output-dir is given. Imports no torch: it only reads JSON.
 """
@@ -16,27 +17,32 @@ from lora.core.cli import run_cli
 from lora.core.errors import UserError
 from lora.report.content import write_report
 
-METRICS_FILES = ("real_metrics.json", "eval.json")  # what a run folder / a `lora eval --output` folder holds
+METRICS_FILES = ("real_metrics.json", "eval.json")  # what a run folder (lora train) or an eval's folder holds
 
 
 def build_parser() -> argparse.ArgumentParser:
     parts = __doc__.split("\n\n")
     parser = argparse.ArgumentParser(prog="lora report", description=parts[1], epilog=parts[2])
-    parser.add_argument("metrics", type=Path, metavar="METRICS_JSON",
-                        help="real_metrics.json or eval.json (or the folder holding it)")
+    parser.add_argument("metrics", type=Path, metavar="RUN_DIR|METRICS_JSON",
+                        help="a run folder, or its real_metrics.json, or a lora eval's eval.json")
     parser.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
                         help="where to write the report (default: the metrics file's folder)")
     return parser
 
 
+def metrics_file(path: Path) -> Path:
+    """The metrics file itself, or for a folder the first of METRICS_FILES inside it."""
+    if not path.is_dir():
+        return path
+    for name in METRICS_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise UserError(f"{path}: a folder with no {' or '.join(METRICS_FILES)} (no finished run or eval there); "
+                    "pass a run's output folder or its metrics file")
+
+
 def read_metrics(path: Path) -> dict:
     """The metrics dict, or a one-line UserError saying what is wrong with the file."""
-    if path.is_dir():
-        found = [path / name for name in METRICS_FILES if (path / name).is_file()]
-        if not found:
-            raise UserError(f"{path}: a folder with no {' or '.join(METRICS_FILES)} (no finished run or eval there); "
-                            "pass a run's output folder or its metrics file")
-        path = found[0]
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -55,9 +61,9 @@ def read_metrics(path: Path) -> dict:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    metrics = read_metrics(args.metrics)
-
-    written = write_report(metrics, args.output_dir or (args.metrics if args.metrics.is_dir() else args.metrics.parent))
+    path = metrics_file(args.metrics)
+    metrics = read_metrics(path)
+    written = write_report(metrics, args.output_dir or path.parent)
     for path in written.values():
         print(path)
     return 0
