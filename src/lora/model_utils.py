@@ -96,7 +96,9 @@ def load_base(resolved: ResolvedModel):
     except OSError as exc:
         raise UserError(f"could not load model {resolved.model_id_used!r}: {str(exc).splitlines()[0]}; {offline_choices()}") from None
     model.eval()
-    return model, processor, family_for(model.config.model_type)
+    family = family_for(model.config.model_type)
+    family.prepare_model(model)
+    return model, processor, family
 
 
 def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple[str, ...]):

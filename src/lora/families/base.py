@@ -114,6 +114,11 @@ class ModelFamily(ABC):
     def generate_kwargs(self, seconds: float) -> dict:
         return {"max_new_tokens": self.max_new_tokens(seconds), "do_sample": False, "num_beams": 1}
 
+    # -- the loaded model -------------------------------------------------------------------
+    def prepare_model(self, model) -> None:
+        """Called on every model `lora.model_utils.load_base` loads, before adapters: family-specific changes
+        that leave the weights as they are (none by default)."""
+
 
 def bucket_length(n: int, per_octave: int = BUCKETS_PER_OCTAVE) -> int:
     """The smallest length >= `n` on a ladder of `per_octave` (a power of two) even steps per doubling.

@@ -8,6 +8,7 @@ ORT graphs, the reference runtime on those graphs, and the ONNX exporter with it
     onnx_runtime.py  greedy decoding on the exported graphs
     exports.py       the export format's callables
     conv_stem.py     the first convolution as one GEMM (a GPU bench A/B, not a default)
+    clip_lengths.py  each clip of a padded batch encoded as if alone (GroupNorm and mask over its own frames)
 """
 
 from lora.families.base import ExportFormat, ImportSpec

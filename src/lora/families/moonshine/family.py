@@ -31,6 +31,13 @@ class MoonshineFamily(ModelFamily):
         mask = (np.arange(width) < lengths[:, None]).astype(np.int64)
         return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(mask)}
 
+    def prepare_model(self, model) -> None:
+        """Each clip of a padded batch encoded as if alone (lora.families.moonshine.clip_lengths): transcripts
+        and losses that do not depend on the batch a clip is in."""
+        from lora.families.moonshine.clip_lengths import encode_clips_alone  # deferred: imports torch
+
+        encode_clips_alone(model)
+
     def raw_input(self, processor, samples: np.ndarray) -> np.ndarray | None:
         """On a GPU the workers hand over the clip as 16-bit PCM plus its length, and the device makes
         the float input and the mask (`device_features`): the padded float32 values plus an int64 mask
