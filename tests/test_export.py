@@ -114,6 +114,27 @@ def test_export_user_errors(tiny_moonshine, tmp_path):
         export_adapter(ExportOptions(adapter, "ct2", tmp_path / "out"))
 
 
+def test_an_export_that_fails_its_check_leaves_the_earlier_export_whole(tiny_moonshine, utterances, tmp_path, monkeypatch):
+    import lora.export
+    from lora.export import REPORT_FILE, ExportOptions, export_adapter
+
+    adapter = make_adapter(tiny_moonshine, "moonshine", tmp_path / "adapter")
+    manifest = write_manifest(utterances[:1], tmp_path / "m.jsonl")
+    out = tmp_path / "onnx"
+    export_adapter(ExportOptions(adapter, "onnx", out, manifest=str(manifest), max_samples=1))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert REPORT_FILE in before
+
+    def broken(*args, **kwargs):
+        raise UserError("the exported model disagrees")
+
+    monkeypatch.setattr(lora.export, "measure_parity", broken)
+    with pytest.raises(UserError, match="disagrees"):
+        export_adapter(ExportOptions(adapter, "onnx", out, manifest=str(manifest), max_samples=1))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not replaced, not half-written
+    assert not list(tmp_path.glob(".onnx.tmp-*"))
+
+
 def test_export_cli_one_line_error_and_help_without_torch(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lora.scripts.export", "--adapter-dir", str(tmp_path / "nope"),
                            "--format", "onnx", "--output", str(tmp_path / "o")], capture_output=True, text=True)

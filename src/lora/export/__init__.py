@@ -72,16 +72,27 @@ def export_adapter(options: ExportOptions) -> dict:
     rows, where = parity_rows(options.manifest, options.max_samples)
     merged = load_merged(options.adapter_dir, options.model_id)
     fmt = export_format(options.format, merged.family.name)  # the loaded model has the last word
-    started = time.perf_counter()
-    files = _export_atomically(fmt, merged, Path(options.output))
-    export_seconds = time.perf_counter() - started
-    parity = measure_parity(fmt, Path(options.output), merged, rows)
-    report = ExportReport(
-        format=fmt.name, family=fmt.family, runtime=fmt.runtime, original=fmt.original,
-        adapter_dir=str(options.adapter_dir), **merged.base, output=str(options.output),
-        files={f.name: f.stat().st_size for f in files}, export_seconds=export_seconds,
-        parity_data=where, **parity, versions=library_versions())
-    write_result(Path(options.output) / REPORT_FILE, report)
+    output = Path(options.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:  # exported, checked and reported in a temporary folder: an earlier export stays whole until all is done
+        started = time.perf_counter()
+        with quiet_progress_bars():
+            resolve_callable(fmt.export)(merged.model, merged.processor, tmp)
+        export_seconds = time.perf_counter() - started
+        files = sorted(p for p in tmp.iterdir() if p.is_file())
+        parity = measure_parity(fmt, tmp, merged, rows)
+        report = ExportReport(
+            format=fmt.name, family=fmt.family, runtime=fmt.runtime, original=fmt.original,
+            adapter_dir=str(options.adapter_dir), **merged.base, output=str(output),
+            files={f.name: f.stat().st_size for f in files}, export_seconds=export_seconds,
+            parity_data=where, **parity, versions=library_versions())
+        write_result(tmp / REPORT_FILE, report)
+        replace_dir(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return to_dict(report)
 
 
@@ -95,16 +106,3 @@ def check_output(adapter_dir: Path, output: Path) -> None:
                         "choose another folder or delete it")
 
 
-def _export_atomically(fmt, merged, output: Path) -> list[Path]:
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        with quiet_progress_bars():
-            resolve_callable(fmt.export)(merged.model, merged.processor, tmp)
-        replace_dir(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return sorted(p for p in output.iterdir() if p.is_file())
