@@ -238,3 +238,19 @@ def test_pcm16_hand_over_gives_the_cpu_paths_model_inputs(real_rows, name, reque
             assert float((made["input_features"] - a.tensors["input_features"]).abs().max()) < 1e-4
     x = np.array([0.5, -1.0, 0.99999, 1.5, -2.0, 3 / 32768], dtype=np.float32)
     assert to_pcm16(x).tolist() == [16384, -32768, 32767, 32767, -32768, 3]  # rounded, clipped to full scale
+
+
+def test_a_batch_cap_below_two_clips_is_warned_of():
+    from lora.families.moonshine.family import MOONSHINE
+    from lora.families.whisper.family import WHISPER
+    from lora.pipeline import one_clip_batches
+
+    seconds = np.array([2.0, 3.0, 4.0], dtype=np.float32)
+    capped = LoaderOptions(batch_size=8, max_batch_seconds=3.5)
+    assert one_clip_batches(capped, 3, seconds, MOONSHINE) == (
+        "--max-batch-seconds 3.5 holds no two clips (the shortest is 2.0 s as moonshine pads it): every micro-batch "
+        "is one clip; raise it to at least 4 to batch them")
+    assert "the shortest is 30.0 s as whisper pads it" in one_clip_batches(LoaderOptions(8, 20.0), 3, seconds, WHISPER)
+    assert one_clip_batches(capped, 2, seconds, MOONSHINE) is None  # two clips batched somewhere
+    assert one_clip_batches(LoaderOptions(batch_size=1, max_batch_seconds=3.5), 3, seconds, MOONSHINE) is None
+    assert one_clip_batches(LoaderOptions(batch_size=8), 1, seconds, MOONSHINE) is None  # no cap

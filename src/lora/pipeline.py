@@ -441,6 +441,15 @@ def style_targets(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig) -> 
     return style
 
 
+def one_clip_batches(options: LoaderOptions, batches_per_epoch: int, seconds, family) -> str | None:
+    """What to say when `--max-batch-seconds` holds no two clips (every micro-batch one clip), else None."""
+    if options.max_batch_seconds <= 0 or options.batch_size < 2 or len(seconds) < 2 or batches_per_epoch < len(seconds):
+        return None
+    shortest = family.padded_seconds(float(min(seconds)))
+    return (f"--max-batch-seconds {options.max_batch_seconds:g} holds no two clips (the shortest is {shortest:.1f} s as "
+            f"{family.name} pads it): every micro-batch is one clip; raise it to at least {2 * shortest:g} to batch them")
+
+
 def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, options: LoaderOptions) -> tuple[BatchSource, ClipTable]:
     """The training rows as compact columns, streamed through the loader's workers; a large corpus's
     prepared rows are written to the prepared-rows cache here (the next run with the same options reads them)."""
@@ -453,6 +462,9 @@ def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, opt
     table = selected.table
     policy = cfg.target_policy or lm.family.target_policy
     source = streaming_source(table, lm.processor, lm.family, policy, options)
+    warning = one_clip_batches(options, source.batches_per_epoch, table.seconds, lm.family)
+    if warning:
+        log.warning("warning: %s", warning)
     if cfg.replay_distillation > 0:  # the rows the distillation to the base model applies to
         source.base_rows = replay_mask((table.ids[i] for i in range(len(table))), selected.data.replay)
     if policy == "styled" and selected.style is not None and selected.style.on_draw:
