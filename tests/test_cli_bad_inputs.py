@@ -55,6 +55,7 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "no_audio_dir" / "readme.txt").write_text("no audio here\n")
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": _text(speech_dir)}) + "\n")
     (tmp_path / "clip.txt").write_text(_text(speech_dir))
+    (tmp_path / "notext.csv").write_text(f"audio,caption\n{_flac(speech_dir)},{_text(speech_dir)}\n")  # a column not known as text
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's JSON recursion limit
     (tmp_path / "deep.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": "x"}) + "\n" + "[" * 100_000 + "\n")
     for name, config, weights in (("ad_badjson", "{not json", None), ("ad_noweights", "{}", None),
@@ -175,6 +176,8 @@ CASES = [
     ("segment", ["--audio", "{clip}", "--transcript", "HI", "--output", "{tmp}/s.jsonl"], "hygiene: chars_per_second"),
     ("check", ["{tmp}/m.jsonl", "--max-chars-per-second", "2"], "only 0 usable row(s) of 1"),
     ("check", ["{tmp}/m.jsonl", "--min-good", "2"], "only 1 usable row(s) of 1"),
+    ("train", ["--manifest", "{tmp}/notext.csv", "--output-dir", "{tmp}/nt"],
+     "no text (the source has no transcripts; add a text column or field (one of text, transcript, sentence"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", "-1"], "--seed must be within 0..4294967295"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", str(2**32)], "--seed must be within 0..4294967295"),
