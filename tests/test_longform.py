@@ -12,6 +12,7 @@ from lora.longform import (
     ENERGY_WINDOW_S,
     LongformOptions,
     Segment,
+    continue_sentences,
     decode_chunks,
     detect_speech,
     plan_chunks,
@@ -47,6 +48,18 @@ def ljspeech_speech(ljspeech):
 
 
 # --- plan_chunks (pure) ------------------------------------------------------------------------
+
+
+def test_a_sentence_cut_between_chunks_does_not_gain_a_capital():
+    texts = ["unless a system is established,", "For the frequent review", "The Gutenberg Bible.", "The end", "",
+             "Paris was quiet", "I think so", "There, it is."]
+    assert continue_sentences(texts) == ["unless a system is established,", "for the frequent review",
+                                         "the Gutenberg Bible.",
+                                         "The end",  # the chunk before ended a sentence: kept
+                                         "", "Paris was quiet",  # a name stays (the empty chunk is looked past)
+                                         "I think so", "there, it is."]
+    assert continue_sentences(["He said \u201cno.\u201d", "The rest"]) == ["He said \u201cno.\u201d", "The rest"]
+    assert continue_sentences(["a", "THE END", "To"]) == ["a", "THE END", "to"]  # capitals throughout: not a cut's
 
 
 def test_no_speech_no_chunks():

@@ -36,6 +36,16 @@ ENERGY_WINDOW_S = 0.1  # window for cutting inside an over-long speech region
 ENERGY_HOP_S = 0.01
 
 EXPORT_REPORT = "export_report.json"  # written by `lora export` (lora.export.REPORT_FILE)
+SENTENCE_END = (".", "?", "!", "…", '"', "”")  # a chunk's text ending so ends a sentence
+# English function words a model capitalises at a chunk's start only because its text starts there ("... is
+# established, For the frequent ..."): lower-cased where the chunk before did not end a sentence. Names are not
+# here, nor words that are also names or months (May, Will, Can, Mark).
+CONTINUATION_WORDS = frozenset("""
+a an the and but or nor for so yet of in on at to from by with without into onto upon about above after before
+below between through during under over than that which who whom whose what when where while whether if because
+as although though unless until since it its he him his she her hers we us our they them their you your this these
+those there then is are was were be been being has have had do does did would shall should could might must not no
+all any some each every more most such only also just very even""".split())
 
 TranscribeBatch = Callable[[list[np.ndarray]], list[str]]
 
@@ -208,9 +218,24 @@ def transcribe_long(
     if speech is None:
         speech = detect_speech(samples, options.vad)
     chunks = plan_chunks(speech, len(samples), options.max_chunk_s, samples, options.min_fill)
-    texts = decode_chunks(samples, chunks, transcribe_batch, options.batch_size)
+    texts = continue_sentences(decode_chunks(samples, chunks, transcribe_batch, options.batch_size))
     segments = tuple(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, t) for (a, b), t in zip(chunks, texts))
     return LongTranscript(" ".join(t for t in texts if t), segments)
+
+
+def continue_sentences(texts: Sequence[str]) -> list[str]:
+    """Chunk texts where a chunk that continues the sentence of the one before (which did not end with . ? ! or a
+    closing quote) starts with a capitalised function word ("For the frequent", "The Gutenberg") get that capital
+    lower-cased: it came from the cut, not the speech. Other first words (names, "I") are left as written."""
+    out: list[str] = []
+    for text in texts:
+        before = next((t for t in reversed(out) if t), "")
+        first, _, rest = text.partition(" ")
+        if before and not before.endswith(SENTENCE_END) and first[:1].isupper() and first[1:].islower() \
+                and first.strip(",.;:!?").lower() in CONTINUATION_WORDS:
+            text = first.lower() + (" " + rest if rest else "")
+        out.append(text)
+    return out
 
 
 def torch_transcriber(model, processor, family, batch_size: int = 8) -> TranscribeBatch:
