@@ -116,6 +116,7 @@ def build(model_dir: Path, device: str, pad_heads: bool = False):
     pad_attention_heads(model) if pad_heads else None
     processor = AutoProcessor.from_pretrained(model_dir)
     family = family_for(config.model_type)
+    family.prepare_model(model)  # as `lora.model_utils.load_base` (Moonshine: each clip of a batch encoded alone)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=list(family.default_target_modules)))
     return model, processor, family
 
