@@ -228,13 +228,14 @@ def continue_sentences(texts: Sequence[str]) -> list[str]:
     closing quote) starts with a capitalised function word ("For the frequent", "The Gutenberg") get that capital
     lower-cased: it came from the cut, not the speech. Other first words (names, "I") are left as written."""
     out: list[str] = []
+    before = ""  # the last non-empty chunk's text
     for text in texts:
-        before = next((t for t in reversed(out) if t), "")
         first, _, rest = text.partition(" ")
         if before and not before.endswith(SENTENCE_END) and first[:1].isupper() and first[1:].islower() \
                 and first.strip(",.;:!?").lower() in CONTINUATION_WORDS:
             text = first.lower() + (" " + rest if rest else "")
         out.append(text)
+        before = text or before
     return out
 
 

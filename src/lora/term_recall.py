@@ -148,21 +148,31 @@ def term_result(terms_file: str, terms: Sequence[str], after_samples: Sequence[d
         term_error_rate_change_ci95=change, per_term=_per_term(terms, before, after))
 
 
+def _scored_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> list[tuple[list[str], list[str]]]:
+    """(reference words, hypothesis words) of each utterance, as scored."""
+    return [(normalize_for_scoring(r).split(), normalize_for_scoring(h).split())
+            for r, h in zip(references, hypotheses, strict=True)]
+
+
+def _missed_words(pairs: Sequence[tuple[list[str], list[str]]], min_said: int,
+                  min_missed_share: float) -> list[tuple[str, int, int]]:
+    said: Counter[str] = Counter()
+    missed: Counter[str] = Counter()
+    for ref, hyp in pairs:
+        said.update(ref)
+        for pair in align_words(ref, hyp):
+            if pair.ref_index is not None and pair.op != MATCH:
+                missed[ref[pair.ref_index]] += 1
+    found = [(w, missed[w], n) for w, n in said.items() if n >= min_said and missed[w] >= min_missed_share * n]
+    return sorted(found, key=lambda x: (-x[1], -x[1] / x[2], x[0]))
+
+
 def missed_words(references: Sequence[str], hypotheses: Sequence[str], min_said: int = MIN_SUGGESTED_SAID,
                  min_missed_share: float = MIN_SUGGESTED_MISSED) -> list[tuple[str, int, int]]:
     """(word, missed, said) for the reference words a model's hypotheses miss (substituted or left out, words
     as scored) at least `min_missed_share` of the at least `min_said` times they are said; most missed first.
     Run on the training data with the base model, they are the candidates for `--terms`."""
-    said: Counter[str] = Counter()
-    missed: Counter[str] = Counter()
-    for reference, hypothesis in zip(references, hypotheses, strict=True):
-        ref = normalize_for_scoring(reference).split()
-        said.update(ref)
-        for pair in align_words(ref, normalize_for_scoring(hypothesis).split()):
-            if pair.ref_index is not None and pair.op != MATCH:
-                missed[ref[pair.ref_index]] += 1
-    found = [(w, missed[w], n) for w, n in said.items() if n >= min_said and missed[w] >= min_missed_share * n]
-    return sorted(found, key=lambda x: (-x[1], -x[1] / x[2], x[0]))
+    return _missed_words(_scored_pairs(references, hypotheses), min_said, min_missed_share)
 
 
 def missed_terms(references: Sequence[str], hypotheses: Sequence[str], min_said: int = MIN_SUGGESTED_SAID,
@@ -174,18 +184,18 @@ def missed_terms(references: Sequence[str], hypotheses: Sequence[str], min_said:
     least `min_missed_share` of them, where more than `MIN_PHRASE_SHARE` of one of its words' occurrences lie
     inside it ("okonkwo adeyemi"; not "red blue" where both words are said mostly apart). Longer phrases are
     taken first; a word is left out alone only when every occurrence of it lies inside taken phrases."""
-    words = missed_words(references, hypotheses, min_said, min_missed_share)
+    pairs = _scored_pairs(references, hypotheses)
+    words = _missed_words(pairs, min_said, min_missed_share)
     singles = {w for w, _, _ in words}
-    pairs = [(normalize_for_scoring(r).split(), normalize_for_scoring(h).split())
-             for r, h in zip(references, hypotheses, strict=True)]
     said_word = Counter(w for ref, _ in pairs for w in ref)
     runs = {tuple(ref[i:i + n]) for ref, _ in pairs for n in range(MAX_PHRASE_WORDS, 1, -1)
             for i in range(len(ref) - n + 1) if all(w in singles for w in ref[i:i + n])}
     phrases: list[tuple[str, int, int]] = []
     inside: Counter[str] = Counter()  # a word's occurrences inside taken phrases
     for run in sorted(runs, key=lambda r: (-len(r), r)):
-        said = sum(count_term(ref, run) for ref, _ in pairs)
-        missed = sum(count_term(ref, run) - min(count_term(ref, run), count_term(hyp, run)) for ref, hyp in pairs)
+        counts = [(count_term(ref, run), count_term(hyp, run)) for ref, hyp in pairs]
+        said = sum(a for a, _ in counts)
+        missed = sum(a - min(a, b) for a, b in counts)
         if said < min_said or missed < min_missed_share * said:
             continue
         if not any(said > MIN_PHRASE_SHARE * said_word[w] for w in run):

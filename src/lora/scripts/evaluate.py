@@ -164,13 +164,12 @@ def _main(argv: list[str] | None) -> int:
     if not rows:
         raise UserError(f"{where}: every clip is over {WINDOW_SECONDS:g} s; eval loss needs clips up to "
                         f"{WINDOW_SECONDS:g} s (cut long recordings with `lora segment`, or transcribe them with `lora stt`)")
-    long_form, long_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size), args.batch_size,
-                                     family.longform_chunk_s)
+    transcribe = torch_transcriber(model, processor, family, args.batch_size)
+    long_form, long_wer = score_long(long_rows, transcribe, args.batch_size, family.longform_chunk_s)
     long_base, long_base_wer = [], None
     if args.compare_base and long_rows:
         with base_model_view(model):  # the long clips' base transcripts: their WER and terms, before -> after
-            long_base, long_base_wer = score_long(long_rows, torch_transcriber(model, processor, family, args.batch_size),
-                                                  args.batch_size, family.longform_chunk_s)
+            long_base, long_base_wer = score_long(long_rows, transcribe, args.batch_size, family.longform_chunk_s)
         for clip, base_clip in zip(long_form, long_base, strict=True):
             clip["base_wer"] = base_clip["wer"]
     examples = prepare_dataset(rows, processor, family, args.target_policy)

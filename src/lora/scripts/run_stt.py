@@ -31,7 +31,7 @@ from lora.data.preflight import preflight
 from lora.data.records import Utterance
 from lora.data.selection import seen_in_training
 from lora.evaluation import score
-from lora.families import all_exports, all_families
+from lora.families import all_exports, family_for
 from lora.longform import LongformOptions, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.results import SttArtifact, write_result
@@ -159,7 +159,7 @@ def load_transcriber(args):
     if args.exported:
         transcribe_batch, report = exported_transcriber(args.exported)
         fields = {k: report.get(k, "") for k in ("model_id_requested", "model_id_used", "model_source", "model_path")}
-        family = all_families()[all_exports()[report["format"]].family]
+        family = family_for(all_exports()[report["format"]].family)
         return transcribe_batch, fields | {"adapter_dir": report.get("adapter_dir", "")}, {}, family
     if args.adapter_dir:
         model, processor, family, resolved, info = load_with_adapter(Path(args.adapter_dir), args.model_id)
