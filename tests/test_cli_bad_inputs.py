@@ -76,6 +76,7 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "file_clips" / "clips").write_text("not a folder\n")
     (tmp_path / "not_export").mkdir()
     (tmp_path / "not_export" / "notes.txt").write_text("keep me\n")
+    (tmp_path / "no_rate.jsonl").write_text(json.dumps({"audio": {"array": [0.0] * 8000}, "text": "x"}) + "\n")  # rate unsaid
     (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
     return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
 
@@ -162,6 +163,8 @@ CASES = [
     ("train", ["--manifest", "{tmp}/m.jsonl", "--output-dir", "{tmp}/clip.txt"], "is a file, not a folder"),
     ("check", ["{tmp}/deep.jsonl"], "deep.jsonl:2: JSON nested too deeply to read"),
     ("check", ["{tmp}/long_name.jsonl"], "File name too long"),
+    ("check", ["{tmp}/no_rate.jsonl"], 'no_rate.jsonl:1: no sampling rate (inline audio samples do not say their rate; '
+                                       'add "sampling_rate": N (the rate in Hz) to the row'),
     ("check", ["{tmp}/m.jsonl", "--verify-with-model"], "--verify-with-model needs --model-id"),
     ("check", ["{tmp}/m.jsonl", "--verify-with-model", "--model-id", "x", "--no-hygiene"], "drop --no-hygiene"),
     ("check", ["{tmp}/m.jsonl", "--min-chars-per-second", "50"], "must be below --max-chars-per-second 40"),

@@ -156,6 +156,16 @@ def test_bad_rows_are_quarantined_with_file_and_row(clips, tmp_path):
     ]
 
 
+@pytest.mark.parametrize("audio, rate", [({"array": [0.0] * 8}, None), ({"array": [0.0] * 8, "sampling_rate": 8000}, 8000)])
+def test_inline_array_needs_its_sampling_rate(audio, rate):
+    """A decoded `datasets.Audio` value always says its rate; an array without one is a bad row, not 16 kHz."""
+    row = hf_sources.interpret_row({"audio": audio, "text": "a"}, hf_sources.Columns("audio", "text", None, None), "m.jsonl:3", None)
+    if rate is None:
+        assert (row.origin, row.reason) == ("m.jsonl:3", "no sampling rate") and 'no "sampling_rate"; add it' in row.detail
+    else:
+        assert row.sampling_rate == rate and row.audio.shape == (8,)
+
+
 @pytest.mark.parametrize("metadata", ["metadata.csv", "metadata.jsonl"])
 def test_audiofolder(clips, tmp_path, metadata):
     root = tmp_path / "af"

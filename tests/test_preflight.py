@@ -53,9 +53,9 @@ CASES = [
     ("duplicate_id", lambda d: {"id": "good", "audio": write_audio(d / "dup.wav").name, "text": "a"}, "duplicate id", r"'good' first at .*manifest\.jsonl:1$"),
     ("duplicate_audio", lambda d: {"audio": "sub/../good.wav", "text": "b"}, "duplicate audio", r"same file as 'good' at .*manifest\.jsonl:1, with another transcript$"),
     # -- bad: inline audio
-    ("inline_empty", lambda d: {"audio": [], "text": "a"}, "no samples", r"^0 frames$"),
-    ("inline_nan", lambda d: {"audio": [0.0] * 4000 + [math.nan], "text": "a"}, "non-finite samples", r"^1 of 4001"),
-    ("inline_too_short", lambda d: {"audio": [0.0] * 100, "text": "a"}, "too short", r"^0\.006 s < 0\.1 s$"),
+    ("inline_empty", lambda d: {"audio": [], "sampling_rate": 16000, "text": "a"}, "no samples", r"^0 frames$"),
+    ("inline_nan", lambda d: {"audio": [0.0] * 4000 + [math.nan], "sr": 16000, "text": "a"}, "non-finite samples", r"^1 of 4001"),
+    ("inline_too_short", lambda d: {"audio": {"array": [0.0] * 100, "sampling_rate": 16000}, "text": "a"}, "too short", r"^0\.006 s < 0\.1 s$"),
     # -- bad: rows that cannot be interpreted (found by read_source, quarantined by preflight)
     ("row_is_list", lambda d: [1, 2], "not an object", r"JSON list"),
     ("no_audio_key", lambda d: {"wav": "good.wav", "text": "a"}, "no audio field", r"audio, path, audio_filepath, file"),
@@ -66,6 +66,9 @@ CASES = [
     ("inline_strings", lambda d: {"audio": ["a", "b"], "text": "a"}, "bad inline audio", r"list of numbers"),
     ("bad_rate", lambda d: {"audio": [0.0] * 4000, "sampling_rate": "fast", "text": "a"}, "bad sampling rate", r"'fast'"),
     ("zero_rate", lambda d: {"audio": [0.0] * 4000, "sampling_rate": 0, "text": "a"}, "bad sampling rate", r"^0 is not"),
+    ("inline_no_rate", lambda d: {"audio": [0.0] * 4000, "text": "a"}, "no sampling rate",
+     r'^inline audio samples do not say their rate; add "sampling_rate": N \(the rate in Hz\) to the row'),
+    ("hf_dict_no_rate", lambda d: {"audio": {"array": [0.0] * 4000}, "text": "a"}, "no sampling rate", r'add "sampling_rate"'),
     ("text_dict", lambda d: {"audio": "good.wav", "text": {"en": "hi"}}, "bad text field", r"got a JSON dict"),
     ("hf_dict_without_path", lambda d: {"audio": {"bytes": "..."}, "text": "a"}, "bad audio field", r"'path' string or an 'array'"),
 ]

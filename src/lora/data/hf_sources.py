@@ -36,7 +36,7 @@ import numpy as np
 from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
 from lora.data.formats import as_text, decode_utf8, parse_rows
-from lora.data.manifest import BadRow
+from lora.data.manifest import NO_RATE, BadRow
 from lora.data.records import Utterance
 
 log = logging.getLogger("lora")
@@ -136,8 +136,10 @@ def audio_value(value, base_dir: Path | None) -> tuple[str | Path | bytes | np.n
     if isinstance(value, dict):
         if value.get("bytes"):
             return bytes(value["bytes"]), None
-        if value.get("array") is not None:
-            return np.asarray(value["array"], dtype=np.float32), value.get("sampling_rate")
+        if value.get("array") is not None:  # a decoded `datasets.Audio` value, which always carries its rate
+            if not value.get("sampling_rate"):
+                raise _Bad(NO_RATE, 'the audio struct has an array but no "sampling_rate"; add it (the rate in Hz)')
+            return np.asarray(value["array"], dtype=np.float32), value["sampling_rate"]
         value = value.get("path")
         if value is None:
             raise _Bad("no audio", "the audio struct has neither bytes nor a path")

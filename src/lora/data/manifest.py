@@ -16,8 +16,8 @@ derived copy that can go stale. Point at the manifest file itself to read it ins
 Field names are matched case-insensitively through aliases (see the `*_KEYS` constants). Paths
 are relative to the manifest's folder. Rows are returned as they are: whether the audio exists
 and decodes is `lora.data.preflight`'s job. Only rows that cannot be interpreted at all (not an
-object, wrong field count, no audio field, ...) come back as `BadRow`s for preflight to
-quarantine. Whole-file problems raise `UserError` as `file:line: what is wrong; what to do`.
+object, wrong field count, no audio field, inline samples without a sampling rate, ...) come back
+as `BadRow`s for preflight to quarantine. Whole-file problems raise `UserError` as `file:line: what is wrong; what to do`.
 
 Every row's `origin` is `file:line`; its `extra` holds the row's other fields plus `has_text`
 (False for path lists and rows with no text field: nothing to check or score against) and
@@ -53,6 +53,10 @@ FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest
 SIDECAR_TRANSCRIPTS = (".txt", ".lab", *SUBTITLE_SUFFIXES)
 _ENGLISH_TAG = re.compile(r"en(-[A-Za-z]+)?", re.IGNORECASE)  # en, en-US, en-GB, yt-dlp's en-orig
 NO_TRANSCRIPT = "no transcript"
+# Inline samples must say their rate (Hugging Face `datasets` Audio rows always carry `sampling_rate`)
+NO_RATE = "no sampling rate"
+NO_RATE_DETAIL = ('inline audio samples do not say their rate; add "sampling_rate": N (the rate in Hz) to the row '
+                  "or point the row at an audio file")
 
 
 @dataclass(frozen=True)
@@ -366,8 +370,8 @@ def _inline(samples, rate) -> tuple[np.ndarray, int]:
 
 
 def _rate(value) -> int:
-    if value is None:
-        return SAMPLE_RATE
+    if value is None:  # samples alone do not say their rate, and a wrong guess trains on sped-up or slowed speech
+        raise _Bad(NO_RATE, NO_RATE_DETAIL)
     try:
         rate = float(value)
     except (TypeError, ValueError):
