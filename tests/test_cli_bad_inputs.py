@@ -77,6 +77,8 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "not_export").mkdir()
     (tmp_path / "not_export" / "notes.txt").write_text("keep me\n")
     (tmp_path / "no_rate.jsonl").write_text(json.dumps({"audio": {"array": [0.0] * 8000}, "text": "x"}) + "\n")  # rate unsaid
+    (tmp_path / "list.jsonl").write_text(json.dumps([{"audio": str(_flac(speech_dir)), "text": "x"}]) + "\n"
+                                         + json.dumps({"audio": str(_flac(speech_dir)), "text": "x"}) + "\n")  # a list, then rows
     (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
     return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
 
@@ -163,6 +165,8 @@ CASES = [
     ("train", ["--manifest", "{tmp}/m.jsonl", "--output-dir", "{tmp}/clip.txt"], "is a file, not a folder"),
     ("check", ["{tmp}/deep.jsonl"], "deep.jsonl:2: JSON nested too deeply to read"),
     ("check", ["{tmp}/long_name.jsonl"], "File name too long"),
+    ("check", ["{tmp}/list.jsonl"], "list.jsonl:1: line 1 is a JSON array, but .jsonl needs one JSON object per line; "
+                                    "rename the file to .json (a JSON list of rows) or write one object per line"),
     ("check", ["{tmp}/no_rate.jsonl"], 'no_rate.jsonl:1: no sampling rate (inline audio samples do not say their rate; '
                                        'add "sampling_rate": N (the rate in Hz) to the row'),
     ("check", ["{tmp}/m.jsonl", "--verify-with-model"], "--verify-with-model needs --model-id"),

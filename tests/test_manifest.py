@@ -33,6 +33,11 @@ FILE_ERRORS = [
     ("syntax.json", b'[\n  {"audio": "a.wav"},\n  {"audio": "b.wav"}\n  {"audio": "c.wav"}\n]\n',
      r":4: invalid JSON at column 3 \(Expecting ',' delimiter\)"),
     ("list_as.jsonl", b'[\n  {"audio": "a.wav"},\n  {"audio" "b.wav"}\n]\n', r":3: invalid JSON at column 12"),
+    ("array_line.jsonl", b'[{"audio": "a.wav", "text": "x"}]\n{"audio": "b.wav", "text": "y"}\n',
+     r":1: line 1 is a JSON array, but \.jsonl needs one JSON object per line; rename the file to \.json \(a JSON list of "
+     r"rows\) or write one object per line"),
+    ("array_rows.jsonl", b'\n["a.wav", "x"]\n["b.wav", "y"]\n', r":2: line 2 is a JSON array, but \.jsonl needs one JSON object"),
+    ("array_row.ndjson", b'["a.wav", "x"]\n', r":1: line 1 is a JSON array, but \.ndjson needs one JSON object per line"),
     ("object.json", b'{\n  "rows": [{"audio": "a.wav"}]\n}\n',
      r":1: expected a JSON list of objects, found one JSON object \(keys: rows\); put the rows in a top-level"),
     ("number.json", b"42\n", r":1: expected a JSON list of objects, found a JSON int"),
@@ -129,6 +134,15 @@ def test_other_tools_column_names(tmp_path):
     path.write_text("file_name,transcription,client_id\nclips/a.mp3,Hello there.,c0ffee\n")
     (u,) = read_source(path).rows
     assert (u.id, u.text, u.speaker, u.audio) == ("a", "Hello there.", "c0ffee", tmp_path / "clips" / "a.mp3")
+
+
+def test_a_json_list_of_objects_named_jsonl_is_read_as_a_list(tmp_path):
+    """People save JSON lists as .jsonl (formats.FORMATS); only a first line that is an array of anything else, or an
+    array with more lines after it, is refused (FILE_ERRORS)."""
+    for text in ('[{"audio": "a.wav", "text": "x"}, {"audio": "b.wav", "text": "y"}]\n',
+                 '[\n  {"audio": "a.wav", "text": "x"},\n  {"audio": "b.wav", "text": "y"}\n]\n'):
+        (tmp_path / "m.jsonl").write_text(text)
+        assert [u.id for u in read_source(tmp_path / "m.jsonl").rows] == ["a", "b"]
 
 
 def test_json_list_rows_know_their_lines(tmp_path):

@@ -89,7 +89,7 @@ def parse_rows(path: Path, text: str, fmt: str) -> Parsed:
         as_list = first == "[" or (fmt == "json" and first not in ("{", ""))
         if fmt == "json" and first == "{" and "\n" in text.strip():
             _refuse_json_object(path, text)
-        return Parsed(tuple(parse_json_list(path, text) if as_list else parse_jsonl(path, text)))
+        return Parsed(tuple(parse_json_list(path, text, fmt == "jsonl") if as_list else parse_jsonl(path, text)))
     if fmt in ("csv", "tsv"):
         return parse_table(path, text, "\t" if fmt == "tsv" else ",")
     return Parsed(tuple(parse_path_list(text)))
@@ -104,6 +104,22 @@ def _refuse_json_object(path: Path, text: str) -> None:
     keys = ", ".join(map(str, list(document)[:5])) if isinstance(document, dict) else ""
     raise UserError(f"{path}:1: expected a JSON list of objects, found one JSON object (keys: {keys}); "
                     "put the rows in a top-level [ ... ] or write one object per line (.jsonl)")
+
+
+def _refuse_array_line(path: Path, text: str) -> None:
+    """A .jsonl file whose first line is a whole JSON array (a list written into a .jsonl file, or rows written as
+    arrays): say so, instead of an "Extra data" error on line 2 or rows that are "not an object"."""
+    start = len(text) - len(text.lstrip())
+    line = text.count("\n", 0, start) + 1
+    end = text.find("\n", start)
+    try:
+        first = json.loads(text[start:] if end < 0 else text[start:end])
+    except (json.JSONDecodeError, RecursionError):
+        return  # a list spread over lines (`[` alone on line 1): the JSON reader names the bad line
+    if isinstance(first, list):
+        raise UserError(f"{path}:{line}: line {line} is a JSON array, but {path.suffix or '.jsonl'} needs one JSON object "
+                        'per line; rename the file to .json (a JSON list of rows) or write one object per line, '
+                        'like {"audio": "a.wav", "text": "..."}')
 
 
 def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> UserError:
@@ -155,17 +171,23 @@ def iter_jsonl(path: Path, text: str):
         yield _as_row(lineno, value)
 
 
-def parse_json_list(path: Path, text: str) -> list[RawRow]:
-    """A JSON list of objects; each row gets the line its object starts on."""
+def parse_json_list(path: Path, text: str, jsonl: bool = False) -> list[RawRow]:
+    """A JSON list of objects; each row gets the line its object starts on. `jsonl`: the file is named .jsonl, where
+    a JSON list of objects is read too (see FORMATS), but a first line that is an array of anything else, or an array
+    followed by more lines, is refused as such."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
+        if jsonl:
+            _refuse_array_line(path, text)
         raise _json_error(path, exc) from None
     except RecursionError:
         raise _too_deep(path, 1) from None
     if not isinstance(document, list):
         raise UserError(f"{path}:1: expected a JSON list of objects, found a JSON {type(document).__name__}; "
                         "wrap the rows in [ ... ] or write one object per line (.jsonl)")
+    if jsonl and document and not any(isinstance(value, dict) for value in document):
+        _refuse_array_line(path, text)
     return [_as_row(line, value) for line, value in zip(_element_lines(text), document)]
 
 
