@@ -56,6 +56,7 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": _text(speech_dir)}) + "\n")
     (tmp_path / "clip.txt").write_text(_text(speech_dir))
     (tmp_path / "notext.csv").write_text(f"audio,caption\n{_flac(speech_dir)},{_text(speech_dir)}\n")  # a column not known as text
+    (tmp_path / "nocols.tsv").write_text(f"wav\tcaption\n{_flac(speech_dir)}\t{_text(speech_dir)}\n")  # neither column known
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's JSON recursion limit
     (tmp_path / "deep.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": "x"}) + "\n" + "[" * 100_000 + "\n")
     for name, config, weights in (("ad_badjson", "{not json", None), ("ad_noweights", "{}", None),
@@ -184,7 +185,12 @@ CASES = [
     ("check", ["{tmp}/m.jsonl", "--max-chars-per-second", "2"], "only 0 usable row(s) of 1"),
     ("check", ["{tmp}/m.jsonl", "--min-good", "2"], "only 1 usable row(s) of 1"),
     ("train", ["--manifest", "{tmp}/notext.csv", "--output-dir", "{tmp}/nt"],
-     "no text (the source has no transcripts; add a text column or field (one of text, transcript, sentence"),
+     "notext.csv:2: no text (no column named text, transcript, sentence, transcription or normalized_text; "
+     "columns found: audio, caption; rename the column that holds the transcripts)"),
+    ("check", ["{tmp}/notext.csv", "--require-text"], "no text (no column named text, transcript, sentence, transcription or "
+     "normalized_text; columns found: audio, caption; rename the column that holds the transcripts)"),
+    ("check", ["{tmp}/nocols.tsv"], "nocols.tsv:1: no audio column (expected one of audio, path, audio_filepath, file, file_name; "
+     "found wav, caption); rename the column that holds the audio paths, and the one that holds the transcripts (one of text, "),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", "-1"], "--seed must be within 0..4294967295"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--seed", str(2**32)], "--seed must be within 0..4294967295"),

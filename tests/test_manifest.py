@@ -43,6 +43,9 @@ FILE_ERRORS = [
     ("number.json", b"42\n", r":1: expected a JSON list of objects, found a JSON int"),
     ("noaudio.csv", b"name,text\na.wav,hello\n",
      r":1: no audio column \(expected one of audio, path, audio_filepath, file, file_name; found name, text\); rename"),
+    ("nocols.csv", b"wav,caption\na.wav,hello\n",
+     r":1: no audio column \(expected one of audio, path, audio_filepath, file, file_name; found wav, caption\); rename the column "
+     r"that holds the audio paths, and the one that holds the transcripts \(one of text, transcript, sentence"),
     ("noaudio.tsv", b"\n\nwav\tsentence\na.wav\thi\n", r":3: no audio column .*found wav, sentence"),
     ("semicolon.csv", b"audio;text\na.wav;hi\n", r":1: no audio column .*found audio;text"),
     ("noaudio.jsonl", b'\n{"wav": "a.wav", "text": "x"}\n{"wav": "b.wav"}\n',

@@ -215,6 +215,23 @@ def test_path_lists_need_no_text_unless_required(tmp_path):
     assert len(preflight_source(listing, quiet=True).good) == 1
     report = preflight_source(listing, require_text=True, min_good=0, quiet=True)
     assert [(b.origin, b.reason) for b in report.bad] == [(f"{listing}:1", "no text")]
+    assert report.bad[0].detail.startswith("the source has no transcripts; add a text column or field (one of text, transcript")
+
+
+@pytest.mark.parametrize("name, content, detail", [
+    ("m.csv", "Audio,Caption\na.wav,hi\n", "no column named text, transcript, sentence, transcription or normalized_text; "
+                                            "columns found: Audio, Caption; rename the column that holds the transcripts"),
+    ("m.tsv", "path\tlabel\tspeaker\na.wav\thi\ts1\n", "columns found: path, label, speaker; rename the column"),
+    ("m.jsonl", '{"audio": "a.wav", "caption": "hi"}\n', "no field named text, transcript, sentence, transcription or "
+                                                         "normalized_text; fields found: audio, caption; rename the key that holds"),
+])
+def test_a_manifest_without_a_text_column_names_the_columns_it_has(tmp_path, name, content, detail):
+    """Required text (training, --require-text) missing from a manifest: the accepted names and the ones found."""
+    write_audio(tmp_path / "a.wav")
+    (tmp_path / name).write_text(content)
+    assert len(preflight_source(tmp_path / name, quiet=True).good) == 1  # `lora check` alone needs no text
+    (bad,) = preflight_source(tmp_path / name, require_text=True, min_good=0, quiet=True).bad
+    assert (bad.origin, bad.reason) == (f"{tmp_path / name}:{1 + name.endswith('sv')}", "no text") and detail in bad.detail
 
 
 def test_bytes_and_array_audio_from_other_sources():

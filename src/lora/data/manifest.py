@@ -20,8 +20,9 @@ object, wrong field count, no audio field, inline samples without a sampling rat
 as `BadRow`s for preflight to quarantine. Whole-file problems raise `UserError` as `file:line: what is wrong; what to do`.
 
 Every row's `origin` is `file:line`; its `extra` holds the row's other fields plus `has_text`
-(False for path lists and rows with no text field: nothing to check or score against) and
-`derived_id` (True when the id was taken from the file name).
+(False for path lists and rows with no text field: nothing to check or score against),
+`derived_id` (True when the id was taken from the file name) and, for a manifest row with no text
+field, `no_text` (the accepted names and the fields found, for preflight's message).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest
 SIDECAR_TRANSCRIPTS = (".txt", ".lab", *SUBTITLE_SUFFIXES)
 _ENGLISH_TAG = re.compile(r"en(-[A-Za-z]+)?", re.IGNORECASE)  # en, en-US, en-GB, yt-dlp's en-orig
 NO_TRANSCRIPT = "no transcript"
+NO_TEXT_KEY = "no_text"  # extra[...] of a manifest row without a text field: which fields it has (`_no_text_field`)
 # Inline samples must say their rate (Hugging Face `datasets` Audio rows always carry `sampling_rate`)
 NO_RATE = "no sampling rate"
 NO_RATE_DETAIL = ('inline audio samples do not say their rate; add "sampling_rate": N (the rate in Hz) to the row '
@@ -120,7 +122,7 @@ def read_source(path: str | Path) -> ManifestRead:
     seen = _Seen()
     for raw in raws:
         seen.note(raw)
-        result = _interpret(raw, path, has_text=fmt != "list", shared=seen.shared)
+        result = _interpret(raw, path, has_text=fmt != "list", shared=seen.shared, table=fmt in ("csv", "tsv"))
         (bad if isinstance(result, BadRow) else rows).append(result)
     if parsed is None:
         seen.require(path)
@@ -242,8 +244,9 @@ def _require_audio_field(path: Path, parsed: Parsed) -> None:
     if parsed.header is not None:
         columns = [name.lower() for name in parsed.header]
         if not set(columns) & set(AUDIO_KEYS):
+            text = "" if set(columns) & set(TEXT_KEYS) else f", and the one that holds the transcripts (one of {', '.join(TEXT_KEYS)})"
             raise UserError(f"{path}:{parsed.header_line}: no audio column (expected one of {', '.join(AUDIO_KEYS)}; "
-                            f"found {', '.join(parsed.header)}); rename the column that holds the audio paths")
+                            f"found {', '.join(parsed.header)}); rename the column that holds the audio paths{text}")
         return
     objects = [raw for raw in parsed.rows if raw.fields is not None]
     if objects and not any(set(_normalise(raw.fields)) & set(AUDIO_KEYS) for raw in objects):
@@ -267,7 +270,7 @@ def _pick(fields: dict, keys: tuple[str, ...]):
     return None, None
 
 
-def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = None) -> Utterance | BadRow:
+def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = None, table: bool = False) -> Utterance | BadRow:
     origin = f"{path}:{raw.line}"
     if raw.fields is None:
         return BadRow(origin, raw.problem, detail=raw.detail)
@@ -290,6 +293,8 @@ def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = No
         text, speaker = shared.setdefault(text, text), shared.setdefault(speaker, speaker)
     extra = {k: v for k, v in fields.items() if k not in used}
     extra["has_text"] = has_text and text_key is not None
+    if has_text and text_key is None:  # what preflight says when a transcript is required (`lora train`, --require-text)
+        extra[NO_TEXT_KEY] = _no_text_field(raw.fields, table, shared)
     derived = not row_id
     if derived:
         row_id = Path(audio).stem if isinstance(audio, Path) else f"{path.stem}-{raw.line}"
@@ -298,6 +303,14 @@ def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = No
         extra = _shared_extra(extra, audio, shared)
     return Utterance(id=row_id, speaker=speaker, text=text, audio=audio, sampling_rate=rate,
                      origin=origin, subset=subset, extra=extra)
+
+
+def _no_text_field(fields: dict, table: bool, shared: dict | None) -> str:
+    """Why a row of a manifest has no transcript: the names it accepts and the ones the row has."""
+    what, holder = ("column", "column that holds the transcripts") if table else ("field", "key that holds the transcript")
+    detail = (f"no {what} named {', '.join(TEXT_KEYS[:-1])} or {TEXT_KEYS[-1]}; {what}s found: "
+              f"{', '.join(map(str, fields)) or 'none'}; rename the {holder}")
+    return detail if shared is None else shared.setdefault(detail, detail)
 
 
 def _shared_extra(extra: dict, audio: Path, shared: dict) -> dict:

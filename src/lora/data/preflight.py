@@ -64,7 +64,7 @@ from lora.data.hygiene import (
     quarantine_row,
     text_findings,
 )
-from lora.data.manifest import TEXT_KEYS, BadRow, read_source
+from lora.data.manifest import NO_TEXT_KEY, TEXT_KEYS, BadRow, read_source
 from lora.data.probe_cache import ProbeCache, file_key
 from lora.data.records import Utterance
 
@@ -301,8 +301,8 @@ def _realpath(path: str | Path) -> str:
 
 def _text_problem(utt: Utterance, require_text: bool) -> tuple[str, str] | None:
     if not utt.extra.get("has_text", True):
-        return ((NO_TEXT, f"the source has no transcripts; add a text column or field (one of {', '.join(TEXT_KEYS)})")
-                if require_text else None)
+        detail = utt.extra.get(NO_TEXT_KEY) or f"the source has no transcripts; add a text column or field (one of {', '.join(TEXT_KEYS)})"
+        return (NO_TEXT, detail) if require_text else None
     if not utt.text:
         return EMPTY_TEXT, "the transcript is empty"
     if not utt.text.strip():
