@@ -159,6 +159,14 @@ CASES = [
      "the clips go to {tmp}/file_clips/clips, which is a file"),
     # lora check
     ("check", ["{tmp}/m.jsonl", "--workers", "-1"], "--workers -1: must be >= 0"),
+    ("check", ["{tmp}/m.jsonl", "--min-good", "-1"], "--min-good -1: must be >= 0"),
+    ("check", ["{tmp}/m.jsonl", "--min-seconds", "-1"], "--min-seconds -1: must be >= 0"),
+    ("check", ["{tmp}/m.jsonl", "--min-seconds", "nan"], "--min-seconds nan: must be a finite number"),
+    ("check", ["{tmp}/m.jsonl", "--max-seconds", "inf"], "--max-seconds inf: must be a finite number"),
+    ("check", ["{tmp}/m.jsonl", "--max-seconds", "-5"], "--max-seconds -5: must be >= 0"),
+    ("check", ["{tmp}/m.jsonl", "--max-model-cer", "nan"], "--max-model-cer nan: must be a finite number"),
+    ("check", ["{tmp}/m.jsonl", "--max-model-cer", "-0.5"], "--max-model-cer -0.5: must be >= 0"),
+    ("check", ["{tmp}/m.jsonl", "--silent-rms", "nan"], "--silent-rms nan: must be >= 0"),
     ("check", ["{tmp}/deep.json"], "deep.json:1: JSON nested too deeply to read"),
     # lora train: values no range check catches, and a file where the run's folder goes
     ("train", ["--manifest", "{tmp}/m.jsonl", "--max-batch-seconds", "inf"], "--max-batch-seconds inf: must be a finite number"),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 from pathlib import Path
 
 from lora.core.cli import run_cli, setup_logging
@@ -73,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
                              help=f"{f.metadata['help']} (default {f.default:g})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def check_numbers(args) -> None:
+    """Ranges argparse's types cannot say, before anything is read (nan and inf pass a `value < 0` test)."""
+    for flag, value in (("--min-seconds", args.min_seconds), ("--max-seconds", args.max_seconds),
+                        ("--max-model-cer", args.max_model_cer)):
+        if not math.isfinite(value):
+            raise UserError(f"{flag} {value:g}: must be a finite number")
+        if value < 0:
+            raise UserError(f"{flag} {value:g}: must be >= 0")
+    if args.min_good < 0:
+        raise UserError(f"--min-good {args.min_good}: must be >= 0 (0 = never fail on the count)")
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers}: must be >= 0 (0 = default)")
 
 
 def hygiene_options(args) -> HygieneOptions | None:
@@ -133,8 +148,7 @@ def quarantine_target(args, source: Path, has_bad: bool) -> Path | None:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
-    if args.workers < 0:
-        raise UserError(f"--workers {args.workers}: must be >= 0 (0 = default)")
+    check_numbers(args)
     if args.quarantine is not None:
         check_output_file(args.quarantine, "--quarantine")
     if args.output is not None:
