@@ -17,7 +17,8 @@ Field names are matched case-insensitively through aliases (see the `*_KEYS` con
 are relative to the manifest's folder. Rows are returned as they are: whether the audio exists
 and decodes is `lora.data.preflight`'s job. Only rows that cannot be interpreted at all (not an
 object, wrong field count, no audio field, inline samples without a sampling rate, ...) come back
-as `BadRow`s for preflight to quarantine. Whole-file problems raise `UserError` as `file:line: what is wrong; what to do`.
+as `BadRow`s for preflight to quarantine. Whole-file problems raise `UserError` as
+`file:line: what is wrong; what to do`.
 
 Every row's `origin` is `file:line`; its `extra` holds the row's other fields plus `has_text`
 (False for path lists and rows with no text field: nothing to check or score against),
