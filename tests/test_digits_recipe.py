@@ -39,3 +39,23 @@ def test_from_runs_needs_finished_runs(tmp_path, capsys):
                  "--results", str(tmp_path / "r.json")])
     assert code == 2 and "real_metrics.json: cannot read" in capsys.readouterr().err
     assert main(["--families", "wav2vec", "--results", str(tmp_path / "r.json")]) == 2
+
+
+def test_seed_reaches_every_familys_run(speech_dir, tmp_path, monkeypatch):
+    """`lora digits --seed N`: another draw of the same recipe; each family's run takes it, nothing else changes."""
+    from lora.runners import digits
+
+    configs = []
+
+    def fake_run(cfg):
+        configs.append(cfg)
+        raise UserError("stop here")  # the run itself is the recipe's own (tests/test_real_small_e2e.py)
+
+    monkeypatch.setattr(digits, "run_locked", fake_run)
+    for seed in (None, 7):
+        argv = ["--families", "moonshine", "--speech-dir", str(speech_dir), "--extra-speech-dir", "",
+                "--output-root", str(tmp_path), "--results", str(tmp_path / "r.json")]
+        assert digits.main(argv + ([] if seed is None else ["--seed", str(seed)])) == 2
+    default, seven = configs
+    assert default.seed == digits.RECIPE.seed == 42 and seven.seed == 7
+    assert {k: v for k, v in vars(default).items() if k != "seed"} == {k: v for k, v in vars(seven).items() if k != "seed"}

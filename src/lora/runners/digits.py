@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-speech-dir", default="../shared/speech-extra",
                         help="more FSDD takes in the same layout (fsdd/), combined with the speech folder's; '' for none")
     parser.add_argument("--output-root", default="outputs", help="runs go to <root>/digits_<family>")
+    parser.add_argument("--seed", type=int, default=RECIPE.seed,
+                        help="random seed of every family's run (data order, LoRA init, dropout): another seed is another "
+                             "draw of the same recipe, to see how far its figures move")
     parser.add_argument("--from-runs", action="store_true",
                         help="train nothing: build the table and --results from the finished runs' real_metrics.json "
                              "under --output-root (families run separately, e.g. in parallel)")
@@ -122,7 +125,7 @@ def compact(m: RealMetrics) -> dict:
             "target_policy": m.target_policy, "target_style": to_dict(m.target_style) if m.target_style else None,
             "train_wall_seconds": m.train_wall_seconds, "wall_seconds": m.wall_seconds,
             "mixed_precision": m.mixed_precision, "mixed_precision_note": m.mixed_precision_note,
-            "config": {k: m.config.get(k) for k in ("learning_rate", "max_steps", "target_modules", "batch_size", "join_clips",
+            "config": {k: m.config.get(k) for k in ("seed", "learning_rate", "max_steps", "target_modules", "batch_size", "join_clips",
                                                     "replay_distillation")}}
 
 
@@ -171,7 +174,7 @@ def _main(argv: list[str] | None) -> int:
         manifest, counts, held = digits_manifest(folders, Path(args.output_root))
         print("digits recordings: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     for name in families:
-        cfg = replace(RECIPE, data_dir=args.speech_dir, manifest=str(manifest), eval_samples=held,
+        cfg = replace(RECIPE, seed=args.seed, data_dir=args.speech_dir, manifest=str(manifest), eval_samples=held,
                       output_dir=f"{args.output_root}/digits_{name}", **PER_FAMILY[name])
         results[name] = run_locked(cfg)
     print()
