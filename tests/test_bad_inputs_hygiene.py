@@ -358,7 +358,7 @@ def test_quarantined_rows_become_bad_rows_for_the_quarantine_file(clips, tmp_pat
     silent = check_clip(clips[DIGIT] * 0, RATE, "")
     row = quarantine_row("manifest.jsonl:7", "9201-1-0000", silent)
     assert (row.reason, row.id) == ("hygiene: silent", "9201-1-0000")
-    assert re.search(r"^silent: RMS 0.*; chars_per_second: transcript is empty", row.detail)
+    assert re.search(r"^silent: speech level 0.*; chars_per_second: transcript is empty", row.detail)
     assert quarantine_row("m:1", "x", check_clip(gain_clip(clips[SENTENCE], 8), RATE, clips.text(SENTENCE))) is None  # warn only
     written = json.loads(write_quarantine(tmp_path / "q.jsonl", [row]).read_text().splitlines()[0])
     assert written["reason"] == "hygiene: silent" and written["origin"] == "manifest.jsonl:7"
