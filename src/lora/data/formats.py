@@ -29,6 +29,8 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".avi", ".mpg", ".
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif",
                               ".m4a", ".aac", ".webm", ".wma", ".amr"}) | VIDEO_EXTENSIONS
 SUPPORTED = ".jsonl, .json, .csv, .tsv or .txt (one audio path per line)"
+# Hugging Face `datasets` files: read by `--dataset` (lora.data.hf_sources), not as manifests
+DATASET_FILES = {".parquet": "a Parquet", ".arrow": "an Arrow"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def manifest_format(path: Path) -> str:
     if suffix in AUDIO_EXTENSIONS:
         kind = "a video" if suffix in VIDEO_EXTENSIONS else "an audio file"
         raise UserError(f"{path}: {kind}, not a manifest; list audio paths in a .txt file (one per line)")
+    if suffix in DATASET_FILES:
+        raise UserError(f"{path}: {DATASET_FILES[suffix]} dataset file, not a manifest; `lora train`, `eval` and `stt` read it "
+                        f"as --dataset {path}")
     if suffix not in FORMATS:
         raise UserError(f"{path}: unknown manifest extension {suffix or '(none)'!r}; use {SUPPORTED}")
     return FORMATS[suffix]

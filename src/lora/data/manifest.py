@@ -175,6 +175,9 @@ def _read_folder(root: Path) -> ManifestRead:
     sidecar = _read_sidecar_folder(root)
     if sidecar is not None:
         return sidecar
+    if (root / "state.json").is_file() or (root / "dataset_dict.json").is_file():
+        raise UserError(f"{root}: a Hugging Face dataset saved with save_to_disk, not a manifest folder; `lora train`, `eval` "
+                        f"and `stt` read it as --dataset {root}")
     raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt), a "
                     f"manifest.jsonl, nor audio files with same-name .txt transcripts beside them; pass a manifest "
                     f"file or one of those folders")
