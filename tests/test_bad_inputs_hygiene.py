@@ -33,6 +33,7 @@ from lora.data.hygiene import (
     HygieneOptions,
     check_clip,
     check_tokenizer,
+    speech_level,
     verify_with_model,
     written_chars,
 )
@@ -41,21 +42,22 @@ DIGIT = "fsdd/9201/1/9201-1-0000.flac"  # "zero", george
 DIGIT_TAKE2 = "fsdd/9201/1/9201-1-0010.flac"  # "zero", george, another take
 SENTENCE = "test-clean/1089/134686/1089-134686-0000.flac"  # 10.4 s
 JFK = "jfk/9101/1/9101-1-0000.flac"
+QUIET = "dev-clean/1988/24833/1988-24833-0000.flac"  # RMS 0.0226; scaled by -30 dB its whole-clip RMS is 7.1e-4
 RATE = 16_000
 DEFAULT = HygieneOptions()
 
 
 class Clips:
-    """Real clips by path, their transcripts, and the real clip with the lowest RMS."""
+    """Real clips by path, their transcripts, and the real clip with the lowest speech level (`speech_level`)."""
 
     def __init__(self, speech_dir: Path) -> None:
         self.rows = {r["path"]: r for r in (json.loads(line) for line in
                                             (speech_dir / "manifest.jsonl").read_text().splitlines() if line)}
-        self.audio = {p: sf.read(speech_dir / p, dtype="float32")[0] for p in (DIGIT, DIGIT_TAKE2, SENTENCE, JFK)}
-        rms = {p: float(np.sqrt(np.mean(sf.read(speech_dir / p, dtype="float64")[0] ** 2))) for p in self.rows}
-        self.quietest = min(rms, key=rms.get)
+        self.audio = {p: sf.read(speech_dir / p, dtype="float32")[0] for p in (DIGIT, DIGIT_TAKE2, SENTENCE, JFK, QUIET)}
+        level = {p: speech_level(sf.read(speech_dir / p, dtype="float64")[0], RATE) for p in self.rows}
+        self.quietest = min(level, key=level.get)
         self.audio[self.quietest] = sf.read(speech_dir / self.quietest, dtype="float32")[0]
-        self.quietest_rms = rms[self.quietest]
+        self.quietest_level = level[self.quietest]
 
     def __getitem__(self, path: str) -> np.ndarray:
         return self.audio[path].copy()
@@ -96,14 +98,22 @@ def cps(c: Clips, path: str) -> float:
 # (name, make(clips) -> findings, expected (check, severity, message regex) or None for "no finding")
 AUDIO_CASES = [
     # -- silent
-    ("digit scaled by 0", lambda c: check_clip(c[DIGIT] * 0, RATE, "zero"), (SILENT, QUARANTINE, r"RMS 0\.00e\+00 < 0\.001")),
-    ("sentence scaled by 1e-3", lambda c: check_clip(c[SENTENCE] * 1e-3, RATE, c.text(SENTENCE)), (SILENT, QUARANTINE, r"RMS \d\.\d\de-05 < 0\.001")),
-    ("quietest real clip, threshold just above its RMS",
-     lambda c: check_clip(c[c.quietest], RATE, c.text(c.quietest), HygieneOptions(silent_rms=c.quietest_rms * 1.01)),
+    ("digit scaled by 0", lambda c: check_clip(c[DIGIT] * 0, RATE, "zero"),
+     (SILENT, QUARANTINE, r"speech level 0\.00e\+00 < 0\.001 \(RMS of its loudest 10% of 20 ms frames; whole clip RMS 0\.00e\+00\)")),
+    ("sentence scaled by 1e-3", lambda c: check_clip(c[SENTENCE] * 1e-3, RATE, c.text(SENTENCE)),
+     (SILENT, QUARANTINE, r"speech level 1\.\d\de-04 < 0\.001 .*whole clip RMS \d\.\d\de-05")),
+    ("quietest real clip, threshold just above its speech level",
+     lambda c: check_clip(c[c.quietest], RATE, c.text(c.quietest), HygieneOptions(silent_rms=c.quietest_level * 1.01)),
      (SILENT, QUARANTINE, r"no audible speech")),
-    ("quietest real clip, threshold just below its RMS",
-     lambda c: check_clip(c[c.quietest], RATE, c.text(c.quietest), HygieneOptions(silent_rms=c.quietest_rms * 0.99)), None),
+    ("quietest real clip, threshold just below its speech level",
+     lambda c: check_clip(c[c.quietest], RATE, c.text(c.quietest), HygieneOptions(silent_rms=c.quietest_level * 0.99)), None),
     ("quietest real clip at the default threshold", lambda c: check_clip(c[c.quietest], RATE, c.text(c.quietest)), None),
+    # valid quiet speech: a whole-clip RMS under 1e-3, words well above it (Moonshine base transcribes it word for word)
+    ("dev-clean clip at -30 dB (whole-clip RMS 7.1e-4)", lambda c: check_clip(c[QUIET] * 10 ** (-30 / 20), RATE, c.text(QUIET)), None),
+    ("dev-clean clip at -30 dB, 8 kHz", lambda c: check_clip(resample(c[QUIET], 8000) * 10 ** (-30 / 20), 8000, c.text(QUIET)), None),
+    ("dev-clean clip at -30 dB, stereo", lambda c: check_clip(np.stack([c[QUIET] * 10 ** (-30 / 20)] * 2, axis=1), RATE, c.text(QUIET)),
+     None),
+    ("dev-clean clip at -60 dB", lambda c: check_clip(c[QUIET] * 1e-3, RATE, c.text(QUIET)), (SILENT, QUARANTINE, r"speech level")),
     ("stereo, both channels silenced", lambda c: check_clip(np.stack([c[DIGIT] * 0] * 2, axis=1), RATE, "zero"), (SILENT, QUARANTINE, r"RMS 0")),
     ("stereo, channels in opposite phase (the mono mix cancels)",
      lambda c: check_clip(np.stack([c[SENTENCE], -c[SENTENCE]], axis=1), RATE, c.text(SENTENCE)), (SILENT, QUARANTINE, r"RMS 0")),
@@ -348,7 +358,7 @@ def test_quarantined_rows_become_bad_rows_for_the_quarantine_file(clips, tmp_pat
     silent = check_clip(clips[DIGIT] * 0, RATE, "")
     row = quarantine_row("manifest.jsonl:7", "9201-1-0000", silent)
     assert (row.reason, row.id) == ("hygiene: silent", "9201-1-0000")
-    assert re.search(r"^silent: RMS 0.*; chars_per_second: transcript is empty", row.detail)
+    assert re.search(r"^silent: speech level 0.*; chars_per_second: transcript is empty", row.detail)
     assert quarantine_row("m:1", "x", check_clip(gain_clip(clips[SENTENCE], 8), RATE, clips.text(SENTENCE))) is None  # warn only
     written = json.loads(write_quarantine(tmp_path / "q.jsonl", [row]).read_text().splitlines()[0])
     assert written["reason"] == "hygiene: silent" and written["origin"] == "manifest.jsonl:7"

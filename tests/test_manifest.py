@@ -58,6 +58,8 @@ FILE_ERRORS = [
     ("data.xlsx", b"PK\x03\x04", r": unknown manifest extension '\.xlsx'; use \.jsonl, \.json, \.csv, \.tsv or \.txt"),
     ("manifest", b'{"audio": "a.wav"}\n', r": unknown manifest extension '\(none\)'"),
     ("clip.wav", b"RIFF", r": an audio file, not a manifest; list audio paths in a \.txt file"),
+    ("data.parquet", b"PAR1", r": a Parquet dataset file, not a manifest; `lora train`, `eval` and `stt` read it as --dataset .*data\.parquet$"),
+    ("data-00000-of-00001.arrow", b"", r": an Arrow dataset file, not a manifest; .* read it as --dataset "),
     ("1089-134686.trans.txt", b"1089-134686-0000 HELLO\n", r": a LibriSpeech transcript file; pass the LibriSpeech root"),
 ]
 
@@ -84,6 +86,14 @@ def test_missing_source_and_unusable_folder(tmp_path):
     (tmp_path / "a" / "1" / "2").mkdir(parents=True)
     (tmp_path / "a" / "1" / "2" / "1-2.trans.txt").write_text("1-2-0000 HI\n")
     with pytest.raises(UserError, match=r"LibriSpeech transcripts found but no audio next to them"):
+        read_source(tmp_path)
+
+
+def test_a_save_to_disk_folder_names_dataset(tmp_path):
+    (tmp_path / "state.json").write_text("{}")
+    (tmp_path / "dataset_info.json").write_text("{}")
+    with pytest.raises(UserError, match=r": a Hugging Face dataset saved with save_to_disk, not a manifest folder; `lora train`, "
+                                        r"`eval` and `stt` read it as --dataset "):
         read_source(tmp_path)
 
 

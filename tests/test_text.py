@@ -14,3 +14,15 @@ def test_target_policies():
 def test_unknown_policy_is_an_error():
     with pytest.raises(ValueError, match="unknown target policy"):
         target_text("x", "shout")
+
+
+@pytest.mark.parametrize("typographic, ascii_", [
+    ("She doesn’t pick them up", "She doesn't pick them up"),  # real dev-clean 1988-24833-0002, as a word processor writes it
+    ("he’s in charge", "he's in charge"),
+    ("I’m not fixing to start an annex to Kate’s cat home", "I'm not fixing to start an annex to Kate's cat home"),
+    ("‘Hello,’ she said.", "'Hello,' she said."),
+    ("itʼs", "it's"),  # U+02BC, the modifier letter some keyboards type
+])
+def test_typographic_apostrophes_score_as_ascii_ones(typographic, ascii_):
+    assert normalize_for_scoring(typographic) == normalize_for_scoring(ascii_)
+    assert "'" not in normalize_for_scoring(typographic) and "’" not in normalize_for_scoring(typographic)

@@ -23,13 +23,19 @@ def _english_normalizer():
     return EnglishTextNormalizer()
 
 
+# Typographic apostrophes (word processors' and phones' smart quotes: "doesn’t"), read as the ASCII one the Whisper
+# normaliser knows: it expands "doesn't" to "does not" but cut "doesn’t" into "doesn t", two errors per contraction.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
 @lru_cache(maxsize=1 << 16)
 def normalize_for_scoring(text: str) -> str:
-    """Whisper English normalisation: case, punctuation, spelling, numbers ("two" == "2").
+    """Whisper English normalisation: case, punctuation, spelling, numbers ("two" == "2"); typographic
+    apostrophes count as "'".
 
     Cached: speaker splits and leakage checks normalise every transcript of a corpus, often twice,
     and corpora repeat transcripts (~0.3 ms each uncached)."""
-    return _english_normalizer()(text or "")
+    return _english_normalizer()((text or "").translate(_APOSTROPHES))
 
 
 _SPACES = re.compile(r"\s+")

@@ -29,6 +29,8 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".avi", ".mpg", ".
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif",
                               ".m4a", ".aac", ".webm", ".wma", ".amr"}) | VIDEO_EXTENSIONS
 SUPPORTED = ".jsonl, .json, .csv, .tsv or .txt (one audio path per line)"
+# Hugging Face `datasets` files: read by `--dataset` (lora.data.hf_sources), not as manifests
+DATASET_FILES = {".parquet": "a Parquet", ".arrow": "an Arrow"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def manifest_format(path: Path) -> str:
     if suffix in AUDIO_EXTENSIONS:
         kind = "a video" if suffix in VIDEO_EXTENSIONS else "an audio file"
         raise UserError(f"{path}: {kind}, not a manifest; list audio paths in a .txt file (one per line)")
+    if suffix in DATASET_FILES:
+        raise UserError(f"{path}: {DATASET_FILES[suffix]} dataset file, not a manifest; `lora train`, `eval` and `stt` read it "
+                        f"as --dataset {path}")
     if suffix not in FORMATS:
         raise UserError(f"{path}: unknown manifest extension {suffix or '(none)'!r}; use {SUPPORTED}")
     return FORMATS[suffix]
@@ -206,7 +211,8 @@ def _element_lines(text: str):
 
 
 def parse_table(path: Path, text: str, delimiter: str) -> Parsed:
-    """CSV (quoted fields allowed) or TSV (no quoting: texts keep their quote marks), with a header.
+    """CSV (quoted fields allowed) or TSV (no quoting: texts keep their quote marks; a row that only reads
+    with quoting, a quoted field holding a tab, is read with it), with a header.
 
     A row with the wrong number of fields is a bad row, not a file error: it is usually one
     unquoted comma in one transcript.
@@ -214,6 +220,7 @@ def parse_table(path: Path, text: str, delimiter: str) -> Parsed:
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     header: list[str] | None = None
+    physical: list[str] | None = None  # the file's lines, split only when a TSV row needs reading with quotes
     rows: list[RawRow] = []
     start = header_line = 1
     try:
@@ -224,6 +231,9 @@ def parse_table(path: Path, text: str, delimiter: str) -> Parsed:
             if header is None:
                 header, header_line = [name.strip() for name in record], line
                 continue
+            if len(record) != len(header) and delimiter == "\t" and '"' in "".join(record):
+                physical = physical if physical is not None else io.StringIO(text, newline="").readlines()
+                record = _quoted_tsv_row(physical[line - 1], len(header)) or record
             if len(record) != len(header):
                 hint = (" (an unquoted delimiter in a field?)" if len(record) > len(header)
                         else " (an unclosed quote?)" if any("\n" in field for field in record) else "")
@@ -235,6 +245,13 @@ def parse_table(path: Path, text: str, delimiter: str) -> Parsed:
         kind = "TSV" if delimiter == "\t" else "CSV"
         raise UserError(f"{path}:{reader.line_num}: unreadable {kind} ({exc}); fix the quoting on that line") from None
     return Parsed(tuple(rows), tuple(header) if header is not None else None, header_line)
+
+
+def _quoted_tsv_row(physical: str, width: int) -> list[str] | None:
+    """A TSV line read with CSV quoting, when that gives the header's field count: a CSV writer (pandas'
+    `to_csv(sep="\\t")`, Python's csv module) quotes a field holding a tab, which the unquoted reading splits."""
+    fields = next(csv.reader([physical.rstrip("\r\n")], delimiter="\t"), [])
+    return fields if len(fields) == width else None
 
 
 def parse_path_list(text: str) -> list[RawRow]:

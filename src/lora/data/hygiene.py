@@ -11,11 +11,16 @@ off that a person should look at (keep it; report it).
 
 Checks and why each one quarantines or warns:
 
-* `silent` (quarantine): RMS of the mono mix below `silent_rms` (1e-3). Training "silence -> words"
-  teaches the decoder to hallucinate on silence. Real clips: the 326 of ../shared/speech have RMS
-  0.0033-0.158 and the 2100 of ../shared/speech-extra 0.0021-0.170, so 1e-3 leaves 2x margin.
-* `dc_constant` (quarantine): the waveform is constant (AC RMS = std below `min_ac_rms` while |mean|
-  is not silent), or dominated by a DC offset: |mean| > `max_abs_mean` (0.05) or |mean| >
+* `silent` (quarantine): the speech level of the mono mix (the RMS of its loudest 10% of 20 ms frames)
+  below `silent_rms` (1e-3). Training "silence -> words" teaches the decoder to hallucinate on silence.
+  The loudest frames, not the whole clip: speech is loud in its words and quiet between them, so a quiet
+  but clear recording has a low whole-clip RMS (LibriSpeech dev-clean 1988-24833-0000 scaled by -30 dB:
+  7.1e-4, which Moonshine base still transcribes word for word) while its words stand well above the
+  threshold (1.8e-3); room tone is about as loud in its loudest frames as overall (1.1-1.3x), speech
+  1.2-3.1x. Real clips: the 326 of ../shared/speech have speech levels 0.0072-0.32 and the 2100 of
+  ../shared/speech-extra 0.0039-0.37, so 1e-3 leaves 3.9x margin (whole-clip RMS 0.0021-0.170).
+* `dc_constant` (quarantine): the waveform is constant (AC RMS = std below `min_ac_rms`, in its loudest
+  frames too, as `silent` measures, while |mean| is not silent), or dominated by a DC offset: |mean| > `max_abs_mean` (0.05) or |mean| >
   `max_mean_to_std` x std (2.0). Real clips: |mean| <= 0.008 (6x margin) and |mean|/std <= 0.22
   (speech) / 0.48 (speech-extra) (4x margin). A large offset means a broken recording or decoding
   chain (wrong sign or bit depth); the models never saw such input. Advice: remove the offset and
@@ -67,6 +72,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lora.core.audio import SAMPLE_RATE
 from lora.core.text import normalize_for_scoring
 from lora.data.manifest import BadRow
 
@@ -88,6 +94,8 @@ CHECKS = (SILENT, DC_CONSTANT, CLIPPED, CHARS_PER_SECOND, DUPLICATE_AUDIO, UNWRI
           NON_FINITE, MODEL_DISAGREES, ANNOTATION)
 
 _SPACE = re.compile(r"\s+")
+SPEECH_FRAME_S = 0.02  # `silent` measures the loudest SPEECH_SHARE of frames this long (`speech_level`)
+SPEECH_SHARE = 0.1
 _ANNOTATION_TAG = re.compile(r"\[[^\[\]]{1,40}\]|<[^<>]{1,40}>|\{[^{}]{1,40}\}")
 
 
@@ -95,7 +103,8 @@ _ANNOTATION_TAG = re.compile(r"\[[^\[\]]{1,40}\]|<[^<>]{1,40}>|\{[^{}]{1,40}\}")
 class HygieneOptions:
     """Thresholds of the hygiene checks (see the module docstring for where each value comes from)."""
 
-    silent_rms: float = field(default=1e-3, metadata={"help": "quarantine as silent below this RMS of the mono mix"})
+    silent_rms: float = field(default=1e-3, metadata={
+        "help": "quarantine as silent when the loudest 10%% of 20 ms frames of the mono mix are below this RMS"})
     min_ac_rms: float = field(default=1e-3, metadata={
         "help": "quarantine as constant when the std (AC RMS) is below this while the mean is not silent"})
     max_abs_mean: float = field(default=0.05, metadata={"help": "quarantine when |mean| (DC offset) exceeds this"})
@@ -143,7 +152,19 @@ def mono(samples: np.ndarray) -> np.ndarray:
     return audio
 
 
-def audio_findings(samples: np.ndarray, options: HygieneOptions) -> list[Finding]:
+def speech_level(x: np.ndarray, sampling_rate: int) -> float:
+    """RMS of the loudest `SPEECH_SHARE` of `SPEECH_FRAME_S` frames of mono `x` (of the whole clip when it is
+    shorter than a frame): how loud the words are, whatever the pauses between them."""
+    size = max(1, round(SPEECH_FRAME_S * sampling_rate))
+    frames = len(x) // size
+    if frames == 0:
+        return float(np.sqrt(np.mean(x * x)))
+    energy = np.mean(x[: frames * size].reshape(frames, size) ** 2, axis=1)
+    loudest = np.partition(energy, frames - math.ceil(SPEECH_SHARE * frames))[frames - math.ceil(SPEECH_SHARE * frames):]
+    return float(np.sqrt(loudest.mean()))
+
+
+def audio_findings(samples: np.ndarray, options: HygieneOptions, sampling_rate: int = SAMPLE_RATE) -> list[Finding]:
     """The audio-only checks: no_samples, non_finite, silent, dc_constant, clipped."""
     raw = np.asarray(samples, dtype=np.float64)
     if raw.size == 0:
@@ -156,10 +177,14 @@ def audio_findings(samples: np.ndarray, options: HygieneOptions) -> list[Finding
     findings = []
     rms = float(np.sqrt(np.mean(x * x)))
     mean, std = float(x.mean()), float(x.std())
-    if rms < options.silent_rms:
-        findings.append(Finding(SILENT, QUARANTINE, f"RMS {rms:.2e} < {options.silent_rms:g}",
+    # the loudest frames are at least as loud as the whole clip: measured only where the whole clip is quiet
+    level = rms if rms >= options.silent_rms else speech_level(x, sampling_rate)
+    ac_level = std if std >= options.min_ac_rms else speech_level(x - mean, sampling_rate)
+    if level < options.silent_rms:
+        findings.append(Finding(SILENT, QUARANTINE, f"speech level {level:.2e} < {options.silent_rms:g} (RMS of its loudest "
+                                f"{SPEECH_SHARE:.0%} of {SPEECH_FRAME_S * 1000:.0f} ms frames; whole clip RMS {rms:.2e})",
                                 "the clip holds no audible speech: check the recording or drop the row"))
-    elif std < options.min_ac_rms:
+    elif ac_level < options.min_ac_rms:
         findings.append(Finding(DC_CONSTANT, QUARANTINE, f"constant signal: std {std:.2e} < {options.min_ac_rms:g} "
                                 f"around a mean of {mean:+.3f}", "the waveform carries no speech: re-export or drop the row"))
     elif abs(mean) > options.max_abs_mean or abs(mean) > options.max_mean_to_std * std:
@@ -215,7 +240,7 @@ def check_clip(samples: np.ndarray, sampling_rate: int, text: str | None,
     """
     if sampling_rate <= 0:
         raise ValueError(f"sampling_rate must be positive, got {sampling_rate}")
-    findings = audio_findings(samples, options)
+    findings = audio_findings(samples, options, sampling_rate)
     if text is not None and not any(f.check in (NO_SAMPLES, NON_FINITE) for f in findings):
         findings += text_findings(text, np.asarray(samples).shape[0] / sampling_rate, options)
     return findings

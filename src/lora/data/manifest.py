@@ -4,7 +4,8 @@
   * JSONL, a JSON list, CSV or TSV with a header (`lora.data.formats` does the syntax),
   * a plain list of audio paths (`.txt`/`.lst`/`.list`, one per line; no transcripts),
   * a LibriSpeech-layout folder (`<subset>/<speaker>/<chapter>/*.trans.txt`),
-  * a folder holding `manifest.jsonl` (or `.json`/`.csv`/`.tsv`),
+  * a folder holding `manifest.jsonl` (or `.json`/`.csv`/`.tsv`), or a Hugging Face audiofolder's `metadata.csv`
+    (or `.jsonl`),
   * a folder of audio files, each with its transcript beside it in a file of the same name ending
     `.txt` (or `.lab`, as Montreal Forced Aligner corpora have them, or `.srt`/`.vtt` subtitles, whose
     times `lora segment` cuts at); the speaker is the sub-folder the audio sits in (`alice/take1.wav`),
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,7 +52,8 @@ SPEAKER_KEYS = ("speaker", "speaker_id", "client_id")
 ID_KEYS = ("id", "utt_id")
 RATE_KEYS = ("sampling_rate", "sample_rate", "sr")
 SUBSET_KEYS = ("subset",)
-FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest.tsv")
+# metadata.*: a Hugging Face audiofolder's (`file_name` + `transcription`/`text` columns, as `--dataset` reads it)
+FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest.tsv", "metadata.csv", "metadata.jsonl")
 # `take1.wav` + `take1.txt`; `.lab`: Montreal Forced Aligner's name; subtitles of a long recording
 SIDECAR_TRANSCRIPTS = (".txt", ".lab", *SUBTITLE_SUFFIXES)
 _ENGLISH_TAG = re.compile(r"en(-[A-Za-z]+)?", re.IGNORECASE)  # en, en-US, en-GB, yt-dlp's en-orig
@@ -172,6 +175,9 @@ def _read_folder(root: Path) -> ManifestRead:
     sidecar = _read_sidecar_folder(root)
     if sidecar is not None:
         return sidecar
+    if (root / "state.json").is_file() or (root / "dataset_dict.json").is_file():
+        raise UserError(f"{root}: a Hugging Face dataset saved with save_to_disk, not a manifest folder; `lora train`, `eval` "
+                        f"and `stt` read it as --dataset {root}")
     raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt), a "
                     f"manifest.jsonl, nor audio files with same-name .txt transcripts beside them; pass a manifest "
                     f"file or one of those folders")
@@ -364,12 +370,16 @@ def _audio(value, fields: dict, folder: Path, shared: dict | None = None) -> tup
 def _local_path(folder: Path, entry: str) -> Path:
     """The row's file, relative to the manifest's folder. A relative path written on Windows (`clips\\a.wav`)
     is read with / separators when only that file exists (a backslash is a legal character of a file name
-    here, so the name as written wins when it exists)."""
+    here, so the name as written wins when it exists). A name with accents written in the other Unicode
+    form than the file's (macOS writes `café` decomposed, NFD; most else composed, NFC) is read in the
+    form that exists, when only that one does."""
     path = folder / Path(entry).expanduser()
-    if "\\" in entry and not path.exists():
-        posix = folder / Path(entry.replace("\\", "/")).expanduser()
-        if posix.exists():
-            return posix
+    if ("\\" not in entry and entry.isascii()) or path.exists():
+        return path
+    for form in ("\\" in entry and entry.replace("\\", "/"), *(unicodedata.normalize(f, entry) for f in ("NFC", "NFD"))):
+        other = folder / Path(form).expanduser() if form and form != entry else None
+        if other is not None and other.exists():
+            return other
     return path
 
 
