@@ -117,7 +117,7 @@ def grid(family: str, name: str = "default"):
         return
     if name == "distillation":  # the recipe's point, with replay also distilled to the base model (lora.token_loss)
         where, lr, n, consensus = ("encoder", 1e-3, 240, True) if family == "moonshine" else ("decoder", 3e-3, 60, False)
-        for weight in (0.0, 1.0, 4.0):
+        for weight in (0.0, 1.0, 4.0, 16.0):  # 16: added once a larger style check saw every weight lose style
             yield point | {"learning_rate": lr, "targets": where, "max_steps": n, "replay_share": 0.15, "join_clips": 3,
                            "style_consensus": consensus, "replay_distillation": weight}
         return

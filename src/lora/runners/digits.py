@@ -61,6 +61,8 @@ RECIPE = TrainConfig(
 # validated at 9.0% against 8.8%, style check 0.800 / 0.800 against 0.815 / 0.909). Moonshine's replay clips are also distilled to the
 # base model (`--grid distillation`, recipes/results/sweep_moonshine_distillation.md: weight 1 validated at 6.2%
 # against 7.2% without, forgetting and style checks unchanged at 1.3% and 0.909 / 1.000; weight 4 at 7.2%, 1.000 / 1.000).
+# Both Moonshine sweeps re-run after batch-invariant encoding pick the same points (recipes/results/
+# sweep_moonshine_{placement,distillation}_batch_invariant.md); the recipe then misses caps F1 0.95 on seeds 42, 1, 2 (plan.md item 7).
 PER_FAMILY = {
     "moonshine": dict(model_id="moonshine-base-en", learning_rate=1e-3, max_steps=240,
                       target_modules=MOONSHINE.attention_in("encoder"), style_consensus=True, replay_distillation=1.0),
