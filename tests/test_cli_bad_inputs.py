@@ -19,6 +19,7 @@ from lora.scripts import (
     export,
     import_model,
     join_utterances,
+    merge,
     report,
     run_stt,
     scale_manifest,
@@ -69,6 +70,9 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
         (tmp_path / "base" / "config.json").write_text("{}")
         if weights is not None:
             (folder / "adapter_model.safetensors").write_bytes(weights)
+    (tmp_path / "ad_moved").mkdir()  # an adapter copied to another machine, without the local base folder it records
+    (tmp_path / "ad_moved" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone_base")}))
+    (tmp_path / "ad_moved" / "lora_run.json").write_text(json.dumps({"model_id_used": str(tmp_path / "gone_base")}))
     (tmp_path / "not_metrics.json").write_text(json.dumps({"a": 1}))
     (tmp_path / "no_run").mkdir()
     (tmp_path / "dir.jsonl").mkdir()
@@ -118,6 +122,9 @@ CASES = [
     ("stt", ["--audio", "{clip}", "--model-id", "./no-such-model", "--output", "{tmp}/o.json"], "is neither a directory"),
     ("stt", ["--audio", "{clip}", "--model-id", "{tmp}", "--output", "{tmp}/o.json"], "no config.json"),
     ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}", "--output", "{tmp}/o.json"], "no adapter_config.json"),
+    ("stt", ["--audio", "{clip}", "--adapter-dir", "{tmp}/ad_moved", "--output", "{tmp}/o.json"],
+     "ad_moved: its base model {tmp}/gone_base (the folder it was trained on) is not on this machine; pass --model-id"),
+    ("merge", ["--adapter-dir", "{tmp}/ad_moved", "--output", "{tmp}/merged"], "is not on this machine; pass --model-id"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--srt", "{tmp}/no_audio_dir"],
      "--srt {tmp}/no_audio_dir is a folder; pass a file name"),
     ("stt", ["--audio", "{clip}", "--model-id", "x", "--output", "{tmp}/o.json", "--vtt", "{tmp}/clip.txt/o.vtt"],
@@ -256,7 +263,7 @@ CASES = [
 ]
 MAINS = {"stt": run_stt.main, "segment": segment.main, "check": check.main, "join": join_utterances.main,
          "train": lambda argv: run_cli(real_small._main, argv),  # (its `main` may re-execute under jemalloc first)
-         "poc": poc.main, "eval": evaluate.main, "report": report.main, "export": export.main, "import": import_model.main,
+         "poc": poc.main, "eval": evaluate.main, "report": report.main, "merge": merge.main, "export": export.main, "import": import_model.main,
          "build-manifest": build_manifest.main, "scale-manifest": scale_manifest.main}
 
 
@@ -274,7 +281,7 @@ def test_bad_input_is_one_error_line(command, argv, expected, tmp_path, speech_d
     assert expected.format(**names) in err[0]
     assert "Traceback" not in err[0]
     written = sorted(p.name for p in tmp_path.rglob("*"))
-    if command in ("stt", "segment", "join", "eval", "report", "export", "import", "build-manifest", "scale-manifest"):
+    if command in ("stt", "segment", "join", "eval", "report", "export", "import", "merge", "build-manifest", "scale-manifest"):
         assert written == before  # nothing half-written
 
 

@@ -106,6 +106,7 @@ def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
     with OutputLock(tmp_path):
         proc = subprocess.run([sys.executable, "-c", second, str(tmp_path)], capture_output=True, text=True)
         assert proc.returncode == 3 and "another run is writing" in proc.stdout
+        assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"  # the refused run left the holder's pid
     # a run that forks a worker and is then killed: the worker, still alive, must not keep the lock
     killed = ("import os, signal, sys, time; from lora.checkpoint import OutputLock\n"
               "OutputLock(sys.argv[1]).__enter__()\n"

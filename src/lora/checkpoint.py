@@ -25,6 +25,7 @@ STATE_FILE = "state.json"
 RESUME_KEYS = ("model_id", "seed", "batch_size", "max_batch_seconds", "gradient_accumulation_steps", "learning_rate", "lora_r",
                "lora_alpha", "lora_dropout", "target_modules", "dataset_samples", "train_split", "data_dir", "manifest",
                "dataset", "dataset_split", "lr_scheduler_type", "warmup_steps")
+PATH_KEYS = ("model_id", "data_dir", "manifest", "dataset")  # compared as the paths they name
 
 
 def _rng_state() -> tuple[dict, dict]:
@@ -98,13 +99,32 @@ def interrupted_at(out_dir: Path, checkpoint_every: int, signal_name: str = "SIG
             "run the same command with --resume to go on from it")
 
 
-def check_resumable(state: dict, config: dict) -> None:
-    saved = state.get("config", {})
-    # a key the checkpoint lacks is an option added since it was written: nothing to compare
-    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k)]
+def _absolute(value):
+    """A path option as the absolute path it names here, else as given (an import name, a hub id)."""
+    if isinstance(value, str) and value and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def resume_config(config: dict) -> dict:
+    """The run's options as a checkpoint keeps them: paths absolute, so a resume from another folder (or
+    spelling the same file another way) continues the run."""
+    return {k: _absolute(v) if k in PATH_KEYS else v for k, v in config.items()}
+
+
+def check_resumable(state: dict, config: dict, rows: dict | None = None) -> None:
+    saved, here = state.get("config", {}), resume_config(config)
+    # a key the checkpoint lacks is an option added since it was written: nothing to compare; a path is the
+    # same as given (a checkpoint written before paths were kept absolute) or as the path it names
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config.get(k) and saved[k] != here.get(k)]
     if changed:
         raise UserError(f"cannot resume: option(s) {', '.join(changed)} differ from the checkpointed run; "
                         "use the same options or a new --output-dir")
+    before = state.get("rows")
+    if rows is not None and before is not None and before != rows:
+        raise UserError(f"cannot resume: the training rows differ from the checkpointed run's ({before.get('count')} "
+                        f"rows then, {rows['count']} now: the data changed since); restore the data it trained on, "
+                        "or start a new run (a new --output-dir, or without --resume)")
 
 
 def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> dict:
@@ -151,12 +171,13 @@ class OutputLock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "w")
+        self.handle = open(self.path, "a")  # not "w": a run refused the lock must not blank the holder's pid
         try:
             fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, PermissionError):
             self.handle.close()
             raise UserError(f"{self.path.parent}: another run is writing to this folder; wait for it or pick another --output-dir") from None
+        self.handle.truncate(0)
         self.handle.write(f"{os.getpid()}\n")
         self.handle.flush()
         return self

@@ -18,6 +18,7 @@ and stay in memory as `Example`s (`lora.data.batches`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -206,6 +207,13 @@ class ClipTable:
     @property
     def hours(self) -> float:
         return float(self.seconds.sum()) / 3600.0
+
+    def fingerprint(self) -> str:
+        """Which rows, in which order, of which lengths: what the batch plan is drawn from (a resume checks it)."""
+        digest = hashlib.sha1()
+        for part in (self.ids.offsets, self.ids.buffer, self.seconds):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        return digest.hexdigest()[:16]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The columns as named NumPy arrays (`np.savez`); only for tables without inline audio."""

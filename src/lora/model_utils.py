@@ -292,6 +292,9 @@ def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
     requested = model_id or trained_on
     if not requested:
         raise UserError(f"{adapter_dir}: the adapter records no base model; pass --model-id")
+    if not model_id and Path(requested).is_absolute() and not Path(requested).exists():  # trained here, used elsewhere
+        raise UserError(f"{adapter_dir}: its base model {requested} (the folder it was trained on) is not on this "
+                        "machine; pass --model-id with that model's folder here")
     resolved = resolve_model_id(requested)
     check_adapter_weights(Path(adapter_dir))  # (after the base: an unreachable hub base is the first thing to say)
     model, processor, family = load_base(resolved)

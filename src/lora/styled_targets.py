@@ -138,7 +138,11 @@ class TranscriptCache:
         if not self.added:
             return
         merged = self._read() | self.entries
-        write_json_atomic(self.path, {"model": self.model_key, "transcripts": merged})
+        try:
+            write_json_atomic(self.path, {"model": self.model_key, "transcripts": merged})
+        except OSError as exc:  # a read-only `$LORA_HOME`: kept for this run only (a rerun transcribes them again)
+            log.warning("warning: %s: cannot write the base-transcript cache (%s); kept for this run only",
+                        self.path, exc.strerror or exc)
         self.entries, self.added = merged, 0
 
 

@@ -19,7 +19,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lora.checkpoint import CHECKPOINT_DIR, STATE_FILE, check_resumable, load_checkpoint, read_state, save_checkpoint
+from lora.checkpoint import (
+    CHECKPOINT_DIR,
+    STATE_FILE,
+    check_resumable,
+    load_checkpoint,
+    read_state,
+    resume_config,
+    save_checkpoint,
+)
 from lora.core.errors import Interrupted, UserError
 from lora.core.memory import keep_heap_flat, release_free_memory
 from lora.core.outputs import current_rss_mb
@@ -53,7 +61,8 @@ StepCallback = Callable[[int, dict], bool | None]
 # A BatchSource opens this process's micro-batch stream: (rank, world, skip) -> LoadedBatch iterator.
 # Optional attributes: `batches_per_epoch`; `on_device(batch)` (inputs computed on the device); `base_rows`, a
 # NumPy bool per source row (table row or example) marking the replay clips `--replay-distillation` applies to;
-# `styler(batch, model) -> batch` with `save()`, labels for rows styled as first drawn (`lora.styled_targets.DrawStyler`).
+# `styler(batch, model) -> batch` with `save()`, labels for rows styled as first drawn (`lora.styled_targets.DrawStyler`);
+# `rows`, {"count", "fingerprint"} of the training rows, kept in each checkpoint (a resume over other rows is refused).
 BatchSource = Callable[[int, int, int], Iterator[LoadedBatch]]
 
 
@@ -65,6 +74,7 @@ def streaming_source(table: ClipTable, processor, family, policy: str | None, op
         return iter(loader)
 
     open_stream.batches_per_epoch = loader_plan(table.seconds, family, options).batches_per_epoch  # the loader's own plan
+    open_stream.rows = {"count": len(table), "fingerprint": table.fingerprint()}  # a resume must draw from the same rows
     if options.features_on_device:
         open_stream.on_device = lambda batch: family.device_features(processor, batch)
     return open_stream
@@ -207,7 +217,13 @@ def resume_dir(cfg, run_dir: Path | None) -> Path | None:
             raise UserError(f"--resume-from-checkpoint {given}: no {CHECKPOINT_DIR}/{STATE_FILE} there; "
                             "pass a run folder that wrote checkpoints (--checkpoint-every)")
         return folder
-    if run_dir is None or not cfg.resume:
+    if run_dir is None:
+        return None
+    if not cfg.resume:
+        earlier = read_state(run_dir)
+        if earlier is not None:  # a forgotten --resume would otherwise lose it at this run's first checkpoint, unsaid
+            log.warning("warning: %s holds the checkpoint of step %s of an earlier run; starting from step 0 as asked "
+                        "(run with --resume to go on from it instead)", run_dir / CHECKPOINT_DIR, earlier.get("step"))
         return None
     if read_state(run_dir) is None:  # a restart loop passes --resume every time: start over, but say so
         log.warning("warning: --resume: no %s/%s in %s; starting from step 0", CHECKPOINT_DIR, STATE_FILE, run_dir)
@@ -258,7 +274,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     first_step = 1
     resume_from = resume_dir(cfg, run_dir)
     if resume_from is not None:
-        check_resumable(read_state(resume_from), dataclasses.asdict(cfg))
+        check_resumable(read_state(resume_from), dataclasses.asdict(cfg), getattr(source, "rows", None))
         state = load_checkpoint(resume_from, bare, optimizer, scheduler)
         result.history, result.audio_seconds, result.label_tokens = state["history"], state["audio_seconds"], state["label_tokens"]
         first_step = state["step"] + 1
@@ -345,7 +361,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
         if accelerator.is_main_process:
             save_checkpoint(run_dir, bare, optimizer, scheduler, {
                 "step": step, "history": result.history, "audio_seconds": result.audio_seconds,
-                "label_tokens": result.label_tokens, "config": dataclasses.asdict(cfg)})
+                "label_tokens": result.label_tokens, "config": resume_config(dataclasses.asdict(cfg)),
+                "rows": getattr(source, "rows", None)})
 
     checkpoints = run_dir is not None and cfg.checkpoint_every > 0
     # the bar closes before an error (Ctrl-C included) is printed, not after it

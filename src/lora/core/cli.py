@@ -31,10 +31,21 @@ def setup_logging(quiet: bool = False, level: str = "INFO") -> None:
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+def expand_home(argv: list[str]) -> list[str]:
+    """Each value that starts with `~` as the shell expands it, also where the shell does not: `--output=~/x`,
+    a quoted "~/x" from a script. Some paths were expanded by the command and others not: `--output=~/o.json`
+    was checked as the home folder's and then written into a folder named `~` in the current one."""
+    expanded = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        expanded.append(flag + eq + os.path.expanduser(value) if value.startswith("~") else arg)
+    return expanded
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run `main(argv)`; turn `UserError` into one stderr line and exit code 2."""
+    """Run `main(argv)` (`~` expanded in its values); turn `UserError` into one stderr line and exit code 2."""
     try:
-        code = main(argv)
+        code = main(expand_home(sys.argv[1:] if argv is None else list(argv)))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -22,7 +22,8 @@ TRACKED_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", 
 
 def check_output_file(path: str | Path, flag: str = "--output") -> None:
     """Refuse, before any work, an output file that cannot be written where it is asked for: the path is a
-    folder, or a file stands where one of its folders should be (found at the end, that would lose the work)."""
+    folder, a file stands where one of its folders should be, or the folder it goes in cannot be written
+    (read-only, no permission): found at the end, that would lose the work."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; pass a file name")
@@ -30,6 +31,8 @@ def check_output_file(path: str | Path, flag: str = "--output") -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise UserError(f"{flag} {path}: {parent} is a file, not a folder; pick another path")
+            if not os.access(parent, os.W_OK | os.X_OK):  # (the file is written beside itself, then renamed)
+                raise UserError(f"{flag} {path}: cannot write in {parent} (read-only or no permission); pick another path")
             return
 
 

@@ -98,10 +98,15 @@ def select_balanced(utterances: list[Utterance], n: int, seed: int = 42) -> list
 def split_by_named_speakers(
     utterances: list[Utterance], train_speakers, eval_speakers
 ) -> tuple[list[Utterance], list[Utterance]]:
-    """Explicit speaker lists (e.g. a recipe's); refuses overlap."""
+    """Explicit speaker lists (e.g. a recipe's); refuses overlap. One list alone: the other side is every
+    other speaker (`--eval-speakers 9001` trains on the rest, as the eval-size warning suggests)."""
     overlap = set(train_speakers) & set(eval_speakers)
     if overlap:
         raise UserError(f"speakers {sorted(overlap)} are in both --train-speakers and --eval-speakers")
+    if not train_speakers or not eval_speakers:
+        named = set(train_speakers) | set(eval_speakers)
+        others = sorted({u.speaker for u in utterances} - named)
+        train_speakers, eval_speakers = (train_speakers or others), (eval_speakers or others)
     train = [u for u in utterances if u.speaker in set(train_speakers)]
     held = [u for u in utterances if u.speaker in set(eval_speakers)]
     for name, part, wanted in (("train", train, train_speakers), ("eval", held, eval_speakers)):

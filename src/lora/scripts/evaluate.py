@@ -149,6 +149,11 @@ def _main(argv: list[str] | None) -> int:
     check_output_file(args.output)
     terms = read_terms(args.terms) if args.terms else ()
     rows, where = load_rows(args)
+    long_rows = [u for u in rows if u.extra.get("seconds", 0.0) > WINDOW_SECONDS]
+    rows = [u for u in rows if u.extra.get("seconds", 0.0) <= WINDOW_SECONDS]
+    if not rows:  # before a model loads
+        raise UserError(f"{where}: every clip is over {WINDOW_SECONDS:g} s; eval loss needs clips up to "
+                        f"{WINDOW_SECONDS:g} s (cut long recordings with `lora segment`, or transcribe them with `lora stt`)")
     started = time.perf_counter()
     if args.adapter_dir:
         model, processor, family, resolved, run_info = load_with_adapter(Path(args.adapter_dir),
@@ -156,14 +161,9 @@ def _main(argv: list[str] | None) -> int:
     else:
         resolved, run_info = resolve_model_id(args.model_id), {}
         model, processor, family = load_base(resolved)
-    trained_ids, trained_speakers = seen_in_training(rows, run_info)
-    for warning in leakage_warnings(rows, run_info):
+    trained_ids, trained_speakers = seen_in_training(rows + long_rows, run_info)
+    for warning in leakage_warnings(rows + long_rows, run_info):
         log.warning("warning: %s", warning)
-    long_rows = [u for u in rows if u.extra.get("seconds", 0.0) > WINDOW_SECONDS]
-    rows = [u for u in rows if u.extra.get("seconds", 0.0) <= WINDOW_SECONDS]
-    if not rows:
-        raise UserError(f"{where}: every clip is over {WINDOW_SECONDS:g} s; eval loss needs clips up to "
-                        f"{WINDOW_SECONDS:g} s (cut long recordings with `lora segment`, or transcribe them with `lora stt`)")
     transcribe = torch_transcriber(model, processor, family, args.batch_size)
     long_form, long_wer = score_long(long_rows, transcribe, args.batch_size, family.longform_chunk_s)
     long_base, long_base_wer = [], None
