@@ -176,3 +176,7 @@ def test_one_named_speaker_list_takes_every_other_speaker_for_the_other_side():
     assert {u.speaker for u in train} == {"1089"} and {u.speaker for u in held} == {"3752", "9001"}
     with pytest.raises(UserError, match="in both --train-speakers and --eval-speakers"):
         split_by_named_speakers(rows, ("9001",), ("9001",))
+    with pytest.raises(UserError, match="names every speaker of the data, so none is left to train on"):
+        split_by_named_speakers(rows, (), ("1089", "3752", "9001"))
+    with pytest.raises(UserError, match="none is left to evaluate on"):
+        split_by_named_speakers(rows, ("1089", "3752", "9001"), ())

@@ -55,8 +55,9 @@ class TrainConfig:
                                           "set instead of speakers split off the training data, which then all train")
     terms: str | None = opt(None, "your vocabulary: a text file, one term or phrase per line (# comments); how often "
                                   "the model writes them where the eval set says them, before -> after (lora.term_recall)")
-    train_speakers: str | None = opt(None, "comma-separated speakers to train on (overrides the random speaker split)")
-    eval_speakers: str | None = opt(None, "comma-separated speakers to evaluate on")
+    train_speakers: str | None = opt(None, "comma-separated speakers to train on (overrides the random speaker split; "
+                                            "alone: every other speaker evaluates)")
+    eval_speakers: str | None = opt(None, "comma-separated speakers to evaluate on (alone: every other speaker trains)")
     canary: str | None = opt(None, "manifest of general speech scored before/after to measure forgetting "
                              "(default: LibriSpeech/LJSpeech utterances of unseen speakers in the local speech folder)")
     canary_samples: int = opt(0, "cap on canary utterances (0 = all)")

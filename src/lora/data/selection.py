@@ -106,6 +106,11 @@ def split_by_named_speakers(
     if not train_speakers or not eval_speakers:
         named = set(train_speakers) | set(eval_speakers)
         others = sorted({u.speaker for u in utterances} - named)
+        if not others:
+            given, missing = ("--eval-speakers", "train") if eval_speakers else ("--train-speakers", "evaluate")
+            raise UserError(f"{given} {','.join(sorted(named))} names every speaker of the data, so none is left to {missing} "
+                            "on; name fewer speakers (data of one speaker: drop the list and pass --allow-shared-speakers, which holds out "
+                            "utterances instead)")
         train_speakers, eval_speakers = (train_speakers or others), (eval_speakers or others)
     train = [u for u in utterances if u.speaker in set(train_speakers)]
     held = [u for u in utterances if u.speaker in set(eval_speakers)]
