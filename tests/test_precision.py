@@ -90,3 +90,17 @@ def test_doctor_says_what_auto_trains_in(monkeypatch, speedup, shown):
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
     name, value = precision_row(cpu=True)
     assert name == "training precision (auto)" and value.startswith(shown)
+
+
+def test_the_fp32_note_says_where_the_probe_is_cached_only_when_it_is(monkeypatch, tmp_path):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(precision, "native_bf16", lambda cpu: True)
+    monkeypatch.setattr(precision, "_probe", lambda torch: 0.7)
+    home = tmp_path / "home"
+    home.write_text("a file where the home folder should be: nothing can be written under it")
+    monkeypatch.setenv("LORA_HOME", str(home))
+    precision_used, note = resolve_precision("auto", cpu=True)
+    assert precision_used == "no" and "probe not cached" in note and "0.70x" in note
+    monkeypatch.setenv("LORA_HOME", str(tmp_path / "writable"))
+    assert f"probe cached in {tmp_path / 'writable' / precision.PROBE_CACHE}" in resolve_precision("auto", cpu=True)[1]

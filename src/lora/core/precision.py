@@ -56,8 +56,10 @@ def resolve_precision(requested: str, cpu: bool) -> tuple[str, str | None]:
             return "bf16", None
         if speedup >= BF16_MIN_SPEEDUP:
             return "bf16", None
-        return "no", (f"bf16 autocast ran at {speedup:.2f}x the fp32 speed on this CPU (probe cached in "
-                      f"{lora_home() / PROBE_CACHE}); training in fp32 (--mixed-precision bf16 forces it)")
+        cache = lora_home() / PROBE_CACHE
+        kept = f"probe cached in {cache}" if cache.is_file() else f"probe not cached: {cache.parent} is not writable"
+        return "no", (f"bf16 autocast ran at {speedup:.2f}x the fp32 speed on this CPU ({kept}); "
+                      "training in fp32 (--mixed-precision bf16 forces it)")
     if requested == "fp16" and cpu:
         return "no", "fp16 needs a GPU; training in fp32 on the CPU (bf16 works on CPUs)"
     if requested == "bf16" and not cpu and not is_bf16_available():  # CPU autocast always has bf16
