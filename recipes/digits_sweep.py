@@ -35,8 +35,8 @@ rows of points already measured from an earlier run's JSON and trains only the o
 and more replay, for a style check with more speech than the 5 clips that scored the recipe's point 0.909:
 the conversation clips of `recipes/style_audio.py` added to it.
 `--grid distillation`: the recipe's point of each family with replay also distilled to the base model
-(`--replay-distillation` 0, 1 and 4: KL to the model with its adapters off on the replay clips,
-`lora.token_loss.distillation_to_base`).
+(`--replay-distillation` 0, 1, 4 and 16: KL to the model with its adapters off on the replay clips,
+`lora.token_loss.distillation_to_base`; 16 added after the first runs of 0 / 1 / 4, whose files have those three rows).
 
 Style check: punctuation and capitalisation F1 of the tuned model's output against the base model's, on
 the forgetting check plus any real speech given with `--style-audio` (no transcript needed: the reference
