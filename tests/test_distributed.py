@@ -11,13 +11,17 @@ without a GPU is torchrun + gloo; the `--cpu` form must be refused, not silently
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+
+from training_processes import checkpoint_step
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, GA = 4, 2
@@ -44,11 +48,15 @@ def _args(model_dir, speech_dir, out, ga: int, dropout: float, *extra: str) -> l
             "--mixed-precision", "no", "--quiet", "--output-dir", str(out), *extra]
 
 
+def _launch_cmd(args: list[str], processes: int = 2, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *(flags or ("--multi_gpu",)),
+            "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", _free_port(), *args]
+
+
 def _launch(args: list[str], processes: int = 2, *flags: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *(flags or ("--multi_gpu",)),
-           "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", _free_port(), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300)
+    return subprocess.run(_launch_cmd(args, processes, *flags), capture_output=True, text=True, cwd=ROOT, env=_env(),
+                          timeout=300)
 
 
 def _single(args: list[str]) -> subprocess.CompletedProcess:
@@ -104,11 +112,22 @@ def test_resume_under_two_processes_matches_the_uninterrupted_run(tiny_moonshine
     """With LoRA dropout on: every rank must pick up its own random stream, not rank 0's."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     args = lambda out, *extra: _args(tiny_moonshine, speech_dir, out, GA, 0.1, "--checkpoint-every", "2", *extra)  # noqa: E731
-    proc = _launch(args(full))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((full / "checkpoint" / "state.json").read_text())["step"] == 2
+    # the uninterrupted run, frozen (SIGSTOP) once its step-2 checkpoint is there to copy it: the run's last checkpoint
+    # is its finished one
+    proc = subprocess.Popen(_launch_cmd(args(full)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=_env(), start_new_session=True)
+    deadline = time.time() + 300
+    while checkpoint_step(full) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGSTOP)
     resumed.mkdir()
     shutil.copytree(full / "checkpoint", resumed / "checkpoint")  # as if killed after step 2
+    os.killpg(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    copied = json.loads((resumed / "checkpoint" / "state.json").read_text())
+    assert copied["step"] == 2 and not copied["finished"], "the run went past its step-2 checkpoint before it was frozen"
+    assert json.loads((full / "checkpoint" / "state.json").read_text())["finished"]
     proc = _launch(args(resumed, "--resume"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _max_diff(full, resumed) <= 1e-7

@@ -138,6 +138,34 @@ def test_train_resumed_from_another_folder_goes_on_and_over_changed_data_is_refu
                               "4 now"), err
 
 
+def test_resume_of_a_finished_run_does_nothing_and_a_longer_one_trains_on(speech_dir, tiny_moonshine, tmp_path, capsys):
+    """A restart loop's --resume after the run ended: no step trained again, no result rewritten; fewer steps than
+    it ran are refused; more steps go on from its last checkpoint (the one marked finished)."""
+    manifest = _clips(speech_dir, tmp_path / "data", {"1089": 3, "3752": 2, "9001": 2})
+    out = tmp_path / "run"
+    common = ["--model-id", str(tiny_moonshine), "--manifest", str(manifest), "--output-dir", str(out), "--checkpoint-every",
+              "1", "--canary-samples", "1", "--batch-size", "2", "--num-workers", "0", "--target-policy", "raw",
+              "--report-to", "none", "--quiet", "--eval-speakers", "9001"]
+    assert run_cli(real_small._main, [*common, "--max-steps", "2"]) == 0
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and state["finished"] is True
+    # the lock is the new run's; preflight writes the quarantine again (the same rows)
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name not in (".lock", "quarantine.jsonl")}
+    quarantined = (out / "quarantine.jsonl").read_text()
+    capsys.readouterr()
+    assert run_cli(real_small._main, [*common, "--max-steps", "2", "--resume"]) == 0
+    said = capsys.readouterr().err
+    assert f"--resume: {out} holds this run, finished at step 2; nothing to do" in said, said
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name in written} == written
+    assert (out / "quarantine.jsonl").read_text() == quarantined and "real_metrics.json" in written
+    with pytest.raises(UserError, match=r"^cannot resume: the checkpoint is of step 2, past --max-steps 1"):
+        real_small._main([*common, "--max-steps", "1", "--resume"])
+    assert run_cli(real_small._main, [*common, "--max-steps", "3", "--resume"]) == 0
+    history = json.loads((out / "real_metrics.json").read_text())["train_loss_history"]
+    assert [r["step"] for r in history] == [1, 2, 3]
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+
+
 def test_a_new_run_over_an_earlier_runs_checkpoint_says_so(tmp_path, caplog):
     """A forgotten --resume: the earlier checkpoint is replaced at this run's first one; said at the start."""
     from lora.training import resume_dir

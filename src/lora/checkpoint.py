@@ -120,11 +120,30 @@ def check_resumable(state: dict, config: dict, rows: dict | None = None) -> None
     if changed:
         raise UserError(f"cannot resume: option(s) {', '.join(changed)} differ from the checkpointed run; "
                         "use the same options or a new --output-dir")
+    step, max_steps = state.get("step"), config.get("max_steps")
+    if isinstance(step, int) and isinstance(max_steps, int) and step > max_steps > 0:
+        raise UserError(f"cannot resume: the checkpoint is of step {step}, past --max-steps {max_steps}; ask for "
+                        f"--max-steps {step} or more, or start a new run (a new --output-dir, or without --resume)")
     before = state.get("rows")
     if rows is not None and before is not None and before != rows:
         raise UserError(f"cannot resume: the training rows differ from the checkpointed run's ({before.get('count')} "
                         f"rows then, {rows['count']} now: the data changed since); restore the data it trained on, "
                         "or start a new run (a new --output-dir, or without --resume)")
+
+
+def finished_length(state: dict, config: dict) -> str | None:
+    """Why a finished run's checkpoint is not this run's whole length (None: it is: nothing left to train).
+
+    A run that ends writes a last checkpoint marked `finished`; `--resume` with the same options is then done
+    already, and with a longer --max-steps / --num-epochs goes on from it."""
+    saved = state.get("config", {})
+    if config.get("num_epochs", 0) > 0 or saved.get("num_epochs", 0) > 0:
+        if saved.get("num_epochs") != config.get("num_epochs"):
+            return f"--num-epochs {config.get('num_epochs')} (it ran {saved.get('num_epochs')})"
+        return None
+    if saved.get("max_steps") != config.get("max_steps"):
+        return f"--max-steps {config.get('max_steps')} (it ran {saved.get('max_steps')})"
+    return None
 
 
 def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> dict:

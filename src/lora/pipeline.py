@@ -33,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from lora import prepared_rows_cache
-from lora.checkpoint import interrupted_at
+from lora.checkpoint import check_resumable, finished_length, interrupted_at, read_state
 from lora.clustered_bootstrap import clustered_paired_bootstrap
 from lora.core.cli import setup_logging
 from lora.core.errors import Interrupted, UserError
@@ -67,7 +67,7 @@ from lora.model_utils import (
     save_processor,
 )
 from lora.report.content import write_report
-from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, to_dict
+from lora.results import CanaryResult, RealMetrics, ScaleFacts, TargetStyle, WerChange, read_result, to_dict
 from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
 from lora.styled_targets import DrawStyler, TranscriptCache, attach_original_text, own_text, style_rows, style_scores
 from lora.term_recall import read_terms, term_result
@@ -541,6 +541,27 @@ def attach(model, cfg: TrainConfig, family):
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"--target-modules {cfg.target_modules}: {reason} (the {family.name} defaults: "
                         f"{','.join(family.default_target_modules)}); pass module names of this model") from None
+
+
+def finished_already(cfg: TrainConfig, selected: SelectedData) -> RealMetrics | None:
+    """`--resume` of a run that finished with these options over these rows: its metrics (nothing to do), else None.
+
+    A run that ends writes a last checkpoint marked finished, then its results; with both there, a restart
+    loop's `--resume` returns at once instead of training its last steps again and measuring again. Changed
+    options or rows are refused as for any resume; a longer --max-steps / --num-epochs goes on training."""
+    out = Path(cfg.output_dir)
+    state = read_state(out) if cfg.resume and not cfg.resume_from_checkpoint else None
+    if state is None or not state.get("finished") or not (out / "real_metrics.json").is_file():
+        return None
+    table = selected.table if selected.table is not None else ClipTable.from_records(selected.train_rows)
+    check_resumable(state, asdict(cfg), {"count": len(table), "fingerprint": table.fingerprint()})
+    longer = finished_length(state, asdict(cfg))
+    if longer is not None:
+        log.info("--resume: the run in %s finished at step %s; %s: training on from there", out, state.get("step"), longer)
+        return None
+    log.warning("--resume: %s holds this run, finished at step %s; nothing to do (its results: %s). Train again with a "
+                "new --output-dir, or without --resume", out, state.get("step"), out / "real_metrics.json")
+    return read_result(out / "real_metrics.json", RealMetrics)
 
 
 def steps_for(cfg: TrainConfig, batches_per_epoch: int, world: int) -> TrainConfig:

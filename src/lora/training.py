@@ -23,6 +23,7 @@ from lora.checkpoint import (
     CHECKPOINT_DIR,
     STATE_FILE,
     check_resumable,
+    finished_length,
     load_checkpoint,
     read_state,
     resume_config,
@@ -222,8 +223,9 @@ def resume_dir(cfg, run_dir: Path | None) -> Path | None:
     if not cfg.resume:
         earlier = read_state(run_dir)
         if earlier is not None:  # a forgotten --resume would otherwise lose it at this run's first checkpoint, unsaid
-            log.warning("warning: %s holds the checkpoint of step %s of an earlier run; starting from step 0 as asked "
-                        "(run with --resume to go on from it instead)", run_dir / CHECKPOINT_DIR, earlier.get("step"))
+            log.warning("warning: %s holds the checkpoint of step %s of an earlier%s run; starting from step 0 as asked "
+                        "(run with --resume to go on from it instead)", run_dir / CHECKPOINT_DIR, earlier.get("step"),
+                        ", finished" if earlier.get("finished") else "")
         return None
     if read_state(run_dir) is None:  # a restart loop passes --resume every time: start over, but say so
         log.warning("warning: --resume: no %s/%s in %s; starting from step 0", CHECKPOINT_DIR, STATE_FILE, run_dir)
@@ -278,6 +280,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
         state = load_checkpoint(resume_from, bare, optimizer, scheduler)
         result.history, result.audio_seconds, result.label_tokens = state["history"], state["audio_seconds"], state["label_tokens"]
         first_step = state["step"] + 1
+        if state.get("finished") and finished_length(state, dataclasses.asdict(cfg)) is None:
+            first_step = cfg.max_steps + 1  # it ended here (early stopping included): nothing left to train
         log.info("resumed from %s at step %d", resume_from / CHECKPOINT_DIR, state["step"])
     # Resume position: every earlier micro-batch of this process is skipped by the plan, unloaded.
     stream = source(accelerator.process_index, accelerator.num_processes, (first_step - 1) * cfg.gradient_accumulation_steps)
@@ -354,7 +358,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                 release_free_memory()
         return losses, seconds, tokens, grad_norm, step_start
 
-    def write_checkpoint(step: int) -> None:
+    def write_checkpoint(step: int, finished: bool = False) -> None:
         if styler is not None:  # before the checkpoint: a resumed run finds every transcript its targets came from
             styler.save()
         accelerator.wait_for_everyone()
@@ -362,7 +366,7 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
             save_checkpoint(run_dir, bare, optimizer, scheduler, {
                 "step": step, "history": result.history, "audio_seconds": result.audio_seconds,
                 "label_tokens": result.label_tokens, "config": resume_config(dataclasses.asdict(cfg)),
-                "rows": getattr(source, "rows", None)})
+                "rows": getattr(source, "rows", None), "finished": finished})
 
     checkpoints = run_dir is not None and cfg.checkpoint_every > 0
     # the bar closes before an error (Ctrl-C included) is printed, not after it
@@ -401,7 +405,11 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
                     raise Interrupted("", interrupt.signum)
             if pending is not None:
                 record(pending)
-            if styler is not None:
+            if checkpoints and result.history and result.history[-1]["step"] >= first_step:
+                # the last step's state, marked finished: a crash while measuring, or a restart loop's --resume, does
+                # not train again (`lora.checkpoint.finished_length`); it also saves the styler's transcripts
+                write_checkpoint(result.history[-1]["step"], finished=True)
+            elif styler is not None:
                 styler.save()
         finally:
             bar.close()

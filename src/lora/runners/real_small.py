@@ -50,6 +50,9 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     main = session.accelerator.is_main_process
     selected = pipeline.select_data(cfg)                                      # 1. speaker-disjoint data
     session.mark("select_data")
+    finished = pipeline.finished_already(cfg, selected)                       #    (--resume of a finished run: done)
+    if finished is not None:
+        return finished if main else None
     lm = pipeline.load_model(cfg, session)                                    # 2. the model
     lm.model.to(session.accelerator.device)
     session.mark("load_model")
