@@ -48,6 +48,25 @@ def test_some_bad_rows_still_pass_and_explicit_quarantine(tmp_path):
     assert run_check(manifest, "--min-good", 2, cwd=tmp_path).returncode == 2
 
 
+def test_a_clean_check_removes_an_earlier_checks_list_and_another_file_of_that_name_is_kept(tmp_path):
+    write_audio(tmp_path / "a.wav")
+    write_audio(tmp_path / "b.wav", seconds=1.5)
+    manifest = write_jsonl(tmp_path / "m.jsonl", [{"audio": "a.wav", "text": "x"}, {"audio": "gone.wav", "text": "y"}])
+    assert run_check(manifest, cwd=tmp_path).returncode == 0
+    assert "missing file" in (tmp_path / "quarantine.jsonl").read_text()
+    write_jsonl(manifest, [{"audio": "a.wav", "text": "x"}, {"audio": "b.wav", "text": "yz"}])  # the row fixed
+    done = run_check(manifest, cwd=tmp_path)
+    assert done.returncode == 0 and f"removed {tmp_path / 'quarantine.jsonl'}: an earlier check's quarantine" in done.stdout
+    assert not (tmp_path / "quarantine.jsonl").exists()
+    (tmp_path / "quarantine.jsonl").write_text("my notes on the rows\n")  # not a list a check wrote: never replaced
+    write_jsonl(manifest, [{"audio": "a.wav", "text": "x"}, {"audio": "gone.wav", "text": "y"}])
+    done = run_check(manifest, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {tmp_path / 'quarantine.jsonl'}: exists and is not a quarantine list, so it "
+                                        "is kept; pass --quarantine PATH (or --output DIR) for the list of bad rows"]
+    assert (tmp_path / "quarantine.jsonl").read_text() == "my notes on the rows\n"
+
+
 def test_shared_speech_is_clean(speech_dir, tmp_path):
     done = run_check(speech_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

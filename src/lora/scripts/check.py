@@ -12,7 +12,8 @@ unusable rows in a quarantine JSONL (origin file:line, id, reason, detail). Exit
 Quarantine file: --quarantine PATH is always written (empty when nothing is bad), and so is
 DIR/quarantine.jsonl with --output DIR; otherwise quarantine.jsonl is written beside the manifest
 (for a folder: ./quarantine.jsonl) only when there are bad rows, so a clean check leaves nothing
-behind. The path written is printed. Warnings (kept rows worth a look) are listed in the table only.
+behind (it removes an earlier check's list there, which would name fixed rows; a file of that name that is
+not a quarantine list is never replaced). The path written is printed. Warnings (kept rows worth a look) are listed in the table only.
 
 --suggest-terms FILE (with --model-id): the words and phrases that base model misses in the rows
 (lora.term_recall.missed_terms), written as a --terms file to edit; the rows are transcribed once for it and
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 from pathlib import Path
@@ -135,14 +137,43 @@ def model_warnings(heard: list[tuple[Utterance, str]], max_cer: float) -> list[B
     return [BadRow(by_id[i].origin, f"hygiene: {f.check}", i, f"{f.detail}; {f.advice}") for i, f in flagged]
 
 
+def default_quarantine(source: Path) -> Path:
+    """Where the quarantine goes without --quarantine / --output: beside the manifest, for a folder ./quarantine.jsonl."""
+    return source.with_name(QUARANTINE_FILE) if source.is_file() else Path(QUARANTINE_FILE)
+
+
+def is_quarantine_list(path: Path) -> bool:
+    """Is `path` a quarantine list (every line a JSON object with "origin" and "reason"), as a check writes it?"""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return all(isinstance(row := json.loads(line), dict) and {"origin", "reason"} <= row.keys() for line in lines)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def check_default_quarantine(args, source: Path) -> None:
+    """Before anything is read: the default quarantine path must be free or an earlier check's list."""
+    if args.quarantine is None and args.output is None:
+        default = default_quarantine(source)
+        if default.exists() and not is_quarantine_list(default):
+            raise UserError(f"{default}: exists and is not a quarantine list, so it is kept; pass --quarantine PATH "
+                            "(or --output DIR) for the list of bad rows")
+
+
 def quarantine_target(args, source: Path, has_bad: bool) -> Path | None:
+    """The file to write, or None. The default file is written only when a row is bad; it replaces an earlier check's
+    list, never another file of that name; a clean check removes an earlier check's list (it would list fixed rows)."""
     if args.quarantine is not None:
         return args.quarantine
     if args.output is not None:
         return args.output / QUARANTINE_FILE
+    default = default_quarantine(source)
     if not has_bad:
+        if default.is_file():
+            default.unlink()
+            print(f"removed {default}: an earlier check's quarantine (no row is bad now)")
         return None
-    return source.with_name(QUARANTINE_FILE) if source.is_file() else Path(QUARANTINE_FILE)
+    return default
 
 
 def _main(argv: list[str] | None) -> int:
@@ -153,6 +184,7 @@ def _main(argv: list[str] | None) -> int:
         check_output_file(args.quarantine, "--quarantine")
     if args.output is not None:
         check_output_file(args.output / QUARANTINE_FILE, "--output")
+    check_default_quarantine(args, Path(args.source))
     if args.suggest_terms and not args.model_id:
         raise UserError("--suggest-terms needs --model-id M (the base model whose misses it lists)")
     if args.suggest_terms:
