@@ -19,6 +19,9 @@ from lora.loop_guard import (
 )
 
 LOOP = "zero zero zero zero zero zero zero zero"
+PHRASE_LOOP = ("The earliest book, printed with movable types, the Gutenberg, or 42, line Bible, of about 1455, "
+               "was a book of 1980s" + ", and the book of 1980s" * 6 + ".")  # 104 Moonshine tokens: its cap for 8.4 s is 110
+PHRASE_LOOP_2 = PHRASE_LOOP.split(", and the book")[0] + ", and the book of 1980s."
 
 
 def real_rows(speech_dir) -> list[dict]:
@@ -42,6 +45,11 @@ def test_the_digit_loop_is_cut_to_one_copy():
     ("and so my fellow americans ask not ask not ask not ask not ask not", 2.0, "and so my fellow americans ask not"),  # 5 > max(1, ceil(4 x 2 / 2), min(3, floor(8 x 2 / 2)))
     ("Zero, zero. ZERO zero zero zero zero zero", 0.5, "Zero,"),  # compared by letters only, text kept
     ("the cat sat on the mat", 0.5, "the cat sat on the mat"),  # too many words, but no repetition
+    # a phrase loop run to Moonshine's length cap after the 8.4 s LJSpeech clip's own words (5 words a copy: n <= 4
+    # never saw it; counting the 20 words before the run is what finds it: 6 copies > ceil((33.6 - 20) / 5))
+    (PHRASE_LOOP, 8.389, "The earliest book, printed with movable types, the Gutenberg, or 42, line Bible, of about 1455, "
+                         "was a book of 1980s, and the"),
+    (PHRASE_LOOP_2, 8.389, PHRASE_LOOP_2),  # two copies: as said, as far as the audio's length can tell
     ("", 0.5, ""),
 ])
 def test_trim_loops(text, seconds, expected):
@@ -50,7 +58,7 @@ def test_trim_loops(text, seconds, expected):
 
 def test_allowed_copies_grow_with_audio_and_shrink_with_ngram_length():
     assert [WORD_GUARD.allowed(1, s) for s in (0.2, 0.3, 0.375, 1.0, 2.5, 10.0)] == [1, 2, 3, 4, 10, 40]
-    assert [WORD_GUARD.allowed(n, 10.0) for n in (1, 2, 3, 4)] == [40, 20, 14, 10]
+    assert [WORD_GUARD.allowed(n, 10.0) for n in (1, 2, 3, 4, 5, 10)] == [40, 20, 14, 10, 8, 4]
     assert LoopGuardOptions(min_repeats=1).allowed(1, 0.1) == 1
 
 
@@ -97,6 +105,9 @@ def test_no_real_reference_fires_at_token_level(speech_dir, model):
     assert fired == []
     loop_ids = tokenizer.encode(" " + LOOP, add_special_tokens=False)
     assert loop_cut(loop_ids, 0.5, TOKEN_GUARD) is not None
+    if model == "moonshine-base-en":  # (Whisper's own length cap, 6 tokens/s, stops such a loop at 3 copies)
+        phrase_ids = tokenizer.encode(" " + PHRASE_LOOP, add_special_tokens=False)  # 11 tokens a copy
+        assert len(phrase_ids) <= 110 and loop_cut(phrase_ids, 8.389, TOKEN_GUARD) is not None
 
 
 def test_processor_forces_eos_only_on_the_looping_row():

@@ -7,11 +7,17 @@ Whisper normaliser then folds the loop into "00000000" (one substitution), so WE
 (see `lora.style_metrics.raw_insertions`).
 
 The rule. With S seconds of audio, a speaker says at most `units_per_second` x S units (words, or
-tokens for the token-level guard). k consecutive copies of an n-gram are k x n units, so they need
-at least k x n / units_per_second seconds. A run of copies is a loop when
+tokens for the token-level guard). k consecutive copies of an n-gram are k x n units, and the b units
+before them were said first, so they need at least (b + k x n) / units_per_second seconds. A run of
+copies is a loop when
 
-    k > allowed(n) = max(1, ceil(units_per_second x S / n), min(min_repeats, floor(fastest_units_per_second x S / n))),
+    k > allowed(n, b) = max(1, ceil((units_per_second x S - b) / n), min(min_repeats, floor(fastest_units_per_second x S / n))),
     for n = 1 .. max_ngram.
+
+Counting the units before the run matters when a model loops after transcribing the clip: the loop then
+has only what is left of the audio's budget. (Before b was counted, a 5-word phrase could repeat 7 times
+after 20 words of an 8.4 s clip, 55 words in all, 6.6 words/s.) What the rule comes to: past the first
+units_per_second x S units, more than min_repeats copies in a row are a loop.
 
 `min_repeats` (3) is a floor because people do say "no no no" or "zero zero zero" (phone numbers)
 quickly, faster than the typical rate; but not faster than anyone speaks: the floor holds only where the
@@ -29,6 +35,11 @@ audio could hold its copies at `fastest_units_per_second`. Defaults and why:
   * tokens: 8 tokens/s (subword tokenizers split a word into 1-2 tokens), the floor's fastest rate
     16 tokens/s; "zero" x 8 on 0.5 s is caught whether "zero" is one token (8 > max(1, 4, 3)) or
     two (8 > max(1, 2, min(3, 4))).
+  * n-grams: up to 10 words / 20 tokens. A loop is often a phrase or a sentence, not a word: "and the book of
+    1980s," is 5 words and 10 Moonshine tokens (an LJSpeech output of the digits recipe, seed 2, ran on so), and a
+    hallucinated sentence repeated to the length cap is longer still. The floor keeps long n-grams safe: four
+    copies of a 10-word phrase are 40 words, which no one says in the 5 s the floor would need.
+    (Up to 4 before: a phrase loop of 5 or more words was never seen.)
   The test suite checks that no transcript of ../shared/speech (326, with their real durations)
   fires, at the word level and at the token level of both real tokenizers.
 
@@ -66,17 +77,17 @@ class LoopGuardOptions:
                 "at fastest_units_per_second"})
     fastest_units_per_second: float = field(default=8.0, metadata={
         "help": "fastest rate anyone says units at: min_repeats copies need min_repeats x n / this many seconds"})
-    max_ngram: int = field(default=4, metadata={"help": "longest repeated n-gram looked for"})
+    max_ngram: int = field(default=10, metadata={"help": "longest repeated n-gram looked for"})
 
-    def allowed(self, n: int, seconds: float) -> int:
-        """Most consecutive copies of an n-gram that `seconds` of audio can hold."""
+    def allowed(self, n: int, seconds: float, before: int = 0) -> int:
+        """Most consecutive copies of an n-gram that `seconds` of audio can hold after `before` units."""
         seconds = max(seconds, 0.0)
         floor = min(self.min_repeats, math.floor(self.fastest_units_per_second * seconds / n))
-        return max(1, math.ceil(self.units_per_second * seconds / n), floor)
+        return max(1, math.ceil((self.units_per_second * seconds - before) / n), floor)
 
 
 WORD_GUARD = LoopGuardOptions()
-TOKEN_GUARD = LoopGuardOptions(units_per_second=8.0, fastest_units_per_second=16.0)
+TOKEN_GUARD = LoopGuardOptions(units_per_second=8.0, fastest_units_per_second=16.0, max_ngram=20)
 
 _WORD = re.compile(r"\S+")
 
@@ -92,13 +103,12 @@ def loop_cut(units: Sequence[Hashable], seconds: float, options: LoopGuardOption
     for n in range(1, options.max_ngram + 1):
         if size < 2 * n:
             break
-        allowed = options.allowed(n, seconds)
         # same[i]: units[i] == units[i + n]; run[i]: how many `same` in a row from i
         run = [0] * (size - n + 1)
         for i in range(size - n - 1, -1, -1):
             run[i] = run[i + 1] + 1 if units[i] == units[i + n] else 0
         for p in range(size - n + 1):
-            if 1 + run[p] // n > allowed:
+            if run[p] >= n and 1 + run[p] // n > options.allowed(n, seconds, before=p):
                 best = p + n if best is None else min(best, p + n)
                 break  # later runs of this n cut later
     return best
@@ -108,15 +118,14 @@ def ends_in_loop(units: Sequence[Hashable], seconds: float, options: LoopGuardOp
     """Do `units` end in a run of copies that exceeds `allowed`? (The streaming check, O(len x max_ngram).)"""
     units = list(units)
     for n in range(1, options.max_ngram + 1):
-        allowed = options.allowed(n, seconds)
-        if len(units) < (allowed + 1) * n:
-            continue
+        if len(units) < 2 * n:
+            break
         tail = units[-n:]
-        copies, end = 1, len(units) - n
-        while end - n >= 0 and units[end - n:end] == tail:
+        copies, start = 1, len(units) - n  # the run's copies so far, and where the earliest of them starts
+        while start - n >= 0 and units[start - n:start] == tail:
             copies += 1
-            end -= n
-            if copies > allowed:
+            start -= n
+            if copies > options.allowed(n, seconds, before=start):
                 return True
     return False
 
