@@ -35,9 +35,10 @@ audio could hold its copies at `fastest_units_per_second`. Defaults and why:
   * tokens: 8 tokens/s (subword tokenizers split a word into 1-2 tokens), the floor's fastest rate
     16 tokens/s; "zero" x 8 on 0.5 s is caught whether "zero" is one token (8 > max(1, 4, 3)) or
     two (8 > max(1, 2, min(3, 4))).
-  * n-grams: up to 10 words / 20 tokens. A loop is often a phrase or a sentence, not a word: "and the book of
-    1980s," is 5 words and 10 Moonshine tokens (an LJSpeech output of the digits recipe, seed 2, ran on so), and a
-    hallucinated sentence repeated to the length cap is longer still. The floor keeps long n-grams safe: four
+  * n-grams: up to 10 words / 20 tokens. A loop is often a phrase or a sentence, not a word: ", and the book of
+    1980s" is 5 words and 11 Moonshine tokens (the digits recipe's Moonshine, seed 2 in fp32, began such a run
+    after an LJSpeech sentence; it stopped by itself after four varied copies, 4.2 words/s in all, which no
+    length rule can refuse; the tests run it on to the length cap), and a sentence repeated is longer still. The floor keeps long n-grams safe: four
     copies of a 10-word phrase are 40 words, which no one says in the 5 s the floor would need.
     (Up to 4 before: a phrase loop of 5 or more words was never seen.)
   The test suite checks that no transcript of ../shared/speech (326, with their real durations)
