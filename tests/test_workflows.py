@@ -208,3 +208,16 @@ def test_one_named_speaker_list_takes_every_other_speaker_for_the_other_side():
         split_by_named_speakers(rows, (), ("1089", "3752", "9001"))
     with pytest.raises(UserError, match="none is left to evaluate on"):
         split_by_named_speakers(rows, ("1089", "3752", "9001"), ())
+
+
+def test_two_runs_in_one_process_may_train_in_different_precisions():
+    """The Python API (or a notebook) runs `lora train` twice: accelerate keeps the first run's precision in a
+    process-wide singleton and refused the second ("AcceleratorState has already been initialized")."""
+    from lora import pipeline
+    from lora.training_config import TrainConfig
+
+    first = pipeline.start(TrainConfig(mixed_precision="no"), cpu=True)
+    second = pipeline.start(TrainConfig(mixed_precision="bf16"), cpu=True)  # CPU autocast always has bf16
+    assert (first.precision, second.precision) == ("no", "bf16")
+    assert second.accelerator.mixed_precision == "bf16"
+    assert pipeline.start(TrainConfig(mixed_precision="no"), cpu=True).accelerator.mixed_precision == "no"

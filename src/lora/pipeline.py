@@ -174,6 +174,7 @@ def start(cfg: TrainConfig, cpu: bool, started: float | None = None) -> Session:
     from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     precision, note = resolve_precision(cfg.mixed_precision, cpu)
+    _forget_earlier_precision(precision)
     accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision, cpu=cpu,
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))])
     if not accelerator.is_main_process:
@@ -182,6 +183,19 @@ def start(cfg: TrainConfig, cpu: bool, started: float | None = None) -> Session:
         log.warning("mixed precision: %s", note)
     set_seed(cfg.seed)
     return Session(accelerator, precision, note, started if started is not None else time.perf_counter(), cpu)
+
+
+def _forget_earlier_precision(precision: str) -> None:
+    """A second run in one Python process (the Python API, a notebook, the tests) may ask for another precision
+    than the first: accelerate keeps the first's in a process-wide singleton and refuses any other ("AcceleratorState
+    has already been initialized and cannot be changed"). In one process that state holds nothing else a run
+    needs, so it is reset (accelerate's own tests do the same); under several processes it is left alone, where
+    every run of the launch shares the precision the launcher set."""
+    from accelerate.state import AcceleratorState, PartialState  # deferred: heavy
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision) and PartialState().num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def load_model(cfg: TrainConfig, session: Session | None = None) -> LoadedModel:
