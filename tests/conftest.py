@@ -7,6 +7,7 @@ converts them (seconds), later sessions reuse the cache (the import is idempoten
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH_DIR = Path(os.environ.get("LORA_SPEECH_DIR") or ROOT.parent / "shared" / "speech")
 LIBRISPEECH_SUBSETS = ("test-clean", "dev-clean")
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Each test starts without an earlier test's accelerate state: it is one per process, so a test that builds
+    `Accelerator()` for fp32 would otherwise train in whatever precision an earlier in-process run chose (bf16
+    where `--mixed-precision auto` finds it faster: a loss comparison then sees bf16 rounding)."""
+    state = sys.modules.get("accelerate.state")  # not imported for it: most tests never touch accelerate
+    if state is not None:
+        state.AcceleratorState._reset_state(reset_partial_state=False)
+    yield
 
 
 @pytest.fixture(scope="session")
