@@ -158,6 +158,12 @@ def test_resume_of_a_finished_run_does_nothing_and_a_longer_one_trains_on(speech
     assert f"--resume: {out} holds this run, finished at step 2; nothing to do" in said, said
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.name in written} == written
     assert (out / "quarantine.jsonl").read_text() == quarantined and "real_metrics.json" in written
+    # killed while measuring (the finished checkpoint there, no results yet): measured again, not trained again
+    (out / "real_metrics.json").unlink()
+    checkpoint_written = (out / "checkpoint" / "state.json").stat().st_mtime_ns
+    assert run_cli(real_small._main, [*common, "--max-steps", "2", "--resume"]) == 0
+    assert [r["step"] for r in json.loads((out / "real_metrics.json").read_text())["train_loss_history"]] == [1, 2]
+    assert (out / "checkpoint" / "state.json").stat().st_mtime_ns == checkpoint_written
     with pytest.raises(UserError, match=r"^cannot resume: the checkpoint is of step 2, past --max-steps 1"):
         real_small._main([*common, "--max-steps", "1", "--resume"])
     assert run_cli(real_small._main, [*common, "--max-steps", "3", "--resume"]) == 0
