@@ -215,6 +215,10 @@ class ClipTable:
             digest.update(np.ascontiguousarray(part).tobytes())
         return digest.hexdigest()[:16]
 
+    def identity(self) -> dict:
+        """{"count", "fingerprint"}: what a checkpoint keeps of the rows, and what a resume compares."""
+        return {"count": len(self), "fingerprint": self.fingerprint()}
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The columns as named NumPy arrays (`np.savez`); only for tables without inline audio."""
         if self.inline:

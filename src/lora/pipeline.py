@@ -568,7 +568,7 @@ def finished_already(cfg: TrainConfig, selected: SelectedData) -> RealMetrics | 
     if state is None or not state.get("finished") or not (out / "real_metrics.json").is_file():
         return None
     table = selected.table if selected.table is not None else ClipTable.from_records(selected.train_rows)
-    check_resumable(state, asdict(cfg), {"count": len(table), "fingerprint": table.fingerprint()})
+    check_resumable(state, asdict(cfg), table.identity())
     longer = finished_length(state, asdict(cfg))
     if longer is not None:
         log.info("--resume: the run in %s finished at step %s; %s: training on from there", out, state.get("step"), longer)

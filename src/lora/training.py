@@ -75,7 +75,7 @@ def streaming_source(table: ClipTable, processor, family, policy: str | None, op
         return iter(loader)
 
     open_stream.batches_per_epoch = loader_plan(table.seconds, family, options).batches_per_epoch  # the loader's own plan
-    open_stream.rows = {"count": len(table), "fingerprint": table.fingerprint()}  # a resume must draw from the same rows
+    open_stream.rows = table.identity()  # a resume must draw from the same rows
     if options.features_on_device:
         open_stream.on_device = lambda batch: family.device_features(processor, batch)
     return open_stream
