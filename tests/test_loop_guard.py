@@ -6,6 +6,8 @@ import json
 
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lora.loop_guard import (
     TOKEN_GUARD,
@@ -276,3 +278,44 @@ def test_the_ctranslate2_outputs_are_trimmed(tiny_whisper):
     assert list(out.ids) == zero and out.text == "zero"
     long = runner._guarded(zero * 3, 0.5)  # three copies are always allowed
     assert list(long.ids) == zero * 3 and long.text == "zero zero zero"
+
+
+def _ends_in_loop_whole_run(units, seconds, options) -> bool:
+    """The definition, walking every copy of the run back (what `ends_in_loop` did before its early stop)."""
+    for n in range(1, options.max_ngram + 1):
+        if len(units) < 2 * n:
+            break
+        copies, start = 1, len(units) - n
+        while start - n >= 0 and units[start - n:start] == units[-n:]:
+            copies += 1
+            start -= n
+            if copies > options.allowed(n, seconds, before=start):
+                return True
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(units=st.lists(st.integers(0, 2), max_size=120), period=st.integers(1, 4), copies=st.integers(0, 60),
+       seconds=st.floats(0.0, 12.0), token_level=st.booleans())
+def test_the_early_stop_of_the_streaming_check_changes_no_answer(units, period, copies, seconds, token_level):
+    options = TOKEN_GUARD if token_level else WORD_GUARD
+    units = units + units[-period:] * copies  # long runs at the end, where the early stop matters
+    assert ends_in_loop(units, seconds, options) == _ends_in_loop_whole_run(units, seconds, options)
+
+
+def test_a_long_run_is_checked_in_a_bounded_walk():
+    """Decoding an hour: a 30 s chunk's run of one token is checked in a few comparisons, not one per copy."""
+
+    class Counting(int):
+        compared = 0
+
+        def __eq__(self, other):
+            Counting.compared += 1
+            return int(self) == int(other)
+
+        __hash__ = int.__hash__
+
+    run = [Counting(7) for _ in range(200)]  # distinct objects, so that list comparison calls __eq__; under the 240 tokens 30 s allows at 8 tokens/s: no loop yet
+    assert not ends_in_loop(run, 30.0, TOKEN_GUARD)
+    # at most min_repeats + 1 copies of each n-gram compared, n units each (the whole run: 3,723 comparisons)
+    assert Counting.compared <= sum(n * (TOKEN_GUARD.min_repeats + 1) for n in range(1, TOKEN_GUARD.max_ngram + 1))
