@@ -143,7 +143,9 @@ def test_a_second_import_into_the_same_folder_waits_for_the_first(whisper_dir):
 
     from filelock import FileLock
 
-    held = FileLock(str(whisper_dir.parent / f".{whisper_dir.name}.lock"))
+    from lora.importing import import_lock_path
+
+    held = FileLock(str(import_lock_path(whisper_dir)))
     held.acquire()
     messages: list[str] = []
     worker = threading.Thread(target=import_model, args=("whisper-tiny.en", whisper_dir), kwargs={"progress": messages.append})

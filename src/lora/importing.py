@@ -10,8 +10,8 @@ module exposes:
 `import_model` wraps a converter with what every import needs: a clear error when the package
 is missing, idempotence (source package version + checksum recorded in `lora_import.json`;
 re-running with the same source is a no-op), atomicity (temp dir + rename) and one conversion at a
-time per output folder (a lock file beside it: two runs starting on a fresh machine convert once, the
-second waits and then finds the import up to date).
+time per output folder (a lock named after it in the temp folder: two runs starting on a fresh machine
+convert once, the second waits and then finds the import up to date).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -91,6 +92,13 @@ def read_record(out_dir: Path) -> dict | None:
         return None
 
 
+def import_lock_path(output: Path) -> Path:
+    """The lock one import into `output` holds: in the temp folder, named by the folder's absolute path, so
+    nothing is left beside the user's folder (a lock file outlives its lock)."""
+    key = hashlib.sha256(str(Path(output).expanduser().absolute()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"lora-import-{key}.lock"
+
+
 def import_model(name: str, output: Path, progress: Callable[[str], None] = print) -> Path:
     """Convert import `name` into `output` (a transformers directory); no-op when up to date."""
     version = package_version(imports()[name].package) if name in imports() else None
@@ -99,8 +107,7 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
     progress(f"[{name}] source package {module.PACKAGE}=={version}")
     checksum = source_checksum(module.source_files())
     code = converter_checksum(name)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(output.parent / f".{output.name}.lock"))
+    lock = FileLock(str(import_lock_path(output)))
     try:
         lock.acquire(timeout=0)
     except TimeoutError:  # filelock's Timeout subclasses it
@@ -122,6 +129,7 @@ def _convert_unless_current(name: str, module, output: Path, version: str | None
         kind = "a file" if output.is_file() else f"a folder without {RECORD_FILE}"
         raise UserError(f"--output {output}: exists and is {kind}, not an earlier import (which it would replace); "
                         "choose another folder or delete it")
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
