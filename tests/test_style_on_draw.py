@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from training_processes import checkpoint_step, signal_at_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 6
+STEPS = 4  # 2 clips a step: the 7 rows are all first drawn by step 4, 3 of them after the kill at step 2
 
 
 def _cmd(model_dir, speech_dir, out, *extra):
