@@ -120,14 +120,15 @@ def loop_cut(units: Sequence[Hashable], seconds: float, options: LoopGuardOption
 
 def ends_in_loop(units: Sequence[Hashable], seconds: float, options: LoopGuardOptions) -> bool:
     """Do `units` end in a run of copies that exceeds `allowed`? (The streaming check, called once per
-    generated token: O(max_ngram x n) per call, whatever the length of the run.)
+    generated token: at most (min_repeats + 1) x n units compared for each n, whatever the length of the run.)
 
     The walk back over the run's copies stops after max(1, floor(n)) + 1 of them: each further copy moves the
     run's start back n units, which raises `allowed`'s typical-rate term by exactly one copy, so
     copies - allowed can no longer grow. A run fires at that many copies or not at all. And while the
     hypothesis is within units_per_second x seconds units nothing can fire, so nothing is walked. (Walking
     every run of every call made decoding quadratic in its length: on an hour of speech with the tests' tiny
-    random Moonshine, 13.6 s of 30 s of generation under cProfile were this check; 0.35 s of 15.5 s now.)
+    random Moonshine, 13.6 s of 30 s of generation under cProfile were this check; 0.35 s of 15.5 s now,
+    benchmarks/results/test_suite_time.md.)
     """
     units = units if isinstance(units, list) else list(units)
     if len(units) <= options.units_per_second * max(seconds, 0.0):
