@@ -27,6 +27,11 @@ class ChildFailed(RuntimeError):
     pass
 
 
+def alternating_order(sides: tuple[str, str], repeats: int) -> list[str]:
+    """Each of two sides `repeats` times, A B B A A B ...: both sides meet the machine's slow spells alike."""
+    return [sides[(i + i // 2) % 2] for i in range(2 * repeats)]
+
+
 def run_child(task: str, timeout_s: float = 900, **args) -> dict:
     """`tasks.<task>(**args)` in a child; its result plus `peak_rss_mb` and `process_seconds`."""
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:

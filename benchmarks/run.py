@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_config as bc  # noqa: E402
-from children import ChildFailed, run_child  # noqa: E402
+from children import ChildFailed, alternating_order, run_child  # noqa: E402
 from lora.core.outputs import library_versions, write_json_atomic, write_text_atomic
 from lora.core.precision import cpu_bf16_speedup, cpu_model, native_bf16
 from report import markdown, summarize_scaling, summarize_training, verdicts  # noqa: E402
@@ -69,7 +69,7 @@ def measure(summary: dict, label: str, task: str, **args) -> dict | None:
 def best_of(summary: dict, label: str, task: str, sides: tuple[str, str], repeats: int, **args) -> dict:
     """Each side run `repeats` times in A B B A ... order; per side the fastest run (a shared machine only
     ever slows a run down), with the largest peak RSS seen."""
-    order = [sides[(i + i // 2) % 2] for i in range(2 * repeats)]  # A B B A A B ...
+    order = alternating_order(sides, repeats)
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for side in order:
         result = measure(summary, f"{label} [{side}]", task, side=side, **args)

@@ -15,14 +15,14 @@ import json
 import platform
 
 import bench_config as bc
-from children import run_child
+from children import alternating_order, run_child
 from lora.core.outputs import write_json_atomic
 
 KEPT = ("side", "precision", "wall_seconds", "cpu_seconds", "audio_seconds", "audio_seconds_per_second", "label_tokens")
 
 
 def run_pair(case: dict, sides: tuple[str, str], repeats: int) -> dict:
-    order = [sides[(i + i // 2) % 2] for i in range(2 * repeats)]  # A B B A A B
+    order = alternating_order(sides, repeats)
     runs = []
     for side in order:
         result = run_child("train", case=case, side=side)
