@@ -196,6 +196,12 @@ def test_derived_ids_that_clash_use_the_relative_path(tmp_path):
     assert [u.id for u in read_source(listing).rows] == ["x/1", "y/1", "z/2", "z/2"]  # the last pair: duplicates
 
 
+def test_derived_ids_of_one_name_in_two_formats_keep_the_extension(tmp_path):
+    listing = tmp_path / "l.txt"
+    listing.write_text("x/1.wav\nx/1.mp3\ny/1.wav\n")  # x/1.wav and x/1.mp3 are two recordings, not a duplicate
+    assert [u.id for u in read_source(listing).rows] == ["x/1.wav", "x/1.mp3", "y/1"]
+
+
 def test_inline_audio_and_hugging_face_dicts(tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [
         {"audio": [0.0, 0.5, -0.5], "sampling_rate": 8000, "text": "x"},

@@ -102,3 +102,22 @@ def test_stt_on_a_folder_transcribes_every_audio_file_in_it(speech_dir, tiny_moo
     assert sorted(s["id"] for s in json.loads(out.read_text())["samples"]) == ["a", "b"]
     (tmp_path / "empty").mkdir()
     assert run_stt.main([str(tmp_path / "empty"), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 2
+
+
+def test_stt_transcribes_a_clipped_recording_with_a_warning(speech_dir, tiny_moonshine, tmp_path, capsys):
+    """Training quarantines a recording whose samples are mostly flat tops; stt transcribes it and says so."""
+    import numpy as np
+    import soundfile as sf
+
+    from lora.scripts import run_stt
+
+    x, rate = sf.read(str(sorted((speech_dir / "jfk").rglob("*.flac"))[0]), dtype="float32")
+    clipped = tmp_path / "clipped.wav"
+    sf.write(str(clipped), np.clip(x * 60, -1, 1), rate, subtype="PCM_16")
+    assert np.mean(np.abs(sf.read(str(clipped))[0]) >= 0.999) > 0.2  # past training's quarantine share
+    out = tmp_path / "stt.json"
+    assert run_stt.main(["--audio", str(clipped), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert [s["id"] for s in result["samples"]] == ["clipped"] and result["errors"] == []
+    err = capsys.readouterr().err
+    assert f"warning: {clipped}: " in err and "transcribed all the same" in err

@@ -257,3 +257,23 @@ def test_check_keeps_quiet_loud_and_reencoded_real_speech_in_a_folder(sentence, 
     out = capsys.readouterr().out
     assert "3 read, 3 good, 0 bad" in out
     assert "hygiene: clipped" in out  # a warning, the row kept
+
+
+def test_float_audio_over_full_scale_is_brought_to_full_scale_not_called_clipped(sentence, tmp_path):
+    """A 32-bit float WAV of real speech 40x too loud (peak ~20: float encodings may exceed 1.0) holds an intact
+    waveform: it decodes to the original scaled to full scale, and preflight keeps it. It was quarantined as
+    "mostly flat tops" (every sample above 0.999 counted as clipped). 16-bit PCM at full scale is untouched."""
+    x, wav = sentence
+    loud = _sf(x * 40, tmp_path / "loud.wav", SAMPLE_RATE, subtype="FLOAT")
+    decoded = load_audio(loud)
+    assert float(np.max(np.abs(decoded))) == pytest.approx(1.0)
+    np.testing.assert_allclose(decoded, x / np.max(np.abs(x)), atol=1e-6)
+    report = preflight(read_source(_listing(tmp_path, loud)).rows, quiet=True)
+    assert len(report.good) == 1 and not report.bad and not report.warnings
+    np.testing.assert_array_equal(load_audio(wav), sf.read(str(wav), dtype="float32")[0])  # within full scale: as read
+
+
+def _listing(folder: Path, *paths: Path) -> Path:
+    listing = folder / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths))
+    return listing

@@ -34,13 +34,28 @@ class FfmpegMissing(AudioDecodeError):
     """A format only ffmpeg reads, on a machine without ffmpeg: a fact of this machine, not of the file."""
 
 
+def within_full_scale(audio: np.ndarray) -> np.ndarray:
+    """`audio` scaled by 1 / its peak where the peak is above full scale (1.0), else as it is.
+
+    Only float encodings (32/64-bit float WAV, inline arrays, a decoder's float output such as AAC's
+    overshoot) can exceed 1.0; integer PCM cannot. Both models were trained on audio within full scale, and
+    16-bit PCM (the GPU hand-over, exports) would flatten everything above it, so such a clip (a float mix
+    40x too loud, a mastered M4A peaking at 1.02) is brought to full scale with its waveform intact,
+    the same in training, evaluation and transcription. Audio within full scale is returned untouched."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0 and np.isfinite(peak):  # non-finite samples are hygiene's to refuse, not ours to scale
+        return (audio / peak).astype(np.float32)
+    return audio
+
+
 def to_mono_16k(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """Mix (frames, channels) to mono and resample to 16 kHz, as float32."""
+    """Mix (frames, channels) to mono and resample to 16 kHz, as float32 within full scale."""
     import soxr
 
     audio = np.asarray(samples, dtype=np.float32)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
+    audio = within_full_scale(audio)
     if sampling_rate != SAMPLE_RATE:
         audio = soxr.resample(audio, sampling_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(audio, dtype=np.float32)
@@ -93,7 +108,7 @@ def decode_with_ffmpeg(source: str | Path | bytes, sndfile_error: Exception | No
     samples = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
     if not len(samples):
         raise AudioDecodeError("ffmpeg decoded 0 samples")
-    return samples
+    return within_full_scale(samples)
 
 
 def ffmpeg_seconds(source: str | Path | bytes, sndfile_error: Exception | None = None) -> float:

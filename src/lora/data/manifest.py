@@ -406,14 +406,21 @@ def _rate(value) -> int:
 
 
 def _unique_derived_ids(rows: list[Utterance], folder: Path) -> list[Utterance]:
-    """Ids taken from file names clash when two folders hold `1.wav`; those use the relative path.
+    """Ids taken from file names clash when two folders hold `1.wav`; those use the relative path, and
+    keep the extension too where one folder holds `1.wav` and `1.mp3`.
 
     The same path listed twice still yields the same id, which preflight reports as a duplicate.
     """
-    counts = Counter(u.id for u in rows if u.extra.get("derived_id") and isinstance(u.audio, Path))
+    def derived(u: Utterance) -> bool:
+        return bool(u.extra.get("derived_id")) and isinstance(u.audio, Path)
+
+    counts = Counter(u.id for u in rows if derived(u))
+    relative = {u.audio: Path(os.path.relpath(u.audio, folder)) for u in rows if derived(u) and counts[u.id] > 1}
+    stems = Counter(p.with_suffix("").as_posix() for p in set(relative.values()))
     out = []
     for u in rows:
-        if u.extra.get("derived_id") and isinstance(u.audio, Path) and counts[u.id] > 1:
-            u = replace(u, id=Path(os.path.relpath(u.audio, folder)).with_suffix("").as_posix())
+        if derived(u) and counts[u.id] > 1:
+            rel = relative[u.audio]
+            u = replace(u, id=rel.with_suffix("").as_posix() if stems[rel.with_suffix("").as_posix()] == 1 else rel.as_posix())
         out.append(u)
     return out

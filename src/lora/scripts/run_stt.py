@@ -25,6 +25,7 @@ from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
+from lora.data.hygiene import HygieneOptions
 from lora.data.hf_sources import read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
@@ -40,6 +41,10 @@ from lora.scripts.dataset_args import add_dataset_args, dataset_options
 log = logging.getLogger("lora")
 
 MAX_SECONDS = 24 * 3600.0  # stt takes recordings of any length (a day is a generous sanity bound)
+# Transcribing is not training: a heavily clipped recording is still worth its transcript, so stt warns about
+# clipping where training and scoring quarantine it (a share of clipped samples can never exceed 1).
+# Silent, constant and non-finite audio still have nothing to transcribe and are refused as everywhere.
+STT_HYGIENE = HygieneOptions(clipped_quarantine_share=1.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +218,9 @@ def _main(argv: list[str] | None) -> int:
         if not read.rows and not args.audio:
             raise UserError(f"{args.audio_list}: the manifest has no usable rows; add at least one audio entry")
         rows, bad, source = rows + list(read.rows), list(read.bad), read.source
-    report = preflight(rows, bad, require_text=False, quiet=True, source=source, max_seconds=MAX_SECONDS)
+    report = preflight(rows, bad, require_text=False, quiet=True, source=source, max_seconds=MAX_SECONDS, hygiene=STT_HYGIENE)
+    for w in report.warnings:
+        log.warning("warning: %s: %s (transcribed all the same)", w.origin, w.detail)
 
     transcribe_batch, model_fields, info, family = load_transcriber(args)
     for warning in leakage_warnings(report.good, info):
