@@ -25,8 +25,8 @@ from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
-from lora.data.hygiene import HygieneOptions
 from lora.data.hf_sources import read_dataset
+from lora.data.hygiene import HygieneOptions
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
