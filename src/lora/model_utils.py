@@ -168,6 +168,49 @@ def _sdpa_deciding_causal(module, query, key, value, attention_mask, dropout: fl
     return out.transpose(1, 2).contiguous(), None
 
 
+# On a CPU, SDPA's bf16 kernels are slower than its float32 ones, forward + backward (aten's flash attention for
+# CPU, 2 cores with AMX, 8 heads of 52): 3.7x at 100 positions, 1.3x at 300, 1.0x at 900
+# (benchmarks/results/cpu_attention_precision.md), and a 50-step profile of Moonshine base LoRA in bf16 spent 25% of
+# its CPU time in the attention backward against 12% in float32. So under bf16 autocast on a CPU the attention
+# itself runs in float32, between projections that stay bf16.
+FLOAT32_ATTENTION = "lora_sdpa_float32_on_cpu"
+FLOAT32_MAX_KEYS = 1024  # longer attention (Whisper's 1,500 encoder frames) gains nothing that pays for the casts
+
+
+def _sdpa_in_float32(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention computed in float32 on a CPU where it would have run in 16 bits (16-bit inputs,
+    or CPU autocast on: it casts SDPA's inputs to bf16, float32 ones too, as Moonshine's rotary embedding makes
+    them), with autocast off inside and the output handed back in the dtype SDPA would have returned. Float32
+    without autocast, or another device: unchanged."""
+    import torch  # deferred: heavy
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    autocast = torch.is_autocast_enabled("cpu")
+    if (query.device.type != "cpu" or (query.dtype == torch.float32 and not autocast)
+            or key.shape[-2] > FLOAT32_MAX_KEYS):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    dtype = torch.get_autocast_dtype("cpu") if autocast else query.dtype
+    mask = attention_mask if attention_mask is None or attention_mask.dtype == torch.bool else attention_mask.float()
+    with torch.autocast("cpu", enabled=False):
+        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **kwargs)
+    return out.to(dtype), weights
+
+
+def float32_attention_on_cpu(model) -> bool:
+    """Switch a model on SDPA attention to `_sdpa_in_float32` (the same masks, `sdpa_mask`); True when switched.
+    For CPU training under bf16 autocast (`lora.training.train_lora`); models on another attention are left alone."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    bare = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(bare, "config", None), "_attn_implementation", None) != "sdpa":
+        return False
+    AttentionInterface.register(FLOAT32_ATTENTION, _sdpa_in_float32)
+    AttentionMaskInterface.register(FLOAT32_ATTENTION, sdpa_mask)
+    bare.set_attn_implementation(FLOAT32_ATTENTION)
+    return True
+
+
 def compiled(model, backend: str = "inductor"):
     """`torch.compile` of a (PEFT) model for training, once for every batch shape: lengths and clip counts
     symbolic (`dynamic=True`), attention through `_sdpa_deciding_causal`. Opt-in (`--compile`): its warm-up

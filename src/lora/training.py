@@ -35,6 +35,7 @@ from lora.core.outputs import current_rss_mb
 from lora.data.manifest import BadRow
 from lora.data_loader import BatchPlan, ClipTable, Example, LoadedBatch, LoaderOptions, collate, loader_plan, make_loader
 from lora.encoder_cache import EncoderCache, encoder_is_fixed
+from lora.model_utils import float32_attention_on_cpu
 from lora.token_loss import training_loss
 
 log = logging.getLogger("lora")
@@ -271,6 +272,8 @@ def train_lora(model, family, source: BatchSource, cfg, accelerator, show_progre
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     bare = accelerator.unwrap_model(model, keep_torch_compile=False)  # under --compile: the module compiled, its own names
+    if on_cpu and accelerator.mixed_precision == "bf16" and float32_attention_on_cpu(bare):
+        log.info("bf16 on a CPU: attention computed in float32 (faster there; lora.model_utils.FLOAT32_ATTENTION)")
     encoder_cache = EncoderCache(bare, family.input_key, accelerator.autocast) if cache_encoder and encoder_is_fixed(bare) else None
     result = TrainResult(batches_per_epoch=getattr(source, "batches_per_epoch", 0))
     first_step = 1
