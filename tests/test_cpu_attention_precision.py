@@ -85,8 +85,8 @@ def test_train_lora_switches_only_for_bf16_on_a_cpu(tiny_moonshine, librispeech_
     model, processor, family = load_base(resolve_model_id(str(tiny_moonshine)))
     examples = prepare_dataset(librispeech_utterances[:2], processor, family)
     cfg = TrainConfig(max_steps=1, batch_size=2, gradient_accumulation_steps=1, checkpoint_every=0)
-    for precision, expected in (("no", "sdpa"), ("bf16", FLOAT32_ATTENTION)):
-        peft_model = attach_lora(model, 4, 8, 0.0, family.default_target_modules) if precision == "no" else peft_model
+    peft_model = attach_lora(model, 4, 8, 0.0, family.default_target_modules)
+    for precision, expected in (("no", "sdpa"), ("bf16", FLOAT32_ATTENTION)):  # the same model: fp32 first, then bf16
         session = pipeline.start(TrainConfig(mixed_precision=precision), cpu=True)
         train_lora(peft_model, family, example_source(examples, family, LoaderOptions(2)), cfg, session.accelerator,
                    show_progress=False)
