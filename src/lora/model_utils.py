@@ -169,10 +169,11 @@ def _sdpa_deciding_causal(module, query, key, value, attention_mask, dropout: fl
 
 
 # On a CPU, SDPA's bf16 kernels are slower than its float32 ones, forward + backward (aten's flash attention for
-# CPU, 2 cores with AMX, 8 heads of 52): 3.7x at 100 positions, 1.3x at 300, 1.0x at 900
-# (benchmarks/results/cpu_attention_precision.md), and a 50-step profile of Moonshine base LoRA in bf16 spent 25% of
-# its CPU time in the attention backward against 12% in float32. So under bf16 autocast on a CPU the attention
-# itself runs in float32, between projections that stay bf16.
+# CPU, 2 cores with AMX, 8 heads of 52): 3.5x at 100 positions, 1.4x at 300, even at 900
+# (benchmarks/results/cpu_attention_precision.md), and a profile of the bench's Moonshine base LoRA case in bf16
+# spent 25% of its CPU time in the attention backward against 12% in float32. So under bf16 autocast on a CPU the
+# attention itself runs in float32, between projections that stay bf16 (`lora train` on the 1 h scale manifest:
+# 1.23x the audio per second, +120 MB peak RSS for the float32 copies kept for the backward).
 FLOAT32_ATTENTION = "lora_sdpa_float32_on_cpu"
 FLOAT32_MAX_KEYS = 1024  # longer attention (Whisper's 1,500 encoder frames) gains nothing that pays for the casts
 
