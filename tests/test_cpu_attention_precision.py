@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSpeechSeq2Seq
 
 from lora import pipeline
-from lora.data_loader import LoaderOptions, prepare_dataset
+from lora.data_loader import LoaderOptions, collate, prepare_dataset
 from lora.model_utils import FLOAT32_ATTENTION, FLOAT32_MAX_KEYS, attach_lora, float32_attention_on_cpu, load_base, resolve_model_id
 from lora.training import example_source, train_lora
 from lora.training_config import TrainConfig
@@ -22,8 +22,6 @@ def tiny(request, tiny_moonshine, tiny_whisper):
 
 def _batch(model_dir, utterances):
     _, processor, family = load_base(resolve_model_id(str(model_dir)))
-    from lora.data_loader import collate
-
     return collate(prepare_dataset(utterances[:3], processor, family), family)  # clips of three lengths: padding masks
 
 

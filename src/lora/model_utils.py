@@ -200,16 +200,22 @@ def _sdpa_in_float32(module, query, key, value, attention_mask, **kwargs):
 def float32_attention_on_cpu(model) -> bool:
     """Switch a model on SDPA attention to `_sdpa_in_float32` (the same masks, `sdpa_mask`); True when switched.
     For CPU training under bf16 autocast (`lora.training.train_lora`); models on another attention are left alone."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     bare = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(getattr(bare, "config", None), "_attn_implementation", None) != "sdpa":
         return False
-    AttentionInterface.register(FLOAT32_ATTENTION, _sdpa_in_float32)
-    AttentionMaskInterface.register(FLOAT32_ATTENTION, sdpa_mask)
-    bare.set_attn_implementation(FLOAT32_ATTENTION)
+    _use_attention(bare, FLOAT32_ATTENTION, _sdpa_in_float32)
     return True
+
+
+def _use_attention(model, name: str, attention) -> None:
+    """Register `attention` under `name` (with SDPA's masks, `sdpa_mask`) and switch `model` (PEFT or bare) to it."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(name, attention)
+    AttentionMaskInterface.register(name, sdpa_mask)
+    bare = model.get_base_model() if hasattr(model, "get_base_model") else model
+    bare.set_attn_implementation(name)
 
 
 def compiled(model, backend: str = "inductor"):
@@ -217,13 +223,8 @@ def compiled(model, backend: str = "inductor"):
     symbolic (`dynamic=True`), attention through `_sdpa_deciding_causal`. Opt-in (`--compile`): its warm-up
     pays only on long GPU runs. `backend="eager"` traces without generating code (tests: graphs and breaks)."""
     import torch  # deferred: heavy
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(COMPILED_ATTENTION, _sdpa_deciding_causal)
-    AttentionMaskInterface.register(COMPILED_ATTENTION, sdpa_mask)
-    bare = model.get_base_model() if hasattr(model, "get_base_model") else model
-    bare.set_attn_implementation(COMPILED_ATTENTION)
+    _use_attention(model, COMPILED_ATTENTION, _sdpa_deciding_causal)
     log.info("--compile: the first step waits for torch.compile (minutes on a CPU)")
     return torch.compile(model, dynamic=True, backend=backend)
 
