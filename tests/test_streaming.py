@@ -69,6 +69,18 @@ def test_resume_skip_and_sharding_take_the_same_stream():
     assert [x for pair in zip(*ranks) for x in pair] == whole
 
 
+def test_a_plan_for_one_process_is_the_plan_made_for_it():
+    """`for_process` (the loader reusing the plan the source counted batches with) = a plan made afresh."""
+    from itertools import islice
+
+    seconds = np.random.default_rng(2).uniform(0.3, 15, size=60).astype(np.float32)
+    made = BatchPlan(seconds, 4, 20.0, seed=9)
+    for rank, world, skip in [(0, 1, 0), (1, 2, 0), (0, 3, 5), (2, 3, 11)]:
+        reused = made.for_process(rank, world, skip)
+        assert list(islice(iter(reused), 30)) == list(islice(iter(BatchPlan(seconds, 4, 20.0, 9, rank, world, skip)), 30))
+    assert (made.rank, made.world, made.skip) == (0, 1, 0)  # the plan it came from is unchanged
+
+
 def test_columns_round_trip_strings_and_origins():
     values = ["a", "", "Grüße", "x" * 1000, "naïve – ok"]
     col = StringColumn(values)
@@ -209,6 +221,27 @@ def test_streaming_source_counts_the_batches_its_loader_makes(real_rows, tiny_mo
     assert source.batches_per_epoch == plan.batches_per_epoch == len(plan.epoch(0))
     plain = streaming_source(table, processor, family, None, LoaderOptions(batch_size=8, max_batch_seconds=19.4, seed=3))
     assert plain.batches_per_epoch < source.batches_per_epoch  # 6 clips fit unbucketed, 5 bucketed
+
+
+def test_a_stream_opened_early_is_the_one_training_asks_for():
+    """`opened_now`: the stream a fresh run reads is opened once, up front, and handed over when asked for;
+    any other (a resume's skip, another rank) or a second request opens its own; the source's attributes stay."""
+    from lora.training import opened_now
+
+    opened = []
+
+    def source(rank, world, skip):
+        opened.append((rank, world, skip))
+        return iter([(rank, world, skip)])
+
+    source.batches_per_epoch = 7
+    early = opened_now(source, 1, 2)
+    assert opened == [(1, 2, 0)] and early.batches_per_epoch == 7
+    assert next(early(1, 2, 0)) == (1, 2, 0) and opened == [(1, 2, 0)]  # the one opened up front
+    assert next(early(1, 2, 0)) == (1, 2, 0) and opened == [(1, 2, 0)] * 2  # asked again: a new one
+    resumed = opened_now(source, 0, 1)
+    assert next(resumed(0, 1, 5)) == (0, 1, 5) and opened[-2:] == [(0, 1, 0), (0, 1, 5)]
+    assert next(resumed(0, 1, 0)) == (0, 1, 0) and len(opened) == 5  # the early one was let go
 
 
 @pytest.mark.parametrize("name", ["moonshine", "whisper"])

@@ -18,6 +18,8 @@ from lora.styled_targets import (
     TranscriptCache,
     attach_original_text,
     audio_identity,
+    file_identities,
+    file_identity,
     style_rows,
     style_scores,
     styled_reference,
@@ -288,3 +290,19 @@ def test_style_on_draw_values_are_checked():
     with pytest.raises(UserError, match="cannot go with --style-consensus or --join-clips"):
         validate(TrainConfig(style_on_draw="yes", join_clips=3))
     validate(TrainConfig(style_on_draw="auto", style_consensus=True))  # auto styles such corpora up front instead
+
+
+def test_file_identities_resolve_links_as_file_identity_does(tmp_path, monkeypatch):
+    """Folders resolved once per folder: the same keys as resolving each path whole (links in the folder or
+    the file itself, relative paths, `..`), and None for a file that is gone."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.flac").write_bytes(b"x" * 10)
+    (real / "b.flac").write_bytes(b"y" * 20)
+    (tmp_path / "linked").symlink_to(real)
+    (tmp_path / "c.flac").symlink_to(real / "b.flac")
+    monkeypatch.chdir(tmp_path)
+    paths = [str(real / "a.flac"), str(tmp_path / "linked" / "a.flac"), "linked/b.flac", "c.flac", "real/../linked/b.flac"]
+    assert file_identities(paths) == [file_identity(p) for p in paths]
+    assert file_identities(paths)[1] == file_identity(real / "a.flac")
+    assert file_identities([str(real / "gone.flac"), "c.flac"]) == [None, file_identity("c.flac")]

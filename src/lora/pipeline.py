@@ -72,7 +72,7 @@ from lora.style_metrics import forgetting_verdict, length_ratios, raw_insertions
 from lora.styled_targets import DrawStyler, TranscriptCache, attach_original_text, own_text, style_rows, style_scores
 from lora.term_recall import read_terms, term_result
 from lora.tracking import Tracker
-from lora.training import BatchSource, TrainResult, streaming_source, train_lora
+from lora.training import BatchSource, TrainResult, opened_now, streaming_source, train_lora
 from lora.training_config import TrainConfig, split_csv
 
 log = logging.getLogger("lora")
@@ -489,6 +489,14 @@ def train_batches(selected: SelectedData, lm: LoadedModel, cfg: TrainConfig, opt
                      len(styler.key_names) - len(styler.transcripts))
             source.styler = styler
     return source, table
+
+
+def stream_opened(source: BatchSource, cfg: TrainConfig, session: Session) -> BatchSource:
+    """`source` with this process's stream opened now (`opened_now`): the workers load while the model is made
+    ready. Not on --resume, where the checkpoint says at which micro-batch the stream starts."""
+    if cfg.resume:
+        return source
+    return opened_now(source, session.accelerator.process_index, session.accelerator.num_processes)
 
 
 def _transcribe_drawn(lm: LoadedModel, cfg: TrainConfig, rows: list[Utterance], model) -> list[str]:

@@ -106,6 +106,29 @@ def file_identity(path: str | os.PathLike) -> str:
     return f"file:{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def file_identities(paths: list[str]) -> list[str | None]:
+    """`file_identity` of each path (None: unreadable), with each folder resolved once: a corpus's clips
+    share a few folders, and resolving every path whole cost 0.14 s for the scale corpus's 2,418 clips,
+    paid before the first step."""
+    folders: dict[str, str] = {}
+    identities: list[str | None] = []
+    for path in paths:
+        folder, name = os.path.split(os.path.abspath(path))
+        real = folders.get(folder)
+        if real is None:
+            real = folders[folder] = os.path.realpath(folder)
+        full = os.path.join(real, name)
+        try:
+            if os.path.islink(full):  # the file itself a link: resolved as Path.resolve does
+                full = os.path.realpath(full)
+            st = os.stat(full)
+        except OSError:
+            identities.append(None)
+            continue
+        identities.append(f"file:{full}|{st.st_size}|{st.st_mtime_ns}")
+    return identities
+
+
 class TranscriptCache:
     """Base-model transcripts of clips, one JSON file per model (see the module docstring)."""
 
@@ -259,18 +282,17 @@ class DrawStyler:
         rows = np.flatnonzero(np.isin(targets.codes, empty_codes))
         if not rows.size:
             return
-        plain_text = {int(c): not has_style(texts.values[int(c)]) for c in np.unique(texts.codes[rows])}
-        rows = rows[np.fromiter((plain_text[int(c)] for c in texts.codes[rows]), dtype=bool, count=rows.size)]
+        plain_text = np.zeros(len(texts.values), dtype=bool)  # per distinct text: written without style
+        for c in np.unique(texts.codes[rows]):
+            plain_text[c] = not has_style(texts.values[int(c)])
+        rows = rows[plain_text[texts.codes[rows]]]
         key_index: dict[str, int] = {}
         path_codes = table.audio_paths.codes[rows]
         key_of_code = np.full(len(table.audio_paths.values), -1, dtype=np.int32)
-        for code in np.unique(path_codes):  # a corpus that repeats clips stats each file once
-            path = table.audio_paths.values[int(code)]
-            if path:
-                try:
-                    key_of_code[code] = key_index.setdefault(file_identity(path), len(key_index))
-                except OSError:  # gone since preflight: the loader's worker quarantines its rows
-                    key_of_code[code] = -2
+        codes = [int(c) for c in np.unique(path_codes) if table.audio_paths.values[int(c)]]  # each file stat'ed once
+        for code, identity in zip(codes, file_identities([table.audio_paths.values[c] for c in codes]), strict=True):
+            # None: gone since preflight (the loader's worker quarantines its rows)
+            key_of_code[code] = -2 if identity is None else key_index.setdefault(identity, len(key_index))
         self.row_key[rows] = np.maximum(key_of_code[path_codes], -1)
         for r in rows[key_of_code[path_codes] == -1]:  # inline samples (small corpora): a hash of each clip's samples
             self.row_key[r] = key_index.setdefault(audio_identity(table.record(int(r))), len(key_index))

@@ -63,6 +63,7 @@ def run(cfg: TrainConfig) -> RealMetrics | None:
     source, table = pipeline.train_batches(selected, lm, cfg, options)         #    streamed training rows
     session.mark("train_batches")
     cfg = pipeline.steps_for(cfg, source.batches_per_epoch, session.accelerator.num_processes)
+    source = pipeline.stream_opened(source, cfg, session)                      #    its workers start loading now
     sets = pipeline.eval_sets(selected, lm, cfg)                               #    eval + canary (small)
     lm.model.to(session.accelerator.device)
     session.mark("eval_sets")
