@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import bench_config as bc
 
 
@@ -61,8 +63,12 @@ def verdicts(summary: dict) -> list[dict]:
             s = next((s for s in scale if s["hours"] == big and s["cache"] == run), None)
             if s:
                 total = s["scale"]["seconds_to_first_step"]
+                more = summary.get("scale_warm_first_step_s", []) if run == "warm" else []
+                judged = statistics.median([total, *more])
+                shown = (f"{judged:.1f} s, the median of {len(more) + 1} runs ({min(total, *more):.1f}-{max(total, *more):.1f} s; "
+                         f"the {s['steps']}-step run {total:.1f} s)") if more else f"{total:.1f} s"
                 add(f"time to the first optimizer step, {big} h manifest, {'first' if run == 'cold' else 'second'} run",
-                    f"<= {goal:.0f} s", f"{total:.1f} s", total <= goal,
+                    f"<= {goal:.0f} s", shown, judged <= goal,
                     f"from the start of the process; the baseline ({s['scale']['baseline_seconds']:.1f} s) is measured after training")
     for t in summary.get("transcription", []):
         r = t["ratio"]

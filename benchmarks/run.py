@@ -180,6 +180,14 @@ def bench_scale(summary: dict, steps: int = bc.SCALE_STEPS) -> None:
                              prepared=str(cache.parent / f"prepared_{hours}h"))  # per corpus: cold on its first run
             if result:
                 summary["scale"].append(result | {"hours": hours, "cache": run, "steps": steps})
+    big = max(bc.SCALE_HOURS)
+    summary["scale_warm_first_step_s"] = []  # more second runs of the largest corpus, one step each (bc.FIRST_STEP_WARM_REPEATS)
+    for i in range(bc.FIRST_STEP_WARM_REPEATS):
+        result = measure(summary, f"scale {big} h (warm preflight cache, first step {i + 1})", "scale_run",
+                         manifest=f"data/scale_{big}h.jsonl", output_dir=f"outputs/bench/scale_{big}h_warm_{i + 1}", steps=1,
+                         max_batch_seconds=bc.SCALE_BATCH_SECONDS, cache=str(cache), prepared=str(cache.parent / f"prepared_{big}h"))
+        if result:
+            summary["scale_warm_first_step_s"].append(result["scale"]["seconds_to_first_step"])
 
 
 def bench_export(summary: dict, exports) -> None:
