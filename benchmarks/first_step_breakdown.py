@@ -2,9 +2,10 @@
 
 Each measurement is a fresh child process on a manifest whose preflight and prepared-rows caches are warm
 (run the bench's scale section, or `lora train` on it once, first):
-  * `phases`: the runner's stages up to the first micro-batch, timed one after another as `lora train` runs
-    them (`start`: the session with its imports; `select_data`: selection from the caches; `load_model`;
-    `train_batches`: the row table and loader; `open_stream`: the worker started; `first_micro_batch`);
+  * `phases`: the runner's stages up to the end of the first optimizer step, timed one after another as `lora
+    train` runs them (`start`: the session with its imports; `select_data`: selection from the caches;
+    `load_model`; `train_batches`: the row table and loader; `open_stream`: the workers started;
+    `eval_sets_and_attach`: LoRA attached; `first_step`: the optimizer, the first micro-batch and its step);
   * `imports`: the import alone of what the model load needs (torch and transformers first, then Moonshine's
     modeling module, which is where transformers imports torch._dynamo and torch.distributed.tensor);
   * `runs`: the bench's whole scale run (`tasks.scale_run`), its `seconds_to_first_step`, `--repeats` times.
@@ -35,21 +36,24 @@ cfg = TrainConfig(manifest=sys.argv[1], max_steps=1, max_batch_seconds=60, batch
                   eval_samples=2, canary_samples=2, wer_batches=1, eval_batch_size=2, checkpoint_every=0,
                   output_dir=sys.argv[2], quiet=True)
 marks = {}
-def mark(name):
-    marks[name] = time.perf_counter()
+def mark(name, at=None):
+    marks[name] = at if at is not None else time.perf_counter()
 session = pipeline.start(cfg, True, t0); mark("start")
 selected = pipeline.select_data(cfg); mark("select_data")
 lm = pipeline.load_model(cfg, session); mark("load_model")
 pipeline.style_targets(selected, lm, cfg)
 options = pipeline.loader_options(cfg, "cpu")
 source, table = pipeline.train_batches(selected, lm, cfg, options); mark("train_batches")
-stream = source(0, 1, 0); mark("open_stream")
-batch = next(stream); mark("first_micro_batch")
+source = pipeline.stream_opened(source, cfg, session); mark("open_stream")
+sets = pipeline.eval_sets(selected, lm, cfg)
+model, _ = pipeline.attach(lm.model, cfg, lm.family); mark("eval_sets_and_attach")
+result = pipeline.train(model, lm, source, cfg, session, sets); mark("first_step", result.first_step_wall)
 last, out = t0, {}
 for name, t in marks.items():
     out[name] = t - last
     last = t
-print(json.dumps({"phases": out, "audio_seconds": batch.seconds, "workers": options.num_workers}))
+print(json.dumps({"phases": out, "seconds_to_first_step": result.first_step_wall - t0,
+                  "first_step_audio_seconds": result.history[0]["audio_seconds"], "workers": options.num_workers}))
 sys.stdout.flush()
 os._exit(0)  # the loader's worker is not shut down in order here; nothing else is left to write
 '''
@@ -77,7 +81,7 @@ def main() -> None:
     parser.add_argument("--manifest", default="data/scale_100h.jsonl")
     parser.add_argument("--preflight-cache", required=True, help="the warm preflight cache (LORA_PREFLIGHT_CACHE)")
     parser.add_argument("--prepared-cache", required=True, help="the warm prepared-rows folder (LORA_PREPARED_CACHE)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="times each of `phases` and `runs` is measured")
     parser.add_argument("--output", default="benchmarks/results/first_step_breakdown.json")
     args = parser.parse_args()
     env = os.environ | {"LORA_PREFLIGHT_CACHE": args.preflight_cache, "LORA_PREPARED_CACHE": args.prepared_cache}
@@ -86,13 +90,13 @@ def main() -> None:
            "print(json.dumps(r['scale']))")
     result = {
         "manifest": args.manifest,
-        "phases": child(PHASES, args.manifest, "outputs/bench/first_step_phases", env=env),
+        "phases": [child(PHASES, args.manifest, "outputs/bench/first_step_phases", env=env) for _ in range(args.repeats)],
         "imports": child(IMPORTS, env=env),
         "runs": [child(run, args.manifest, "outputs/bench/first_step_runs", args.preflight_cache, args.prepared_cache, env=env)
                  for _ in range(args.repeats)],
     }
     write_json_atomic(args.output, result)
-    print(json.dumps({"phases": result["phases"], "imports": result["imports"],
+    print(json.dumps({"phases": [p["phases"] for p in result["phases"]], "imports": result["imports"],
                       "seconds_to_first_step": [r["seconds_to_first_step"] for r in result["runs"]]}, indent=1))
 
 
