@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -303,6 +304,12 @@ def test_file_identities_resolve_links_as_file_identity_does(tmp_path, monkeypat
     (tmp_path / "c.flac").symlink_to(real / "b.flac")
     monkeypatch.chdir(tmp_path)
     paths = [str(real / "a.flac"), str(tmp_path / "linked" / "a.flac"), "linked/b.flac", "c.flac", "real/../linked/b.flac"]
-    assert file_identities(paths) == [file_identity(p) for p in paths]
-    assert file_identities(paths)[1] == file_identity(real / "a.flac")
-    assert file_identities([str(real / "gone.flac"), "c.flac"]) == [None, file_identity("c.flac")]
+    def whole(path):  # every path resolved whole
+        resolved = Path(path).resolve()
+        return f"file:{resolved}|{resolved.stat().st_size}|{resolved.stat().st_mtime_ns}"
+
+    assert file_identities(paths) == [whole(p) for p in paths] == [file_identity(p) for p in paths]
+    assert file_identities(paths)[1] == file_identities(paths)[0] == whole(real / "a.flac")
+    assert file_identities([str(real / "gone.flac"), "c.flac"]) == [None, whole("c.flac")]
+    with pytest.raises(FileNotFoundError):
+        file_identity(real / "gone.flac")

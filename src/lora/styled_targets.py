@@ -101,9 +101,11 @@ def audio_identity(u: Utterance) -> str:
 
 
 def file_identity(path: str | os.PathLike) -> str:
-    path = Path(path).resolve()
-    st = path.stat()
-    return f"file:{path}|{st.st_size}|{st.st_mtime_ns}"
+    """A file's cache key: its resolved path (links followed, as `Path.resolve`), size and mtime; OSError if unreadable."""
+    identity = file_identities([os.fspath(path)])[0]
+    if identity is None:
+        Path(path).resolve().stat()  # raises the OSError that says why
+    return identity
 
 
 def file_identities(paths: list[str]) -> list[str | None]:
