@@ -33,6 +33,7 @@ in before writing, so concurrent runs lose nothing but the race's duplicate work
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
@@ -105,6 +106,7 @@ def file_identity(path: str | os.PathLike) -> str:
     identity = file_identities([os.fspath(path)])[0]
     if identity is None:
         Path(path).resolve().stat()  # raises the OSError that says why
+        raise FileNotFoundError(errno.ENOENT, "unreadable a moment ago", os.fspath(path))  # back between the two looks
     return identity
 
 

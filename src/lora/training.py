@@ -86,9 +86,8 @@ def streaming_source(table: ClipTable, processor, family, policy: str | None, op
 
 def opened_now(source: BatchSource, rank: int, world: int) -> BatchSource:
     """`source` with the stream a fresh run reads (`rank` of `world`, nothing skipped) opened now: its loader's
-    workers load the first micro-batches while LoRA is attached and the optimizer built, not after (about 0.2 s
-    before the first step on the 100 h scale corpus). Asked for any other stream (a resume skips batches), or
-    a second time, it opens that one as `source` would."""
+    workers load the first micro-batches while LoRA is attached and the optimizer built, not after. Asked for
+    any other stream (a resume skips batches), or a second time, it opens that one as `source` would."""
     early: list = [source(rank, world, 0)]
 
     def open_stream(r: int, w: int, skip: int) -> Iterator[LoadedBatch]:
