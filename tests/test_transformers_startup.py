@@ -1,0 +1,70 @@
+"""`import lora` makes transformers build its `models` index once per process, with the same result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+from lora.core import transformers_startup
+
+# In a fresh process: the lazy `transformers.models` module's class -> module map, and how often the lru-cached
+# scan of a source folder was answered from its cache.
+PROBE = r'''
+import json, sys
+{prelude}
+import transformers, transformers.models
+from transformers.utils import import_utils
+scan = import_utils.create_import_structure_from_path
+cached = scan.__wrapped__ if getattr(scan, "_lora_shared", False) else scan  # the lru-cached function
+print(json.dumps({{"classes": sorted(transformers.models._class_to_module.items()), "hits": cached.cache_info().hits,
+                  "shared": getattr(scan, "_lora_shared", False),
+                  "moonshine": transformers.models.moonshine.MoonshineForConditionalGeneration.__name__}}))
+'''
+
+
+def _probe(prelude: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_models_index_is_built_once_and_unchanged():
+    plain = _probe("")
+    with_lora = _probe("import lora")
+    assert not plain["shared"] and plain["hits"] == 0  # transformers alone scans models/ twice (no cache hit)
+    assert with_lora["shared"] and with_lora["hits"] >= 1  # the second call reused the first scan
+    assert with_lora["classes"] == plain["classes"] and len(plain["classes"]) > 1000
+    assert with_lora["moonshine"] == plain["moonshine"] == "MoonshineForConditionalGeneration"
+
+
+def test_finder_finds_nothing_and_applies_once(monkeypatch):
+    calls = []
+
+    def scan(module_path):
+        calls.append(module_path)
+        return {"from": str(module_path)}
+
+    scan.cache_info = lambda: None  # stands for functools.lru_cache's marker
+    fake = types.SimpleNamespace(create_import_structure_from_path=scan)
+    monkeypatch.setitem(sys.modules, transformers_startup.IMPORT_UTILS, fake)
+    finder = transformers_startup.ShareModelsScan()
+    assert finder.find_spec("transformers.utils") is None and finder.applied is None
+    assert finder.find_spec(transformers_startup.MODELS_PACKAGE) is None and finder.applied is True
+    patched = fake.create_import_structure_from_path
+    assert patched._lora_shared and patched.__wrapped__ is scan
+    assert patched(__file__)["from"] == str(__import__("pathlib").Path(__file__).parent)  # a file -> its folder
+    assert finder.find_spec(transformers_startup.MODELS_PACKAGE) is None  # applied once
+    assert transformers_startup.share_models_scan() and fake.create_import_structure_from_path is patched
+
+
+def test_other_transformers_versions_are_left_alone(monkeypatch):
+    def scan(module_path):  # not lru-cached: nothing to share
+        return {}
+
+    fake = types.SimpleNamespace(create_import_structure_from_path=scan)
+    monkeypatch.setitem(sys.modules, transformers_startup.IMPORT_UTILS, fake)
+    assert transformers_startup.share_models_scan() is False and fake.create_import_structure_from_path is scan
+    monkeypatch.setitem(sys.modules, transformers_startup.IMPORT_UTILS, types.SimpleNamespace())
+    assert transformers_startup.share_models_scan() is False
