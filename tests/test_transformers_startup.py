@@ -9,35 +9,31 @@ import types
 
 from lora.core import transformers_startup
 
-# In a fresh process: the lazy `transformers.models` module's class -> module map, and how often the lru-cached
-# scan of a source folder was answered from its cache.
+# In a fresh process with `import lora` first: whether the scan was shared and answered from its cache, and the lazy
+# `transformers.models` module's class -> module map against one built from a scan nothing cached (transformers' own).
 PROBE = r'''
-import json, sys
-{prelude}
-import transformers, transformers.models
+import json
+import lora, transformers, transformers.models
 from transformers.utils import import_utils
 scan = import_utils.create_import_structure_from_path
 cached = scan.__wrapped__ if getattr(scan, "_lora_shared", False) else scan  # the lru-cached function
-print(json.dumps({{"classes": sorted(transformers.models._class_to_module.items()), "hits": cached.cache_info().hits,
-                  "shared": getattr(scan, "_lora_shared", False),
-                  "moonshine": transformers.models.moonshine.MoonshineForConditionalGeneration.__name__}}))
+uncached = cached.__wrapped__
+own = import_utils._LazyModule("own", transformers.models.__file__,
+                               import_utils.spread_import_structure(uncached(transformers.models.__file__)))
+print(json.dumps({"shared": getattr(scan, "_lora_shared", False), "hits": cached.cache_info().hits,
+                  "classes": sorted(transformers.models._class_to_module.items()),
+                  "own_classes": sorted(own._class_to_module.items()),
+                  "moonshine": transformers.models.moonshine.MoonshineForConditionalGeneration.__name__}))
 '''
 
 
-def _probe(prelude: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_models_index_is_built_once_and_unchanged():
-    plain = _probe("")
-    with_lora = _probe("import lora")
-    assert not plain["shared"]
-    assert plain["hits"] == 0, "transformers now reuses its own scan: lora.core.transformers_startup can go"
-    assert with_lora["shared"] and with_lora["hits"] >= 1  # the second call reused the first scan
-    assert with_lora["classes"] == plain["classes"] and len(plain["classes"]) > 1000
-    assert with_lora["moonshine"] == plain["moonshine"] == "MoonshineForConditionalGeneration"
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["shared"] and seen["hits"] >= 1  # the second call reused the first scan
+    assert seen["classes"] == seen["own_classes"] and len(seen["classes"]) > 1000
+    assert seen["moonshine"] == "MoonshineForConditionalGeneration"
 
 
 def test_finder_finds_nothing_and_applies_once(monkeypatch):
