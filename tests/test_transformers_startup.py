@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 from lora.core import transformers_startup
 
@@ -43,15 +45,17 @@ def test_finder_finds_nothing_and_applies_once(monkeypatch):
         calls.append(module_path)
         return {"from": str(module_path)}
 
-    scan.cache_info = lambda: None  # stands for functools.lru_cache's marker
+    scan = functools.lru_cache(scan)
     fake = types.SimpleNamespace(create_import_structure_from_path=scan)
     monkeypatch.setitem(sys.modules, transformers_startup.IMPORT_UTILS, fake)
     finder = transformers_startup.ShareModelsScan()
     assert finder.find_spec("transformers.utils") is None and finder.applied is None
     assert finder.find_spec(transformers_startup.MODELS_PACKAGE) is None and finder.applied is True
     patched = fake.create_import_structure_from_path
-    assert patched._lora_shared and patched.__wrapped__ is scan
-    assert patched(__file__)["from"] == str(__import__("pathlib").Path(__file__).parent)  # a file -> its folder
+    assert patched._lora_shared and patched.__wrapped__ is scan and not hasattr(patched, "cache_info")
+    folder = Path(__file__).parent
+    assert patched(__file__)["from"] == str(folder)  # a file -> its folder
+    assert patched(str(folder)) is patched(folder) is patched(__file__) and calls == [folder]  # one scan for all three
     assert finder.find_spec(transformers_startup.MODELS_PACKAGE) is None  # applied once
     assert transformers_startup.share_models_scan() and fake.create_import_structure_from_path is patched
 

@@ -30,10 +30,10 @@ def share_models_scan() -> bool:
     """Route `create_import_structure_from_path` through the folder's Path; True when the patch is in place."""
     import_utils = sys.modules.get(IMPORT_UTILS)  # loaded by `import transformers`; never imported from here
     scan = getattr(import_utils, SCAN, None)
-    if scan is None or not hasattr(scan, "cache_info"):
-        return False
     if getattr(scan, "_lora_shared", False):
         return True
+    if scan is None or not hasattr(scan, "cache_info"):
+        return False
 
     @functools.wraps(scan)
     def shared(module_path):
