@@ -60,6 +60,7 @@ os._exit(0)  # the loader's worker is not shut down in order here; nothing else 
 
 IMPORTS = r'''
 import json, time
+import lora  # as `lora train` runs: transformers' models index built once (lora.core.transformers_startup)
 t0 = time.perf_counter()
 import torch, transformers
 t1 = time.perf_counter()
