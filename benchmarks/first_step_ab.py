@@ -10,12 +10,11 @@ given (A B B A ...). Prints one line per run and the medians; redirect into a lo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from first_step_breakdown import child
 
 CODE = ("import json, sys; sys.path.insert(0, 'benchmarks'); from tasks import scale_run; "
         "r = scale_run(sys.argv[1], sys.argv[2], 1, 60.0, sys.argv[3], prepared=sys.argv[4]); "
@@ -25,11 +24,8 @@ SHOWN = ("select_data", "load_model", "train_batches", "train")
 
 def one(tree: Path, manifest: Path, work: Path) -> tuple[float, dict]:
     env = os.environ | {"PYTHONPATH": str(tree / "src")}
-    done = subprocess.run([sys.executable, "-c", CODE, str(manifest), str(work / "run"), str(work / "preflight.sqlite"),
-                           str(work / "prepared")], cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
-    if done.returncode:
-        raise SystemExit(done.stderr[-3000:])
-    first, stages = json.loads(done.stdout.strip().splitlines()[-1])
+    first, stages = child(CODE, str(manifest), str(work / "run"), str(work / "preflight.sqlite"), str(work / "prepared"),
+                          env=env, cwd=tree, timeout=1800)
     return first, stages
 
 

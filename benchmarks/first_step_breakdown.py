@@ -70,8 +70,10 @@ print(json.dumps({"torch_and_transformers": t1 - t0, "moonshine_modeling_module"
 '''
 
 
-def child(code: str, *args: str, env: dict | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
+def child(code: str, *args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600):
+    """The JSON of the last line `code` prints in a fresh process (its stderr's tail on failure)."""
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
