@@ -7,7 +7,9 @@ by several points (plan.md). This adds the 30 s two-speaker telephone conversati
 ships as its test sample (`pyannote/audio/sample/sample.wav`, MIT-licensed package; 13 turns with a
 punctuated reference in `sample.stm`): fetched from PyPI at a pinned version, checked against PyPI's
 sha256, and cut at the reference's turn boundaries into clips of at most `MAX_CLIP_S` seconds (a clip
-never splits a turn). Written as 16 kHz FLAC under `--output-dir`; prints one path per line for the sweep:
+never splits a turn). Written as 16 kHz FLAC under `--output-dir`, each with its turns' human punctuated text
+beside it (`<clip>.txt`: the sweep scores the conversation's style against that, not against the base model's
+output, which writes its first turn as one unpunctuated lower-case run); prints one path per line for the sweep:
 
     uv run python recipes/style_audio.py --output-dir ~/.cache/lora/style_audio
     uv run python recipes/digits_sweep.py --family moonshine ... \\
@@ -26,6 +28,8 @@ import zipfile
 from pathlib import Path
 
 import soundfile as sf
+
+from lora.core.outputs import write_text_atomic
 
 PACKAGE, VERSION = "pyannote.audio", "4.0.7"
 WHEEL_SHA256 = "852ea15c4d85bc34773e618267603ffca6a521669a74d33742692cc67fc700d6"
@@ -47,14 +51,24 @@ def clips_from_turns(turns: list[tuple[float, float]], max_seconds: float = MAX_
     return [(a, b) for a, b in clips]
 
 
-def read_turns(stm: str) -> list[tuple[float, float]]:
-    """(start, end) of each line of an STM file: `<file> <channel> <speaker> <start> <end> <words...>`."""
-    turns = []
+def read_cues(stm: str) -> list[tuple[float, float, str]]:
+    """(start, end, words) of each line of an STM file: `<file> <channel> <speaker> <start> <end> <words...>`."""
+    cues = []
     for line in stm.splitlines():
-        fields = line.split()
+        fields = line.split(maxsplit=5)
         if len(fields) >= 5:
-            turns.append((float(fields[3]), float(fields[4])))
-    return sorted(turns)
+            cues.append((float(fields[3]), float(fields[4]), fields[5].strip() if len(fields) > 5 else ""))
+    return sorted(cues)
+
+
+def read_turns(stm: str) -> list[tuple[float, float]]:
+    """(start, end) of each line of an STM file."""
+    return [(start, end) for start, end, _ in read_cues(stm)]
+
+
+def clip_texts(cues: list[tuple[float, float, str]], clips: list[tuple[float, float]]) -> list[str]:
+    """The words of the turns inside each clip, in time order (a clip never splits a turn)."""
+    return [" ".join(words for start, end, words in cues if a <= start and end <= b and words) for a, b in clips]
 
 
 def fetch_wheel() -> bytes:
@@ -77,7 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.output_dir).expanduser()
     paths = sorted(out.glob("pyannote-sample-*.flac"))
-    if not paths:
+    if not paths or not all(path.with_suffix(".txt").is_file() for path in paths):  # clips of an older run lack their text
+        paths = []
         try:
             wheel = zipfile.ZipFile(io.BytesIO(fetch_wheel()))
         except OSError as err:
@@ -86,11 +101,13 @@ def main() -> None:
         audio, rate = sf.read(io.BytesIO(wheel.read(WHEEL_MEMBER)), dtype="float32")
         if rate != 16000 or audio.ndim != 1:  # the pinned file is 16 kHz mono; anything else is not the file we checked
             raise SystemExit(f"{PACKAGE} {VERSION} {WHEEL_MEMBER}: {rate} Hz, {audio.ndim} dims, expected 16 kHz mono")
-        turns = read_turns(wheel.read(STM_MEMBER).decode("utf-8"))
+        cues = read_cues(wheel.read(STM_MEMBER).decode("utf-8"))
+        clips = clips_from_turns([(start, end) for start, end, _ in cues])
         out.mkdir(parents=True, exist_ok=True)
-        for i, (start, end) in enumerate(clips_from_turns(turns)):
+        for i, ((start, end), text) in enumerate(zip(clips, clip_texts(cues, clips), strict=True)):
             a, b = max(0, int((start - PAD_S) * rate)), min(len(audio), int((end + PAD_S) * rate))
             path = out / f"pyannote-sample-{i:02d}.flac"
+            write_text_atomic(path.with_suffix(".txt"), text + "\n")  # before its clip: a clip found has its text
             tmp = path.with_suffix(".tmp.flac")
             sf.write(tmp, audio[a:b], rate, format="FLAC")
             tmp.replace(path)  # atomic: a half-written clip is never picked up

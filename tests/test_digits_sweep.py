@@ -23,18 +23,65 @@ def row(valid, forget, seconds, **extra):
 def test_lowest_validation_wer_within_both_budgets_wins():
     rows = [row(0.02, 0.013, 694, name="all"), row(0.04, 0.013, 150, name="decoder"),
             row(0.01, 0.05, 100, name="forgets")]
-    assert sweep.choose(rows, baseline_forget_wer=0.013)["name"] == "decoder"
+    assert sweep.choose(rows, {"forget_wer": 0.013})["name"] == "decoder"
 
 
 def test_over_time_budget_is_not_eligible_but_fast_enough_is():
     budget = sweep.TRAIN_BUDGET_S
     rows = [row(0.02, 0.0, budget + 1, name="slow"), row(0.06, 0.0, budget, name="at budget")]
-    assert sweep.choose(rows, 0.0)["name"] == "at budget"
+    assert sweep.choose(rows, {"forget_wer": 0.0})["name"] == "at budget"
 
 
 def test_nothing_within_budgets_falls_back_to_least_forgetting():
     rows = [row(0.02, 0.05, 50, name="a"), row(0.09, 0.03, 900, name="b")]
-    assert sweep.choose(rows, 0.0)["name"] == "b"
+    assert sweep.choose(rows, {"forget_wer": 0.0})["name"] == "b"
+
+
+def test_style_lost_on_either_check_is_not_eligible():
+    """Against the base model's output (no human reference) the verdict's thresholds; against a human reference
+    at least the base model's own F1."""
+    baseline = {"forget_wer": 0.0, "human_punctuation_f1_per_clip": [0.0, 0.933, 0.857],
+                "human_capitalisation_f1_per_clip": [0.4, 1.0, None]}
+    styled = {"forget_punctuation_f1": 1.0, "forget_capitalisation_f1": 1.0}
+    rows = [row(0.05, 0.0, 60, name="kept", **styled, human_punctuation_f1_per_clip=[0.947, 0.933, 0.889],
+                human_capitalisation_f1_per_clip=[1.0, 1.0, 0.5]),
+            # better than the base model pooled (its first clip is unpunctuated), worse on the third clip
+            row(0.01, 0.0, 60, name="loses a clip", **styled, human_punctuation_f1_per_clip=[1.0, 0.933, 0.5],
+                human_capitalisation_f1_per_clip=[1.0, 1.0, 1.0]),
+            row(0.02, 0.0, 60, name="loses to base", forget_punctuation_f1=0.85, forget_capitalisation_f1=1.0)]
+    assert sweep.choose(rows, baseline)["name"] == "kept"
+
+
+def test_the_fallback_prefers_style_kept_at_the_same_forgetting_wer():
+    """Nothing within the budgets (all lose style on the base-referenced check but one, which trains too long):
+    the least forgetting, with style counted before validation WER."""
+    rows = [row(0.07, 0.013, 100, name="best valid", forget_punctuation_f1=0.68, forget_capitalisation_f1=0.82),
+            row(0.09, 0.013, 900, name="style kept", forget_punctuation_f1=0.95, forget_capitalisation_f1=0.97)]
+    assert sweep.choose(rows, {"forget_wer": 0.013})["name"] == "style kept"
+
+
+def test_style_scores_use_the_human_reference_where_a_clip_has_one():
+    base = ["Hello hello i didn't know", "Two stray kittens, at home."]
+    tuned = ["Hello? Hello. I didn't know.", "Two stray kittens. At home."]
+    human = "Hello? Hello? I didn't know."
+    scores = sweep.style_scores(tuned, base, [human, None])
+    # the read clip against the base model's output: its comma became a stop ("At" capitalised)
+    assert scores["forget_punctuation_f1"] == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))
+    assert scores["forget_capitalisation_f1"] == pytest.approx(2 * 1 / (2 * 1 + 1))
+    # the conversation against the human text: "?", "?" and "." written "?", "." and "."; every capital right
+    assert scores["human_punctuation_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert scores["human_capitalisation_f1"] == 1.0
+    assert scores["human_punctuation_f1_per_clip"] == [pytest.approx(2 / 3)]
+    assert scores["human_capitalisation_f1_per_clip"] == [1.0]
+    assert sweep.style_scores(tuned[1:], base[1:], [None])["human_punctuation_f1"] is None
+
+
+def test_a_style_clip_with_text_beside_it_has_a_human_reference(tmp_path):
+    clip = tmp_path / "pyannote-sample-00.flac"
+    clip.write_bytes(b"")
+    assert sweep.human_reference(str(clip)) is None
+    clip.with_suffix(".txt").write_text("Hello? Oh, hello.\n", encoding="utf-8")
+    assert sweep.human_reference(str(clip)) == "Hello? Oh, hello."
 
 
 @pytest.mark.parametrize("family,name", [("whisper", "default"), ("whisper", "fast"), ("moonshine", "default"),
@@ -71,6 +118,16 @@ def test_conversation_turns_become_clips_of_at_most_ten_seconds():
     assert style_audio.read_turns(stm) == [(6.68, 7.16), (7.634, 8.155)]
     turns = [(0.0, 4.0), (4.5, 9.0), (9.5, 12.0), (12.0, 30.0), (30.5, 31.0)]
     assert style_audio.clips_from_turns(turns, 10.0) == [(0.0, 9.0), (9.5, 12.0), (12.0, 30.0), (30.5, 31.0)]
+
+
+def test_each_clip_carries_the_human_text_of_its_turns():
+    stm = ("sample 1 Diane 8.436 8.876 Oh, hello.\n"
+           "sample 1 Diane 6.68 7.16 Hello?\n"
+           "sample 1 Sheila 14.444 17.769 And I'm Sheila in Texas, originally from Chicago.\n")
+    cues = style_audio.read_cues(stm)
+    assert cues[0] == (6.68, 7.16, "Hello?")
+    clips = style_audio.clips_from_turns([(a, b) for a, b, _ in cues], 5.0)
+    assert style_audio.clip_texts(cues, clips) == ["Hello? Oh, hello.", "And I'm Sheila in Texas, originally from Chicago."]
 
 
 def _band_energy(samples: np.ndarray, low_hz: float) -> float:
