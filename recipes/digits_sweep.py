@@ -44,7 +44,7 @@ is the base model's own output). By default that is `test-data/beckett.wav`, the
 read speech shipped in the `moonshine-cpp` wheel: neither trained on, replayed, nor in the recipe's canary.
 A `--style-audio` clip with a human punctuated transcript beside it (`<clip>.txt`, as recipes/style_audio.py
 writes for the conversation) is scored against that transcript instead, and the tuned model keeps style there
-when its F1 is at least the base model's: the base model's own output is no yardstick where it is itself
+when its F1 on each such clip is at least the base model's: the base model's own output is no yardstick where it is
 unpunctuated (it writes the conversation's first turn as one lower-case run that every tuned point punctuates).
 """
 
