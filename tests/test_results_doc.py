@@ -1,4 +1,4 @@
-"""Every figure RESULTS.md cites is the one in its committed result file.
+"""Every figure RESULTS.md and plan.md cite is the one in its committed result file.
 
 A cited figure is written as `4,450<!-- benchmarks/results/gpu.json results/moonshine-base-en/ours/audio_seconds_per_second ,.0f -->`:
 the value as printed, then (in an HTML comment a reader does not see) the file, the path of keys to the
@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "RESULTS.md"
+DOCS = (ROOT / "RESULTS.md", ROOT / "plan.md")
 FIGURE = re.compile(r"(?P<shown>[-+]?[\d,]*\.?\d+(?:%|x)?)<!-- (?P<file>\S+) (?P<keys>\S+) (?P<fmt>\S+) -->")
 
 
-def cited() -> list[re.Match]:
-    return list(FIGURE.finditer(DOC.read_text(encoding="utf-8")))
+def cited(doc: Path | None = None) -> list[re.Match]:
+    return [m for d in ([doc] if doc else DOCS) for m in FIGURE.finditer(d.read_text(encoding="utf-8"))]
 
 
 def lookup(data, keys: str):
@@ -29,10 +29,11 @@ def lookup(data, keys: str):
     return data
 
 
-def test_results_doc_cites_figures():
-    assert len(cited()) >= 10
-    comments = DOC.read_text(encoding="utf-8").count("<!-- ")
-    assert comments == len(cited()), "a figure comment that does not parse: value<!-- file keys format -->"
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_results_doc_cites_figures(doc):
+    assert len(cited(doc)) >= 10
+    comments = doc.read_text(encoding="utf-8").count("<!-- ")
+    assert comments == len(cited(doc)), "a figure comment that does not parse: value<!-- file keys format -->"
 
 
 @pytest.mark.parametrize("match", cited(), ids=lambda m: f"{m['file']}:{m['keys']}")
