@@ -4,6 +4,7 @@ config files, and a run that stops on a non-finite loss."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -45,6 +46,11 @@ def test_each_subcommand_help_names_itself_without_torch(command):
     first = proc.stdout.splitlines()[0]
     assert first.startswith(f"usage: lora {command}"), first
     assert "TORCH False" in proc.stdout
+
+
+def test_version_is_one_line_and_exit_0():
+    proc = _lora("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"lora {importlib.metadata.version('lora')}"
 
 
 def test_unknown_command_is_one_line_and_exit_2():

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 
 from lora.core.memory import prefer_jemalloc
@@ -33,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: lora <command> [options]   (lora <command> --help for its options)", "", "commands:"]
+    lines = ["usage: lora <command> [options]   (lora <command> --help for its options; lora --version)", "",
+             "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in {"-h", "--help", "help"}:
         print(usage())
         return 0 if args else 2
+    if args[0] in {"-V", "--version"}:
+        print(f"lora {importlib.metadata.version('lora')}")  # `lora doctor` has the libraries' versions
+        return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; one of: {', '.join(COMMANDS)} (lora --help)", file=sys.stderr)
