@@ -238,6 +238,22 @@ def test_audio_format_decodes_to_the_original(write, min_corr, sentence, tmp_pat
     assert np.corrcoef(decoded, x)[0, 1] >= min_corr
 
 
+def test_stereo_with_one_channel_inverted_decodes_to_the_speech_not_to_silence(sentence, tmp_path):
+    """A stereo recording whose right channel is the left inverted (one input wired in opposite polarity) held
+    real speech in both channels, yet the plain mean of the channels cancelled it to zeros and preflight
+    quarantined it as "silent". It decodes to the clip itself; a channel that is silent, or in phase, still
+    mixes as the plain mean."""
+    x, _ = sentence
+    inverted = _sf(np.stack([x, -x], axis=1), tmp_path / "inverted.wav", SAMPLE_RATE, subtype="PCM_16")
+    decoded = load_audio(inverted)
+    assert np.corrcoef(decoded, x)[0, 1] >= 0.9999
+    assert float(np.sqrt(np.mean(decoded ** 2))) == pytest.approx(float(np.sqrt(np.mean(x ** 2))), rel=1e-3)
+    report = preflight(read_source(_listing(tmp_path, inverted)).rows, quiet=True)
+    assert len(report.good) == 1 and not report.bad
+    left_only = _sf(np.stack([x, 0 * x], axis=1), tmp_path / "left.wav", SAMPLE_RATE, subtype="PCM_16")
+    np.testing.assert_array_equal(load_audio(left_only), sf.read(str(left_only), dtype="float32")[0].mean(axis=1))
+
+
 def test_check_keeps_quiet_loud_and_reencoded_real_speech_in_a_folder(sentence, speech_dir, tmp_path, capsys):
     """A folder of recordings with same-name transcripts, names with spaces and upper-case extensions: every one is
     kept. The -30 dB copy of dev-clean 1988-24833-0000 has a whole-clip RMS of 7.1e-4 (it was quarantined as

@@ -48,13 +48,30 @@ def within_full_scale(audio: np.ndarray) -> np.ndarray:
     return audio
 
 
+def downmix(audio: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> mono: the mean of the channels, each first given the polarity of the loudest.
+
+    A plain mean cancels channels recorded in opposite polarity (a stereo recorder with one input wired
+    inverted, a mid/side pair): LibriSpeech 1089-134686-0000 as L = x, R = -x mixes to a speech level of
+    1.5e-5, refused as silent, where either channel alone is the clip itself. A channel whose correlation with
+    the loudest channel is negative is inverted first; channels in phase, silent or unrelated (one speaker per
+    channel) mix as the plain mean, bit for bit as before."""
+    if audio.shape[1] == 1:
+        return audio[:, 0]
+    loudest = audio[:, int(np.argmax(np.einsum("ij,ij->j", audio, audio)))]  # float32 sums: only signs matter here
+    signs = np.where(loudest @ audio < 0, -1.0, 1.0)
+    if (signs > 0).all():
+        return audio.mean(axis=1)
+    return audio @ (signs / audio.shape[1]).astype(audio.dtype)
+
+
 def to_mono_16k(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """Mix (frames, channels) to mono and resample to 16 kHz, as float32 within full scale."""
+    """Mix (frames, channels) to mono (`downmix`) and resample to 16 kHz, as float32 within full scale."""
     import soxr
 
     audio = np.asarray(samples, dtype=np.float32)
     if audio.ndim == 2:
-        audio = audio.mean(axis=1)
+        audio = downmix(audio)
     audio = within_full_scale(audio)
     if sampling_rate != SAMPLE_RATE:
         audio = soxr.resample(audio, sampling_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lora.core.audio import SAMPLE_RATE
+from lora.core.audio import SAMPLE_RATE, downmix
 from lora.core.text import normalize_for_scoring
 from lora.data.manifest import BadRow
 
@@ -146,7 +146,7 @@ def mono(samples: np.ndarray) -> np.ndarray:
     """(frames[, channels]) -> mono float64 mix, the signal a model sees after `lora.core.audio.to_mono_16k`."""
     audio = np.asarray(samples, dtype=np.float64)
     if audio.ndim == 2:
-        return audio.mean(axis=1)
+        return downmix(audio)
     if audio.ndim != 1:
         raise ValueError(f"samples have {audio.ndim} dimensions; expected frames[, channels]")
     return audio
