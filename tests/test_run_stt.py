@@ -121,3 +121,36 @@ def test_stt_transcribes_a_clipped_recording_with_a_warning(speech_dir, tiny_moo
     assert [s["id"] for s in result["samples"]] == ["clipped"] and result["errors"] == []
     err = capsys.readouterr().err
     assert f"warning: {clipped}: " in err and "transcribed all the same" in err
+
+
+def test_stt_transcribes_dc_offset_and_very_quiet_speech_and_refuses_amplified_silence(speech_dir, tiny_moonshine, tmp_path,
+                                                                                        capsys):
+    """A real clip with a +0.3 DC offset, or scaled by 1e-3 (speech level ~1e-4, under training's `silent` floor), was
+    refused ("DC offset", "holds no audible speech") though both models read either as well as the original once the
+    offset is removed / the gain applied: stt now decodes the conditioned samples and says what it did. The quiet clip
+    reaches the model at a normal level; the same clip's first 0.25 s (room tone before the first word) made as quiet
+    holds no speech once amplified: refused, exit 2, nothing written."""
+    import soundfile as sf
+
+    from lora.scripts import run_stt
+
+    x, rate = sf.read(str(sorted((speech_dir / "jfk").rglob("*.flac"))[0]), dtype="float64")
+    dc, quiet = tmp_path / "dc.wav", tmp_path / "quiet.wav"
+    sf.write(str(dc), np.clip(x + 0.3, -1, 1), rate, subtype="PCM_16")
+    sf.write(str(quiet), x * 1e-3, rate, subtype="FLOAT")
+    samples, note = run_stt.conditioned(np.asarray(sf.read(str(dc), dtype="float32")[0]), run_stt.VadOptions())
+    assert "DC offset +0.300 removed" in note and abs(float(samples.mean())) < 1e-6
+    samples, note = run_stt.conditioned(np.asarray(sf.read(str(quiet), dtype="float32")[0]), run_stt.VadOptions())
+    assert "very quiet" in note and np.corrcoef(samples, x)[0, 1] > 0.9999
+    assert run_stt.speech_level(samples, rate) >= run_stt.TRAINING_HYGIENE.silent_rms
+    out = tmp_path / "stt.json"
+    assert run_stt.main([str(dc), str(quiet), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert sorted(s["id"] for s in result["samples"]) == ["dc", "quiet"] and result["errors"] == []
+    err = capsys.readouterr().err
+    assert f"warning: {dc}: DC offset" in err and f"warning: {quiet}: very quiet" in err
+    pause = tmp_path / "pause.wav"
+    sf.write(str(pause), x[:4000] * 1e-2, rate, subtype="FLOAT")  # the room tone before the first word, 40 dB down
+    assert run_stt.main([str(pause), "--model-id", str(tiny_moonshine), "--output", str(tmp_path / "p.json"), "--quiet"]) == 2
+    assert not (tmp_path / "p.json").exists()
+    assert "no speech heard" in capsys.readouterr().err

@@ -20,20 +20,22 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
 from lora.data.hf_sources import read_dataset
-from lora.data.hygiene import HygieneOptions
+from lora.data.hygiene import HygieneOptions, speech_level
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
 from lora.data.selection import seen_in_training
 from lora.evaluation import score
 from lora.families import all_exports, family_for
-from lora.longform import LongformOptions, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
+from lora.longform import LongformOptions, VadOptions, detect_speech, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.results import SttArtifact, write_result
 from lora.scripts.dataset_args import add_dataset_args, dataset_options
@@ -42,9 +44,17 @@ log = logging.getLogger("lora")
 
 MAX_SECONDS = 24 * 3600.0  # stt takes recordings of any length (a day is a generous sanity bound)
 # Transcribing is not training: a heavily clipped recording is still worth its transcript, so stt warns about
-# clipping where training and scoring quarantine it (a share of clipped samples can never exceed 1).
-# Silent, constant and non-finite audio still have nothing to transcribe and are refused as everywhere.
-STT_HYGIENE = HygieneOptions(clipped_quarantine_share=1.0)
+# clipping where training and scoring quarantine it (a share of clipped samples can never exceed 1). The same
+# for a DC offset (removed before decoding) and for speech far quieter than training's `silent` floor (brought
+# up to a normal level, then kept only where silero-vad hears speech in it): LibriSpeech 1089-134686-0000 with
+# +0.3 DC, or scaled by 1e-3 (speech level 1.2e-4), was refused, while both models transcribe either as well as
+# the original once offset removed / gain applied. Digital silence (below `QUIET_FLOOR`), constant and
+# non-finite audio still have nothing to transcribe and are refused as everywhere.
+TRAINING_HYGIENE = HygieneOptions()
+QUIET_FLOOR = 1e-5  # speech level (hygiene.speech_level) below a 16-bit LSB's RMS: digital silence
+QUIET_TARGET = 0.05  # the speech level quiet audio is brought up to (real clips: 0.0039-0.37)
+STT_HYGIENE = HygieneOptions(clipped_quarantine_share=1.0, silent_rms=QUIET_FLOOR, min_ac_rms=QUIET_FLOOR,
+                             max_abs_mean=float("inf"), max_mean_to_std=float("inf"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +169,27 @@ def audio_rows(paths: list[str], reference: str | None) -> list[Utterance]:
     return rows
 
 
+def conditioned(samples: np.ndarray, vad: VadOptions) -> tuple[np.ndarray, str]:
+    """Samples fit to decode, and what was done to them ("" when nothing), for audio training would refuse but
+    that holds speech: a DC offset is subtracted, speech below training's `silent` level is brought up to
+    `QUIET_TARGET` (peak within full scale). Raises ValueError when amplified audio holds no speech (silero-vad)."""
+    notes = []
+    mean, std = float(samples.mean()), float(samples.std())
+    if abs(mean) > TRAINING_HYGIENE.max_abs_mean or abs(mean) > TRAINING_HYGIENE.max_mean_to_std * std:
+        samples = (samples - mean).astype(np.float32)
+        notes.append(f"DC offset {mean:+.3f} removed")
+    level = speech_level(samples, SAMPLE_RATE)
+    if 0 < level < TRAINING_HYGIENE.silent_rms:
+        gain = min(QUIET_TARGET / level, 1.0 / max(float(np.max(np.abs(samples))), 1e-12))
+        samples = (samples * gain).astype(np.float32)
+        if not detect_speech(samples, vad):
+            raise ValueError(f"speech level {level:.2e} and no speech heard in it at +{20 * np.log10(gain):.0f} dB: "
+                             "nothing to transcribe; check the recording")
+        notes.append(f"very quiet (speech level {level:.2e} < {TRAINING_HYGIENE.silent_rms:g}): decoded at "
+                     f"+{20 * np.log10(gain):.0f} dB")
+    return samples, "; ".join(notes)
+
+
 def load_transcriber(args):
     """(transcribe_batch, artifact model fields, adapter run info, model family) for the chosen model."""
     if args.exported:
@@ -235,10 +266,20 @@ def _main(argv: list[str] | None) -> int:
         except Exception as exc:  # one unreadable file must not lose the others
             errors.append({"id": u.id, "origin": u.origin, "reason": "cannot decode", "detail": f"{type(exc).__name__}: {exc}"})
             continue
+        try:
+            samples, note = conditioned(samples, options.vad)
+        except ValueError as exc:
+            errors.append({"id": u.id, "origin": u.origin, "reason": "hygiene: silent", "detail": str(exc)})
+            continue
+        if note:
+            log.warning("warning: %s: %s (transcribed all the same)", u.origin, note)
         transcripts[u.id] = transcribe_any(samples, transcribe_batch, options)
         texts[u.id] = (u.text, len(samples) / SAMPLE_RATE)
         if len(samples) > max_chunk_s * SAMPLE_RATE:
             log.info("%s: %.0f s long-form -> %d segments", u.id, len(samples) / SAMPLE_RATE, len(transcripts[u.id].segments))
+    if not transcripts:  # every file failed after preflight (undecodable, or no speech heard): nothing to write
+        first = errors[0]
+        raise UserError(f"{first['origin']}: {first['reason']} ({first['detail']}); fix or remove the bad file(s)")
     scored = [i for i, (text, _) in texts.items() if text.strip()]
     result = score(scored, [texts[i][0] for i in scored], [transcripts[i].text for i in scored])
     per_id = {s["id"]: s["wer"] for s in result["samples"]}
