@@ -144,7 +144,15 @@ def test_bad_row_reason_and_origin(messy, name, reason, detail):
     found = [b for b in report.bad if b.origin == f"{manifest}:{line}"]
     assert len(found) == 1, f"{name}: expected one bad row at line {line}"
     assert found[0].reason == reason
-    assert re.search(detail, found[0].detail), found[0].detail
+    shown = re.sub(rf"^{re.escape(str(manifest.parent))}/[^:]*: ", "", found[0].detail)  # led by the audio file's path
+    assert re.search(detail, shown), found[0].detail
+
+
+def test_a_files_problem_names_the_file_where_the_origin_is_a_listing_line(messy):
+    manifest, report = messy
+    line = [c[0] for c in CASES].index("zero_samples_wav") + 1
+    (found,) = [b for b in report.bad if b.origin == f"{manifest}:{line}"]
+    assert found.detail == f"{manifest.parent / 'nos.wav'}: 0 frames in the WAV file"
 
 
 def test_every_row_is_accounted_for_once(messy):
@@ -202,7 +210,7 @@ def test_duration_bounds_are_options(tmp_path):
     write_audio(tmp_path / "a.wav", 2.0)
     manifest = write_jsonl(tmp_path / "m.jsonl", [{"audio": "a.wav", "text": "x"}])
     report = preflight_source(manifest, max_seconds=1.5, min_good=0, quiet=True)
-    assert [(b.reason, b.detail.split(";")[0]) for b in report.bad] == [("too long", "2.0 s > 1.5 s")]
+    assert [(b.reason, b.detail.split(";")[0]) for b in report.bad] == [("too long", f"{tmp_path / 'a.wav'}: 2.0 s > 1.5 s")]
     assert preflight_source(manifest, min_seconds=2.5, max_seconds=9, min_good=0, quiet=True).bad[0].reason == "too short"
     with pytest.raises(UserError, match="pass --min-seconds below --max-seconds"):
         preflight_source(manifest, min_seconds=5, max_seconds=1, quiet=True)

@@ -151,7 +151,7 @@ def check_rows(rows: Iterable[Utterance], bad: Iterable[BadRow] = (), *, min_sec
     good: list[Utterance] = []
     for utt, probe in zip(candidates, probes):
         if not probe.ok:
-            found.append(BadRow(utt.origin, probe.reason, utt.id, probe.detail))
+            found.append(BadRow(utt.origin, probe.reason, utt.id, _naming_audio(utt, probe.detail)))
             continue
         utt.extra["seconds"] = probe.seconds
         good.append(utt)
@@ -160,6 +160,14 @@ def check_rows(rows: Iterable[Utterance], bad: Iterable[BadRow] = (), *, min_sec
         good = _hygiene(good, hygiene, tokenizer, workers, found, warnings)
     return PreflightReport(tuple(good), tuple(sorted(found, key=_origin_key)), source, repeats=repeats,
                            warnings=tuple(sorted(warnings, key=_origin_key)))
+
+
+def _naming_audio(utt: Utterance, detail: str) -> str:
+    """`detail` led by the row's audio file where it does not name it already: a row's origin is the line that
+    lists it (a manifest's, a transcript's), so "flac decoder lost sync" alone leaves the user to find the file."""
+    if not isinstance(utt.audio, str | Path) or str(utt.audio) in detail or str(utt.audio) in utt.origin:
+        return detail
+    return f"{utt.audio}: {detail}" if detail else str(utt.audio)
 
 
 def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers: int, found: list[BadRow],
@@ -188,7 +196,7 @@ def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers:
     for i, (utt, key) in enumerate(zip(rows, keys)):
         fact = facts[first_of[key if key is not None else ("inline", i)]]
         if isinstance(fact, Probe):
-            found.append(BadRow(utt.origin, fact.reason, utt.id, fact.detail))
+            found.append(BadRow(utt.origin, fact.reason, utt.id, _naming_audio(utt, fact.detail)))
             continue
         findings, digest = fact
         findings = list(findings)
