@@ -48,6 +48,13 @@ def test_each_subcommand_help_names_itself_without_torch(command):
     assert "TORCH False" in proc.stdout
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_bad_option_is_one_line_and_exit_2(command):
+    proc = _lora(command, "--no-such-option")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: lora {command}: ") and proc.stderr.endswith(f"; see lora {command} --help\n")
+
+
 def test_version_is_one_line_and_exit_0():
     proc = _lora("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"lora {importlib.metadata.version('lora')}"

@@ -5,16 +5,27 @@ Deliberately imports nothing heavy so `--help` stays fast (torch is imported ins
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from typing import NoReturn
 
 from lora.core.errors import EXIT_USER_ERROR, Interrupted, UserError
 
 log = logging.getLogger("lora")
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C (128 + SIGINT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser under the one-line error contract: a bad option value is one stderr line and exit code 2
+    (`error: lora train: argument --max-steps: invalid int value: 'abc'; see lora train --help`), where
+    argparse prints the whole usage first (about 50 lines for `lora train`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message}; see {self.prog} --help\n")
 
 
 def setup_logging(quiet: bool = False, level: str = "INFO") -> None:

@@ -22,7 +22,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.memory import prefer_jemalloc
 from lora.core.outputs import write_json_atomic, write_text_atomic
@@ -75,7 +75,7 @@ PER_FAMILY = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora digits", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="lora digits", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--families", default="moonshine,whisper", help="comma-separated families to run")
     parser.add_argument("--speech-dir", default="../shared/speech", help="folder holding fsdd/ and LibriSpeech subsets")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from lora import pipeline
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.data_loader import prepare_dataset
 from lora.training import example_source, train_lora
@@ -18,7 +18,7 @@ from lora.training_config import TrainConfig, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora poc", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="lora poc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-id", default="auto", help="hub id, local dir or import name (default: auto)")
     parser.add_argument("--data-dir", default=None, help="LibriSpeech-layout folder (default: ../shared/speech)")
     parser.add_argument("--samples", type=int, default=4, help="real utterances to fit")

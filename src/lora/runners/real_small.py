@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lora import pipeline
 from lora.checkpoint import OutputLock
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.memory import prefer_jemalloc
 from lora.hf_args import alias_help, rewrite_hf_args
@@ -30,7 +30,7 @@ from lora.training_config import TrainConfig, add_dataclass_args, config_from_ar
 log = logging.getLogger("lora")
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="lora train",
         description="LoRA fine-tune a small speech recogniser on real speech (a few dozen utterances to a corpus "
         "streamed from disk) and report baseline vs tuned eval loss and WER on speaker-disjoint held-out speech.",

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
 from lora.core.outputs import check_output_file, write_text_atomic
@@ -25,7 +25,7 @@ log = logging.getLogger("lora")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora build-manifest", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="lora build-manifest", description=__doc__.split("\n\n")[1])
     parser.add_argument("--split", default="test", help="LibriSpeech split or folder name (test -> test-clean)")
     parser.add_argument("--samples", type=int, default=3, help="number of utterances")
     parser.add_argument("--output", required=True, help="JSONL file to write")

@@ -29,7 +29,7 @@ import logging
 import math
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.hygiene import HygieneOptions, disagreements, transcribe_rows
@@ -47,7 +47,7 @@ def hygiene_flag(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora check", description=__doc__.split("\n\n")[1],
+    parser = ArgumentParser(prog="lora check", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("source", metavar="MANIFEST_OR_DIR", help="manifest file or "
                         "a folder (LibriSpeech layout, a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts)")

@@ -7,7 +7,7 @@ import argparse
 import os
 import shutil
 
-from lora.core.cli import run_cli
+from lora.core.cli import ArgumentParser, run_cli
 from lora.core.hub import hub_reachable
 from lora.core.outputs import library_versions
 from lora.core.paths import default_speech_dir, imported_models_dir
@@ -16,7 +16,7 @@ from lora.importing import imports, read_record
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog="lora doctor", description=__doc__.split(":", 1)[1].strip())
+    return ArgumentParser(prog="lora doctor", description=__doc__.split(":", 1)[1].strip())
 
 
 def doctor() -> list[tuple[str, str]]:

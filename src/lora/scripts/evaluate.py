@@ -23,7 +23,7 @@ import logging
 import time
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, library_versions
 from lora.core.paths import default_speech_dir
@@ -53,7 +53,7 @@ LONG_MAX_SECONDS = 24 * 3600.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora eval", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="lora eval", description=__doc__.split("\n\n")[1])
     parser.add_argument("--model-id", default="auto", help="hub id, local dir or import name (default: auto)")
     parser.add_argument("--adapter-dir", default=None, help="optional LoRA adapter (a run's lora_adapter/)")
     source = parser.add_mutually_exclusive_group()

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.export import REPORT_FILE, ExportOptions, export_adapter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora export", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="lora export", description=__doc__.split("\n\n")[1])
     parser.add_argument("--adapter-dir", required=True, help="a run's lora_adapter/ folder")
     parser.add_argument("--format", required=True, help="onnx (Moonshine, onnxruntime) or ct2 (Whisper, CTranslate2)")
     parser.add_argument("--output", required=True, help="folder to write the exported model and export_report.json into")

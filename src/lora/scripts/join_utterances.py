@@ -13,7 +13,7 @@ import io
 import json
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_bytes_atomic, write_text_atomic
 from lora.core.paths import default_speech_dir
@@ -22,7 +22,7 @@ from lora.data.records import list_subsets, read_librispeech_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora join", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="lora join", description=__doc__.split("\n\n")[1])
     parser.add_argument("--data-dir", default=None, help="LibriSpeech-layout folder (default: ../shared/speech)")
     parser.add_argument("--subset", required=True, help="subset folder to take the utterances from (e.g. ljspeech)")
     parser.add_argument("--speaker", default=None, help="speaker id (default: the one with the most audio)")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora merge", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = ArgumentParser(prog="lora merge", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("--adapter-dir", required=True, help="a run's lora_adapter/ folder")
     parser.add_argument("--output", required=True, help="folder for the merged transformers model (replaced if it is one already)")
     parser.add_argument("--model-id", default=None, help="base model (default: the one the adapter records)")

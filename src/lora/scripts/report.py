@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lora.core.cli import run_cli
+from lora.core.cli import ArgumentParser, run_cli
 from lora.core.errors import UserError
 from lora.report.content import write_report
 
@@ -22,7 +22,7 @@ METRICS_FILES = ("real_metrics.json", "eval.json")  # what a run folder (lora tr
 
 def build_parser() -> argparse.ArgumentParser:
     parts = __doc__.split("\n\n")
-    parser = argparse.ArgumentParser(prog="lora report", description=parts[1], epilog=parts[2])
+    parser = ArgumentParser(prog="lora report", description=parts[1], epilog=parts[2])
     parser.add_argument("metrics", type=Path, metavar="RUN_DIR|METRICS_JSON",
                         help="a run folder, or its real_metrics.json, or a lora eval's eval.json")
     parser.add_argument("--output-dir", type=Path, default=None, metavar="DIR",

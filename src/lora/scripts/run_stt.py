@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lora.core.audio import SAMPLE_RATE
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
@@ -58,7 +58,7 @@ STT_HYGIENE = HygieneOptions(clipped_quarantine_share=1.0, silent_rms=QUIET_FLOO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1],
+    parser = ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("files", nargs="*", metavar="FILE", help="audio file(s) of any length, or folders of them, as --audio")
     parser.add_argument("--audio", nargs="+", default=None, metavar="FILE",

@@ -18,7 +18,7 @@ import logging
 import math
 from pathlib import Path
 
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.core.paths import default_speech_dir
@@ -29,7 +29,7 @@ log = logging.getLogger("lora")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora scale-manifest", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="lora scale-manifest", description=__doc__.split("\n\n")[1])
     parser.add_argument("--hours", type=float, required=True, help="hours of audio the manifest should hold")
     parser.add_argument("--output", required=True, help="JSONL manifest to write")
     parser.add_argument("--speech-dir", action="append", default=None,

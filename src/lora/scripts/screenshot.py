@@ -9,12 +9,13 @@ no sync/updates/first-run), and --no-sandbox lets it run as root inside containe
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from lora.core.cli import ArgumentParser
 
 CHROMIUM = Path("/usr/bin/chromium")
 WINDOW = (1200, 1600)
@@ -53,7 +54,7 @@ def screenshot(html: Path, png: Path, window: tuple[int, int] = WINDOW, timeout:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="screenshot", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="screenshot", description=__doc__.split("\n\n")[1])
     parser.add_argument("html", type=Path, metavar="REPORT_HTML")
     parser.add_argument("png", type=Path, nargs="?", default=None, help="default: REPORT_HTML with .png")
     parser.add_argument("--height", type=int, default=WINDOW[1], help="window height in pixels (the shot's height)")

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from lora.core.audio import SAMPLE_RATE
-from lora.core.cli import run_cli, setup_logging
+from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.manifest import BadRow, read_source
@@ -50,7 +50,7 @@ QUARANTINE_FILE = "quarantine.jsonl"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora segment", description=__doc__.split("\n\n")[1],
+    parser = ArgumentParser(prog="lora segment", description=__doc__.split("\n\n")[1],
                                      epilog=__doc__.split("\n\n")[2])
     parser.add_argument("--audio", metavar="FILE",
                         help="the long recording (WAV, FLAC, OGG, MP3; M4A, WebM, videos and other containers through ffmpeg)")
