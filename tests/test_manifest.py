@@ -226,6 +226,15 @@ def test_librispeech_folder_wins_over_its_manifest(tmp_path):
     assert read_source(tmp_path / "manifest.jsonl").rows[0].id == "other"  # the file itself when named
 
 
+def test_a_librispeech_transcript_not_in_utf8_is_its_file_and_line(tmp_path):
+    chapter = tmp_path / "dev-clean" / "12" / "34"
+    write_audio(chapter / "12-34-0000.flac")
+    write_audio(chapter / "12-34-0001.flac")
+    (chapter / "12-34.trans.txt").write_bytes(b"12-34-0000 HELLO\n12-34-0001 CAF\xc9\n")
+    with pytest.raises(UserError, match=r"12-34\.trans\.txt:2: not UTF-8 \(byte 0xc9\); re-save the transcript file as UTF-8"):
+        read_source(tmp_path)
+
+
 def test_folder_with_only_a_manifest(tmp_path):
     (tmp_path / "manifest.csv").write_text("audio,text\na.wav,hi\n")
     read = read_source(tmp_path)

@@ -13,6 +13,7 @@ import numpy as np
 
 from lora.core.audio import SAMPLE_RATE, load_audio, to_mono_16k
 from lora.core.errors import UserError
+from lora.data.formats import decode_utf8
 
 # LibriSpeech split names as the hub dataset calls them -> folder names on disk.
 SPLIT_FOLDERS = {
@@ -76,7 +77,8 @@ def read_librispeech_dir(root: Path, subsets: list[str] | None = None) -> list[U
         subset = rel[0] if len(rel) == 4 else root.name
         if subsets is not None and subset not in subsets:
             continue
-        for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+        content = decode_utf8(trans, trans.read_bytes(), "transcript file")  # not UTF-8: its file:line, not a traceback
+        for lineno, line in enumerate(content.splitlines(), 1):
             if not line.strip():
                 continue
             utt_id, _, text = line.strip().partition(" ")
