@@ -18,7 +18,7 @@ import pytest
 from lora.core.errors import UserError
 from lora.results import SCHEMA_VERSION, RealMetrics, ScaleFacts, WerChange, from_dict, read_result
 from lora.scripts.commands import COMMANDS
-from lora.training_config import TrainConfig, add_dataclass_args, config_from_args
+from lora.training_config import TrainConfig, add_dataclass_args, config_from_args, load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,6 +146,16 @@ def test_config_files_are_type_checked_and_lists_accepted(tmp_path):
     with pytest.raises(UserError, match="--replay-distillation needs --replay-subsets"):
         _config(tmp_path, "h.toml", "replay_distillation = 1.0\n")
     assert _config(tmp_path, "i.toml", 'replay_distillation = 1.0\nreplay_subsets = "dev-clean"\n').replay_distillation == 1.0
+
+
+def test_config_file_encoding_byte_order_mark_and_not_utf8(tmp_path):
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbfmax_steps = 3\n")  # Notepad's UTF-8 starts with a BOM
+    assert load_config_file(tmp_path / "bom.toml", TrainConfig) == {"max_steps": 3}
+    (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"max_steps": 3}')
+    assert load_config_file(tmp_path / "bom.json", TrainConfig) == {"max_steps": 3}
+    (tmp_path / "latin1.toml").write_bytes(b'max_steps = 3\nrun_name = "caf\xe9"\n')
+    with pytest.raises(UserError, match=r"latin1\.toml:2: not UTF-8 \(byte 0xe9\); re-save the config file as UTF-8"):
+        load_config_file(tmp_path / "latin1.toml", TrainConfig)
 
 
 def test_nan_loss_stops_the_run_with_one_line(tiny_moonshine, librispeech_utterances, tmp_path):

@@ -211,9 +211,14 @@ def read_config_file(path: str | Path) -> dict:
     if suffix not in CONFIG_SUFFIXES:
         raise UserError(f"{path}: config files must end in {', '.join(CONFIG_SUFFIXES)}; rename it or convert it")
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.strerror}); check the path") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (as Notepad saves) is not part of the options
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); re-save the config file as UTF-8") from None
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
