@@ -146,6 +146,9 @@ def test_config_files_are_type_checked_and_lists_accepted(tmp_path):
     with pytest.raises(UserError, match="--replay-distillation needs --replay-subsets"):
         _config(tmp_path, "h.toml", "replay_distillation = 1.0\n")
     assert _config(tmp_path, "i.toml", 'replay_distillation = 1.0\nreplay_subsets = "dev-clean"\n').replay_distillation == 1.0
+    assert _config(tmp_path, "j.toml", 'log_level = "debug"\n').log_level == "debug"
+    with pytest.raises(UserError, match="--log-level must be one of DEBUG, INFO, WARNING, ERROR"):
+        _config(tmp_path, "k.toml", 'log_level = "verbose"\n')  # was taken as INFO, unsaid
 
 
 def test_config_file_encoding_byte_order_mark_and_not_utf8(tmp_path):

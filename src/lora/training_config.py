@@ -165,6 +165,7 @@ LIST_FIELDS = ("target_modules", "train_speakers", "eval_speakers", "replay_subs
 ALL_ROWS = ("all", "0")
 LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 BEST_METRICS = ("wer", "eval_loss", "term_error_rate")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _field_type(f: dataclasses.Field, cls) -> type:
@@ -325,6 +326,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         (cfg.early_stopping_patience >= 0, "--early-stopping-patience must be >= 0"),
         (cfg.early_stopping_patience == 0 or cfg.eval_steps > 0, "--early-stopping-patience needs --eval-steps"),
         (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "--mixed-precision must be auto, no, fp16 or bf16"),
+        (cfg.log_level.upper() in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}"),
         (cfg.style_on_draw in ("auto", "yes", "no"), "--style-on-draw must be auto, yes or no"),
         (cfg.target_policy in (None, *TARGET_POLICIES), f"--target-policy must be one of {', '.join(TARGET_POLICIES)}"),
         (cfg.style_on_draw != "yes" or not (cfg.style_consensus or cfg.join_clips > 1),
