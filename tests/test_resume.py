@@ -96,6 +96,17 @@ def test_ctrl_c_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path):
                                             f"nothing to resume in {tmp_path}")
 
 
+@pytest.mark.parametrize("text", ["[1, 2]\n", '"step 3"\n', '{"step": 3, "config": [1]}\n'])
+def test_a_checkpoint_state_that_is_no_state_is_one_line(tmp_path, text):
+    """state.json valid JSON but not a checkpoint's object: one line naming it (was an AttributeError in --resume)."""
+    from lora.checkpoint import STATE_FILE, read_state
+
+    (tmp_path / CHECKPOINT_DIR).mkdir()
+    (tmp_path / CHECKPOINT_DIR / STATE_FILE).write_text(text)
+    with pytest.raises(UserError, match=rf"{STATE_FILE}: not a checkpoint's state .*delete .*{CHECKPOINT_DIR} to start over"):
+        read_state(tmp_path)
+
+
 def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
     """A second process is refused while the first holds the lock; a forked child of the first does
     not hold it (a killed run's loader workers must not block its --resume)."""
@@ -137,5 +148,26 @@ def test_a_damaged_checkpoint_file_is_named_and_changes_nothing(tiny_moonshine, 
             p.add_(1.0)  # differs from the checkpoint: a partial restore would show
     before = [p.detach().clone() for p in params]
     with pytest.raises(UserError, match=rf"{part}: checkpoint file is unreadable .*delete .*{CHECKPOINT_DIR} to start over"):
+        load_checkpoint(tmp_path, model, optimizer, scheduler)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+
+def test_a_checkpoint_state_without_its_rng_changes_nothing(tiny_moonshine, tmp_path):
+    """state.json edited by hand (its `rng` gone): one line, and the model as it was (was a KeyError after the
+    adapter had been restored)."""
+    from lora.checkpoint import STATE_FILE
+
+    model = attach_lora(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine), 4, 8, 0.0, ("q_proj", "v_proj"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    save_checkpoint(tmp_path, model, optimizer, scheduler, {"step": 1, "config": {}})
+    state = tmp_path / CHECKPOINT_DIR / STATE_FILE
+    state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "rng"}))
+    with torch.no_grad():
+        for p in params:
+            p.add_(1.0)
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(UserError, match=rf"{STATE_FILE}: no random-number states in it \(rng\); delete .*{CHECKPOINT_DIR} to start"):
         load_checkpoint(tmp_path, model, optimizer, scheduler)
     assert all(torch.equal(p, b) for p, b in zip(params, before))

@@ -77,11 +77,15 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict) -> 
 def read_state(out_dir: Path) -> dict | None:
     path = Path(out_dir) / CHECKPOINT_DIR / STATE_FILE
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except ValueError:
         raise UserError(f"{path}: checkpoint state is unreadable; delete {path.parent} to start over") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config", {}), dict):
+        raise UserError(f"{path}: not a checkpoint's state (a JSON object with the run's config); delete {path.parent} "
+                        "to start over")
+    return state
 
 
 def interrupted_at(out_dir: Path, checkpoint_every: int, signal_name: str = "SIGINT") -> str:
@@ -158,10 +162,13 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> dict:
     adapter = _read_part(folder / "adapter.safetensors", lambda p: load_file(str(p)))
     saved = _read_part(folder / "optimizer.pt", lambda p: torch.load(p, weights_only=True))
     rng = _read_part(folder / "rng.safetensors", lambda p: load_file(str(p)))
+    host = state.pop("rng", None)
+    if not isinstance(host, dict) or not {"python", "numpy"} <= set(host):
+        raise UserError(f"{folder / STATE_FILE}: no random-number states in it (rng); delete {folder} to start over")
     set_peft_model_state_dict(model, adapter)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(rng, state.pop("rng"))
+    _set_rng_state(rng, host)
     return state
 
 
