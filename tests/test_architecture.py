@@ -114,6 +114,9 @@ def test_results_have_no_alias_keys_and_read_back_typed(tmp_path):
     path.write_text(json.dumps({"schema_version": 1}))
     with pytest.raises(UserError, match="schema_version 1"):
         read_result(path, RealMetrics)
+    path.write_text("[1, 2]\n")  # valid JSON, not a result (was an AttributeError)
+    with pytest.raises(UserError, match=r"m\.json: expected a JSON object, got a list; the file is damaged"):
+        read_result(path, RealMetrics)
     change = from_dict(WerChange, {"delta": -0.1, "ci95": [-0.2, -0.05], "verdict": "improved"})
     assert change.verdict == "improved" and change.method == "utterance"
     assert {f.name for f in fields(ScaleFacts)} >= {"corpus_rows", "seconds_to_first_step", "quarantined_while_training"}

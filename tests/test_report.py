@@ -199,6 +199,28 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert main([str(tmp_path / "missing.json")]) == 2
 
 
+@pytest.mark.parametrize("edit, problem", [
+    ({"canary": "x"}, "canary is a string, expected an object"),
+    ({"samples": [1]}, "samples[0] is a number, expected an object"),
+    ({"wer_delta_ci95": {"ci95": 5}}, "wer_delta_ci95.ci95 is a number, expected a list"),
+    ({"train_ids": 5}, "train_ids is a number, expected a list"),
+    ({"data_source": "x"}, "data_source is a string, expected an object"),
+    ({"tuned_wer": "8%"}, "tuned_wer is a string, expected a number"),
+    ({"terms": [1]}, "terms is a list, expected an object"),
+])
+def test_cli_metrics_with_a_field_of_another_kind_is_one_line(tmp_path, capsys, edit, problem):
+    """A hand-edited or foreign metrics file: the field named, nothing written (each was a traceback, or a report
+    of "n/a" for a WER that was a string)."""
+    from lora.scripts.report import main
+
+    path = tmp_path / "real_metrics.json"
+    path.write_text(json.dumps(run_metrics() | edit))
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: {problem} (not as lora writes its real_metrics.json)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real_metrics.json"]
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (apt-get install -y chromium); "
                                                     "the HTML render check needs a real browser")
 def test_html_renders_in_headless_chromium(tmp_path):

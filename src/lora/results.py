@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -320,6 +322,49 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**values)
 
 
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+
+
+def _kind_problem(hint, value, name: str) -> str | None:
+    """Why `value` is not of the JSON kind `hint` declares (None: it is, or is null, or the hint says nothing)."""
+    if value is None:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next((a for a in typing.get_args(hint) if a is not type(None)), Any)
+    origin, args = typing.get_origin(hint) or hint, typing.get_args(hint)
+    if dataclasses.is_dataclass(origin):
+        return shape_problem(origin, value, f"{name}.") if isinstance(value, dict) else f"{name} is {_json_kind(value)}, expected an object"
+    if origin is list:
+        if not isinstance(value, list):
+            return f"{name} is {_json_kind(value)}, expected a list"
+        element = args[0] if args else Any
+        if element is dict or dataclasses.is_dataclass(element) or element in (int, float):  # what a reader indexes or counts with
+            return next((p for i, v in enumerate(value) if (p := _kind_problem(element, v, f"{name}[{i}]"))), None)
+        return None
+    expected = {dict: ("an object", dict), str: ("a string", str), bool: ("true/false", bool),
+                int: ("a number", int | float), float: ("a number", int | float)}.get(origin)
+    if expected is None:
+        return None
+    ok = isinstance(value, expected[1]) and (origin is bool or not isinstance(value, bool))
+    return None if ok else f"{name} is {_json_kind(value)}, expected {expected[0]}"
+
+
+def shape_problem(cls: type, data: dict, where: str = "") -> str | None:
+    """The first field of `data` whose JSON kind (object, list, string, number, true/false) is not what `cls`
+    declares, as `field is a string, expected an object` (None: every field fits). Nulls and keys `cls` does not
+    know pass, so a file of an older run still reads; per-utterance rows are only checked to be objects."""
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if name in hints and (problem := _kind_problem(hints[name], value, f"{where}{name}")):
+            return problem
+    return None
+
+
 def read_result(path: str | Path, cls: type[T]) -> T:
     """Read a result file into its dataclass, with a one-line error when it is missing or malformed."""
     path = Path(path)
@@ -329,6 +374,8 @@ def read_result(path: str | Path, cls: type[T]) -> T:
         raise UserError(f"{path}: cannot read ({exc.strerror}); run the command that writes it first") from None
     except ValueError as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); the file is damaged, run the command again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {_json_kind(data)}; the file is damaged, run the command again")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise UserError(f"{path}: schema_version {data.get('schema_version')!r}, this lora reads {SCHEMA_VERSION}; "
                         "run the command again with this version")

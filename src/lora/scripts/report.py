@@ -16,6 +16,7 @@ from pathlib import Path
 from lora.core.cli import ArgumentParser, run_cli
 from lora.core.errors import UserError
 from lora.report.content import write_report
+from lora.results import EvalResult, RealMetrics, shape_problem
 
 METRICS_FILES = ("real_metrics.json", "eval.json")  # what a run folder (lora train) or an eval's folder holds
 
@@ -56,6 +57,11 @@ def read_metrics(path: Path) -> dict:
     if not any(key in data for key in ("baseline_wer", "tuned_wer", "wer")):
         raise UserError(f"{path}: not a run's real_metrics.json nor a lora eval's eval.json (no baseline_wer, tuned_wer "
                         "or wer field); pass one of those")
+    kind = "real_metrics.json" if "baseline_wer" in data or "tuned_wer" in data else "eval.json"
+    problem = shape_problem(RealMetrics, data) or shape_problem(EvalResult, data)  # the report reads fields of both
+    if problem:
+        raise UserError(f"{path}: {problem} (not as lora writes its {kind}); restore the file from the run's output "
+                        "folder, or run the command again")
     return data
 
 
