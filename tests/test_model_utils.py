@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from conftest import TINY_OVERRIDES, build_tiny_model  # tests/ is on the path under pytest
@@ -58,6 +60,24 @@ def test_lora_attach_save_and_reload(tiny_model_dir, tmp_path):
     saved = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     loaded = {k: v for k, v in reloaded.state_dict().items() if "lora_" in k}
     assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+
+
+def test_a_damaged_run_record_or_adapter_config_value_is_one_line(tmp_path):
+    """lora_run.json that is not an object (was an AttributeError) or not JSON (was ignored, and with it the family
+    check); adapter_config.json values PEFT cannot use (was a TypeError from inside PEFT)."""
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": "8", "lora_alpha": 16, "target_modules": ["q_proj"]}))
+    assert model_utils.read_run_info(tmp_path) == {}  # no run record: an adapter PEFT saved alone
+    (tmp_path / "lora_run.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"lora_run\.json: expected a JSON object .*or delete lora_run\.json"):
+        model_utils.read_run_info(tmp_path)
+    (tmp_path / "lora_run.json").write_text('{"family": "moonshine"')
+    with pytest.raises(UserError, match=r"lora_run\.json: not readable JSON \(.*\); the adapter folder is damaged"):
+        model_utils.read_run_info(tmp_path)
+    with pytest.raises(UserError, match=r"adapter_config\.json: r is '8', expected a whole number >= 1; the adapter folder"):
+        model_utils.read_adapter_config(tmp_path)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": [1]}))
+    with pytest.raises(UserError, match=r"target_modules is \[1\], expected module names"):
+        model_utils.read_adapter_config(tmp_path)
 
 
 @pytest.mark.parametrize("other, message", [

@@ -319,9 +319,17 @@ def read_run_info(adapter_dir: Path) -> dict:
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise UserError(f"{adapter_dir}: no adapter_config.json; pass the lora_adapter/ folder of a run")
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}  # an adapter saved by PEFT alone: no run record to check against
+    except (OSError, ValueError) as exc:  # a damaged record would drop the family check and the trained-rows warning, unsaid
+        raise UserError(f"{path}: not readable JSON ({str(exc).splitlines()[0]}); the adapter folder is damaged: copy "
+                        f"lora_adapter/ again from the run's output folder, or delete {RUN_INFO_FILE} to use the adapter "
+                        "without its run record") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object (the run's record); the adapter folder is damaged: copy "
+                        f"lora_adapter/ again, or delete {RUN_INFO_FILE} to use the adapter without its run record")
+    return info
 
 
 def load_with_adapter(adapter_dir: Path, model_id: str | None = None):
@@ -372,6 +380,13 @@ def read_adapter_config(adapter_dir: Path) -> dict:
                         "copy lora_adapter/ again from the run's output folder") from None
     if not isinstance(document, dict):
         raise UserError(f"{path}: expected a JSON object; the adapter folder is damaged: copy lora_adapter/ again")
+    for key, ok, expected in (("r", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
+                              ("lora_alpha", lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+                              ("target_modules", lambda v: v is None or isinstance(v, str)
+                               or (isinstance(v, list) and all(isinstance(m, str) for m in v)), "module names")):
+        if key in document and not ok(document[key]):  # PEFT would fail deep inside (`'<=' not supported ...`)
+            raise UserError(f"{path}: {key} is {document[key]!r}, expected {expected}; the adapter folder is damaged: "
+                            "copy lora_adapter/ again from the run's output folder")
     return document
 
 
