@@ -85,6 +85,10 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "list.jsonl").write_text(json.dumps([{"audio": str(_flac(speech_dir)), "text": "x"}]) + "\n"
                                          + json.dumps({"audio": str(_flac(speech_dir)), "text": "x"}) + "\n")  # a list, then rows
     (tmp_path / "long_name.jsonl").write_text(json.dumps({"audio": "a" * 5000 + ".flac", "text": "x"}) + "\n")  # ENAMETOOLONG
+    chapter = tmp_path / "ls_bad" / "test-clean" / "1" / "2"  # LibriSpeech layout, a text file posing as its audio
+    chapter.mkdir(parents=True)
+    (chapter / "1-2-0000.flac").write_text("this is not audio")
+    (chapter / "1-2.trans.txt").write_text("1-2-0000 HELLO\n")
     return {"clip": str(_flac(speech_dir)), "tmp": str(tmp_path), "speech": str(speech_dir)}
 
 
@@ -247,6 +251,8 @@ CASES = [
      "--output {tmp}/no_run is a folder; pass a file name"),
     ("scale-manifest", ["--hours", "0.01", "--speech-dir", "{speech}", "--output", "{tmp}/no_run"],
      "--output {tmp}/no_run is a folder; pass a file name"),
+    ("build-manifest", ["--data-dir", "{tmp}/ls_bad", "--split", "test", "--samples", "1", "--output", "{tmp}/b.jsonl"],
+     "1-2.trans.txt:1: cannot decode {tmp}/ls_bad/test-clean/1/2/1-2-0000.flac (Format not recognised"),
     # lora join
     ("join", ["--data-dir", "{speech}", "--subset", "nosuch", "--output", "{tmp}/j.flac"], "no subset 'nosuch'"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from lora.core.audio import AudioDecodeError
 from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
@@ -61,7 +62,11 @@ def _main(argv: list[str] | None) -> int:
 
     lines = []
     for u in rows:
-        audio = u.samples()
+        try:
+            audio = u.samples()
+        except (AudioDecodeError, OSError) as exc:  # nothing is written: the manifest holds every row or none
+            raise UserError(f"{u.origin}: cannot decode {u.audio} ({exc}); replace the file or delete its line "
+                            "(`lora check` on the folder lists every such row)") from None
         lines.append(json.dumps({"id": u.id, "speaker": u.speaker, "text": u.text, "sampling_rate": 16000,
                                  "audio": [round(float(x), 6) for x in audio]}))
     write_text_atomic(args.output, "\n".join(lines) + "\n")
