@@ -251,6 +251,10 @@ CASES = [
      "--output {tmp}/no_run is a folder; pass a file name"),
     ("scale-manifest", ["--hours", "0.01", "--speech-dir", "{speech}", "--output", "{tmp}/no_run"],
      "--output {tmp}/no_run is a folder; pass a file name"),
+    ("scale-manifest", ["--hours", "0.01", "--speech-dir", "{speech}", "--output", "{tmp}/s.csv"],
+     "{tmp}/s.csv: the manifest is JSONL; name it *.jsonl"),  # JSONL written as .csv was read back as a CSV
+    ("scale-manifest", ["--hours", "1e9", "--speech-dir", "{speech}", "--output", "{tmp}/s.jsonl"],
+     "--hours 1e+09: at most 10000 hours"),  # ran until memory ran out
     ("build-manifest", ["--data-dir", "{tmp}/ls_bad", "--split", "test", "--samples", "1", "--output", "{tmp}/b.jsonl"],
      "1-2.trans.txt:1: cannot decode {tmp}/ls_bad/test-clean/1/2/1-2-0000.flac (Format not recognised"),
     # lora join

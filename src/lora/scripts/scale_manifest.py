@@ -26,6 +26,7 @@ from lora.data.manifest import read_source
 from lora.data.preflight import header_check
 
 log = logging.getLogger("lora")
+MAX_HOURS = 10_000  # 100x the scale bench's corpus; the rows are held in memory for the atomic write (~10 GB here)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +69,11 @@ def _main(argv: list[str] | None) -> int:
     setup_logging()
     if not (args.hours > 0 and math.isfinite(args.hours)):
         raise UserError(f"--hours {args.hours}: pass a positive number of hours")
+    if args.hours > MAX_HOURS:  # it would run for hours and run out of memory before writing anything
+        raise UserError(f"--hours {args.hours:g}: at most {MAX_HOURS} hours; write a larger corpus as several manifests")
     check_output_file(args.output)
+    if Path(args.output).suffix.lower() != ".jsonl":  # JSONL under another name is read as that format later
+        raise UserError(f"{args.output}: the manifest is JSONL; name it *.jsonl")
     if args.speech_dir:
         folders = [Path(f) for f in args.speech_dir]
     else:
