@@ -257,6 +257,8 @@ CASES = [
      "--hours 1e+09: at most 10000 hours"),  # ran until memory ran out
     ("build-manifest", ["--data-dir", "{tmp}/ls_bad", "--split", "test", "--samples", "1", "--output", "{tmp}/b.jsonl"],
      "1-2.trans.txt:1: cannot decode {tmp}/ls_bad/test-clean/1/2/1-2-0000.flac (Format not recognised"),
+    ("build-manifest", ["--data-dir", "{tmp}/nowhere", "--split", "test", "--samples", "1", "--output", "{tmp}/b.jsonl"],
+     "{tmp}/nowhere: no such folder; pass --data-dir a folder holding LibriSpeech-layout splits"),  # was "available: none"
     # lora join
     ("join", ["--data-dir", "{speech}", "--subset", "nosuch", "--output", "{tmp}/j.flac"], "no subset 'nosuch'"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),

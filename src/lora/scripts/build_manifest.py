@@ -43,6 +43,9 @@ def collect(split: str, samples: int, data_dir: str | None, seed: int):
     root = Path(data_dir) if data_dir else default_speech_dir()
     if root is None:
         raise UserError("no speech data: pass --data-dir (the hub is unreachable and ../shared/speech is absent)")
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; pass --data-dir a folder holding LibriSpeech-layout splits "
+                        "(test-clean/, dev-clean/, ...), such as ../shared/speech")
     folder = split_folder(split)
     available = list_subsets(root)
     if folder not in available:
