@@ -57,7 +57,7 @@ def test_one_speaker_manifest_holds_out_utterances_when_shared_speakers_are_allo
                                     hub_ok=False).train if u.speaker == "1988"]
     manifest = tmp_path / "me.jsonl"
     manifest.write_text("".join(json.dumps({"audio": str(u.audio), "text": u.text}) + "\n" for u in rows))
-    with pytest.raises(UserError, match="found 1 \\(no speaker field\\)"):
+    with pytest.raises(UserError, match=f"^{manifest}: need at least two speakers.*found 1 \\(no speaker field\\)"):
         resolve_data(DataChoice(manifest=str(manifest), dataset_samples=0), hub_ok=False)
     data = resolve_data(DataChoice(manifest=str(manifest), dataset_samples=0, allow_shared_speakers=True), hub_ok=False)
     assert data.train and data.eval and len(data.train) + len(data.eval) <= len(rows)

@@ -140,7 +140,10 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
         log.warning("one speaker (%s): held out %d of its utterances; WER measures this speaker's unseen utterances, "
                     "not unseen speakers", pool[0].speaker or "no speaker field" if pool else "none", len(held))
     elif held is None:
-        train, held = split_by_speaker(pool, seed=choice.seed)
+        try:
+            train, held = split_by_speaker(pool, seed=choice.seed)
+        except UserError as exc:  # name the data it could not split
+            raise UserError(f"{where}: {exc}") from None
     else:
         train = pool
     train = select_balanced(train, choice.dataset_samples, choice.seed) if choice.dataset_samples else train
