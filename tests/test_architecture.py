@@ -136,7 +136,7 @@ def test_config_files_are_type_checked_and_lists_accepted(tmp_path):
     cfg = _config(tmp_path, "a.toml", 'target_modules = ["q_proj", "v_proj"]\nmax_steps = 7\nresume = true\n', "--no-resume")
     assert cfg.target_modules == "q_proj,v_proj" and cfg.target_module_list == ("q_proj", "v_proj")
     assert cfg.max_steps == 7 and cfg.resume is False  # a boolean switched off by the flag
-    with pytest.raises(UserError, match=r"b\.toml: option 'max_steps' expects a whole number, got str '40'"):
+    with pytest.raises(UserError, match=r"b\.toml:1: option 'max_steps' expects a whole number, got str '40'"):
         _config(tmp_path, "b.toml", 'max_steps = "40"\n')
     assert _config(tmp_path, "c.json", '{"learning_rate": 3e-4, "dataset_samples": "all"}').dataset_samples == 0
     assert _config(tmp_path, "d.yaml", "lora_r: 4\neval_speakers: [a, b]\n").eval_speakers == "a,b"
@@ -152,6 +152,15 @@ def test_config_files_are_type_checked_and_lists_accepted(tmp_path):
     assert _config(tmp_path, "j.toml", 'log_level = "debug"\n').log_level == "debug"
     with pytest.raises(UserError, match="--log-level must be one of DEBUG, INFO, WARNING, ERROR"):
         _config(tmp_path, "k.toml", 'log_level = "verbose"\n')  # was taken as INFO, unsaid
+
+
+def test_config_errors_name_the_line_of_the_option(tmp_path):
+    with pytest.raises(UserError, match=r"a\.toml:2: unknown option\(s\) \['learning_rat'\]; did you mean 'learning_rate'\?"):
+        _config(tmp_path, "a.toml", "max_steps = 3\nlearning_rat = 0.1\n")
+    with pytest.raises(UserError, match=r"b\.json:3: option 'max_steps' expects a whole number"):
+        _config(tmp_path, "b.json", '{\n  "seed": 1,\n  "max-steps": "x"\n}\n')  # the file's own spelling
+    with pytest.raises(UserError, match=r"c\.yaml:2: option 'lora_r' expects a whole number"):
+        _config(tmp_path, "c.yaml", "seed: 1\nlora_r: abc\n")
 
 
 def test_config_file_encoding_byte_order_mark_and_not_utf8(tmp_path):

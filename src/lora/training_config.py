@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -278,13 +280,29 @@ def check_value(cls, name: str, value, where: str):
     return value
 
 
+def key_line(path: str | Path, key: str) -> str:
+    """`path:line` of the first line that sets `key` at its start (`key = `, `key:`, `"key":`), else `path`:
+    tomllib, json and yaml.safe_load keep no line numbers for the values they return."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return str(path)
+    setting = re.compile(rf"""^\s*[{{,]?\s*["']?{re.escape(key)}["']?\s*[:=]""")
+    return next((f"{path}:{n}" for n, line in enumerate(lines, 1) if setting.match(line)), str(path))
+
+
 def load_config_file(path: str | Path, cls) -> dict:
-    data = {str(k).replace("-", "_"): v for k, v in read_config_file(path).items()}
+    read = read_config_file(path)
+    spelled = {str(k).replace("-", "_"): str(k) for k in read}
+    data = {str(k).replace("-", "_"): v for k, v in read.items()}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UserError(f"{path}: unknown option(s) {unknown}; see --help for the names")
-    return {k: check_value(cls, k, v, str(path)) for k, v in data.items()}
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"{key_line(path, spelled[unknown[0]])}: unknown option(s) {unknown}; {hint}"
+                        "see --help for the names")
+    return {k: check_value(cls, k, v, key_line(path, spelled[k])) for k, v in data.items()}
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
