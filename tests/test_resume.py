@@ -137,7 +137,7 @@ def test_a_damaged_checkpoint_file_is_named_and_changes_nothing(tiny_moonshine, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    save_checkpoint(tmp_path, model, optimizer, scheduler, {"step": 1, "config": {}})
+    save_checkpoint(tmp_path, model, optimizer, scheduler, SAVED_STATE)
     path = tmp_path / CHECKPOINT_DIR / part
     if damage == "delete":
         path.unlink()
@@ -152,6 +152,32 @@ def test_a_damaged_checkpoint_file_is_named_and_changes_nothing(tiny_moonshine, 
     assert all(torch.equal(p, b) for p, b in zip(params, before))
 
 
+SAVED_STATE = {"step": 1, "history": [], "audio_seconds": 0.0, "label_tokens": 0, "config": {}}  # as training writes it
+
+
+@pytest.mark.parametrize("edit", [{"step": "3"}, {"history": None}, {"audio_seconds": True}, {"label_tokens": 1.5}])
+def test_a_checkpoint_state_with_a_value_of_another_kind_changes_nothing(tiny_moonshine, tmp_path, edit):
+    """state.json edited by hand ("step": "3"): one line naming the key, and the model as it was (was a TypeError
+    in the training loop after every state had been restored)."""
+    from lora.checkpoint import STATE_FILE
+
+    model = attach_lora(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine), 4, 8, 0.0, ("q_proj", "v_proj"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    save_checkpoint(tmp_path, model, optimizer, scheduler, SAVED_STATE)
+    state = tmp_path / CHECKPOINT_DIR / STATE_FILE
+    state.write_text(json.dumps(json.loads(state.read_text()) | edit))
+    with torch.no_grad():
+        for p in params:
+            p.add_(1.0)
+    before = [p.detach().clone() for p in params]
+    (key,) = edit
+    with pytest.raises(UserError, match=rf"{STATE_FILE}: checkpoint state with {key} \(\w+\) .*delete .*{CHECKPOINT_DIR}"):
+        load_checkpoint(tmp_path, model, optimizer, scheduler)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+
 def test_a_checkpoint_state_without_its_rng_changes_nothing(tiny_moonshine, tmp_path):
     """state.json edited by hand (its `rng` gone): one line, and the model as it was (was a KeyError after the
     adapter had been restored)."""
@@ -161,7 +187,7 @@ def test_a_checkpoint_state_without_its_rng_changes_nothing(tiny_moonshine, tmp_
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    save_checkpoint(tmp_path, model, optimizer, scheduler, {"step": 1, "config": {}})
+    save_checkpoint(tmp_path, model, optimizer, scheduler, SAVED_STATE)
     state = tmp_path / CHECKPOINT_DIR / STATE_FILE
     state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "rng"}))
     with torch.no_grad():

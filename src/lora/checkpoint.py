@@ -74,6 +74,10 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict) -> 
     return final
 
 
+# what `training.train` writes into state.json and reads back on --resume, by JSON kind
+STATE_KINDS = {"step": int, "history": list, "audio_seconds": int | float, "label_tokens": int}
+
+
 def read_state(out_dir: Path) -> dict | None:
     path = Path(out_dir) / CHECKPOINT_DIR / STATE_FILE
     try:
@@ -162,6 +166,11 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> dict:
     adapter = _read_part(folder / "adapter.safetensors", lambda p: load_file(str(p)))
     saved = _read_part(folder / "optimizer.pt", lambda p: torch.load(p, weights_only=True))
     rng = _read_part(folder / "rng.safetensors", lambda p: load_file(str(p)))
+    wrong = [f"{key} ({'missing' if key not in state else type(state[key]).__name__})" for key, kind in STATE_KINDS.items()
+             if key not in state or isinstance(state[key], bool) or not isinstance(state[key], kind)]
+    if wrong:
+        raise UserError(f"{folder / STATE_FILE}: checkpoint state with {', '.join(wrong)} where the run wrote a number "
+                        f"or a list; delete {folder} to start over")
     host = state.pop("rng", None)
     if not isinstance(host, dict) or not {"python", "numpy"} <= set(host):
         raise UserError(f"{folder / STATE_FILE}: no random-number states in it (rng); delete {folder} to start over")
