@@ -156,6 +156,19 @@ def test_bad_rows_are_quarantined_with_file_and_row(clips, tmp_path):
     ]
 
 
+def test_nan_text_and_speaker_are_missing_values_not_words(clips, tmp_path):
+    """pandas writes a missing value of a float column as NaN: a row without its transcript, not one saying "nan"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"audio": [str(c["abs"]) for c in clips[:2]], "text": [float("nan"), 1.5],
+                             "speaker_id": [float("nan"), float("nan")]}), tmp_path / "nan.parquet")
+    read = read_dataset(str(tmp_path / "nan.parquet"))
+    assert [(b.origin, b.reason, b.detail) for b in read.bad] == [
+        (f"{tmp_path / 'nan.parquet'}:row 0", "no text", "the 'text' field is NaN")]
+    assert [(u.text, u.speaker) for u in read.rows] == [("1.5", "")]
+
+
 @pytest.mark.parametrize("audio, rate", [({"array": [0.0] * 8}, None), ({"array": [0.0] * 8, "sampling_rate": 8000}, 8000)])
 def test_inline_array_needs_its_sampling_rate(audio, rate):
     """A decoded `datasets.Audio` value always says its rate; an array without one is a bad row, not 16 kHz."""

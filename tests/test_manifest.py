@@ -141,6 +141,14 @@ def test_jsonl_aliases_extra_fields_and_origins(tmp_path):
     assert (u3.id, u3.text, u3.extra["has_text"]) == ("c", "", False)  # id from the file name; no text field
 
 
+def test_nan_in_a_jsonl_field_is_a_missing_value(tmp_path):
+    """Python's json (and pandas' to_json of a float column) write a missing value as NaN: no text, not "nan"."""
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"path": "a.wav", "text": NaN, "speaker": NaN}\n')
+    (u,) = read_source(path).rows
+    assert (u.text, u.speaker) == ("", "")
+
+
 def test_other_tools_column_names(tmp_path):
     """Hugging Face audiofolder's metadata.csv (file_name, transcription) and Common Voice's speaker (client_id)."""
     path = tmp_path / "metadata.csv"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,10 +265,15 @@ def parse_path_list(text: str) -> list[RawRow]:
     return rows
 
 
+def is_missing(value) -> bool:
+    """Null, or NaN: how pandas and a float Arrow/Parquet column write a missing value."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def as_text(value) -> str | None:
-    """A text-like field as str: absent/null -> "", numbers -> their digits; None when it is not
+    """A text-like field as str: absent/null/NaN -> "", numbers -> their digits; None when it is not
     text-like at all (a list, a dict, a bool): the caller reports that row as bad."""
-    if value is None:
+    if is_missing(value):  # NaN is a missing value, not the transcript "nan"
         return ""
     if isinstance(value, str):
         return value

@@ -35,7 +35,7 @@ import numpy as np
 
 from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
-from lora.data.formats import as_text, decode_utf8, parse_rows
+from lora.data.formats import as_text, decode_utf8, is_missing, parse_rows
 from lora.data.manifest import NO_RATE, BadRow
 from lora.data.records import Utterance
 
@@ -172,8 +172,8 @@ def interpret_row(fields: dict, columns: Columns, origin: str, base_dir: Path | 
     try:
         row_id = text_value(fields.get(columns.id), "id").strip() if columns.id else ""
         audio, rate = audio_value(fields.get(columns.audio), base_dir)
-        if fields.get(columns.text) is None:
-            raise _Bad("no text", f"the {columns.text!r} field is null")
+        if is_missing(fields.get(columns.text)):
+            raise _Bad("no text", f"the {columns.text!r} field is {'null' if fields.get(columns.text) is None else 'NaN'}")
         text = text_value(fields.get(columns.text), "text")
         speaker = text_value(fields.get(columns.speaker), "speaker").strip() if columns.speaker else ""
     except _Bad as bad:
