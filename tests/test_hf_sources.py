@@ -83,6 +83,23 @@ def test_save_to_disk_dataset_dict_picks_split(clips, tmp_path):
         read_dataset(str(tmp_path / "dd"), HFSourceOptions(split="validation"))
 
 
+def test_save_to_disk_with_no_rows_is_one_line(clips, tmp_path):
+    """datasets itself cannot load a split saved with no rows (IndexError); the other splits still read."""
+    import datasets
+
+    empty = _hf_dataset(clips).select([])
+    empty.save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=r"empty: saved with no rows \(its state.json lists no data files\); save the "
+                                        r"dataset with rows$"):
+        read_dataset(str(tmp_path / "empty"))
+    datasets.DatasetDict({"train": _hf_dataset(clips), "test": empty}).save_to_disk(str(tmp_path / "dd"))
+    _check_roundtrip(read_dataset(str(tmp_path / "dd")), clips, "save_to_disk")
+    with pytest.raises(UserError, match=r"dd/test: saved with no rows .*, or pass another --dataset-split$"):
+        read_dataset(str(tmp_path / "dd"), HFSourceOptions(split="test"))
+    with pytest.raises(UserError, match=r"no split 'dev' \(splits: train, test\); pass --dataset-split with one of them"):
+        read_dataset(str(tmp_path / "dd"), HFSourceOptions(split="dev"))
+
+
 def test_save_to_disk_shards_name_file_and_row(clips, tmp_path):
     _hf_dataset(clips).save_to_disk(str(tmp_path / "ds"), num_shards=2)
     read = read_dataset(str(tmp_path / "ds"))

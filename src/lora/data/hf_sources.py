@@ -25,6 +25,7 @@ row (`data-00000-of-00001.arrow:row 17`, `metadata.csv:5` for line-based files).
 from __future__ import annotations
 
 import glob
+import json
 import logging
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
@@ -287,7 +288,7 @@ def _cast_audio_lazy(dataset, column: str):
 
 def _pick_split(dataset_dict, split: str, source: str):
     if split not in dataset_dict:
-        raise UserError(f"{source}: no split {split!r} (splits: {', '.join(dataset_dict) or 'none'}); pass --split")
+        raise UserError(f"{source}: no split {split!r} (splits: {', '.join(dataset_dict) or 'none'}); pass --dataset-split with one of them")
     return dataset_dict[split]
 
 
@@ -297,8 +298,16 @@ def read_save_to_disk(spec: str, options: HFSourceOptions) -> DatasetRead:
     from datasets import Dataset, DatasetDict, load_from_disk
 
     root = Path(spec).expanduser()
+    target = root
+    splits = _saved_splits(root)
+    if splits is not None:  # a DatasetDict's split is loaded alone: datasets cannot load one saved with no rows
+        _pick_split(dict.fromkeys(splits), options.split, str(root))
+        target = root / options.split
+    if _saved_without_rows(target):
+        raise UserError(f"{target}: saved with no rows (its state.json lists no data files); save the dataset with rows"
+                        + (", or pass another --dataset-split" if target != root else ""))
     try:
-        loaded = load_from_disk(str(root))
+        loaded = load_from_disk(str(target))
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"{root}: not a readable save_to_disk folder ({str(exc).splitlines()[0]})") from None
     dataset = _pick_split(loaded, options.split, str(root)) if isinstance(loaded, DatasetDict) else loaded
@@ -312,9 +321,27 @@ def read_save_to_disk(spec: str, options: HFSourceOptions) -> DatasetRead:
         def origin(index: int) -> str:
             return f"{root}:row {index}"
     records = ((origin(i), row) for i, row in enumerate(dataset))
-    rows, bad = read_records(records, columns, root, subset=options.split if isinstance(loaded, DatasetDict) else "",
+    rows, bad = read_records(records, columns, root, subset=options.split if target != root or isinstance(loaded, DatasetDict) else "",
                              max_rows=options.max_rows)
     return DatasetRead(tuple(rows), tuple(bad), str(root), "save_to_disk")
+
+
+def _saved_splits(root: Path) -> list[str] | None:
+    """The splits a DatasetDict's dataset_dict.json names (None: not a readable DatasetDict folder)."""
+    try:
+        splits = json.loads((root / "dataset_dict.json").read_text(encoding="utf-8")).get("splits")
+    except (OSError, ValueError, AttributeError):
+        return None  # no such file or damaged: load_from_disk says so
+    return [str(s) for s in splits] if isinstance(splits, list) else None
+
+
+def _saved_without_rows(folder: Path) -> bool:
+    """A `save_to_disk` folder whose state.json lists no data files (a dataset of no rows)."""
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # no such file or damaged: load_from_disk says so
+    return isinstance(state, dict) and state.get("_data_files") == []
 
 
 def _file_row_origins(files: list[Path], counts: list[int]):
@@ -443,7 +470,7 @@ def _common_voice_tsv(root: Path, split: str) -> Path:
         log.info("%s: no train.tsv; reading validated.tsv (every validated clip)", root)
         return root / "validated.tsv"
     tsvs = ", ".join(sorted(p.name for p in root.glob("*.tsv"))) or "none"
-    raise UserError(f"{root}: no {split}.tsv (found {tsvs}); pass --split with one of those names")
+    raise UserError(f"{root}: no {split}.tsv (found {tsvs}); pass --dataset-split with one of those names")
 
 
 def read_common_voice(spec: str, options: HFSourceOptions) -> DatasetRead:
