@@ -55,6 +55,9 @@ def test_lora_attach_save_and_reload(tiny_model_dir, tmp_path):
                 p.add_(0.01)
     model_utils.save_adapter(model, tmp_path / "lora_adapter", resolved.record() | {"train_ids": ["x"]})
     assert (tmp_path / "lora_adapter" / "adapter_model.safetensors").is_file()
+    # safetensors writes 0600; the weights read like the adapter's other files (another user's server loads them)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "lora_adapter").iterdir()}
+    assert modes["adapter_model.safetensors"] == modes["adapter_config.json"] != 0o600, modes
     reloaded, _, _, _, info = model_utils.load_with_adapter(tmp_path / "lora_adapter")
     assert info["train_ids"] == ["x"]
     saved = {k: v for k, v in model.state_dict().items() if "lora_" in k}

@@ -107,6 +107,9 @@ def library_versions() -> dict:
 def replace_dir(tmp: Path, final: Path) -> Path:
     """Move a fully written temp folder into place; an existing folder is swapped out, then removed."""
     tmp, final = Path(tmp), Path(final)
+    for path in tmp.rglob("*"):  # safetensors (save_pretrained) writes through a 0600 temp file; results read like any other
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600:
+            os.chmod(path, 0o666 & ~_UMASK)
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
