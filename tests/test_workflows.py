@@ -227,3 +227,18 @@ def test_two_runs_in_one_process_may_train_in_different_precisions():
     assert (first.precision, second.precision) == ("no", "bf16")
     assert second.accelerator.mixed_precision == "bf16"
     assert pipeline.start(TrainConfig(mixed_precision="no"), cpu=True).accelerator.mixed_precision == "no"
+
+
+def test_eval_max_samples_of_a_local_dataset_draws_from_every_speaker(speech_dir, tmp_path):
+    """--max-samples on a local --dataset samples the whole dataset (as for --manifest), not its first rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in (speech_dir / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    chosen = [r for r in rows if r["speaker"] == "9001"][:10] + [r for r in rows if r["speaker"] == "9101"]
+    pq.write_table(pa.table({"audio": [str(speech_dir / r["path"]) for r in chosen], "text": [r["text"] for r in chosen],
+                             "speaker_id": [r["speaker"] for r in chosen]}), tmp_path / "sorted.parquet")
+    args = evaluate.build_parser().parse_args(["--dataset", str(tmp_path / "sorted.parquet"), "--max-samples", "2",
+                                               "--output", str(tmp_path / "e" / "eval.json")])
+    picked, _ = evaluate.load_rows(args)
+    assert sorted(u.speaker for u in picked) == ["9001", "9101"]

@@ -28,7 +28,7 @@ from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, library_versions
 from lora.core.paths import default_speech_dir
 from lora.core.text import TARGET_POLICIES
-from lora.data.hf_sources import read_dataset
+from lora.data.hf_sources import detect_dataset_format, read_dataset
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import list_subsets, read_librispeech_dir
@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 def load_rows(args):
 
     if args.dataset:
-        read = read_dataset(args.dataset, dataset_options(args, args.max_samples * 4 if args.max_samples else None))
+        # only a streamed hub dataset stops early (it has no end); a local one is read whole, so --max-samples draws
+        # from every speaker as it does from a --manifest, not from its first rows
+        streamed = args.max_samples and detect_dataset_format(args.dataset) == "hub"
+        read = read_dataset(args.dataset, dataset_options(args, args.max_samples * 4 if streamed else None))
         rows, bad, where = list(read.rows), read.bad, read.source
     elif args.manifest:
         read = read_source(Path(args.manifest))
