@@ -63,6 +63,14 @@ def test_body(info):
     assert "- transformers: 5.24.0" in text and "onnxruntime" not in text
 
 
+def test_the_data_source_a_run_records_reads_as_its_place_and_kind(info):
+    """`lora train` records data_source as a dict (resolve_data); the card names it, not a Python dict."""
+    info["data_source"] = {"kind": "dataset_save_to_disk", "where": "/data/ds", "train_split_requested": "train.100",
+                           "train_split_used": "dataset /data/ds", "corpus_rows": 14}
+    text = build_model_card(info).text
+    assert "- source: /data/ds (dataset_save_to_disk)\n" in text and "{" not in text.split("## Data")[1].split("##")[0]
+
+
 def test_the_card_shows_your_terms_when_the_run_measured_them(info):
     assert "Your terms" not in build_model_card(info).text
     info["terms"] = {"terms_file": "terms.txt", "terms": 10, "said": 800, "recall_before": 0.45625, "recall_after": 0.9775,

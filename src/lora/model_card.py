@@ -111,7 +111,7 @@ def card_body(info: Mapping) -> str:
         f"dropout={config.get('lora_dropout', NOT_RECORDED)}, targets: "
         + (", ".join(f"`{t}`" for t in info["target_modules"]) if info.get("target_modules") else NOT_RECORDED), "",
         "## Data", "",
-        f"- source: {info.get('data_source') or NOT_RECORDED}",
+        f"- source: {_data_source(info.get('data_source'))}",
         f"- training: {_count(info.get('train_ids'))} utterances from {_count(info.get('train_speakers'))} speakers",
         f"- evaluation: {_count(info.get('eval_ids'))} utterances from {_count(info.get('eval_speakers'))} speakers"
         + (" (speaker-disjoint from training)" if _disjoint(info) else ""),
@@ -161,6 +161,13 @@ def _shared(info: Mapping) -> bool:
     """Did the eval share speakers with training (`--allow-shared-speakers`, e.g. one speaker's data)?"""
     train, held = info.get("train_speakers"), info.get("eval_speakers")
     return isinstance(train, list | tuple) and isinstance(held, list | tuple) and bool(set(train) & set(held))
+
+
+def _data_source(source) -> str:
+    """A run's `data_source` ({"kind", "where", ...} in real_metrics.json) as `where (kind)`; a string as it is."""
+    if isinstance(source, Mapping):
+        return f"{source.get('where') or NOT_RECORDED} ({source.get('kind') or NOT_RECORDED})"
+    return str(source) if source else NOT_RECORDED
 
 
 def build_model_card(info: Mapping) -> ModelCard:
