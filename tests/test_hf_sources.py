@@ -83,6 +83,15 @@ def test_save_to_disk_dataset_dict_picks_split(clips, tmp_path):
         read_dataset(str(tmp_path / "dd"), HFSourceOptions(split="validation"))
 
 
+def test_a_split_asked_of_a_source_without_splits_is_refused(clips, tmp_path):
+    """A single saved Dataset, or an audiofolder whose metadata sits at its top: "train" only (was: any
+    --dataset-split silently read the whole source)."""
+    _hf_dataset(clips).save_to_disk(str(tmp_path / "one"))
+    _check_roundtrip(read_dataset(str(tmp_path / "one")), clips, "save_to_disk")
+    with pytest.raises(UserError, match=r"one: names no splits .*--dataset-split 'test'"):
+        read_dataset(str(tmp_path / "one"), HFSourceOptions(split="test"))
+
+
 def test_save_to_disk_with_no_rows_is_one_line(clips, tmp_path):
     """datasets itself cannot load a split saved with no rows (IndexError); the other splits still read."""
     import datasets
@@ -118,6 +127,26 @@ def test_parquet_file_glob_and_folder(clips, tmp_path):
     read = read_dataset(str(folder))
     _check_roundtrip(read, clips, "parquet")
     assert read.rows[5].origin == f"{folder / 'train-00001.parquet'}:row 1"
+
+
+def test_a_parquet_folder_laid_out_as_the_hub_is_read_split_by_split(clips, tmp_path):
+    """`data/train-00000-of-00001.parquet` beside `data/test-...`, as a hub dataset downloads: the split asked for
+    only (every file was read, the test rows trained on); a folder that names no split is all "train"."""
+    data = tmp_path / "hubstyle" / "data"
+    data.mkdir(parents=True)
+    _hf_dataset(clips[:4]).to_parquet(str(data / "train-00000-of-00001.parquet"))
+    _hf_dataset(clips[4:]).to_parquet(str(data / "test-00000-of-00001.parquet"))
+    _check_roundtrip(read_dataset(str(data.parent)), clips[:4], "parquet")
+    _check_roundtrip(read_dataset(str(data.parent), HFSourceOptions(split="test")), clips[4:], "parquet")
+    with pytest.raises(UserError, match=r"hubstyle: no split 'validation' \(splits: train, test\); pass --dataset-split"):
+        read_dataset(str(data.parent), HFSourceOptions(split="validation"))
+    unsplit = tmp_path / "unsplit"
+    unsplit.mkdir()
+    _hf_dataset(clips).to_parquet(str(unsplit / "part-a.parquet"))
+    _check_roundtrip(read_dataset(str(unsplit)), clips, "parquet")
+    for spec in (unsplit, unsplit / "part-a.parquet", f"{unsplit}/*.parquet"):  # named no split: "test" is not in it
+        with pytest.raises(UserError, match=r"names no splits .*--dataset-split 'test' cannot be chosen"):
+            read_dataset(str(spec), HFSourceOptions(split="test"))
 
 
 def test_arrow_files_from_the_datasets_cache_format(clips, tmp_path):
@@ -215,6 +244,8 @@ def test_audiofolder(clips, tmp_path, metadata):
     read = read_dataset(str(root))
     _check_roundtrip(read, clips, "audiofolder")
     assert read.rows[0].origin == f"{root / metadata}:2" if metadata.endswith(".csv") else f"{root / metadata}:1"
+    with pytest.raises(UserError, match=rf"{metadata}: names no splits .*--dataset-split 'test'"):
+        read_dataset(str(root), HFSourceOptions(split="test"))  # metadata at the top: all "train"
 
 
 def test_audiofolder_split_subfolder_and_no_text_column(clips, tmp_path):

@@ -49,6 +49,7 @@ ID_COLUMNS = ("id", "utt_id", "key")
 AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
 COMMON_VOICE_TSVS = ("validated.tsv", "train.tsv", "dev.tsv", "test.tsv")
 TABLE_SUFFIXES = {".parquet": "parquet", ".arrow": "arrow"}
+UNSPLIT = "train"  # the one split of a source whose files name none, as `datasets` reads it
 FORMATS = ("save_to_disk", "audiofolder", "parquet", "arrow", "common_voice", "hub", "dataset")
 GLOB_CHARS = "*?["
 
@@ -292,6 +293,14 @@ def _pick_split(dataset_dict, split: str, source: str):
     return dataset_dict[split]
 
 
+def _no_splits(source: str, split: str) -> None:
+    """A source whose files name no split is all one split, "train" (as `datasets` reads it): another split asked of
+    it is refused, not ignored (its rows would be read as that split's)."""
+    if split != UNSPLIT:
+        raise UserError(f"{source}: names no splits (datasets reads it all as {UNSPLIT!r}), so --dataset-split {split!r} "
+                        "cannot be chosen from it; drop --dataset-split, or point --dataset at that split's own files")
+
+
 def read_save_to_disk(spec: str, options: HFSourceOptions) -> DatasetRead:
     """A `save_to_disk` folder; a DatasetDict folder is narrowed to `options.split`."""
     # deferred: see _cast_audio_lazy
@@ -310,6 +319,8 @@ def read_save_to_disk(spec: str, options: HFSourceOptions) -> DatasetRead:
         loaded = load_from_disk(str(target))
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"{root}: not a readable save_to_disk folder ({str(exc).splitlines()[0]})") from None
+    if splits is None and not isinstance(loaded, DatasetDict):
+        _no_splits(str(root), options.split)
     dataset = _pick_split(loaded, options.split, str(root)) if isinstance(loaded, DatasetDict) else loaded
     columns = choose_columns(dataset.column_names, options, str(root))
     dataset = _cast_audio_lazy(dataset, columns.audio)
@@ -357,11 +368,12 @@ def _file_row_origins(files: list[Path], counts: list[int]):
 
 def read_tables(spec: str, options: HFSourceOptions) -> DatasetRead:
     """Parquet or Arrow files (a file, a glob or a folder), read batch by batch with pyarrow."""
-    if is_glob(spec):
-        files = _expand_glob(spec)
+    path = Path(spec).expanduser()
+    if is_glob(spec) or path.is_file():
+        files = _expand_glob(spec) if is_glob(spec) else [path]
+        _no_splits(spec, options.split)
     else:
-        path = Path(spec).expanduser()
-        files = [path] if path.is_file() else _table_files(path)
+        files = _split_files(path, options.split)
     kind = _table_kind(files, spec)
     columns = choose_columns(_table_columns(files[0]), options, str(files[0]))
     base_of = {f: f.parent for f in files}
@@ -379,6 +391,23 @@ def read_tables(spec: str, options: HFSourceOptions) -> DatasetRead:
         rows += more
         bad += more_bad
     return DatasetRead(tuple(rows), tuple(bad), spec, kind)
+
+
+def _split_files(folder: Path, split: str) -> list[Path]:
+    """The Parquet/Arrow files of `split` in a folder, by the file-naming rules of `datasets` (its own
+    `get_data_patterns`: `data/train-00000-of-00002.parquet`, `test.parquet`, `validation/x.arrow`, ...), as a hub
+    dataset's download lays them out; a folder whose file names hold no split is all "train". Reading every file
+    of such a folder mixed its test rows into training."""
+    from datasets.data_files import DataFilesDict, get_data_patterns  # deferred: datasets is a heavy import
+
+    patterns = get_data_patterns(str(folder))
+    found = DataFilesDict.from_patterns(patterns, base_path=str(folder))
+    by_split = {str(name): sorted(Path(f) for f in files if Path(f).suffix.lower() in TABLE_SUFFIXES)
+                for name, files in found.items()}
+    by_split = {name: files for name, files in by_split.items() if files}
+    if split != UNSPLIT and {str(name): p for name, p in patterns.items()} == {UNSPLIT: ["**"]}:
+        _no_splits(str(folder), split)
+    return _pick_split(by_split, split, str(folder))
 
 
 def _open_table(path: Path):
@@ -458,6 +487,8 @@ def read_audiofolder(spec: str, options: HFSourceOptions) -> DatasetRead:
             bad.append(BadRow(f"{metadata}:{raw.line}", raw.problem, detail=raw.detail))
         else:
             records.append((f"{metadata}:{raw.line}", raw.fields))
+    if metadata.parent == root:
+        _no_splits(str(metadata), options.split)
     more, more_bad = read_records(records, columns, metadata.parent, subset=metadata.parent.name
                                   if metadata.parent != root else "", max_rows=options.max_rows)
     return DatasetRead(tuple(more), tuple(bad + more_bad), str(root), "audiofolder")
