@@ -134,6 +134,8 @@ def test_dataset_object_goes_through_preflight(audiofolder, tmp_path):
     data = resolve_data(DataChoice(dataset=datasets.Dataset.from_dict(rows), dataset_samples=0, eval_samples=2,
                                    quarantine_path=str(quarantine)), hub_ok=False)
     assert data.source["kind"] == "dataset_dataset"
+    assert data.source["train_split_requested"] == "train"  # --dataset-split, not LibriSpeech's --train-split
+    assert data.source["train_split_used"].startswith("train of dataset ")
     assert len(data.train) + len(data.eval) <= len(meta) and data.eval
     assert "missing.flac" in quarantine.read_text()
 

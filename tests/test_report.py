@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lora.report.content import REPORT_HTML, REPORT_MD, _target_style, write_report
+from lora.report.content import REPORT_HTML, REPORT_MD, _target_style, data_line, write_report
 from lora.scripts.screenshot import chromium_path, screenshot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -241,3 +241,9 @@ def test_the_report_says_how_many_rows_were_styled_as_drawn():
     text = _target_style(style)
     assert "8 rows had no cached transcript when training began, 3 clips transcribed in training (1.2 s)" in text
     assert "styled as drawn" not in _target_style(style | {"on_draw": False})
+
+
+def test_the_data_line_names_the_split_the_run_used():
+    source = {"kind": "dataset_parquet", "where": "/data/pq", "train_split_requested": "test",
+              "train_split_used": "test of dataset /data/pq"}
+    assert data_line({"data_source": source}) == "dataset_parquet: /data/pq (train split test of dataset /data/pq)"

@@ -92,11 +92,11 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
     """Pick the source, split speaker-disjointly and sample train/eval utterances."""
     held: list[Utterance] | None = None
     bad = ()
-    used = choice.train_split
-    if choice.dataset is not None:
+    requested = used = choice.train_split
+    if choice.dataset is not None:  # --train-split names LibriSpeech folders; a dataset's split is --dataset-split
         read = read_dataset(choice.dataset, dataset_options(choice))
         pool, bad, kind, where = list(read.rows), read.bad, f"dataset_{read.kind}", read.source
-        used = f"dataset {read.source}"
+        requested, used = choice.dataset_split, f"{choice.dataset_split} of dataset {read.source}"
     elif choice.manifest:
         read = read_source(Path(choice.manifest))
         pool, bad, kind, where, used = list(read.rows), read.bad, "manifest", read.source, f"manifest {read.source}"
@@ -156,7 +156,7 @@ def resolve_data(choice: DataChoice, hub_ok: bool) -> TrainEvalData:
                     "name --eval-speakers", len(held), choice.eval_samples, rule)
     replay = replay_rows(choice.replay_subsets, choice.data_dir, held)
     log.info("data: %s (%s): %d train / %d eval / %d replay utterances", kind, where, len(train), len(held), len(replay))
-    source = {"kind": kind, "where": where, "train_split_requested": choice.train_split, "train_split_used": used} | facts
+    source = {"kind": kind, "where": where, "train_split_requested": requested, "train_split_used": used} | facts
     return TrainEvalData(train, held, source, replay)
 
 

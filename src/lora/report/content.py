@@ -116,7 +116,7 @@ def model_name(m: dict) -> str:
 def data_line(m: dict) -> str:
     source = m.get("data_source") or {}
     if source:
-        return f"{source.get('kind', NA)}: {source.get('where', NA)} (train split {source.get('train_split', NA)})"
+        return f"{source.get('kind', NA)}: {source.get('where', NA)} (train split {source.get('train_split_used', NA)})"
     return str(m.get("data") or NA)
 
 
