@@ -365,9 +365,9 @@ def test_unreachable_hub_fails_fast_without_calling_datasets(monkeypatch):
 
 def test_unknown_paths(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(UserError, match="not a Parquet or Arrow file"):
+    with pytest.raises(UserError, match=r"not a Parquet or Arrow file; .*\(a manifest goes to --manifest\)"):
         detect_dataset_format(tmp_path / "notes.txt")
-    with pytest.raises(UserError, match="not a dataset folder"):
+    with pytest.raises(UserError, match="not a dataset folder .*goes to --manifest"):
         detect_dataset_format(tmp_path)
     with pytest.raises(UserError, match="no such file or folder"):
         detect_dataset_format(tmp_path / "missing")

@@ -89,10 +89,16 @@ def test_missing_source_and_unusable_folder(tmp_path):
         read_source(tmp_path)
 
 
-def test_a_save_to_disk_folder_names_dataset(tmp_path):
-    (tmp_path / "state.json").write_text("{}")
-    (tmp_path / "dataset_info.json").write_text("{}")
-    with pytest.raises(UserError, match=r": a Hugging Face dataset saved with save_to_disk, not a manifest folder; `lora train`, "
+@pytest.mark.parametrize("files, kind", [
+    (("state.json", "dataset_info.json"), "saved with save_to_disk"),
+    (("clips/a.mp3", "train.tsv"), "a Common Voice release"),  # was "neither a LibriSpeech layout ..."
+    (("data/train-00000-of-00001.parquet",), "Parquet files"),
+])
+def test_a_dataset_folder_given_as_a_manifest_names_dataset(tmp_path, files, kind):
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    with pytest.raises(UserError, match=rf": a Hugging Face-style dataset \({kind}\), not a manifest folder; `lora train`, "
                                         r"`eval` and `stt` read it as --dataset "):
         read_source(tmp_path)
 

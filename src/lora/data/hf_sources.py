@@ -222,8 +222,8 @@ def detect_dataset_format(path: str | Path) -> str:
     if path.is_file():
         kind = TABLE_SUFFIXES.get(path.suffix.lower())
         if kind is None:
-            raise UserError(f"{path}: not a Parquet or Arrow file; pass a dataset folder, a .parquet/.arrow file "
-                            "or a manifest")
+            raise UserError(f"{path}: not a Parquet or Arrow file; --dataset takes a dataset folder or .parquet/.arrow "
+                            "files (a manifest goes to --manifest)")
         return kind
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
@@ -236,7 +236,8 @@ def detect_dataset_format(path: str | Path) -> str:
         if tables:
             return _table_kind(tables, str(path))
         raise UserError(f"{path}: not a dataset folder (no dataset_info.json/state.json, no metadata.csv/jsonl, "
-                        "no validated.tsv + clips/, no .parquet/.arrow files)")
+                        "no validated.tsv + clips/, no .parquet/.arrow files); a folder of audio with transcripts or in "
+                        "LibriSpeech layout goes to --manifest")
     if looks_like_hub_name(spec):
         return "hub"
     raise UserError(f"{spec}: no such file or folder, and not a hub dataset name")

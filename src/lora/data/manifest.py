@@ -175,12 +175,26 @@ def _read_folder(root: Path) -> ManifestRead:
     sidecar = _read_sidecar_folder(root)
     if sidecar is not None:
         return sidecar
-    if (root / "state.json").is_file() or (root / "dataset_dict.json").is_file():
-        raise UserError(f"{root}: a Hugging Face dataset saved with save_to_disk, not a manifest folder; `lora train`, `eval` "
-                        f"and `stt` read it as --dataset {root}")
+    dataset_kind = _dataset_layout(root)
+    if dataset_kind:
+        raise UserError(f"{root}: a Hugging Face-style dataset ({dataset_kind}), not a manifest folder; `lora train`, "
+                        f"`eval` and `stt` read it as --dataset {root}")
     raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt), a "
                     f"manifest.jsonl, nor audio files with same-name .txt transcripts beside them; pass a manifest "
                     f"file or one of those folders")
+
+
+def _dataset_layout(root: Path) -> str:
+    """What kind of `--dataset` folder `root` looks like ("" for none), two levels deep at most (`data/*.parquet`
+    as the hub lays them out): `lora.data.hf_sources` reads these; this module only points there."""
+    if (root / "state.json").is_file() or (root / "dataset_dict.json").is_file():
+        return "saved with save_to_disk"
+    if (root / "clips").is_dir() and next(root.glob("*.tsv"), None):
+        return "a Common Voice release"
+    for suffix in ("parquet", "arrow"):
+        if next(root.glob(f"*.{suffix}"), None) or next(root.glob(f"*/*.{suffix}"), None):
+            return f"{suffix.capitalize()} files"
+    return ""
 
 
 def _transcripts_beside(files: list[Path]) -> dict[tuple[Path, str], Path]:
