@@ -206,6 +206,13 @@ def test_min_good_counts_good_rows(tmp_path):
         preflight_source(manifest, min_good=2, quiet=True)
 
 
+def test_a_source_with_no_rows_says_so(tmp_path):
+    from lora.data.preflight import PreflightReport
+
+    with pytest.raises(UserError, match=r"^empty\.parquet: no rows in it; add at least 2"):  # was "only 0 usable row(s) of 0"
+        PreflightReport((), (), "empty.parquet").require(2)
+
+
 def test_duration_bounds_are_options(tmp_path):
     write_audio(tmp_path / "a.wav", 2.0)
     manifest = write_jsonl(tmp_path / "m.jsonl", [{"audio": "a.wav", "text": "x"}])

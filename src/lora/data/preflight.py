@@ -113,6 +113,9 @@ class PreflightReport:
         """Raise a one-line `UserError` when fewer than `min_good` rows are usable."""
         if len(self.good) >= min_good:
             return
+        if not self.total:
+            raise UserError(f"{self.source or 'input'}: no rows in it; add at least {min_good} (an audio file and its "
+                            "transcript each), or point at the data meant")
         problems = ", ".join(f"{reason} x{n}" for reason, n in list(self.counts.items())[:3]) or "no rows"
         example = f"; first: {self.bad[0].message}" if self.bad else ""
         listed = f"; all listed in {self.quarantine}" if self.quarantine else ""
