@@ -60,8 +60,14 @@ def test_srt_and_vtt_cues_keep_their_milliseconds(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("not subtitles at all\n", "not a readable SRT subtitle file"),
-    ("1\n00:00:02,000 --> 00:00:01,000\nbackwards\n\n", "cue 1 ends at 1.000 s, not after its start 2.000 s"),
+    ("1\n00:00:02,000 --> 00:00:01,000\nbackwards\n\n", "bad.srt:2: cue 1 ends at 1.000 s, not after its start 2.000 s"),
     ("1\n00:00:01,000 --> 00:00:02,000\n[MUSIC]\n\n", "no cue holds spoken text"),
+    ("\n \n", "bad.srt: empty; pass the recording's subtitles"),
+    # a time without hours (or a cue without its number) was skipped by the reader, its words silently lost
+    ("1\n00:00:01,000 --> 00:00:02,000\nHello.\n\n2\n00:03,000 --> 00:04,000\nthese words\n\n",
+     r"bad.srt:6: cue time line '00:03,000 --> 00:04,000' cannot be read \(1 of 2 cues would be lost\); write it as "
+     "HH:MM:SS,mmm --> HH:MM:SS,mmm"),
+    ("1\n00:00:01,000 --> 00:00:02,000\nHello.\n\n00:00:03,000 --> 00:00:04,000\nno number\n\n", r"bad.srt:5: cue time line"),
 ])
 def test_bad_subtitle_files_are_one_line(tmp_path, content, message):
     (tmp_path / "bad.srt").write_text(content, encoding="utf-8")
@@ -71,6 +77,17 @@ def test_bad_subtitle_files_are_one_line(tmp_path, content, message):
     with pytest.raises(UserError, match=r"latin1.srt:3: not UTF-8 \(byte 0xe9\); re-save the subtitles as UTF-8 "
                                         r"\(from Windows-1252: iconv -f cp1252 -t utf-8 "):
         read_subtitles(tmp_path / "latin1.srt")
+
+
+def test_a_webvtt_or_sbv_cue_time_the_reader_skips_names_its_line(tmp_path):
+    (tmp_path / "a.vtt").write_text("WEBVTT\n\nNOTE a comment\n\n00:00:01.000 --> 00:00:02.000 align:start\nHello.\n\n"
+                                    "00:00:03,000 --> 00:00:04,000\nA comma.\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"a.vtt:8: cue time line '00:00:03,000 --> 00:00:04,000' cannot be read "
+                                        r"\(1 of 2 cues would be lost\); write it as HH:MM:SS.mmm --> HH:MM:SS.mmm$"):
+        read_subtitles(tmp_path / "a.vtt")
+    (tmp_path / "a.sbv").write_text("0:00:01.000,0:00:02.500\nHello there.\n\n0:00:03.00,0:00:04.000\nAgain.\n")
+    with pytest.raises(UserError, match=r"a.sbv:4: cue time line '0:00:03.00,0:00:04.000' cannot be read"):
+        read_subtitles(tmp_path / "a.sbv")
 
 
 def test_a_byte_order_mark_and_youtube_sbv_are_read(tmp_path):

@@ -51,6 +51,12 @@ LABEL_SHARE = 0.5
 # A file whose cues start with the line the cue before ended with, this often (of its cues after the first),
 # is rolling captions. In other subtitles a cue repeating the line before is rare and is what was said twice.
 ROLLING_SHARE = 0.5
+# A cue's time line: a time, then "-->" (SRT, WebVTT), or two times after a comma (YouTube's SBV)
+_TIME_LINE = {"srt": re.compile(r"^\s*\d[\d:.,]*\s*-->"), "vtt": re.compile(r"^\s*\d[\d:.,]*\s*-->"),
+              "sbv": re.compile(r"^\s*\d+:[\d:.]+,\d+:[\d:.]+\s*$")}
+_LOOSE_TIME = re.compile(r"(?:(\d+):)?(\d+):(\d+)[,.](\d+)")
+TIME_FORMS = {"srt": "HH:MM:SS,mmm --> HH:MM:SS,mmm", "vtt": "HH:MM:SS.mmm --> HH:MM:SS.mmm",
+              "sbv": "H:MM:SS.mmm,H:MM:SS.mmm"}
 
 
 @dataclass(frozen=True)
@@ -147,15 +153,20 @@ def _read_subtitles(name: str, size: int, mtime_ns: int) -> tuple[Cue, ...]:
         kind, text = "srt", embedded_subtitles(path)
     else:
         kind, text = path.suffix.lower()[1:], decode_utf8(path, path.read_bytes(), "subtitles")
+    kind = kind if kind in ("srt", "sbv") else "vtt"
+    if not text.strip():
+        raise UserError(f"{path}: empty; pass the recording's subtitles")
     try:
-        captions = webvtt.from_buffer(io.StringIO(text), format=kind if kind in ("srt", "sbv") else "vtt")
+        captions = webvtt.from_buffer(io.StringIO(text), format=kind)
     except (webvtt.errors.MalformedFileError, webvtt.errors.MalformedCaptionError) as exc:
         raise UserError(f"{path}: not a readable {kind.upper()} subtitle file ({exc}); "
-                        "check its cue times (HH:MM:SS,mmm --> HH:MM:SS,mmm)") from None
+                        f"check its cue times ({TIME_FORMS[kind]})") from None
     timed = [(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, c.raw_text) for c in captions]
+    at = _cue_lines(path, text, kind, timed)
     for i, (start, end, _) in enumerate(timed, 1):
         if end <= start:
-            raise UserError(f"{path}: cue {i} ends at {end:.3f} s, not after its start {start:.3f} s; fix its times")
+            where = f"{path}:{at[i - 1]}" if at else f"{path}"
+            raise UserError(f"{where}: cue {i} ends at {end:.3f} s, not after its start {start:.3f} s; fix its times")
     timed.sort(key=lambda t: t[0])
     lines = [_spoken_lines(raw) for _, _, raw in timed]
     labels, lines = speaker_labels(lines)
@@ -169,6 +180,29 @@ def _read_subtitles(name: str, size: int, mtime_ns: int) -> tuple[Cue, ...]:
     if any(labels):
         log.info("%s: who speaks each cue is labelled (\"Name: ...\"); the labels are not taken as words", path)
     return spoken
+
+
+def _cue_lines(path: Path, text: str, kind: str, timed: list[tuple[float, float, str]]) -> list[int]:
+    """The line number of each cue's time line (cues with text), in file order; [] where they cannot be paired
+    with the cues read. A cue with text whose time line the reader skipped (a time it does not read: no hours,
+    "00:61:00,000"; an SRT cue without its number) is a UserError naming that line, not words silently lost."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    found = [(n, line) for n, (line, after) in enumerate(zip(lines, [*lines[1:], ""]), 1)
+             if _TIME_LINE[kind].match(line) and after.strip()]
+    if len(timed) >= len(found):
+        return [n for n, _ in found] if len(timed) == len(found) else []
+    read = {(round(a * 1000), round(b * 1000)) for a, b, _ in timed}
+    n, line = next(((n, line) for n, line in found if _loose_times(line) not in read), found[-1])
+    raise UserError(f"{path}:{n}: cue time line {line.strip()!r} cannot be read ({len(found) - len(timed)} of "
+                    f"{len(found)} cues would be lost); write it as {TIME_FORMS[kind]}"
+                    + (", after the cue's number" if kind == "srt" else ""))
+
+
+def _loose_times(line: str) -> tuple[int, int] | None:
+    """A time line's two times in milliseconds, read leniently; None when it does not hold two."""
+    times = [round(((int(h or 0) * 60 + int(m)) * 60 + int(s) + int(f) / 10 ** len(f)) * 1000)
+             for h, m, s, f in _LOOSE_TIME.findall(line)[:2]]
+    return (times[0], times[1]) if len(times) == 2 else None
 
 
 def _one(names: set[str]) -> str:
