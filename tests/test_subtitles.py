@@ -312,6 +312,33 @@ def test_segment_cli_cuts_a_folder_of_recordings_with_transcripts_or_subtitles(s
     assert all(min(abs(r["end_s"] - e) for e in cue_ends) <= PAD_S + 1e-3 for r in part2)  # cut at the cues
 
 
+@pytest.mark.parametrize("shift, overlap, hint", [
+    (3600.0, 0.0, "cues timed outside the recording: pass this recording's subtitles, or move them with --subtitle-offset SECONDS"),
+    (0.0, 0.3, "cues timed over each other: make each cue end before the next starts"),
+])
+def test_segment_cli_says_what_is_wrong_when_the_cue_times_quarantine_every_clip(ljspeech, tmp_path, monkeypatch, shift,
+                                                                                 overlap, hint):
+    import soundfile as sf
+
+    from lora.scripts import segment
+
+    def never(batch):
+        raise AssertionError("no clip of these cues is decoded")
+
+    monkeypatch.setattr(segment, "resolve_model_id", lambda name: name)
+    monkeypatch.setattr(segment, "load_base", lambda name: (None, None, None))
+    monkeypatch.setattr(segment, "torch_transcriber", lambda *args: never)
+    audio = tmp_path / "talk.flac"
+    sf.write(str(audio), ljspeech.samples, S, format="FLAC", subtype="PCM_16")
+    # an hour late (timed against a longer cut), or each cue running 0.3 s into the next, cut every 10 s
+    write_srt(tmp_path / "talk.srt", [(a + shift, b + shift + overlap, u.text)
+                                      for u, (a, b) in zip(ljspeech.utterances, ljspeech.bounds)])
+    out = tmp_path / "clips" / "talk.jsonl"
+    with pytest.raises(UserError, match=f"every chunk was quarantined .*; {re.escape(hint)}$"):
+        segment._main(["--audio", str(audio), "--transcript", f"@{tmp_path / 'talk.srt'}", "--output", str(out),
+                       "--max-chunk-s", "10", "--quiet"])
+
+
 @pytest.mark.slow
 def test_segment_cli_reads_automatic_rolling_captions_once(ljspeech, tmp_path):
     import soundfile as sf

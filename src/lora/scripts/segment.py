@@ -210,8 +210,25 @@ def _main(argv: list[str] | None) -> int:
     if not manifest_rows:
         raise UserError(f"{where}: every chunk was quarantined (listed in {quarantine}); " + (
             "the subtitles look off the speech (warned above): pass --subtitle-offset auto" if off_speech
-            else "check the transcript, or raise --max-cer"))
+            else _cue_problems([r["reason"] for r in lines]) or "check the transcript, or raise --max-cer"))
     return 0
+
+
+# Quarantine reasons that say the subtitles' times are wrong (no --max-cer helps), each with what to do
+CUE_TIME_PROBLEMS = (
+    (("past the recording's end", "before the recording's start"),
+     "cues timed outside the recording: pass this recording's subtitles, or move them with --subtitle-offset SECONDS"),
+    (("overlap (",), "cues timed over each other: make each cue end before the next starts"),
+    (("> max_chunk_s",), "a cue longer than --max-chunk-s: split it into shorter cues"),
+)
+
+
+def _cue_problems(reasons: list[str]) -> str:
+    """What to do when every reason is a fault of the subtitles' times (else "")."""
+    found = [{i for i, (marks, _) in enumerate(CUE_TIME_PROBLEMS) if any(m in r for m in marks)} for r in reasons]
+    if not reasons or not all(found):
+        return ""
+    return "; ".join(hint for i, (_, hint) in enumerate(CUE_TIME_PROBLEMS) if any(i in f for f in found))
 
 
 def main(argv: list[str] | None = None) -> int:
