@@ -263,7 +263,7 @@ CASES = [
     ("join", ["--data-dir", "{speech}", "--subset", "nosuch", "--output", "{tmp}/j.flac"], "no subset 'nosuch'"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.wav"], "name it *.flac"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--speaker", "0000", "--output", "{tmp}/j.flac"], "speaker '0000' not found"),
-    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--seconds", "0", "--output", "{tmp}/j.flac"], "--seconds 0: must be within"),
+    ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--seconds", "0", "--output", "{tmp}/j.flac"], "--seconds 0: must be above 0 and at most 14400"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/d.flac"], "--output {tmp}/d.flac is a folder"),
     ("join", ["--data-dir", "{speech}", "--subset", "ljspeech", "--output", "{tmp}/j.flac", "--transcript-out", "{tmp}/no_run"],
      "--transcript-out {tmp}/no_run is a folder"),

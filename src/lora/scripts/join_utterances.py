@@ -45,7 +45,7 @@ def _main(argv: list[str] | None) -> int:
     if args.subset not in available:
         raise UserError(f"{root}: no subset {args.subset!r}; available: {', '.join(available)}")
     if not 0 < args.seconds <= 4 * 3600:
-        raise UserError(f"--seconds {args.seconds:g}: must be within 0..14400")
+        raise UserError(f"--seconds {args.seconds:g}: must be above 0 and at most 14400 (4 h)")
     output = Path(args.output)
     if output.suffix.lower() != ".flac":
         raise UserError(f"{output}: the output is written as FLAC; name it *.flac")
