@@ -16,6 +16,7 @@ from lora.longform import (
     decode_chunks,
     detect_speech,
     plan_chunks,
+    readable_cues,
     to_srt,
     to_vtt,
     transcribe_long,
@@ -226,3 +227,18 @@ def test_moonshine_long_form_wer_within_one_point_of_one_by_one(ljspeech, ljspee
     assert wer_one < 0.2  # the model works on these utterances at all
     assert wer_long <= wer_one + 0.01, (wer_long, wer_one, long.text)
     assert len(long.segments) >= 3 and all(s.text for s in long.segments)
+
+
+def test_readable_cues_cut_a_long_chunk_at_clause_ends_and_keep_every_word():
+    """A 28 s chunk of ~450 characters (what `lora stt --srt` wrote as one cue) becomes cues of at most two lines of
+    42 characters and 7 s, cut after a clause's mark where one falls late enough, times shared by characters."""
+    said = "the quick brown fox jumps over the lazy dog, and then it ran away into the forest where nobody found it. " * 4
+    cues = readable_cues([Segment(10.0, 38.0, said), Segment(38.0, 38.5, " "), Segment(40.0, 41.5, "Yes.")])
+    assert " ".join(c.text.replace("\n", " ") for c in cues) == " ".join(said.split()) + " Yes."
+    assert all(len(line) <= 42 for c in cues for line in c.text.split("\n")) and max(c.text.count("\n") for c in cues) == 1
+    assert all(c.end_s - c.start_s <= 7.0 for c in cues)
+    assert [c.text for c in cues[:2]] == ["the quick brown fox\njumps over the lazy dog,",
+                                         "and then it ran away into the\nforest where nobody found it."]
+    assert cues[0].start_s == 10.0 and cues[-2].end_s == pytest.approx(38.0) and cues[-1] == Segment(40.0, 41.5, "Yes.")
+    assert all(a.end_s == pytest.approx(b.start_s) for a, b in zip(cues[:-2], cues[1:-1]))  # contiguous inside a chunk
+    assert to_srt(cues).count(" --> ") == len(cues)

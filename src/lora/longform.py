@@ -17,6 +17,7 @@ Pipeline for a recording of any length (16 kHz float32 mono samples):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +33,11 @@ from lora.data_loader import prepare_dataset
 from lora.decoding import transcribe_examples
 from lora.families import all_exports, resolve_callable
 
+# Subtitle cues as readers take them (the usual broadcast guidance: two lines of at most 42 characters, at most
+# about 7 s on screen): a decoded chunk (up to 15 s of Moonshine, 30 s of Whisper) is one cue of up to ~450
+# characters otherwise.
+CUE_LINE_CHARS, CUE_LINES, CUE_MAX_S = 42, 2, 7.0
+CLAUSE_END = (".", "?", "!", "…", ",", ";", ":")  # a word ending so is a good place to start the next cue
 ENERGY_WINDOW_S = 0.1  # window for cutting inside an over-long speech region
 ENERGY_HOP_S = 0.01
 
@@ -297,6 +303,57 @@ def subtitle_timestamp(seconds: float, separator: str) -> str:
     minutes, ms = divmod(ms, 60_000)
     secs, ms = divmod(ms, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
+
+
+def readable_cues(segments: Sequence[Segment], line_chars: int = CUE_LINE_CHARS, lines: int = CUE_LINES,
+                  max_s: float = CUE_MAX_S) -> list[Segment]:
+    """Segments cut into subtitle cues of at most `lines` lines of `line_chars` characters and about `max_s`
+    seconds, each cue's lines joined by "\n"; words kept in order, none lost or repeated.
+
+    A long segment's words go into pieces of about equal length (enough pieces for both limits), a piece
+    ending early at a sentence or clause end when one falls in its second half. The models give no word times
+    here, so a piece's time is its share of the segment's characters: a reading aid, not an alignment."""
+    cues: list[Segment] = []
+    for seg in segments:
+        words = seg.text.split()
+        if not words:
+            continue
+        text = " ".join(words)
+        span = max(seg.end_s - seg.start_s, 0.0)
+        pieces_needed = max(math.ceil(len(text) / (line_chars * lines)), math.ceil(span / max_s), 1)
+        if pieces_needed == 1:
+            cues.append(Segment(seg.start_s, seg.end_s, _wrap(text, line_chars, lines)))
+            continue
+        target = len(text) / pieces_needed
+        pieces, current = [], []
+        for word in words:
+            if current and len(" ".join(current + [word])) > min(line_chars * lines, target * 1.15):
+                ends = [k for k in range(len(current), 0, -1) if current[k - 1].endswith(CLAUSE_END)
+                        and len(" ".join(current[:k])) >= target / 2]
+                cut = ends[0] if ends else len(current)  # the last clause end in the piece's second half, else here
+                pieces.append(" ".join(current[:cut]))
+                current = current[cut:]
+            current.append(word)
+        pieces.append(" ".join(current))
+        total = sum(len(p) for p in pieces)
+        at = seg.start_s
+        for piece in pieces:
+            end = min(seg.end_s, at + span * len(piece) / total)
+            cues.append(Segment(at, end, _wrap(piece, line_chars, lines)))
+            at = end
+    return cues
+
+
+def _wrap(text: str, line_chars: int, lines: int) -> str:
+    """`text` in at most `lines` lines, broken at the space that best balances them when it is too long for one."""
+    if len(text) <= line_chars or lines < 2:
+        return text
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    if not spaces:
+        return text
+    fitting = [i for i in spaces if i <= line_chars and len(text) - i - 1 <= line_chars]
+    middle = min(fitting or spaces, key=lambda i: abs(i - len(text) / 2))
+    return text[:middle] + "\n" + text[middle + 1:]
 
 
 def to_srt(segments: Sequence[Segment]) -> str:

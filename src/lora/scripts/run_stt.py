@@ -35,7 +35,17 @@ from lora.data.records import Utterance
 from lora.data.selection import seen_in_training
 from lora.evaluation import score
 from lora.families import all_exports, family_for
-from lora.longform import LongformOptions, VadOptions, detect_speech, exported_transcriber, to_srt, to_vtt, torch_transcriber, transcribe_any
+from lora.longform import (
+    LongformOptions,
+    VadOptions,
+    detect_speech,
+    exported_transcriber,
+    readable_cues,
+    to_srt,
+    to_vtt,
+    torch_transcriber,
+    transcribe_any,
+)
 from lora.model_utils import load_base, load_with_adapter, resolve_model_id
 from lora.results import SttArtifact, write_result
 from lora.scripts.dataset_args import add_dataset_args, dataset_options
@@ -217,7 +227,8 @@ def load_transcriber(args):
 
 
 def write_subtitles(args, transcripts: dict) -> list[str]:
-    """--srt/--vtt: the path given for one file; one file per id beside --output for several."""
+    """--srt/--vtt (cues cut to reading size, `readable_cues`): the path given for one file; one file per id beside
+    --output for several."""
     written = []
     for flag, render, ext in ((args.srt, to_srt, "srt"), (args.vtt, to_vtt, "vtt")):
         if not flag:
@@ -227,7 +238,7 @@ def write_subtitles(args, transcripts: dict) -> list[str]:
         else:
             targets = {i: Path(args.output).with_name(f"{i}.{ext}") for i in transcripts}
         for row_id, path in targets.items():
-            written.append(str(write_text_atomic(path, render(transcripts[row_id].segments))))
+            written.append(str(write_text_atomic(path, render(readable_cues(transcripts[row_id].segments)))))
     return written
 
 
