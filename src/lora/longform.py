@@ -320,7 +320,8 @@ def readable_cues(segments: Sequence[Segment], line_chars: int = CUE_LINE_CHARS,
             continue
         text = " ".join(words)
         span = max(seg.end_s - seg.start_s, 0.0)
-        pieces_needed = max(math.ceil(len(text) / (line_chars * lines)), math.ceil(span / max_s), 1)
+        # a piece holds at most 1.15x the average piece's characters (below), so 1.15x its share of the time
+        pieces_needed = max(math.ceil(len(text) / (line_chars * lines)), math.ceil(span * 1.15 / max_s), 1)
         if pieces_needed == 1:
             cues.append(Segment(seg.start_s, seg.end_s, _wrap(text, line_chars, lines)))
             continue
