@@ -9,7 +9,7 @@ import numpy as np
 from lora.core.text import normalize_for_scoring
 from lora.data.manifest import read_source
 from lora.data.records import Utterance
-from lora.scripts.run_stt import leakage_warnings, main
+from lora.scripts.run_stt import build_parser, check_args, leakage_warnings, main
 
 
 def test_manifest_with_inline_audio_and_with_paths(tmp_path, speech_dir):
@@ -154,3 +154,13 @@ def test_stt_transcribes_dc_offset_and_very_quiet_speech_and_refuses_amplified_s
     assert run_stt.main([str(pause), "--model-id", str(tiny_moonshine), "--output", str(tmp_path / "p.json"), "--quiet"]) == 2
     assert not (tmp_path / "p.json").exists()
     assert "no speech heard" in capsys.readouterr().err
+
+
+def test_a_short_max_chunk_is_warned_of(caplog):
+    """`--max-chunk-s 1` is allowed but cuts inside words: said once, before anything loads."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="lora"):
+        check_args(build_parser().parse_args(["--audio", "a.flac", "--model-id", "m", "--output", "o.json", "--max-chunk-s", "1"]))
+        check_args(build_parser().parse_args(["--audio", "a.flac", "--model-id", "m", "--output", "o.json", "--max-chunk-s", "15"]))
+    assert [r.getMessage()[:40] for r in caplog.records] == ["warning: --max-chunk-s 1: speech longer "]

@@ -52,6 +52,7 @@ from lora.scripts.dataset_args import add_dataset_args, dataset_options
 
 log = logging.getLogger("lora")
 
+SHORT_CHUNK_S = 5.0  # chunks shorter than this cut most utterances, and so words (a warning, not a refusal)
 MAX_SECONDS = 24 * 3600.0  # stt takes recordings of any length (a day is a generous sanity bound)
 # Transcribing is not training: a heavily clipped recording is still worth its transcript, so stt warns about
 # clipping where training and scoring quarantine it (a share of clipped samples can never exceed 1). The same
@@ -134,6 +135,10 @@ def check_args(args) -> None:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
     if args.max_chunk_s is not None and not 1.0 <= args.max_chunk_s <= 30.0:
         raise UserError(f"--max-chunk-s {args.max_chunk_s:g}: must be within 1..30 s (the models' window is 30 s)")
+    if args.max_chunk_s is not None and args.max_chunk_s < SHORT_CHUNK_S:
+        log.warning("warning: --max-chunk-s %g: speech longer than a chunk is cut where it is quietest, often inside a "
+                    "word at this length; transcripts lose words there (the default: Moonshine 15 s, Whisper 30 s)",
+                    args.max_chunk_s)
     if args.processor_dir:
         folder = Path(args.processor_dir)
         if not folder.is_dir():
