@@ -128,31 +128,42 @@ def test_second_run_on_a_locked_output_dir_is_refused(tmp_path):
     assert proc.returncode == 0, proc.stdout
 
 
-@pytest.mark.parametrize("part, damage", [("adapter.safetensors", "truncate"), ("optimizer.pt", "truncate"),
-                                          ("rng.safetensors", "delete")])
-def test_a_damaged_checkpoint_file_is_named_and_changes_nothing(tiny_moonshine, tmp_path, part, damage):
-    """`--resume` over a checkpoint damaged from outside (a partial copy, a deleted file): one line naming the file,
-    and the model and optimizer as they were (every file is read before any state is set)."""
+SAVED_STATE = {"step": 1, "history": [], "audio_seconds": 0.0, "label_tokens": 0, "config": {}}  # as training writes it
+
+
+def _checkpointed(tiny_moonshine, tmp_path):
+    """A LoRA model, its optimizer and scheduler, and their checkpoint in tmp_path as training writes it."""
     model = attach_lora(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine), 4, 8, 0.0, ("q_proj", "v_proj"))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     save_checkpoint(tmp_path, model, optimizer, scheduler, SAVED_STATE)
+    return model, optimizer, scheduler, params
+
+
+def _moved(params) -> list:
+    """The trainable parameters moved off the checkpoint (a partial restore would show), as they now are."""
+    with torch.no_grad():
+        for p in params:
+            p.add_(1.0)
+    return [p.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("part, damage", [("adapter.safetensors", "truncate"), ("optimizer.pt", "truncate"),
+                                          ("rng.safetensors", "delete")])
+def test_a_damaged_checkpoint_file_is_named_and_changes_nothing(tiny_moonshine, tmp_path, part, damage):
+    """`--resume` over a checkpoint damaged from outside (a partial copy, a deleted file): one line naming the file,
+    and the model and optimizer as they were (every file is read before any state is set)."""
+    model, optimizer, scheduler, params = _checkpointed(tiny_moonshine, tmp_path)
     path = tmp_path / CHECKPOINT_DIR / part
     if damage == "delete":
         path.unlink()
     else:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with torch.no_grad():
-        for p in params:
-            p.add_(1.0)  # differs from the checkpoint: a partial restore would show
-    before = [p.detach().clone() for p in params]
+    before = _moved(params)
     with pytest.raises(UserError, match=rf"{part}: checkpoint file is unreadable .*delete .*{CHECKPOINT_DIR} to start over"):
         load_checkpoint(tmp_path, model, optimizer, scheduler)
     assert all(torch.equal(p, b) for p, b in zip(params, before))
-
-
-SAVED_STATE = {"step": 1, "history": [], "audio_seconds": 0.0, "label_tokens": 0, "config": {}}  # as training writes it
 
 
 @pytest.mark.parametrize("edit", [{"step": "3"}, {"history": None}, {"audio_seconds": True}, {"label_tokens": 1.5}])
@@ -161,17 +172,10 @@ def test_a_checkpoint_state_with_a_value_of_another_kind_changes_nothing(tiny_mo
     in the training loop after every state had been restored)."""
     from lora.checkpoint import STATE_FILE
 
-    model = attach_lora(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine), 4, 8, 0.0, ("q_proj", "v_proj"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    save_checkpoint(tmp_path, model, optimizer, scheduler, SAVED_STATE)
+    model, optimizer, scheduler, params = _checkpointed(tiny_moonshine, tmp_path)
     state = tmp_path / CHECKPOINT_DIR / STATE_FILE
     state.write_text(json.dumps(json.loads(state.read_text()) | edit))
-    with torch.no_grad():
-        for p in params:
-            p.add_(1.0)
-    before = [p.detach().clone() for p in params]
+    before = _moved(params)
     (key,) = edit
     with pytest.raises(UserError, match=rf"{STATE_FILE}: checkpoint state with {key} \(\w+\) .*delete .*{CHECKPOINT_DIR}"):
         load_checkpoint(tmp_path, model, optimizer, scheduler)
@@ -183,17 +187,10 @@ def test_a_checkpoint_state_without_its_rng_changes_nothing(tiny_moonshine, tmp_
     adapter had been restored)."""
     from lora.checkpoint import STATE_FILE
 
-    model = attach_lora(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_moonshine), 4, 8, 0.0, ("q_proj", "v_proj"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    save_checkpoint(tmp_path, model, optimizer, scheduler, SAVED_STATE)
+    model, optimizer, scheduler, params = _checkpointed(tiny_moonshine, tmp_path)
     state = tmp_path / CHECKPOINT_DIR / STATE_FILE
     state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "rng"}))
-    with torch.no_grad():
-        for p in params:
-            p.add_(1.0)
-    before = [p.detach().clone() for p in params]
+    before = _moved(params)
     with pytest.raises(UserError, match=rf"{STATE_FILE}: no random-number states in it \(rng\); delete .*{CHECKPOINT_DIR} to start"):
         load_checkpoint(tmp_path, model, optimizer, scheduler)
     assert all(torch.equal(p, b) for p, b in zip(params, before))
