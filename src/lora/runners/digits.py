@@ -76,7 +76,7 @@ PER_FAMILY = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="lora digits", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--families", default="moonshine,whisper", help="comma-separated families to run")
     parser.add_argument("--speech-dir", default="../shared/speech", help="folder holding fsdd/ and LibriSpeech subsets")
     parser.add_argument("--extra-speech-dir", default="../shared/speech-extra",

@@ -48,7 +48,7 @@ def hygiene_flag(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="lora check", description=__doc__.split("\n\n")[1],
-                                     epilog=__doc__.split("\n\n")[2])
+                            epilog=__doc__.split("\n\n")[2])
     parser.add_argument("source", metavar="MANIFEST_OR_DIR", help="manifest file or "
                         "a folder (LibriSpeech layout, a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts)")
     where = parser.add_mutually_exclusive_group()

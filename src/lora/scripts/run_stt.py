@@ -70,7 +70,7 @@ STT_HYGIENE = HygieneOptions(clipped_quarantine_share=1.0, silent_rms=QUIET_FLOO
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="lora stt", description=__doc__.split("\n\n")[1],
-                                     epilog=__doc__.split("\n\n")[2])
+                            epilog=__doc__.split("\n\n")[2])
     parser.add_argument("files", nargs="*", metavar="FILE", help="audio file(s) of any length, or folders of them, as --audio")
     parser.add_argument("--audio", nargs="+", default=None, metavar="FILE",
                         help="audio file(s) of any length, or folders of them (every audio file inside)")

@@ -51,7 +51,7 @@ QUARANTINE_FILE = "quarantine.jsonl"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="lora segment", description=__doc__.split("\n\n")[1],
-                                     epilog=__doc__.split("\n\n")[2])
+                            epilog=__doc__.split("\n\n")[2])
     parser.add_argument("--audio", metavar="FILE",
                         help="the long recording (WAV, FLAC, OGG, MP3; M4A, WebM, videos and other containers through ffmpeg)")
     parser.add_argument("--transcript", metavar="TEXT|@FILE",
