@@ -67,6 +67,23 @@ def test_a_clean_check_removes_an_earlier_checks_list_and_another_file_of_that_n
     assert (tmp_path / "quarantine.jsonl").read_text() == "my notes on the rows\n"
 
 
+def test_a_dataset_is_checked_as_train_reads_it(speech_dir, tmp_path):
+    """`lora check --dataset`: a Parquet file of real clips (one path missing) as `lora train --dataset` reads it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flacs = sorted((speech_dir / "test-clean").rglob("*.flac"))[:3]
+    table = pa.table({"audio": [str(f) for f in flacs] + [str(tmp_path / "gone.flac")], "text": ["a b c"] * 4,
+                      "speaker_id": [f.name.split("-")[0] for f in flacs] + ["x"]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    done = run_check("--dataset", tmp_path / "d.parquet", "--no-hygiene", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0 and "4 read, 3 good, 1 bad" in done.stdout and "missing file" in done.stdout
+    assert (tmp_path / "quarantine.jsonl").is_file()  # beside the dataset file, as for a manifest
+    for both_or_neither in (["--dataset", tmp_path / "d.parquet", tmp_path / "d.parquet"], []):
+        done = run_check(*both_or_neither, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.startswith("error: check one source: a MANIFEST_OR_DIR, or --dataset")
+
+
 def test_shared_speech_is_clean(speech_dir, tmp_path):
     done = run_check(speech_dir, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

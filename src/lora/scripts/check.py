@@ -1,11 +1,11 @@
-"""`lora check MANIFEST_OR_DIR [--output DIR | --quarantine PATH] [--workers N] [--model-id M [--verify-with-model]
+"""`lora check MANIFEST_OR_DIR|--dataset D [--output DIR | --quarantine PATH] [--workers N] [--model-id M [--verify-with-model]
 [--suggest-terms FILE]] [hygiene thresholds]`
 
-Checks every row of a manifest (JSONL/JSON/CSV/TSV/path list) or a speech folder the way every
-lora command will (see lora.data.preflight), runs the data-hygiene checks on the decoded audio and
-transcripts (lora.data.hygiene: silent, dc_constant, clipped, chars_per_second, duplicate_audio by
-decoded-sample hash; unwritable_chars with --model-id, which loads only the tokenizer;
-model_disagrees with --verify-with-model), prints a summary table with the warnings, and lists the
+Checks every row of a manifest (JSONL/JSON/CSV/TSV/path list), a speech folder or a Hugging Face-style
+dataset (--dataset, as `lora train` reads it) the way every lora command will (see lora.data.preflight),
+runs the data-hygiene checks on the decoded audio and transcripts (lora.data.hygiene: silent, dc_constant,
+clipped, chars_per_second, duplicate_audio by decoded-sample hash; unwritable_chars with --model-id, which
+loads only the tokenizer; model_disagrees with --verify-with-model), prints a summary table with the warnings, and lists the
 unusable rows in a quarantine JSONL (origin file:line, id, reason, detail). Exit 0 when at least
 --min-good rows are usable, 2 (one line on stderr) otherwise.
 
@@ -32,10 +32,12 @@ from pathlib import Path
 from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
+from lora.data.hf_sources import read_dataset
 from lora.data.hygiene import HygieneOptions, disagreements, transcribe_rows
 from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import check_rows, write_quarantine
 from lora.data.records import Utterance
+from lora.scripts.dataset_args import add_dataset_args, dataset_options
 from lora.term_recall import missed_terms, suggested_terms_file
 
 log = logging.getLogger("lora")
@@ -49,8 +51,10 @@ def hygiene_flag(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="lora check", description=__doc__.split("\n\n")[1],
                             epilog=__doc__.split("\n\n")[2])
-    parser.add_argument("source", metavar="MANIFEST_OR_DIR", help="manifest file or "
-                        "a folder (LibriSpeech layout, a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts)")
+    parser.add_argument("source", metavar="MANIFEST_OR_DIR", nargs="?", default=None, help="manifest file or "
+                        "a folder (LibriSpeech layout, a manifest.jsonl inside, or audio files with same-name .txt/.lab "
+                        "transcripts); or --dataset instead")
+    add_dataset_args(parser)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--quarantine", type=Path, default=None, metavar="PATH",
                        help="where to list bad rows (always written)")
@@ -179,6 +183,9 @@ def quarantine_target(args, source: Path, has_bad: bool) -> Path | None:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
+    if (args.source is None) == (args.dataset is None):
+        raise UserError("check one source: a MANIFEST_OR_DIR, or --dataset D (a Hugging Face-style dataset)")
+    args.source = args.source or args.dataset  # where the default quarantine list goes is decided from it
     check_numbers(args)
     if args.quarantine is not None:
         check_output_file(args.quarantine, "--quarantine")
@@ -196,7 +203,7 @@ def _main(argv: list[str] | None) -> int:
     hygiene = hygiene_options(args)
     tokenizer = load_tokenizer(args.model_id) if args.model_id and hygiene is not None else None
 
-    read = read_source(args.source)
+    read = read_dataset(args.dataset, dataset_options(args)) if args.dataset else read_source(args.source)
     report = check_rows(read.rows, read.bad, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                         require_text=args.require_text, quiet=args.quiet, source=read.source, workers=args.workers,
                         hygiene=hygiene, tokenizer=tokenizer)
