@@ -213,6 +213,9 @@ def test_nan_text_and_speaker_are_missing_values_not_words(clips, tmp_path):
     assert [(b.origin, b.reason, b.detail) for b in read.bad] == [
         (f"{tmp_path / 'nan.parquet'}:row 0", "no text", "the 'text' field is NaN")]
     assert [(u.text, u.speaker) for u in read.rows] == [("1.5", "")]
+    pq.write_table(pa.table({"audio": [str(c["abs"]) for c in clips[:2]], "text": ["a", "b"],
+                             "speaker_id": [1089.0, float("nan")]}), tmp_path / "gap.parquet")  # ints with a gap: floats
+    assert [u.speaker for u in read_dataset(str(tmp_path / "gap.parquet")).rows] == ["1089", ""]  # not "1089.0"
 
 
 @pytest.mark.parametrize("audio, rate", [({"array": [0.0] * 8}, None), ({"array": [0.0] * 8, "sampling_rate": 8000}, 8000)])

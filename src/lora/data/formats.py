@@ -271,12 +271,14 @@ def is_missing(value) -> bool:
 
 
 def as_text(value) -> str | None:
-    """A text-like field as str: absent/null/NaN -> "", numbers -> their digits; None when it is not
+    """A text-like field as str: absent/null/NaN -> "", numbers -> their digits (1089.0 -> "1089"); None when it is not
     text-like at all (a list, a dict, a bool): the caller reports that row as bad."""
     if is_missing(value):  # NaN is a missing value, not the transcript "nan"
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a whole-number id pandas stored as a float (a column with a gap): 1089.0 is speaker 1089
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return None
