@@ -280,29 +280,31 @@ def check_value(cls, name: str, value, where: str):
     return value
 
 
-def key_line(path: str | Path, key: str) -> str:
-    """`path:line` of the first line that sets `key` at its start (`key = `, `key:`, `"key":`), else `path`:
-    tomllib, json and yaml.safe_load keep no line numbers for the values they return."""
+def key_lines(path: str | Path, keys) -> dict[str, str]:
+    """`path:line` of the first line that sets each key at its start (`key = `, `key:`, `"key":`), else `path`:
+    tomllib, json and yaml.safe_load keep no line numbers for the values they return. The file is read once."""
     try:
         lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError):
-        return str(path)
-    setting = re.compile(rf"""^\s*[{{,]?\s*["']?{re.escape(key)}["']?\s*[:=]""")
-    return next((f"{path}:{n}" for n, line in enumerate(lines, 1) if setting.match(line)), str(path))
+        lines = []
+    where = {}
+    for key in keys:
+        setting = re.compile(rf"""^\s*[{{,]?\s*["']?{re.escape(key)}["']?\s*[:=]""")
+        where[key] = next((f"{path}:{n}" for n, line in enumerate(lines, 1) if setting.match(line)), str(path))
+    return where
 
 
 def load_config_file(path: str | Path, cls) -> dict:
     read = read_config_file(path)
-    spelled = {str(k).replace("-", "_"): str(k) for k in read}
     data = {str(k).replace("-", "_"): v for k, v in read.items()}
+    where = {str(k).replace("-", "_"): line for k, line in key_lines(path, map(str, read)).items()}  # as spelled there
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"{key_line(path, spelled[unknown[0]])}: unknown option(s) {unknown}; {hint}"
-                        "see --help for the names")
-    return {k: check_value(cls, k, v, key_line(path, spelled[k])) for k, v in data.items()}
+        raise UserError(f"{where[unknown[0]]}: unknown option(s) {unknown}; {hint}see --help for the names")
+    return {k: check_value(cls, k, v, where[k]) for k, v in data.items()}
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

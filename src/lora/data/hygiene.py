@@ -164,6 +164,11 @@ def speech_level(x: np.ndarray, sampling_rate: int) -> float:
     return float(np.sqrt(loudest.mean()))
 
 
+def has_dc_offset(mean: float, std: float, options: HygieneOptions) -> bool:
+    """Is a waveform of this mean and standard deviation dominated by a DC offset (the `dc_constant` check)?"""
+    return abs(mean) > options.max_abs_mean or abs(mean) > options.max_mean_to_std * std
+
+
 def audio_findings(samples: np.ndarray, options: HygieneOptions, sampling_rate: int = SAMPLE_RATE) -> list[Finding]:
     """The audio-only checks: no_samples, non_finite, silent, dc_constant, clipped."""
     raw = np.asarray(samples, dtype=np.float64)
@@ -187,7 +192,7 @@ def audio_findings(samples: np.ndarray, options: HygieneOptions, sampling_rate: 
     elif ac_level < options.min_ac_rms:
         findings.append(Finding(DC_CONSTANT, QUARANTINE, f"constant signal: std {std:.2e} < {options.min_ac_rms:g} "
                                 f"around a mean of {mean:+.3f}", "the waveform carries no speech: re-export or drop the row"))
-    elif abs(mean) > options.max_abs_mean or abs(mean) > options.max_mean_to_std * std:
+    elif has_dc_offset(mean, std, options):
         findings.append(Finding(DC_CONSTANT, QUARANTINE, f"DC offset {mean:+.3f} (std {std:.3f}; limits |mean| <= "
                                 f"{options.max_abs_mean:g} and <= {options.max_mean_to_std:g} x std)",
                                 "remove the offset (subtract the mean or high-pass) and re-export, or drop the row"))

@@ -28,7 +28,7 @@ from lora.core.errors import UserError
 from lora.core.outputs import check_output_file, write_text_atomic
 from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
 from lora.data.hf_sources import read_dataset
-from lora.data.hygiene import HygieneOptions, speech_level
+from lora.data.hygiene import HygieneOptions, has_dc_offset, speech_level
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
@@ -190,7 +190,7 @@ def conditioned(samples: np.ndarray, vad: VadOptions) -> tuple[np.ndarray, str]:
     `QUIET_TARGET` (peak within full scale). Raises ValueError when amplified audio holds no speech (silero-vad)."""
     notes = []
     mean, std = float(samples.mean()), float(samples.std())
-    if abs(mean) > TRAINING_HYGIENE.max_abs_mean or abs(mean) > TRAINING_HYGIENE.max_mean_to_std * std:
+    if has_dc_offset(mean, std, TRAINING_HYGIENE):
         samples = (samples - mean).astype(np.float32)
         notes.append(f"DC offset {mean:+.3f} removed")
     level = speech_level(samples, SAMPLE_RATE)
