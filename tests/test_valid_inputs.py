@@ -254,6 +254,27 @@ def test_stereo_with_one_channel_inverted_decodes_to_the_speech_not_to_silence(s
     np.testing.assert_array_equal(load_audio(left_only), sf.read(str(left_only), dtype="float32")[0].mean(axis=1))
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed: the decoder of M4A and WebM")
+@pytest.mark.parametrize("container, codec", [("m4a", "aac"), ("webm", "libopus")])
+def test_an_inverted_stereo_pair_read_through_ffmpeg_is_the_speech_not_silence(container, codec, sentence, tmp_path):
+    """The same inverted pair as a phone's M4A or a browser's WebM, which only ffmpeg reads: ffmpeg's own mix to
+    mono (`-ac 1`) cancelled it (peak 0.005 for a clip peaking at 0.65). Every channel is now read back and
+    mixed by `downmix`, as a file libsndfile reads is; an ordinary stereo file still mixes as the mean."""
+    x, wav = sentence
+    pair = _sf(np.stack([x, -x], axis=1), tmp_path / "pair.wav", SAMPLE_RATE, subtype="PCM_16")
+    encoded = _ffmpeg(pair, tmp_path / f"pair.{container}", "-c:a", codec, "-b:a", "128k")
+    decoded = load_audio(encoded)
+    n = min(len(decoded), len(x))
+    assert abs(len(decoded) - len(x)) <= 0.1 * SAMPLE_RATE  # the codec pads to whole frames (AAC: 1,024 samples)
+    # the mix follows the louder channel, which the codec's rounding chooses: either polarity is the speech
+    lag = int(np.argmax(np.abs(np.correlate(decoded[:n], x[:n], "full")))) - (n - 1)  # priming: align first
+    aligned = decoded[max(lag, 0):n + min(lag, 0)], x[max(-lag, 0):n - max(lag, 0)]
+    assert abs(np.corrcoef(*aligned)[0, 1]) >= 0.99
+    assert float(np.abs(decoded).max()) == pytest.approx(float(np.abs(x).max()), rel=0.1)
+    in_phase = _ffmpeg(wav, tmp_path / f"mono.{container}", "-ac", "2", "-c:a", codec, "-b:a", "128k")
+    assert abs(np.corrcoef(load_audio(in_phase)[:n], decoded[:n])[0, 1]) >= 0.99
+
+
 def test_check_keeps_quiet_loud_and_reencoded_real_speech_in_a_folder(sentence, speech_dir, tmp_path, capsys):
     """A folder of recordings with same-name transcripts, names with spaces and upper-case extensions: every one is
     kept. The -30 dB copy of dev-clean 1988-24833-0000 has a whole-clip RMS of 7.1e-4 (it was quarantined as

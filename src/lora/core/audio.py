@@ -23,7 +23,7 @@ SAMPLE_RATE = 16_000
 PCM16_SCALE = 32_768  # 16-bit PCM full scale: soundfile decodes a 16-bit sample k as k / 32768
 SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for bytes that are no format it reads
 FFMPEG_HINT = ("libsndfile reads WAV, FLAC, OGG/Opus, MP3 and AIFF; for M4A/AAC/WebM and video install ffmpeg "
-               "(then they are read through it) or convert: ffmpeg -i IN -ac 1 -ar 16000 OUT.flac")
+               "(then they are read through it) or convert: ffmpeg -i IN -ar 16000 OUT.flac (channels kept: lora mixes them)")
 
 
 class AudioDecodeError(ValueError):
@@ -114,18 +114,28 @@ def decode_with_ffmpeg(source: str | Path | bytes, sndfile_error: Exception | No
 
     Not transformers' `ffmpeg_read`: it pipes the bytes through stdin, where an M4A whose index (the
     `moov` atom) sits at the end of the file, as ffmpeg's own AAC writer puts it, cannot be read.
-    Given a path, ffmpeg seeks; bytes are written to a temporary file first."""
+    Given a path, ffmpeg seeks; bytes are written to a temporary file first.
+
+    Every channel comes back (float WAV on the pipe, which says how many) and is mixed by `downmix`, as a
+    file libsndfile reads is: ffmpeg's own `-ac 1` averages the channels, so a stereo M4A with one channel
+    in opposite polarity decoded to near silence (peak 0.005 for a clip peaking at 0.65). The piped WAV's
+    size fields say "unknown" (ffmpeg cannot seek back); libsndfile reads it to the end of the pipe's bytes."""
     _require("ffmpeg", sndfile_error)
     with _as_path(source) as path:
         done = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path,
-                               "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"],
+                               "-map", "0:a:0", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"],
                               capture_output=True, check=False)
     if done.returncode != 0:
         raise AudioDecodeError(f"{_said(sndfile_error)}; nor can ffmpeg: {_last_line(done.stderr, path)}")
-    samples = np.frombuffer(done.stdout, dtype="<f4").astype(np.float32)
+    import soundfile as sf
+
+    try:
+        samples, sr = sf.read(io.BytesIO(done.stdout), dtype="float32", always_2d=False)
+    except sf.LibsndfileError as exc:  # a stream ffmpeg wrote no sample of: a header alone, or nothing
+        raise AudioDecodeError(f"ffmpeg decoded 0 samples ({exc.error_string.rstrip('.')})") from None
     if not len(samples):
         raise AudioDecodeError("ffmpeg decoded 0 samples")
-    return within_full_scale(samples)
+    return to_mono_16k(samples, sr)
 
 
 def ffmpeg_seconds(source: str | Path | bytes, sndfile_error: Exception | None = None) -> float:
