@@ -13,6 +13,7 @@ import pytest
 from lora.core.audio import SAMPLE_RATE
 from lora.core.errors import UserError
 from lora.data.long_recordings import chapter_groups, join_utterances
+from lora.data.records import Utterance
 from lora.data.subtitles import MAX_JOIN_GAP_S, Cue, group_cues, read_subtitles, shift_cues, spoken_text
 from lora.longform import LongformOptions, Segment, subtitle_timestamp, to_srt
 from lora.segmenting import MIN_OFFSET_S, OFFSET_FRAME_S, PAD_S, SegmentOptions, best_offset, segment_by_cues, subtitle_offset
@@ -262,6 +263,30 @@ def test_subtitles_off_the_real_speech_are_found_by_vad(ljspeech):
         assert fit.clear and fit.offset_s == pytest.approx(-shift, abs=0.3)
 
 
+def test_a_last_cue_left_on_screen_past_the_end_is_named_in_the_warning(ljspeech, tmp_path, caplog):
+    """Rightly timed cues whose last one runs on past the recording's end (left on screen, or the video is
+    longer) drew "the cues look timed at another frame rate" with nothing else to go by: on speech with short
+    pauses and cues spanning whole sentences, the frames cannot tell it from cues that are late or stretched.
+    The warning now says the last cue overruns and the cues may be right as timed; rightly timed cues that
+    end with the recording draw no warning."""
+    from lora.scripts.segment import timed_cues
+
+    cues = [(a, b, u.text) for u, (a, b) in zip(ljspeech.utterances, ljspeech.bounds)]
+    total = len(ljspeech.samples) / S
+    write_srt(tmp_path / "right.srt", cues)
+    write_srt(tmp_path / "overrun.srt", cues[:-1] + [(cues[-1][0], total + 15.0, cues[-1][2])])
+    utterance = Utterance("talk", "9001", "x", str(tmp_path / "talk.flac"), extra={"subtitles": str(tmp_path / "right.srt")})
+    with caplog.at_level(logging.WARNING, logger="lora"):
+        assert timed_cues(utterance, ljspeech.samples, None)[1] is False
+    assert not caplog.records
+    overrun = Utterance("talk", "9001", "x", str(tmp_path / "talk.flac"), extra={"subtitles": str(tmp_path / "overrun.srt")})
+    with caplog.at_level(logging.WARNING, logger="lora"):
+        left_as_timed = timed_cues(overrun, ljspeech.samples, None)
+    assert [c.start_s for c in left_as_timed[0]] == pytest.approx([a for a, _, _ in cues], abs=1e-3)
+    assert left_as_timed[1]  # the frames call it off on this 61 s recording ...
+    assert "that rests on the last cue ending 15.0 s past the recording's end" in caplog.text
+
+
 @pytest.mark.slow
 def test_segment_cli_cuts_a_real_recording_at_its_subtitles(ljspeech, tmp_path):
     import soundfile as sf
@@ -375,9 +400,11 @@ def test_segment_cli_warns_of_subtitles_off_the_speech_and_shifts_them_when_aske
     code, out, seen = runs["as_timed"]  # four seconds late: every clip holds the words of the cue before
     assert code == 2 and out.read_text() == ""
     warned = re.search(r"video.srt: the cues look (\d\.\d\d) s late against the speech in \S*video.flac \(speech and "
-                       r"cues agree on \d+% of the subtitles' span as timed, \d+% moved\); pass --subtitle-offset "
-                       r"auto \(or -(\d\.\d\d)\) to shift them", seen.err)
-    assert warned and float(warned[1]) == float(warned[2]) == pytest.approx(4.0, abs=0.3)
+                       r"cues agree on \d+% of the subtitles' span as timed, \d+% moved; that rests on the last cue "
+                       r"ending (\d\.\d) s past the recording's end: if it was only left on screen, the cues are right "
+                       r"as timed\); pass --subtitle-offset auto \(or -(\d\.\d\d)\) to shift them", seen.err)
+    # on this recording (short pauses, cues spanning whole sentences) the frames go by the cues past its end alone
+    assert warned and float(warned[1]) == float(warned[3]) == pytest.approx(4.0, abs=0.3) and float(warned[2]) == 4.0
     assert seen.err.strip().splitlines()[-1].endswith("the subtitles look off the speech (warned above): "
                                                       "pass --subtitle-offset auto")
     code, out, seen = runs["auto"]

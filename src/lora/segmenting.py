@@ -327,10 +327,19 @@ def best_offset(speech: list[tuple[float, float]], cues: list[Cue], total_s: flo
     return best
 
 
+def heard_speech(samples: np.ndarray, options: LongformOptions = LongformOptions()) -> list[tuple[float, float]]:
+    """The spans (seconds) where silero-vad hears speech in the recording."""
+    return [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in detect_speech(np.asarray(samples, np.float32), options.vad)]
+
+
 def subtitle_offset(samples: np.ndarray, cues: list[Cue], options: LongformOptions = LongformOptions()) -> SubtitleOffset:
     """`best_offset` against the speech silero-vad hears in the recording."""
-    speech = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in detect_speech(np.asarray(samples, np.float32), options.vad)]
-    return best_offset(speech, cues, len(samples) / SAMPLE_RATE)
+    return best_offset(heard_speech(samples, options), cues, len(samples) / SAMPLE_RATE)
+
+
+def cut_at_end(cues: list[Cue], total_s: float) -> list[Cue]:
+    """The cues with any that runs past the recording's end ending there (those starting after it kept whole)."""
+    return [Cue(c.start_s, min(c.end_s, total_s), c.text, c.speaker) if c.start_s < total_s else c for c in cues]
 
 
 def _unheard_cue(group: list[Cue], hypothesis: str) -> str | None:
