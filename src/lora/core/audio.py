@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,40 @@ PCM16_SCALE = 32_768  # 16-bit PCM full scale: soundfile decodes a 16-bit sample
 SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for bytes that are no format it reads
 FFMPEG_HINT = ("libsndfile reads WAV, FLAC, OGG/Opus, MP3 and AIFF; for M4A/AAC/WebM and video install ffmpeg "
                "(then they are read through it) or convert: ffmpeg -i IN -ar 16000 OUT.flac (channels kept: lora mixes them)")
+
+
+# How far a span may run past its file's end and still be read (to the end): manifests write seconds rounded to
+# 2 decimals, so an offset and a duration each rounded up end up to 10 ms past the last sample of a segment that ends
+# the file. Past this it is a wrong row, not rounding.
+SPAN_END_SLACK_S = 0.02
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of a recording, in seconds from the file's start: a manifest row's `offset` + `duration` (NeMo)
+    or `start`/`end`. `end` None: to the end of the file."""
+
+    start: float
+    end: float | None = None
+
+    def frames(self, rate: int) -> tuple[int, int]:
+        """(first frame, frames to read; -1 for all the rest) at `rate`: each edge rounded to the nearest frame."""
+        first = round(self.start * rate)
+        return first, -1 if self.end is None else max(0, round(self.end * rate) - first)
+
+    def cut(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """This span of decoded `samples` (frames first) at `rate`."""
+        first, count = self.frames(rate)
+        return samples[first:] if count < 0 else samples[first:first + count]
+
+    @property
+    def label(self) -> str:
+        """`12.5-16.7` (seconds, to the millisecond), `12.5-end`: how ids and messages name the span."""
+        return f"{_seconds(self.start)}-{'end' if self.end is None else _seconds(self.end)}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 class AudioDecodeError(ValueError):
@@ -78,17 +113,33 @@ def to_mono_16k(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def load_audio(source: str | Path | bytes) -> np.ndarray:
-    """Decode a file path (or raw encoded bytes) to float32 mono 16 kHz samples."""
+def load_audio(source: str | Path | bytes, span: Span | None = None) -> np.ndarray:
+    """Decode a file path (or raw encoded bytes) to float32 mono 16 kHz samples; with `span`, only that stretch
+    of it (libsndfile seeks to it and reads its frames alone; what ffmpeg decodes is cut after decoding)."""
     import soundfile as sf
 
     try:
-        samples, sr = sf.read(sndfile_source(source), dtype="float32", always_2d=False)
+        if span is None:
+            samples, sr = sf.read(sndfile_source(source), dtype="float32", always_2d=False)
+        else:
+            samples, sr = _read_span(source, span)
     except sf.LibsndfileError as exc:
         if not unrecognised_format(exc):
             raise
-        return decode_with_ffmpeg(source, exc)
+        return decode_with_ffmpeg(source, exc, span)
     return to_mono_16k(samples, sr)
+
+
+def _read_span(source: str | Path | bytes, span: Span) -> tuple[np.ndarray, int]:
+    """The frames of `span` at the file's own rate (fewer where the file ends first, none past its end)."""
+    import soundfile as sf
+
+    with sf.SoundFile(sndfile_source(source)) as f:
+        first, count = span.frames(f.samplerate)
+        if first >= f.frames:
+            return np.zeros((0, f.channels) if f.channels > 1 else 0, np.float32), f.samplerate
+        f.seek(first)
+        return f.read(count, dtype="float32", always_2d=False), f.samplerate
 
 
 def audio_seconds(source: str | Path | bytes) -> float:
@@ -109,8 +160,10 @@ def unrecognised_format(exc: Exception) -> bool:
     return getattr(exc, "code", None) == SF_ERR_UNRECOGNISED_FORMAT
 
 
-def decode_with_ffmpeg(source: str | Path | bytes, sndfile_error: Exception | None = None) -> np.ndarray:
-    """First audio stream of any container ffmpeg reads, as float32 mono 16 kHz (ffmpeg resamples).
+def decode_with_ffmpeg(source: str | Path | bytes, sndfile_error: Exception | None = None,
+                       span: Span | None = None) -> np.ndarray:
+    """First audio stream of any container ffmpeg reads, as float32 mono 16 kHz (ffmpeg resamples); with `span`,
+    that stretch of it (cut from the whole decode: ffmpeg's own seeking in compressed streams is not sample exact).
 
     Not transformers' `ffmpeg_read`: it pipes the bytes through stdin, where an M4A whose index (the
     `moov` atom) sits at the end of the file, as ffmpeg's own AAC writer puts it, cannot be read.
@@ -135,7 +188,7 @@ def decode_with_ffmpeg(source: str | Path | bytes, sndfile_error: Exception | No
         raise AudioDecodeError(f"ffmpeg decoded 0 samples ({exc.error_string.rstrip('.')})") from None
     if not len(samples):
         raise AudioDecodeError("ffmpeg decoded 0 samples")
-    return to_mono_16k(samples, sr)
+    return to_mono_16k(samples if span is None else span.cut(samples, sr), sr)
 
 
 def ffmpeg_seconds(source: str | Path | bytes, sndfile_error: Exception | None = None) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lora.core.audio import SAMPLE_RATE, load_audio, to_mono_16k
+from lora.core.audio import SAMPLE_RATE, Span, load_audio, to_mono_16k
 from lora.core.errors import UserError
 from lora.data.formats import decode_utf8
 
@@ -38,6 +38,7 @@ class Utterance:
 
     `audio` is a file path, raw encoded bytes, or already-decoded float samples at
     `sampling_rate`. `origin` names where the row came from (`file:line`) for error messages.
+    `span`: the stretch of the file this utterance is (a segment of a longer recording); None: the whole file.
     """
 
     id: str
@@ -48,12 +49,13 @@ class Utterance:
     origin: str = ""
     subset: str = ""
     extra: dict = field(default_factory=dict)
+    span: Span | None = None
 
     def samples(self) -> np.ndarray:
-        """Float32 mono 16 kHz samples (decoded on demand)."""
+        """Float32 mono 16 kHz samples (decoded on demand; of the span only, where the row has one)."""
         if isinstance(self.audio, np.ndarray | list):
             return to_mono_16k(np.asarray(self.audio, dtype=np.float32), self.sampling_rate)
-        return load_audio(self.audio)
+        return load_audio(self.audio, self.span)
 
 
 def split_folder(split: str) -> str:
