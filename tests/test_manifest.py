@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -371,3 +372,76 @@ def test_rows_round_trip_through_every_table_format(tmp_path, case):
     assert [u.audio for u in read.rows] == [tmp_path / p for p in paths]
     assert all(u.speaker == "spk" and u.extra["has_text"] for u in read.rows)
     assert [u.origin.rsplit(":", 1)[0] for u in read.rows] == [str(path)] * len(ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# segments of a longer recording: NeMo's offset + duration, or start/end (seconds into the file)
+
+LJ_CLIP = "ljspeech/9001/1/9001-1-0000.flac"  # 9.655 s, 16 kHz
+LIBRI_CLIP = "dev-clean/3752/4944/3752-4944-0000.flac"
+
+
+def _file(speech_dir: Path, rel: str) -> tuple[Path, np.ndarray, int]:
+    path = speech_dir / rel
+    samples, rate = sf.read(path, dtype="float32")
+    return path, samples, rate
+
+
+@pytest.mark.parametrize("rel", [LJ_CLIP, LIBRI_CLIP])
+def test_nemo_offset_and_duration_rows_are_that_span_of_the_file_to_the_sample(speech_dir, tmp_path, rel):
+    path, whole, rate = _file(speech_dir, rel)
+    assert rate == 16_000
+    spans = [(0.5, 2.0), (3.0, 2.0), (1.25, 0.75)]
+    manifest = write_jsonl(tmp_path / "nemo.jsonl", [{"audio_filepath": str(path), "offset": o, "duration": d, "text": f"t{i}"}
+                                                     for i, (o, d) in enumerate(spans)])
+    rows = read_source(manifest).rows
+    for u, (offset, duration) in zip(rows, spans, strict=True):
+        assert (u.span.start, u.span.end) == (offset, offset + duration)
+        first = round(offset * rate)
+        assert np.array_equal(u.samples(), whole[first:first + round(duration * rate)])  # exact samples, only the span
+        assert "offset" not in u.extra and "duration" not in u.extra  # read as the span, not left as unknown fields
+    assert len({u.id for u in rows}) == 3 and rows[0].id == f"{path.stem}@0.5-2.5"  # one id per segment, naming it
+
+
+def test_start_and_end_rows_are_read_like_offset_and_duration(speech_dir, tmp_path):
+    path, whole, rate = _file(speech_dir, LJ_CLIP)
+    csv_manifest = tmp_path / "segments.csv"  # CSV: the seconds arrive as text
+    csv_manifest.write_text(f"path,start,end,text\n{path},3.0,5.0,a\n{path},5,7.5,b\n{path},8.25,,c\n")
+    a, b, c = read_source(csv_manifest).rows
+    assert np.array_equal(a.samples(), whole[48_000:80_000]) and np.array_equal(b.samples(), whole[80_000:120_000])
+    assert np.array_equal(c.samples(), whole[132_000:])  # no end: to the end of the file
+    assert [u.id for u in (a, b, c)] == ["9001-1-0000@3-5", "9001-1-0000@5-7.5", "9001-1-0000@8.25-end"]
+    nemo = read_source(write_jsonl(tmp_path / "n.jsonl", [{"audio_filepath": str(path), "offset": 3.0, "duration": 2.0}])).rows[0]
+    assert nemo.span == a.span and nemo.id == a.id
+
+
+def test_spans_of_no_length_or_before_the_start_are_bad_rows_with_their_line(speech_dir, tmp_path):
+    path = speech_dir / LJ_CLIP
+    manifest = write_jsonl(tmp_path / "m.jsonl", [
+        {"audio_filepath": str(path), "offset": 1.0, "duration": 2.0, "text": "good"},
+        {"audio_filepath": str(path), "offset": 1.0, "duration": 0, "text": "zero"},
+        {"audio_filepath": str(path), "offset": 1.0, "duration": -0.5, "text": "negative"},
+        {"path": str(path), "start": 4.0, "end": 3.0, "text": "backwards"},
+        {"path": str(path), "start": -1.0, "end": 3.0, "text": "before the start"},
+        {"path": str(path), "start": "soon", "end": 3.0, "text": "not seconds"},
+    ])
+    read = read_source(manifest)
+    assert [u.text for u in read.rows] == ["good"]
+    messages = [b.message for b in read.bad]
+    assert [(b.origin, b.reason) for b in read.bad] == [(f"{manifest}:{n}", "bad span") for n in range(2, 7)]
+    assert messages[0] == (f"{manifest}:2: bad span (offset 1 s, duration 0 s: 0 s long; a segment needs a positive length: "
+                           "fix the row's offset and duration (seconds into the file) or delete the row)")
+    assert "-0.5 s long" in messages[1] and "start 4 s, end 3 s: -1 s long" in messages[2]
+    assert "starts before the file does" in messages[3] and "start 'soon' is not a number of seconds" in messages[4]
+
+
+def test_rows_of_whole_files_are_read_as_before(speech_dir, tmp_path):
+    """`duration` alone (NeMo writes it on every row) and an offset of 0 without one are the whole file, as before."""
+    path, whole, _ = _file(speech_dir, LJ_CLIP)
+    manifest = write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": str(path), "duration": 9.655, "text": "a"},
+                                                  {"audio_filepath": str(path), "duration": 4.0, "offset": 0, "id": "x", "text": "b"},
+                                                  {"audio_filepath": str(path), "offset": 0, "id": "y", "text": "c"}])
+    a, b, c = read_source(manifest).rows
+    assert (a.id, a.span, a.extra["duration"]) == ("9001-1-0000", None, 9.655) and np.array_equal(a.samples(), whole)
+    assert b.span is not None and len(b.samples()) == 64_000  # an offset says it is NeMo's segment: its duration counts
+    assert (c.span, c.extra["offset"]) == (None, 0) and np.array_equal(c.samples(), whole)

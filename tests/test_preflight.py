@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lora.core.audio import Span
 from lora.core.errors import UserError
 from lora.data.manifest import BadRow, read_source
 from lora.data.preflight import check_rows, preflight, preflight_source, write_quarantine
@@ -287,3 +288,51 @@ def test_shared_corpus_is_clean(speech_dir):
     report = preflight_source(speech_dir, quiet=True)
     assert (len(report.good), len(report.bad)) == (326, 0)
     assert report.seconds == pytest.approx(282.7, abs=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# segments of a longer recording (offset + duration, start/end): checked as the span, not the file
+
+SPAN_CLIP = "ljspeech/9001/1/9001-1-0000.flac"  # 9.655 s
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_segments_of_one_file_are_rows_of_their_own_length_and_a_span_past_the_end_is_bad(speech_dir, tmp_path, decode,
+                                                                                          monkeypatch):
+    """The repro: two segments of one file were quarantined ("duplicate id", "chars_per_second" on the whole file)."""
+    monkeypatch.setenv("LORA_HOME", str(tmp_path / "home"))  # the probe cache: a run of its own
+    path = speech_dir / SPAN_CLIP
+    manifest = write_jsonl(tmp_path / "nemo.jsonl", [
+        {"audio_filepath": str(path), "offset": 0.5, "duration": 2.0, "text": "Printing, in the only sense", "speaker": "9001"},
+        {"audio_filepath": str(path), "offset": 3.0, "duration": 2.0, "text": "with which we are at present", "speaker": "9001"},
+        {"audio_filepath": str(path), "offset": 8.0, "duration": 5.0, "text": "past the end", "speaker": "9001"},
+        {"audio_filepath": str(path), "start": 9.7, "end": 10.5, "text": "after the end", "speaker": "9001"},
+        {"audio_filepath": str(path), "start": 7.5, "end": 9.66, "text": "the last words, rounded up", "speaker": "9001"},
+        {"audio_filepath": str(path), "text": "Printing, in the only sense with which we are at present concerned, differs from "
+         "most if not from all the arts and crafts represented in the Exhibition", "speaker": "9001"},
+    ])
+    read = read_source(manifest)
+    report = check_rows(read.rows, read.bad, decode=decode, quiet=True)
+    assert [(b.origin, b.reason) for b in report.bad] == [(f"{manifest}:3", "span past the end"), (f"{manifest}:4", "span past the end")]
+    assert report.bad[0].message.endswith("the segment 8-13 s runs past the end of the 9.655 s recording; fix the row's offset "
+                                          "and duration (or start and end), in seconds into the file)")
+    assert [(u.id, round(u.extra["seconds"], 3)) for u in report.good] == [
+        ("9001-1-0000@0.5-2.5", 2.0), ("9001-1-0000@3-5", 2.0), ("9001-1-0000@7.5-9.66", 2.155), ("9001-1-0000", 9.655)]
+    assert report.repeats == 0 and not report.warnings
+
+
+def test_a_segment_is_held_to_the_duration_bounds_and_its_file_is_not(speech_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_HOME", str(tmp_path / "home"))
+    path = speech_dir / SPAN_CLIP
+    rows = [Utterance("long", "s", "a", path, origin="m:1", span=Span(0.0, 6.0)),
+            Utterance("ok", "s", "b", path, origin="m:2", span=Span(6.0, 8.0)),
+            Utterance("short", "s", "c", path, origin="m:3", span=Span(8.0, 8.05)),
+            Utterance("again", "s", "b", path, origin="m:4", span=Span(6.0, 8.0))]  # the same segment, text and speaker
+    for decode in (True, False):  # the file (9.655 s > 5 s) is not "too long": its rows are its segments
+        report = check_rows(rows, min_seconds=0.1, max_seconds=5.0, decode=decode, quiet=True, hygiene=None)
+        assert [(b.id, b.reason) for b in report.bad] == [("long", "too long"), ("short", "too short")]
+        assert [u.id for u in report.good] == ["ok", "again"] and report.repeats == 1
+    other = [Utterance("ok", "s", "b", path, origin="m:1", span=Span(6.0, 8.0)),
+             Utterance("other", "s", "another text", path, origin="m:2", span=Span(6.0, 8.0))]
+    assert [(b.id, b.reason, b.detail) for b in check_rows(other, quiet=True, hygiene=None).bad] == [
+        ("other", "duplicate audio", "same segment (6-8 s) of the file as 'ok' at m:1, with another transcript")]

@@ -19,8 +19,10 @@ import numpy as np
 
 from lora.core.audio import (
     SAMPLE_RATE,
+    SPAN_END_SLACK_S,
     AudioDecodeError,
     FfmpegMissing,
+    Span,
     decode_with_ffmpeg,
     ffmpeg_seconds,
     sndfile_source,
@@ -39,6 +41,10 @@ NO_SAMPLES = "no samples"
 NON_FINITE = "non-finite samples"
 TOO_SHORT = "too short"
 TOO_LONG = "too long"
+SPAN_PAST_END = "span past the end"
+# A file whose rows are spans of it is probed without duration bounds (a talk is longer than any clip): its spans
+# are held to them instead (`probe_span`).
+RECORDING_MAX_S = 1e9
 
 # libsndfile's header log says `data : 64000 (should be 31978)` when a WAV's data chunk claims
 # more bytes than the file holds. Streaming recorders write placeholder sizes (0, 0xFFFFFFFF)
@@ -194,6 +200,19 @@ def check_samples(samples: np.ndarray, sampling_rate: int, min_seconds: float, m
         bad = int(samples.size - np.count_nonzero(finite))
         return Probe(0.0, NON_FINITE, f"{bad} of {samples.size} samples are NaN or inf")
     seconds = frames / sampling_rate
+    return _bounds_problem(seconds, min_seconds, max_seconds) or Probe(seconds)
+
+
+def probe_span(recording: Probe, span: Span, min_seconds: float, max_seconds: float) -> Probe:
+    """A span of a probed recording (probed with bounds 0..RECORDING_MAX_S): its own length, within its file and
+    the duration bounds. A span running past the file's end by more than rounding is a wrong row, not a short clip."""
+    if not recording.ok:
+        return recording
+    end = recording.seconds if span.end is None else span.end
+    if span.start >= recording.seconds or end > recording.seconds + SPAN_END_SLACK_S:
+        return Probe(0.0, SPAN_PAST_END, f"the segment {span.label} s runs past the end of the {recording.seconds:.3f} s "
+                     "recording; fix the row's offset and duration (or start and end), in seconds into the file")
+    seconds = min(end, recording.seconds) - span.start
     return _bounds_problem(seconds, min_seconds, max_seconds) or Probe(seconds)
 
 

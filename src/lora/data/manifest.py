@@ -21,6 +21,12 @@ object, wrong field count, no audio field, inline samples without a sampling rat
 as `BadRow`s for preflight to quarantine. Whole-file problems raise `UserError` as
 `file:line: what is wrong; what to do`.
 
+A row may be a segment of a longer recording: `offset` (+ `duration`, NeMo's fields) or `start`/`end`, in
+seconds into the file, make it that span (`Utterance.span`); its id, when the row has none, names the file and the
+span (`talk@12.5-16.7`). `duration` alone is the whole file's (NeMo writes it on every row), so such a row is the
+whole file as before; an `offset` of 0 without a duration too. A span of no length or before the file's start is a
+`BadRow`; one past the file's end is preflight's to find (it knows the file's length).
+
 Every row's `origin` is `file:line`; its `extra` holds the row's other fields plus `has_text`
 (False for path lists and rows with no text field: nothing to check or score against),
 `derived_id` (True when the id was taken from the file name) and, for a manifest row with no text
@@ -29,6 +35,7 @@ field, `no_text` (the accepted names and the fields found, for preflight's messa
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import unicodedata
@@ -38,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lora.core.audio import SAMPLE_RATE
+from lora.core.audio import SAMPLE_RATE, SPAN_END_SLACK_S, Span
 from lora.core.errors import UserError
 from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, audio_files_in, decode_utf8, iter_jsonl, manifest_format, parse_rows
 from lora.data.records import Utterance, read_librispeech_dir
@@ -52,6 +59,11 @@ SPEAKER_KEYS = ("speaker", "speaker_id", "client_id")
 ID_KEYS = ("id", "utt_id")
 RATE_KEYS = ("sampling_rate", "sample_rate", "sr")
 SUBSET_KEYS = ("subset",)
+# A segment of a longer recording, in seconds into the file: NeMo's offset + duration, or start/end as other tools
+# (Kaldi segments, diarisation output) write it. `duration` alone is not a span (see the module docstring).
+OFFSET_KEY, DURATION_KEY, START_KEY, END_KEY = "offset", "duration", "start", "end"
+SPAN_KEYS = (OFFSET_KEY, DURATION_KEY, START_KEY, END_KEY)
+BAD_SPAN = "bad span"
 # metadata.*: a Hugging Face audiofolder's (`file_name` + `transcription`/`text` columns, as `--dataset` reads it)
 FOLDER_MANIFESTS = ("manifest.jsonl", "manifest.json", "manifest.csv", "manifest.tsv", "metadata.csv", "metadata.jsonl")
 # `take1.wav` + `take1.txt`; `.lab`: Montreal Forced Aligner's name; subtitles of a long recording
@@ -303,13 +315,16 @@ def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = No
         if audio_key is None:
             raise _Bad("no audio field", f"expected one of {', '.join(AUDIO_KEYS)}")
         audio, rate = _audio(value, fields, path.parent, shared)
+        span, span_keys = _span(fields)
+        if span is not None and not isinstance(audio, Path):  # inline samples: cut them here, they are in memory
+            audio, span = _cut_inline(audio, rate, span), None
         text_key, _ = _pick(fields, TEXT_KEYS)
         text = _scalar(fields, TEXT_KEYS, "text")
         speaker = _scalar(fields, SPEAKER_KEYS, "speaker").strip()
         subset = _scalar(fields, SUBSET_KEYS, "subset").strip()
     except _Bad as bad:
         return BadRow(origin, bad.args[0], row_id, bad.args[1])
-    used = {audio_key, text_key, *ID_KEYS, *SPEAKER_KEYS, *SUBSET_KEYS, *RATE_KEYS}
+    used = {audio_key, text_key, *ID_KEYS, *SPEAKER_KEYS, *SUBSET_KEYS, *RATE_KEYS, *span_keys}
     if shared is not None:  # one object per distinct string
         text, speaker = shared.setdefault(text, text), shared.setdefault(speaker, speaker)
     extra = {k: v for k, v in fields.items() if k not in used}
@@ -318,12 +333,65 @@ def _interpret(raw: RawRow, path: Path, has_text: bool, shared: dict | None = No
         extra[NO_TEXT_KEY] = _no_text_field(raw.fields, table, shared)
     derived = not row_id
     if derived:
-        row_id = Path(audio).stem if isinstance(audio, Path) else f"{path.stem}-{raw.line}"
+        row_id = span_id(Path(audio).stem, span) if isinstance(audio, Path) else f"{path.stem}-{raw.line}"
     extra["derived_id"] = derived
     if shared is not None and isinstance(audio, Path):
-        extra = _shared_extra(extra, audio, shared)
+        extra = _shared_extra(extra, audio, span, shared)
     return Utterance(id=row_id, speaker=speaker, text=text, audio=audio, sampling_rate=rate,
-                     origin=origin, subset=subset, extra=extra)
+                     origin=origin, subset=subset, extra=extra, span=span)
+
+
+def span_id(name: str, span: Span | None) -> str:
+    """The id of a row that has none: its file's name, and the span where it is one (`talk@12.5-16.7`), so the
+    segments of one recording get one id each."""
+    return name if span is None else f"{name}@{span.label}"
+
+
+def _span(fields: dict) -> tuple[Span | None, tuple[str, ...]]:
+    """The row's span and the fields it was read from; (None, ()) for a whole file."""
+    offset, duration = _span_seconds(fields, OFFSET_KEY), _span_seconds(fields, DURATION_KEY)
+    if offset is not None:
+        if duration is None and offset == 0:  # from the start to the end: the whole file, the row as before
+            return None, ()
+        span, keys = Span(offset, None if duration is None else offset + duration), (OFFSET_KEY, DURATION_KEY)
+        said = f"offset {offset:g} s" + ("" if duration is None else f", duration {duration:g} s")
+        fix = "the row's offset and duration"
+    else:
+        start, end = _span_seconds(fields, START_KEY), _span_seconds(fields, END_KEY)
+        if start is None and end is None:
+            return None, ()  # a `duration` alone stays in `extra`: the whole file's length, as NeMo writes it
+        span, keys = Span(start or 0.0, end), (START_KEY, END_KEY)
+        said = ", ".join(f"{k} {v:g} s" for k, v in ((START_KEY, start), (END_KEY, end)) if v is not None)
+        fix = "the row's start and end"
+    if span.start < 0:
+        raise _Bad(BAD_SPAN, f"{said}: starts before the file does; fix {fix} (seconds into the file, 0 or more)")
+    if span.end is not None and span.end <= span.start:
+        raise _Bad(BAD_SPAN, f"{said}: {span.end - span.start:g} s long; a segment needs a positive length: fix {fix} "
+                             "(seconds into the file) or delete the row")
+    return span, keys
+
+
+def _span_seconds(fields: dict, key: str) -> float | None:
+    """A span field as seconds: a number, or a number written as text (CSV); absent/null/empty -> None."""
+    value = fields.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise _Bad(BAD_SPAN, f"{key} {value!r} is not a number of seconds; write it as one (e.g. 12.5)")
+    return seconds
+
+
+def _cut_inline(samples: np.ndarray, rate: int, span: Span) -> np.ndarray:
+    """The span of inline samples; one past their end is a bad row here (their length is known)."""
+    seconds = len(samples) / rate
+    if span.start >= seconds or (span.end is not None and span.end > seconds + SPAN_END_SLACK_S):
+        raise _Bad(BAD_SPAN, f"span {span.label} s runs past the end of the row's {seconds:.3f} s of inline samples; "
+                             "fix the row's offset and duration (or start and end)")
+    return span.cut(samples, rate)
 
 
 def _no_text_field(fields: dict, table: bool, shared: dict | None) -> str:
@@ -334,11 +402,12 @@ def _no_text_field(fields: dict, table: bool, shared: dict | None) -> str:
     return detail if shared is None else shared.setdefault(detail, detail)
 
 
-def _shared_extra(extra: dict, audio: Path, shared: dict) -> dict:
-    """One dict for rows of the same audio file whose other fields are equal too (repeats of a clip):
-    later writers (preflight's `seconds`) write the same value for the same file."""
+def _shared_extra(extra: dict, audio: Path, span: Span | None, shared: dict) -> dict:
+    """One dict for rows of the same audio file and span whose other fields are equal too (repeats of a clip):
+    later writers (preflight's `seconds`) write the same value for the same clip. The span is part of the key:
+    two segments of one file have two lengths."""
     try:
-        key = ("extra", audio, tuple(sorted(extra.items())))
+        key = ("extra", audio, span, tuple(sorted(extra.items())))
         hash(key)
     except TypeError:  # a list or dict among the values: keep the row's own
         return extra
@@ -435,6 +504,7 @@ def _unique_derived_ids(rows: list[Utterance], folder: Path) -> list[Utterance]:
     for u in rows:
         if derived(u) and counts[u.id] > 1:
             rel = relative[u.audio]
-            u = replace(u, id=rel.with_suffix("").as_posix() if stems[rel.with_suffix("").as_posix()] == 1 else rel.as_posix())
+            name = rel.with_suffix("").as_posix() if stems[rel.with_suffix("").as_posix()] == 1 else rel.as_posix()
+            u = replace(u, id=span_id(name, u.span))
         out.append(u)
     return out

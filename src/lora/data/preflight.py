@@ -3,7 +3,9 @@
 A row is bad for exactly one reason, the first found in this order: it could not be interpreted
 (`BadRow` from `lora.data.manifest`), a duplicate id, a duplicate audio file, an empty or
 whitespace-only transcript, then the audio probe of `lora.data.audio_probe` (missing, a directory,
-0 bytes, undecodable or truncated, no samples, NaN/inf, too short, too long).
+0 bytes, undecodable or truncated, no samples, NaN/inf, too short, too long; for a row that is a segment of a
+longer recording, `Utterance.span`: a segment past the file's end, and the bounds held to the segment's length).
+A segment is a clip of its own: duplicates, repeats and hygiene key on the file and the span together.
 
 Duplicates: the first occurrence is kept and later ones are bad. A second id pointing at the
 same audio file with another transcript or another speaker is bad too, not a warning: the labels
@@ -52,7 +54,16 @@ from pathlib import Path
 from lora.core.audio import SAMPLE_RATE, FfmpegMissing
 from lora.core.errors import UserError
 from lora.core.outputs import write_text_atomic
-from lora.data.audio_probe import MISSING_FILE, NEEDS_FFMPEG, UNDECODABLE, UNREADABLE_FILE, Probe, probe_audio
+from lora.data.audio_probe import (
+    MISSING_FILE,
+    NEEDS_FFMPEG,
+    RECORDING_MAX_S,
+    UNDECODABLE,
+    UNREADABLE_FILE,
+    Probe,
+    probe_audio,
+    probe_span,
+)
 from lora.data.hygiene import (
     QUARANTINE,
     DuplicateTracker,
@@ -176,7 +187,7 @@ def _naming_audio(utt: Utterance, detail: str) -> str:
 def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers: int, found: list[BadRow],
              warnings: list[BadRow]) -> list[Utterance]:
     """Run the hygiene checks on rows that passed the probe; quarantine findings go to `found`,
-    warnings to `warnings`; returns the rows still good. Audio statistics once per distinct file."""
+    warnings to `warnings`; returns the rows still good. Audio statistics once per distinct file (and span)."""
 
     def audio_facts(utt: Utterance) -> tuple[list[Finding], str] | Probe:
         try:
@@ -187,7 +198,7 @@ def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers:
             return Probe(0.0, UNDECODABLE, f"{type(exc).__name__}: {exc}")
         return audio_findings(samples, options), audio_digest(samples)
 
-    keys = [_realpath(u.audio) if isinstance(u.audio, str | Path) else None for u in rows]
+    keys = [(_realpath(u.audio), u.span) if isinstance(u.audio, str | Path) else None for u in rows]
     first_of: dict = {}
     for i, key in enumerate(keys):
         first_of.setdefault(key if key is not None else ("inline", i), i)
@@ -229,25 +240,33 @@ def _hygiene(rows: list[Utterance], options: HygieneOptions, tokenizer, workers:
 def _probe_all(rows: list[Utterance], min_seconds: float, max_seconds: float, decode: bool, workers: int,
                cache: bool, quiet: bool) -> list[Probe]:
     """One probe per row; files are probed once each (cache first, then `workers` threads: libsndfile
-    releases the GIL), inline audio always."""
+    releases the GIL), inline audio always. A file whose rows are spans of it is probed without the duration
+    bounds and each span held to them (`probe_span`): a talk is longer than any of its segments."""
     from tqdm import tqdm  # deferred: tqdm pulls in more than --help needs
 
+    whole, recording = (min_seconds, max_seconds), (0.0, RECORDING_MAX_S)
     keys_of: dict = {}
     keys = []
     for u in rows:  # one stat per distinct path
         if isinstance(u.audio, str | Path):
             if u.audio not in keys_of:
                 keys_of[u.audio] = file_key(u.audio)
-            keys.append(keys_of[u.audio])
+            keys.append(None if keys_of[u.audio] is None else (keys_of[u.audio], whole if u.span is None else recording))
         else:
             keys.append(None)
-    distinct = sorted({k for k in keys if k is not None})
-    store = ProbeCache() if cache and distinct else None
-    known = store.get_many(distinct, decode, min_seconds, max_seconds) if store else {}
-    todo = [k for k in distinct if k not in known]
+    wanted: dict[tuple, list] = {}  # bounds -> distinct file keys probed within them
+    for key in sorted({k for k in keys if k is not None}):
+        wanted.setdefault(key[1], []).append(key[0])
+    store = ProbeCache() if cache and wanted else None
+    known: dict = {}
+    for bounds, files in wanted.items():
+        found = store.get_many(files, decode, *bounds) if store else {}
+        known.update(((k, bounds), probe) for k, probe in found.items())
+    todo = [k for k in sorted({k for k in keys if k is not None}) if k not in known]
 
     def probe_file(key):
-        return key, probe_audio(key[0], SAMPLE_RATE, min_seconds, max_seconds, decode)
+        (path, *_), bounds = key
+        return key, probe_audio(path, SAMPLE_RATE, *bounds, decode)
 
     bar = tqdm(total=len(todo) + sum(k is None for k in keys), desc="preflight", unit="file", leave=False,
                disable=True if quiet else None)
@@ -258,19 +277,21 @@ def _probe_all(rows: list[Utterance], min_seconds: float, max_seconds: float, de
                 fresh[key] = probe
                 bar.update(1)
     if store:
-        store.put_many({k: p for k, p in fresh.items() if p.reason not in UNCACHEABLE}, decode, min_seconds, max_seconds)
+        for bounds in wanted:
+            store.put_many({k: p for (k, b), p in fresh.items() if b == bounds and p.reason not in UNCACHEABLE}, decode, *bounds)
         store.close()
     known.update(fresh)
     out = []
     for utt, key in zip(rows, keys):
         if key is not None:
-            out.append(known[key])
+            probe = known[key]
         elif isinstance(utt.audio, str | Path):  # vanished or not a regular file: probe says why
-            out.append(probe_audio(utt.audio, utt.sampling_rate, min_seconds, max_seconds, decode))
+            probe = probe_audio(utt.audio, utt.sampling_rate, *(whole if utt.span is None else recording), decode)
             bar.update(1)
         else:
-            out.append(probe_audio(utt.audio, utt.sampling_rate, min_seconds, max_seconds))
+            probe = probe_audio(utt.audio, utt.sampling_rate, min_seconds, max_seconds)
             bar.update(1)
+        out.append(probe if utt.span is None else probe_span(probe, utt.span, min_seconds, max_seconds))
     bar.close()
     return out
 
@@ -293,13 +314,14 @@ def _duplicate(utt: Utterance, ids: dict, audio_files: dict) -> tuple[str, str] 
         return DUPLICATE_ID, f"{utt.id!r} first at {ids[utt.id]}"
     ids[utt.id] = utt.origin
     if isinstance(utt.audio, str | Path):
-        key = _realpath(utt.audio)
+        key = (_realpath(utt.audio), utt.span)  # two segments of one recording are two clips
         if key in audio_files:
             first_id, first_origin, text, speaker = audio_files[key]
             if (text, speaker) == (utt.text, utt.speaker):
                 return REPEAT
             what = "another transcript" if text != utt.text else "another speaker"
-            return DUPLICATE_AUDIO, f"same file as {first_id!r} at {first_origin}, with {what}"
+            same = "file" if utt.span is None else f"segment ({utt.span.label} s) of the file"
+            return DUPLICATE_AUDIO, f"same {same} as {first_id!r} at {first_origin}, with {what}"
         audio_files[key] = (utt.id, utt.origin, utt.text, utt.speaker)
     return None
 
