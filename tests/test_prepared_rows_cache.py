@@ -12,6 +12,7 @@ import pytest
 
 import lora.pipeline as pipeline
 import lora.prepared_rows_cache as prc
+from lora.core.audio import Span
 from lora.data.records import read_librispeech_dir
 from lora.data_loader import ClipTable
 from lora.results import TargetStyle
@@ -166,3 +167,13 @@ def test_a_large_manifest_is_prepared_in_a_child_process(copied_rows, tiny_moons
 
     monkeypatch.setattr(pipeline, "CHILD_MIN_LINES", 10**9)
     assert not pipeline._large_manifest(manifest)
+
+
+def test_segments_read_back_as_segments(copied_rows, tmp_path):
+    """Rows that are spans of a file (NeMo offset + duration) keep their span in the table and in the small sets."""
+    for i, u in enumerate(copied_rows):
+        u.span = Span(0.05 * (i % 3), 0.05 * (i % 3) + 0.25)
+    assert prc.save("spans", _prepared(copied_rows), tmp_path / "cache") is not None
+    back = prc.load("spans", tmp_path / "cache")
+    assert [back.table.span(i) for i in range(len(back.table))] == [u.span for u in copied_rows[:8]]
+    assert [u.span for u in (*back.eval, *back.replay, *back.canary)] == [u.span for u in copied_rows[8:]]

@@ -287,3 +287,36 @@ def test_a_batch_cap_below_two_clips_is_warned_of():
     assert one_clip_batches(capped, 2, seconds, MOONSHINE) is None  # two clips batched somewhere
     assert one_clip_batches(LoaderOptions(batch_size=1, max_batch_seconds=3.5), 3, seconds, MOONSHINE) is None
     assert one_clip_batches(LoaderOptions(batch_size=8), 1, seconds, MOONSHINE) is None  # no cap
+
+
+def test_workers_decode_only_each_rows_segment_and_the_table_keeps_the_spans(speech_dir, tiny_moonshine, tmp_path):
+    """Segments of one real recording (NeMo offset + duration) through the table, its array form (the prepared-rows
+    cache) and the loader's worker processes: each row's audio is its span of the file, to the sample."""
+    import soundfile as sf
+
+    from lora.data.manifest import read_source
+    from lora.data_loader import ClipDataset
+    from lora.model_utils import load_base, resolve_model_id
+
+    path = speech_dir / "ljspeech/9001/1/9001-1-0000.flac"
+    whole, rate = sf.read(path, dtype="float32")
+    spans = [(0.5, 2.0), (3.0, 2.0), (5.0, 3.25)]
+    manifest = tmp_path / "nemo.jsonl"
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(path), "offset": o, "duration": d, "text": f"words {i}"}) + "\n"
+                                for i, (o, d) in enumerate(spans)))
+    report = header_check(read_source(manifest).rows, quiet=True, cache=False)
+    table = ClipTable.from_arrays(ClipTable.from_records(list(report.good)).to_arrays())
+    assert table.seconds.tolist() == [2.0, 2.0, 3.25] and [table.span(i).start for i in range(3)] == [0.5, 3.0, 5.0]
+    _, processor, family = load_base(resolve_model_id(str(tiny_moonshine)))
+    dataset = ClipDataset(table, processor, family)
+    for i, (offset, duration) in enumerate(spans):
+        first = round(offset * rate)
+        expected = family.featurize(processor, whole[first:first + round(duration * rate)])
+        assert np.array_equal(dataset[i].inputs, expected)
+    loader, plan = make_loader(table, processor, family, None, LoaderOptions(batch_size=1, num_workers=1, seed=0))
+    it = iter(loader)
+    seconds = sorted(next(it).seconds for _ in range(plan.batches_per_epoch))
+    it._shutdown_workers()
+    assert seconds == [2.0, 2.0, 3.25]  # not the file's 9.655 s each
+    plain = ClipTable.from_records([Utterance("a", "s", "t", path)])
+    assert plain.span_starts is None and "span_starts" not in plain.to_arrays() and plain.record(0).span is None

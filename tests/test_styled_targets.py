@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from lora.core.audio import Span
 from lora.core.errors import UserError
 from lora.core.text import has_style, target_text
 from lora.data.clip_joining import with_joined_clips
@@ -313,3 +315,19 @@ def test_file_identities_resolve_links_as_file_identity_does(tmp_path, monkeypat
     assert file_identities([str(real / "gone.flac"), "c.flac"]) == [None, whole("c.flac")]
     with pytest.raises(FileNotFoundError):
         file_identity(real / "gone.flac")
+
+
+def test_segments_of_one_file_are_styled_as_clips_of_their_own(tmp_path, speech_dir):
+    """A base transcript is cached per clip: two segments of one recording are two clips (one key each), in the
+    up-front pass and in the table the styling on draw keys."""
+    u = read_librispeech_dir(speech_dir, ["test-clean"])[0]
+    segments = [replace(u, id=f"{u.id}@{a:g}-{b:g}", text=f"PART {a:g}", span=Span(a, b), extra={}) for a, b in ((0.0, 1.0), (1.0, 2.0))]
+    assert len({audio_identity(s) for s in segments}) == 2 and audio_identity(u) not in {audio_identity(s) for s in segments}
+    asked = Transcriber({s.id: f"Part {k}." for k, s in enumerate(segments)})
+    style_rows(segments, asked, TranscriptCache("model-s@/x", tmp_path))
+    assert sorted(asked.asked) == sorted(s.id for s in segments)  # each segment transcribed, not the file once
+    table = ClipTable.from_records(segments)
+    assert table.record(1).span == Span(1.0, 2.0) and audio_identity(table.record(1)) == audio_identity(segments[1])
+    unstyled = ClipTable.from_records([replace(s, extra={}) for s in segments])  # a large corpus: styled as drawn
+    styler = DrawStyler(unstyled, TranscriptCache("model-d@/x", tmp_path / "draw"), lambda clips, model: [], lambda text: [1])
+    assert styler.pending_rows == 2 and styler.key_names == [audio_identity(s) for s in segments]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lora.core.audio import SAMPLE_RATE, audio_seconds, to_pcm16
+from lora.core.audio import SAMPLE_RATE, Span, audio_seconds, to_pcm16
 from lora.core.memory import keep_heap_flat
 from lora.data.audio_probe import TRUNCATED, shortfall
 from lora.data.batches import Example, collate, length_grouped_batches, prepare_dataset
@@ -180,6 +180,11 @@ class ClipTable:
     sampling_rates: np.ndarray  # int32, of inline audio
     inline: dict[int, object] = field(default_factory=dict)
     targets: RepeatedStrings | None = None  # styled training targets ("" where none: the text is used)
+    # rows that are segments of a longer recording (`Utterance.span`): start and end seconds, float64 so that a
+    # span of an hour-long file still lands on its sample; NaN start: the whole file, NaN end: to the file's end.
+    # None when no row is a segment (a plain corpus carries no such columns).
+    span_starts: np.ndarray | None = None
+    span_ends: np.ndarray | None = None
 
     @classmethod
     def from_records(cls, rows: list[Utterance]) -> ClipTable:
@@ -190,20 +195,28 @@ class ClipTable:
             else:
                 paths.append("")
                 inline[i] = u.audio
+        starts, ends = span_columns(rows)
         return cls(StringColumn([u.id for u in rows]), RepeatedStrings([u.text for u in rows]),
                    OriginColumn([u.origin for u in rows]), RepeatedStrings(paths),
                    np.array([record_seconds(u) for u in rows], dtype=np.float32),
                    np.array([u.sampling_rate for u in rows], dtype=np.int32), inline,
-                   RepeatedStrings([u.extra.get("target", "") for u in rows]))
+                   RepeatedStrings([u.extra.get("target", "") for u in rows]), starts, ends)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def span(self, i: int) -> Span | None:
+        if self.span_starts is None or np.isnan(self.span_starts[i]):
+            return None
+        end = float(self.span_ends[i])
+        return Span(float(self.span_starts[i]), None if np.isnan(end) else end)
 
     def record(self, i: int) -> Utterance:
         path = self.audio_paths[i]
         target = self.targets[i] if self.targets is not None else ""
         return Utterance(self.ids[i], "", self.texts[i], path if path else self.inline[i],
-                         int(self.sampling_rates[i]), self.origins[i], extra={"target": target} if target else {})
+                         int(self.sampling_rates[i]), self.origins[i], extra={"target": target} if target else {},
+                         span=self.span(i))
 
     @property
     def hours(self) -> float:
@@ -225,25 +238,40 @@ class ClipTable:
         if self.inline:
             raise ValueError("a table with inline audio has no array form (its samples live in the manifest)")
         targets = self.targets if self.targets is not None else RepeatedStrings([""] * len(self))
+        spans = {} if self.span_starts is None else {"span_starts": self.span_starts, "span_ends": self.span_ends}
         return {**self.ids.to_arrays("ids"), **self.texts.to_arrays("texts"), **self.origins.to_arrays("origins"),
                 **self.audio_paths.to_arrays("audio_paths"), **targets.to_arrays("targets"),
-                "seconds": self.seconds, "sampling_rates": self.sampling_rates}
+                "seconds": self.seconds, "sampling_rates": self.sampling_rates, **spans}
 
     @classmethod
     def from_arrays(cls, arrays) -> ClipTable:
         """The inverse of `to_arrays` (`arrays`: a mapping such as an opened `.npz`)."""
+        spans = (arrays["span_starts"], arrays["span_ends"]) if "span_starts" in arrays else (None, None)
         return cls(StringColumn.from_arrays(arrays, "ids"), RepeatedStrings.from_arrays(arrays, "texts"),
                    OriginColumn.from_arrays(arrays, "origins"), RepeatedStrings.from_arrays(arrays, "audio_paths"),
-                   arrays["seconds"], arrays["sampling_rates"], {}, RepeatedStrings.from_arrays(arrays, "targets"))
+                   arrays["seconds"], arrays["sampling_rates"], {}, RepeatedStrings.from_arrays(arrays, "targets"), *spans)
+
+
+def span_columns(rows: list[Utterance]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(starts, ends) of the rows' spans as `ClipTable` keeps them; (None, None) when no row is a segment."""
+    if not any(u.span is not None for u in rows):
+        return None, None
+    starts = np.array([math.nan if u.span is None else u.span.start for u in rows], dtype=np.float64)
+    ends = np.array([math.nan if u.span is None or u.span.end is None else u.span.end for u in rows], dtype=np.float64)
+    return starts, ends
 
 
 def record_seconds(u: Utterance) -> float:
-    """A row's duration without decoding it: preflight's measure, else the header, else the samples."""
+    """A row's duration without decoding it: preflight's measure, else the header (less what lies outside the
+    row's span), else the samples."""
     if "seconds" in u.extra:
         return float(u.extra["seconds"])
     if isinstance(u.audio, np.ndarray | list):
         return len(u.audio) / u.sampling_rate
-    return audio_seconds(u.audio)
+    seconds = audio_seconds(u.audio)
+    if u.span is None:
+        return seconds
+    return max(0.0, min(seconds, seconds if u.span.end is None else u.span.end) - u.span.start)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lora.core.audio import Span
 from lora.core.outputs import write_json_atomic
 from lora.core.paths import lora_home
 from lora.data.records import Utterance
@@ -106,11 +107,14 @@ def _row_dict(u: Utterance) -> dict:
     if not isinstance(u.audio, str | os.PathLike):
         raise TypeError(f"{u.id}: in-memory audio is not cached")
     return {"id": u.id, "speaker": u.speaker, "text": u.text, "audio": os.fspath(u.audio), "sampling_rate": u.sampling_rate,
-            "origin": u.origin, "subset": u.subset, "extra": u.extra}
+            "origin": u.origin, "subset": u.subset, "extra": u.extra,
+            "span": None if u.span is None else [u.span.start, u.span.end]}
 
 
 def _row(d: dict) -> Utterance:
-    return Utterance(d["id"], d["speaker"], d["text"], d["audio"], d["sampling_rate"], d["origin"], d["subset"], d["extra"])
+    span = Span(*d["span"]) if d.get("span") else None
+    return Utterance(d["id"], d["speaker"], d["text"], d["audio"], d["sampling_rate"], d["origin"], d["subset"], d["extra"],
+                     span)
 
 
 def _audio_files(prepared: PreparedRows) -> list[str]:

@@ -95,9 +95,10 @@ def own_text(u: Utterance) -> str:
 
 
 def audio_identity(u: Utterance) -> str:
-    """The cache key of a clip's audio: file path + size + mtime, or a hash of in-memory samples."""
+    """The cache key of a clip's audio: file path + size + mtime (+ the span, for a segment of the file), or a hash
+    of in-memory samples."""
     if isinstance(u.audio, str | os.PathLike):
-        return file_identity(u.audio)
+        return file_identity(u.audio) + ("" if u.span is None else f"@{u.span.label}")
     return "sha1:" + hashlib.sha1(np.ascontiguousarray(u.samples(), dtype=np.float32).tobytes()).hexdigest()
 
 
@@ -194,14 +195,14 @@ def style_rows(rows: list[Utterance], transcribe: Callable[[list[Utterance]], li
     for u in singles:
         if styled_text(own_text(u)):
             u.extra["target"] = own_text(u)  # LJSpeech / JFK: their own orthography
-    by_path: dict[str, str] = {}  # a corpus that repeats clips stats each file once
+    by_path: dict[tuple, str] = {}  # a corpus that repeats clips stats each clip (file, or segment of one) once
 
     def identity(u: Utterance) -> str:
         if isinstance(u.audio, str | os.PathLike):
-            path = os.fspath(u.audio)
-            if path not in by_path:
-                by_path[path] = audio_identity(u)
-            return by_path[path]
+            clip = (os.fspath(u.audio), u.span)
+            if clip not in by_path:
+                by_path[clip] = audio_identity(u)
+            return by_path[clip]
         return audio_identity(u)
 
     keys = {u.id: identity(u) for u in plain}
@@ -294,11 +295,21 @@ class DrawStyler:
         path_codes = table.audio_paths.codes[rows]
         key_of_code = np.full(len(table.audio_paths.values), -1, dtype=np.int32)
         codes = [int(c) for c in np.unique(path_codes) if table.audio_paths.values[int(c)]]  # each file stat'ed once
-        for code, identity in zip(codes, file_identities([table.audio_paths.values[c] for c in codes]), strict=True):
-            # None: gone since preflight (the loader's worker quarantines its rows)
-            key_of_code[code] = -2 if identity is None else key_index.setdefault(identity, len(key_index))
-        self.row_key[rows] = np.maximum(key_of_code[path_codes], -1)
-        for r in rows[key_of_code[path_codes] == -1]:  # inline samples (small corpora): a hash of each clip's samples
+        identities = dict(zip(codes, file_identities([table.audio_paths.values[c] for c in codes]), strict=True))
+        # a segment of a file (`Utterance.span`) is a clip of its own: keyed by the file's identity and the span
+        segment = np.zeros(len(rows), bool) if table.span_starts is None else ~np.isnan(table.span_starts[rows])
+        whole_codes = set(np.unique(path_codes[~segment]).tolist())
+        for code, identity in identities.items():
+            if identity is None:  # gone since preflight (the loader's worker quarantines its rows)
+                key_of_code[code] = -2
+            elif code in whole_codes:
+                key_of_code[code] = key_index.setdefault(identity, len(key_index))
+        self.row_key[rows] = np.where(segment, -1, np.maximum(key_of_code[path_codes], -1))
+        for r in rows[segment]:
+            identity = identities.get(int(table.audio_paths.codes[r]))
+            if identity is not None:
+                self.row_key[r] = key_index.setdefault(f"{identity}@{table.span(int(r)).label}", len(key_index))
+        for r in rows[(key_of_code[path_codes] == -1) & ~segment]:  # inline samples (small corpora): a hash of each clip's samples
             self.row_key[r] = key_index.setdefault(audio_identity(table.record(int(r))), len(key_index))
         self.key_names = list(key_index)
         for k, name in enumerate(self.key_names):

@@ -84,7 +84,7 @@ def repeat_to_length(utterances: list[Utterance], min_seconds: float) -> list[Ut
         u = utterances[k]
         rounds = n // len(utterances)
         out.append(u if rounds == 0 else Utterance(f"{u.id}~{rounds}", u.speaker, u.text, u.audio, u.sampling_rate,
-                                                   u.origin, u.subset, dict(u.extra)))
+                                                   u.origin, u.subset, dict(u.extra), u.span))
         total += lengths[k]
         n += 1
     return out
