@@ -10,11 +10,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from lora.checkpoint import check_resumable, resume_config
+from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli
 from lora.core.errors import UserError
 from lora.core.outputs import check_output_file
+from lora.data.long_recordings import join_utterances, speaker_utterances
+from lora.data.records import read_librispeech_dir
 from lora.runners import real_small
 from lora.scripts import evaluate, run_stt
 
@@ -242,3 +246,45 @@ def test_eval_max_samples_of_a_local_dataset_draws_from_every_speaker(speech_dir
                                                "--output", str(tmp_path / "e" / "eval.json")])
     picked, _ = evaluate.load_rows(args)
     assert sorted(u.speaker for u in picked) == ["9001", "9101"]
+
+
+def _talks(speech_dir: Path, folder: Path, speakers: dict[str, str]) -> Path:
+    """Each speaker's first three real utterances joined into one recording (`talks/<speaker>.flac`), and a NeMo
+    manifest of its segments: `offset`/`duration` at the utterance bounds, each with its own transcript, no ids."""
+    (folder / "talks").mkdir(parents=True)
+    lines = []
+    for speaker, subset in speakers.items():
+        joined = join_utterances(speaker, speaker_utterances(read_librispeech_dir(speech_dir, [subset]), speaker)[:3])
+        sf.write(folder / "talks" / f"{speaker}.flac", joined.samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        lines += [json.dumps({"audio_filepath": f"talks/{speaker}.flac", "offset": round(a, 4), "duration": round(b - a, 4),
+                              "text": u.text, "speaker": speaker}) for u, (a, b) in zip(joined.utterances, joined.bounds)]
+    manifest = folder / "segments.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def test_train_and_eval_on_segments_of_long_recordings(speech_dir, tiny_moonshine, tmp_path):
+    """A NeMo manifest of segments of three real recordings trains through the loader's worker processes on each
+    segment (not on the whole recording once per row), speaker-disjoint, and `lora eval` scores each segment."""
+    manifest = _talks(speech_dir, tmp_path / "data", {"1089": "test-clean", "3752": "dev-clean", "9001": "ljspeech"})
+    out = tmp_path / "run"
+    assert run_cli(real_small._main, ["--model-id", str(tiny_moonshine), "--manifest", str(manifest), "--output-dir", str(out),
+                                      "--max-steps", "2", "--canary-samples", "1", "--batch-size", "2", "--num-workers", "1",
+                                      "--target-policy", "raw", "--report-to", "none", "--quiet", "--eval-speakers", "9001"]) == 0
+    metrics = json.loads((out / "real_metrics.json").read_text())
+    assert sorted(metrics["train_ids"]) == sorted(f"{s}@{a:g}-{b:g}" for s, a, b in _bounds(manifest) if s != "9001")
+    assert metrics["train_speakers"] == ["1089", "3752"] and (out / "quarantine.jsonl").read_text() == ""
+    # the training audio is the segments' (3 + 3 of them), not 6 whole recordings
+    segments = sum(b - a for s, a, b in _bounds(manifest) if s != "9001")
+    assert metrics["train_audio_seconds"] == pytest.approx(segments, abs=0.01)
+    assert metrics["eval_audio_seconds"] == pytest.approx(sum(b - a for s, a, b in _bounds(manifest) if s == "9001"), abs=0.01)
+    assert run_cli(evaluate.main, ["--model-id", str(tiny_moonshine), "--manifest", str(manifest), "--output", str(tmp_path / "eval.json"),
+                                   "--quiet"]) == 0
+    scored = json.loads((tmp_path / "eval.json").read_text())
+    assert scored["utterances"] == 9 and not scored["long_form"]
+    assert scored["audio_seconds"] == pytest.approx(sum(b - a for _, a, b in _bounds(manifest)), abs=0.01)
+
+
+def _bounds(manifest: Path) -> list[tuple[str, float, float]]:
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    return [(r["speaker"], r["offset"], r["offset"] + r["duration"]) for r in rows]
