@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lora.core import audio as core_audio
-from lora.core.audio import FFMPEG_HINT, AudioDecodeError, FfmpegMissing, audio_seconds, load_audio
+from lora.core.audio import FFMPEG_HINT, AudioDecodeError, FfmpegMissing, Span, audio_seconds, load_audio
 from lora.data.audio_probe import (
     NEEDS_FFMPEG,
     PROBER_VERSION,
@@ -243,3 +243,13 @@ def test_doctor_says_which_audio_formats_this_machine_reads(monkeypatch):
     monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
     assert doctor.audio_formats_row()[1].endswith("no ffmpeg: M4A/AAC/WebM and video rows are refused (apt-get install ffmpeg)")
 
+
+
+@needs_ffmpeg
+def test_a_segment_of_an_m4a_is_its_slice_of_the_whole_decode(m4a, tmp_path):
+    """ffmpeg decodes the whole file and the segment is cut from it, to the sample; preflight measures the segment."""
+    whole = load_audio(m4a)
+    assert np.array_equal(load_audio(m4a, Span(2.5, 4.0)), whole[40_000:64_000])
+    assert np.array_equal(load_audio(m4a, Span(9.0)), whole[144_000:])
+    report = preflight([Utterance("memo@2.5-4", "s", "ask not", m4a, origin="m:1", span=Span(2.5, 4.0))], quiet=True, cache=False)
+    assert report.good[0].extra["seconds"] == pytest.approx(1.5)
