@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard
 
 from lora.core.errors import UserError
 from lora.merging import MERGE_RECORD, RUN_METRICS_FILE, merge_adapter
+from lora.scripts import merge
 
 LIBRISPEECH = ("test-clean", "dev-clean")
 
@@ -121,6 +122,29 @@ def test_refuses_to_overwrite_other_folders(tiny_moonshine, tmp_path):
     first = merge_adapter(adapter, tmp_path / "merged")
     assert merge_adapter(adapter, first) == first  # a merged folder is replaced
     assert (first / "model.safetensors").is_file()
+
+
+def test_a_disk_that_fills_while_merging_is_one_line_and_keeps_the_earlier_merge(tiny_moonshine, tmp_path, monkeypatch,
+                                                                                capsys):
+    """`lora merge` onto a full disk: safetensors' `SafetensorError: ... No space left on device (os error 28)`
+    traceback, exit 1."""
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
+    first = merge_adapter(adapter, tmp_path / "merged")
+    earlier = (first / "model.safetensors").read_bytes()
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    assert merge.main(["--adapter-dir", str(adapter), "--output", str(first), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {first}: No space left on device; check that path (a folder where a folder is expected, permissions, "
+        "free space)")
+    assert (first / "model.safetensors").read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "run"]
 
 
 def test_unreadable_run_metrics_is_a_user_error(tiny_moonshine, tmp_path):

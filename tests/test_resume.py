@@ -149,6 +149,26 @@ def _moved(params) -> list:
     return [p.detach().clone() for p in params]
 
 
+def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_keeps_the_earlier_one(tiny_moonshine, tmp_path, monkeypatch):
+    """A full disk at a checkpoint ended the run with torch's `RuntimeError: basic_ios::clear: iostream error` (or
+    safetensors' SafetensorError) traceback and left a half-written `.checkpoint.tmp-PID/` filling the disk."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    model, optimizer, scheduler, _ = _checkpointed(tiny_moonshine, tmp_path)
+    earlier = {p.name: p.read_bytes() for p in (tmp_path / CHECKPOINT_DIR).iterdir()}
+
+    def full(tensors, filename):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)  # (imported where it is called)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(tmp_path, model, optimizer, scheduler, SAVED_STATE | {"step": 2})
+    assert raised.value.errno == 28 and raised.value.filename == str(tmp_path / CHECKPOINT_DIR)
+    assert {p.name: p.read_bytes() for p in (tmp_path / CHECKPOINT_DIR).iterdir()} == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_DIR]
+
+
 @pytest.mark.parametrize("part, damage", [("adapter.safetensors", "truncate"), ("optimizer.pt", "truncate"),
                                           ("rng.safetensors", "delete")])
 def test_a_damaged_checkpoint_file_is_named_and_changes_nothing(tiny_moonshine, tmp_path, part, damage):

@@ -3,6 +3,7 @@ changed data, a read-only cache or output folder, long recordings only. Tiny mod
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from lora.checkpoint import check_resumable, resume_config
 from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import run_cli
 from lora.core.errors import UserError
-from lora.core.outputs import check_output_file
+from lora.core.outputs import check_output_file, write_json_atomic
 from lora.data.long_recordings import join_utterances, speaker_utterances
 from lora.data.records import read_librispeech_dir
 from lora.runners import real_small
@@ -78,6 +79,24 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
         check_output_file(tmp_path / "new" / "a.srt", "--srt")  # a folder still to make, in one that can be written
     finally:
         locked.chmod(0o755)
+
+
+def test_a_disk_that_fills_while_a_result_is_written_is_one_line_and_the_earlier_result_stays(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """`lora stt --output` on a full disk: Python's write names no file, so the CLI's one-line answer re-raised it as a
+    traceback (`OSError: [Errno 28] No space left on device` from write_bytes_atomic)."""
+    out = tmp_path / "stt.json"
+    write_json_atomic(out, {"earlier": True})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write() to a full disk raises it
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert run_cli(lambda argv: write_json_atomic(out, {"new": True}), []) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {out}: No space left on device; check that path (a folder where a folder is expected, "
+                   "permissions, free space)"]
+    assert json.loads(out.read_text()) == {"earlier": True} and [p.name for p in tmp_path.iterdir()] == ["stt.json"]
 
 
 def test_a_cache_folder_that_cannot_be_written_is_skipped_with_a_warning(speech_dir, tmp_path, monkeypatch, caplog):

@@ -8,6 +8,7 @@ Formats: adapter weights and torch RNG states in safetensors; optimizer/schedule
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import random
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lora.core.errors import UserError
-from lora.core.outputs import replace_dir
+from lora.core.outputs import replace_dir, writing
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -63,14 +64,20 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict) -> 
     final = Path(out_dir) / CHECKPOINT_DIR
     tmp = final.with_name(f".{CHECKPOINT_DIR}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(weights, str(tmp / "adapter.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    tensors, host = _rng_state()
-    save_file(tensors, str(tmp / "rng.safetensors"))
-    (tmp / STATE_FILE).write_text(json.dumps(state | {"rng": host}) + "\n")
-    replace_dir(tmp, final)
+    try:  # a full disk: one line naming the checkpoint, the earlier checkpoint whole, no half-written folder left
+        with writing(final):
+            tmp.mkdir(parents=True)
+            weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+            save_file(weights, str(tmp / "adapter.safetensors"))
+            buffer = io.BytesIO()  # torch.save's own file writer reports a full disk as a bare RuntimeError
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
+            (tmp / "optimizer.pt").write_bytes(buffer.getvalue())
+            tensors, host = _rng_state()
+            save_file(tensors, str(tmp / "rng.safetensors"))
+            (tmp / STATE_FILE).write_text(json.dumps(state | {"rng": host}) + "\n")
+        replace_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

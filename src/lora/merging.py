@@ -24,6 +24,7 @@ from lora.core.outputs import (
     quiet_progress_bars,
     replace_dir,
     write_json_atomic,
+    writing,
 )
 from lora.export.merge import load_merged
 from lora.model_card import write_model_card
@@ -103,7 +104,7 @@ def merge_adapter(adapter_dir: str | Path, output: str | Path, model_id: str | N
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with quiet_progress_bars():
+        with writing(output), quiet_progress_bars():
             merged.model.save_pretrained(str(tmp), safe_serialization=True)
             merged.processor.save_pretrained(str(tmp))
             # transformers 5 nests the feature extractor in processor_config.json; older readers

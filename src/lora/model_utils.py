@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lora.core.errors import UserError
 from lora.core.hub import hub_reachable
-from lora.core.outputs import replace_dir
+from lora.core.outputs import replace_dir, writing
 from lora.families import family_for
 from lora.importing import cached_import, imports, is_import_name
 from lora.model_card import write_model_card
@@ -284,14 +284,15 @@ def save_adapter(model, adapter_dir: Path, run_info: dict, processor=None, card:
     tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        _portable_adapter_config(tmp, portable_base(run_info))
-        (tmp / RUN_INFO_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
-        if processor is not None:
-            processor.save_pretrained(str(tmp))
-            getattr(processor, "feature_extractor", processor).save_pretrained(str(tmp))  # preprocessor_config.json too
-        if card is not None:
-            write_model_card(tmp, card)
+        with writing(adapter_dir):
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            _portable_adapter_config(tmp, portable_base(run_info))
+            (tmp / RUN_INFO_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+            if processor is not None:
+                processor.save_pretrained(str(tmp))
+                getattr(processor, "feature_extractor", processor).save_pretrained(str(tmp))  # preprocessor_config.json too
+            if card is not None:
+                write_model_card(tmp, card)
         replace_dir(tmp, adapter_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -310,8 +311,12 @@ def save_processor(processor, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    processor.save_pretrained(str(tmp))
-    replace_dir(tmp, out_dir)
+    try:
+        with writing(out_dir):
+            processor.save_pretrained(str(tmp))
+        replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_run_info(adapter_dir: Path) -> dict:

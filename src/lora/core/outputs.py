@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import shutil
 import sys
@@ -17,6 +18,8 @@ from lora.core.errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# how safetensors (Rust) reports an I/O error: its own exception class, the OS's error number only in the message
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 TRACKED_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "jiwer", "onnxruntime", "ctranslate2")
 
 
@@ -36,6 +39,34 @@ def check_output_file(path: str | Path, flag: str = "--output") -> None:
             return
 
 
+@contextmanager
+def writing(path: str | Path):
+    """Around writes that make `path` (ours, or a library's: save_pretrained, safetensors, torch.onnx): an I/O
+    failure there (a full disk, a read-only folder) leaves as an OSError naming `path`, which the CLI prints as one
+    line. Python's own writes name no file, and safetensors raises its own error class, so a full disk was a
+    traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    except Exception as exc:
+        found = _OS_ERROR.search(str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def link_target(path: str | Path) -> Path:
+    """The folder a symlinked output folder points to, else `path`: the temp folder an output is written to goes
+    beside it and is renamed over it. Beside the link itself, the rename replaced the link with a real folder, left
+    the earlier output where the link pointed, and the link as a hidden `.NAME.old-PID` beside it."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write via a temp file in the same folder + rename: readers never see half a file."""
     return write_bytes_atomic(path, text.encode("utf-8"))
@@ -47,7 +78,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with writing(path), os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -21,6 +21,7 @@ from lora.core.outputs import (
     library_versions,
     quiet_progress_bars,
     replace_dir,
+    writing,
 )
 from lora.core.paths import default_speech_dir
 from lora.data.records import list_subsets, read_librispeech_dir
@@ -79,7 +80,7 @@ def export_adapter(options: ExportOptions) -> dict:
     tmp.mkdir()
     try:  # exported, checked and reported in a temporary folder: an earlier export stays whole until all is done
         started = time.perf_counter()
-        with quiet_progress_bars():
+        with writing(output), quiet_progress_bars():
             resolve_callable(fmt.export)(merged.model, merged.processor, tmp)
         export_seconds = time.perf_counter() - started
         files = sorted(p for p in tmp.iterdir() if p.is_file())
