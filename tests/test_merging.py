@@ -147,6 +147,20 @@ def test_a_disk_that_fills_while_merging_is_one_line_and_keeps_the_earlier_merge
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "run"]
 
 
+def test_an_output_that_is_a_link_to_a_folder_is_written_there_and_stays_a_link(tiny_moonshine, tmp_path):
+    """`--output merged` where `merged` links to a folder on a bigger disk: the merge replaced the link with a real
+    folder here, left the earlier merge where the link pointed and the link as a hidden `.merged.old-PID` beside it."""
+    adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
+    target = merge_adapter(adapter, tmp_path / "disk" / "merged")
+    (target / "model.safetensors").write_bytes(b"the earlier merge")
+    (tmp_path / "merged").symlink_to(target)
+    merge_adapter(adapter, tmp_path / "merged")
+    assert (tmp_path / "merged").is_symlink() and (tmp_path / "merged").resolve() == target
+    assert (target / "model.safetensors").read_bytes() != b"the earlier merge"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "merged", "run"]
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["merged"]
+
+
 def test_unreadable_run_metrics_is_a_user_error(tiny_moonshine, tmp_path):
     adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
     (tmp_path / "run" / RUN_METRICS_FILE).write_text("{not json")

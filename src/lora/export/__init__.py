@@ -19,6 +19,7 @@ from pathlib import Path
 from lora.core.errors import UserError
 from lora.core.outputs import (
     library_versions,
+    link_target,
     quiet_progress_bars,
     replace_dir,
     writing,
@@ -73,7 +74,7 @@ def export_adapter(options: ExportOptions) -> dict:
     rows, where = parity_rows(options.manifest, options.max_samples)
     merged = load_merged(options.adapter_dir, options.model_id)
     fmt = export_format(options.format, merged.family.name)  # the loaded model has the last word
-    output = Path(options.output)
+    output = link_target(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
