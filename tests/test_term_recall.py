@@ -163,3 +163,10 @@ def test_check_suggests_the_terms_the_base_model_misses_in_real_speech(speech_di
     assert f"{len(terms)} word(s) or phrase(s) moonshine-base-en missed" in capsys.readouterr().out
     assert check.main([str(manifest), "--suggest-terms", str(out)]) == 2  # which model's misses? one line
     assert "--suggest-terms needs --model-id M" in capsys.readouterr().err
+    # a second check does not replace the file as edited ("keep the ones that matter"): it was overwritten, unsaid
+    out.write_text("# kept\nkubernetes\n")
+    assert check.main([str(manifest), "--model-id", "moonshine-base-en", "--suggest-terms", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --suggest-terms {out}: exists (a terms file, perhaps edited since); pass a new file name, or delete it "
+        "to write it again"]
+    assert out.read_text() == "# kept\nkubernetes\n"

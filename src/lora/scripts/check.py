@@ -196,6 +196,9 @@ def _main(argv: list[str] | None) -> int:
         raise UserError("--suggest-terms needs --model-id M (the base model whose misses it lists)")
     if args.suggest_terms:
         check_output_file(args.suggest_terms, "--suggest-terms")
+        if args.suggest_terms.expanduser().exists():  # a terms file edited as told ("keep the ones that matter")
+            raise UserError(f"--suggest-terms {args.suggest_terms}: exists (a terms file, perhaps edited since); pass a "
+                            "new file name, or delete it to write it again")
     if args.verify_with_model and not args.model_id:
         raise UserError("--verify-with-model needs --model-id M (the base model to transcribe with)")
     if args.verify_with_model and args.no_hygiene:
