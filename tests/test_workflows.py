@@ -221,6 +221,23 @@ def test_eval_of_long_recordings_only_is_refused_before_a_model_loads(speech_dir
     assert len(err) == 1 and "every clip is over 30 s" in err[0] and "lora stt" in err[0], err
 
 
+def test_an_eval_written_into_a_training_runs_folder_is_refused_before_it_replaces_the_runs_report(tmp_path, capsys):
+    """`lora eval --adapter-dir run/lora_adapter --output run/eval.json`: the eval's report.md/html, plot and
+    quarantine.jsonl replaced the run's, unsaid (the run's list of its bad training rows was lost)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    kept = {"real_metrics.json": "{}", "report.md": "the run's report", "quarantine.jsonl": '{"id": "bad row"}\n'}
+    for name, text in kept.items():
+        (run / name).write_text(text)
+    # a model that does not exist: the refusal must come first
+    assert evaluate.main(["--manifest", str(tmp_path / "m.jsonl"), "--model-id", str(tmp_path / "no_model"),
+                          "--output", str(run / "eval.json"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --output {run}/eval.json: {run} holds a training run (real_metrics.json), whose report.md/html and "
+        f"quarantine.jsonl this eval's would replace; write it into a folder of its own (e.g. {run}/eval/eval.json)"]
+    assert {p.name: p.read_text() for p in run.iterdir()} == kept
+
+
 def test_one_named_speaker_list_takes_every_other_speaker_for_the_other_side():
     """`--eval-speakers 9001` alone (as the few-eval-rows warning suggests) was "no utterances found for train speakers []"."""
     from lora.data.records import Utterance

@@ -50,6 +50,7 @@ log = logging.getLogger("lora")
 LIBRISPEECH_PREFIXES = ("test-", "dev-", "train-")
 WINDOW_SECONDS = 30.0  # longer clips go through the long-form path
 LONG_MAX_SECONDS = 24 * 3600.0
+RUN_METRICS_FILE = "real_metrics.json"  # a training run's folder: its report and quarantine list are not an eval's to replace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +151,11 @@ def _main(argv: list[str] | None) -> int:
     if args.compare_base and not args.adapter_dir:
         raise UserError("--compare-base needs --adapter-dir (it compares the adapted model with its base)")
     check_output_file(args.output)
+    folder = Path(args.output).expanduser().parent
+    if (folder / RUN_METRICS_FILE).is_file():  # the report and quarantine.jsonl written beside eval.json would replace the run's
+        raise UserError(f"--output {args.output}: {folder} holds a training run ({RUN_METRICS_FILE}), whose report.md/html "
+                        f"and quarantine.jsonl this eval's would replace; write it into a folder of its own (e.g. "
+                        f"{folder / 'eval' / Path(args.output).name})")
     terms = read_terms(args.terms) if args.terms else ()
     rows, where = load_rows(args)
     long_rows = [u for u in rows if u.extra.get("seconds", 0.0) > WINDOW_SECONDS]
