@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -188,6 +189,24 @@ def test_cli_takes_a_run_folder(tmp_path, capsys):
     empty.mkdir()
     assert main([str(empty)]) == 2
     assert "real_metrics.json or eval.json" in capsys.readouterr().err
+
+
+def test_a_run_folder_that_cannot_be_written_says_so_and_names_output_dir(tmp_path, capsys, monkeypatch):
+    """A shared, read-only results folder: the error named a random temp file (`.loss_curve.png.pvrtd_rn: Operation
+    not permitted`) and not --output-dir. (As root a chmod does not stop writes: `os.access` answers as a
+    read-only mount does.)"""
+    from lora.scripts.report import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "real_metrics.json").write_text(json.dumps(run_metrics()))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == run else real_access(p, mode))
+    assert main([str(run)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {run}: cannot write the report there (read-only or no permission); pass --output-dir DIR"]
+    assert main([str(run), "--output-dir", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / REPORT_MD).is_file()
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from lora.core.cli import ArgumentParser, run_cli
@@ -69,7 +70,10 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     path = metrics_file(args.metrics)
     metrics = read_metrics(path)
-    written = write_report(metrics, args.output_dir or path.parent)
+    out = args.output_dir or path.parent
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # a shared, read-only results folder
+        raise UserError(f"{out}: cannot write the report there (read-only or no permission); pass --output-dir DIR")
+    written = write_report(metrics, out)
     for path in written.values():
         print(path)
     return 0
