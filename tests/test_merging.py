@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,23 @@ def test_an_output_that_is_a_link_to_a_folder_is_written_there_and_stays_a_link(
     assert (target / "model.safetensors").read_bytes() != b"the earlier merge"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "merged", "run"]
     assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["merged"]
+
+
+def test_another_runs_metrics_beside_a_copied_adapter_are_not_put_on_the_card(tiny_moonshine, tmp_path, caplog):
+    """A Moonshine adapter copied into a Whisper run's folder: the merged Moonshine model's card said "family:
+    whisper", carried the whisper tag and the Whisper run's WER figures."""
+    adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
+    (tmp_path / "run" / RUN_METRICS_FILE).write_text(json.dumps({
+        "family": "whisper", "train_ids": ["other-run-0001"], "baseline_wer": 0.5, "tuned_wer": 0.25,
+        "wer_delta_ci95": {"verdict": "improved"}}))
+    with caplog.at_level(logging.WARNING, logger="lora"):
+        out = merge_adapter(adapter, tmp_path / "merged")
+    card = ModelCard.load(out / "README.md")
+    assert "whisper" not in card.data.tags and "moonshine" in card.data.tags
+    assert "50.0%" not in card.text and "**improved**" not in card.text
+    assert [r.getMessage() for r in caplog.records if "is not the run of" in r.getMessage()] == [
+        f"warning: {(tmp_path / 'run' / RUN_METRICS_FILE).resolve()} is not the run of {adapter} (its family and "
+        "train_ids differ); the merged model's card shows no run figures"]
 
 
 def test_unreadable_run_metrics_is_a_user_error(tiny_moonshine, tmp_path):

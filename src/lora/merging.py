@@ -13,6 +13,7 @@ place; an existing `output` is replaced only when it is itself a merged folder.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -30,9 +31,14 @@ from lora.core.outputs import (
 from lora.export.merge import load_merged
 from lora.model_card import write_model_card
 
+log = logging.getLogger("lora")
+
 MERGE_RECORD = "lora_merge.json"
 RUN_METRICS_FILE = "real_metrics.json"  # the run folder's metrics, one level above lora_adapter/
 REQUIRED_FILES = ("config.json", "model.safetensors", "generation_config.json", "preprocessor_config.json")
+# what an adapter's run record (lora_run.json) and its run's real_metrics.json both say: differing, the metrics beside
+# the adapter are another run's (an adapter copied into another run's folder)
+SAME_RUN_KEYS = ("family", "train_ids")
 # Files of a local base folder that no save_pretrained writes but readers use (Whisper's English
 # text normaliser, read by the tokenizer's `normalize` and by evaluation scripts).
 BASE_AUX_FILES = ("normalizer.json",)
@@ -59,6 +65,17 @@ def run_metrics(adapter_dir: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable run metrics ({exc}); fix or remove it to merge") from None
+
+
+def own_metrics(metrics: dict, run_info: dict, adapter_dir: Path) -> dict:
+    """`metrics` when they are the adapter's own run's, else {} (with a warning): the card shows no figures rather
+    than another run's."""
+    other = [k for k in SAME_RUN_KEYS if k in metrics and k in run_info and metrics[k] != run_info[k]]
+    if other:
+        log.warning("warning: %s is not the run of %s (its %s differ); the merged model's card shows no run figures",
+                    Path(adapter_dir).resolve().parent / RUN_METRICS_FILE, adapter_dir, " and ".join(other))
+        return {}
+    return metrics
 
 
 def card_info(run_info: dict, base: dict, metrics: dict, adapter_dir: Path) -> dict:
@@ -101,6 +118,7 @@ def merge_adapter(adapter_dir: str | Path, output: str | Path, model_id: str | N
     check_output(adapter_dir, output)
     metrics = run_metrics(adapter_dir)
     merged = load_merged(adapter_dir, model_id)
+    metrics = own_metrics(metrics, merged.run_info, adapter_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
