@@ -1,6 +1,7 @@
 """run_stt: manifest parsing (arrays, paths, plain path lists), text normalisation, clear errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -56,6 +57,25 @@ def test_empty_manifest_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error:") and "empty" in err[0]
     assert not (tmp_path / "o.json").exists()
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept(tmp_path, speech_dir, capsys):
+    """`lora stt talk.flac --output talk.flac` (a tab completion too far) wrote the JSON artifact over the recording;
+    `--audio-list m.jsonl --output m.jsonl` over the manifest, `--srt` over the audio the same."""
+    clip = tmp_path / "talk.flac"
+    shutil.copy(sorted((speech_dir / "jfk").rglob("*.flac"))[0], clip)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": clip.name, "text": "and so"}) + "\n")
+    before = {clip: clip.read_bytes(), manifest: manifest.read_bytes()}
+    no_model = str(tmp_path / "no_model")  # the refusal comes before a model loads
+    for argv, flag, path in (([str(clip), "--output", str(clip)], "--output", clip),
+                             (["--audio-list", str(manifest), "--output", str(manifest)], "--output", manifest),
+                             ([str(clip), "--output", str(tmp_path / "a.json"), "--srt", str(clip)], "--srt", clip)):
+        assert main([*argv, "--model-id", no_model, "--quiet"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: {flag} {path} is also an input of this command ({path}), which the results would replace; pass "
+            "another file name"]
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "a.json").exists()
 
 
 def test_unreachable_hub_model_exits_2_without_traceback(tmp_path, speech_dir):

@@ -238,6 +238,18 @@ def test_an_eval_written_into_a_training_runs_folder_is_refused_before_it_replac
     assert {p.name: p.read_text() for p in run.iterdir()} == kept
 
 
+def test_an_eval_output_that_is_its_manifest_is_refused_before_it_replaces_it(tmp_path, capsys):
+    """`lora eval --manifest m.jsonl --output m.jsonl`: eval.json was written over the manifest, unsaid."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": "a.flac", "text": "hi", "speaker": "1"}) + "\n")
+    assert evaluate.main(["--manifest", str(manifest), "--model-id", str(tmp_path / "no_model"), "--output", str(manifest),
+                          "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --output {manifest} is also an input of this command ({manifest}), which the results would replace; "
+        "pass another file name"]
+    assert manifest.read_text() == json.dumps({"audio": "a.flac", "text": "hi", "speaker": "1"}) + "\n"
+
+
 def test_one_named_speaker_list_takes_every_other_speaker_for_the_other_side():
     """`--eval-speakers 9001` alone (as the few-eval-rows warning suggests) was "no utterances found for train speakers []"."""
     from lora.data.records import Utterance

@@ -39,6 +39,19 @@ def check_output_file(path: str | Path, flag: str = "--output") -> None:
             return
 
 
+def check_not_an_input(path: str | Path, inputs, flag: str = "--output") -> None:
+    """Refuse, before any work, an output file that is one of the command's input files (the recording, the
+    manifest, a transcript): written at the end, the results replaced it, unsaid (`lora stt talk.flac --output
+    talk.flac` left a JSON file where the recording was)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return
+    for given in inputs:
+        if given and Path(given).expanduser().is_file() and os.path.samefile(path, Path(given).expanduser()):
+            raise UserError(f"{flag} {path} is also an input of this command ({given}), which the results would "
+                            "replace; pass another file name")
+
+
 @contextmanager
 def writing(path: str | Path):
     """Around writes that make `path` (ours, or a library's: save_pretrained, safetensors, torch.onnx): an I/O

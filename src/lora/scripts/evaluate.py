@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.core.outputs import check_output_file, library_versions
+from lora.core.outputs import check_not_an_input, check_output_file, library_versions
 from lora.core.paths import default_speech_dir
 from lora.core.text import TARGET_POLICIES
 from lora.data.hf_sources import detect_dataset_format, read_dataset
@@ -151,6 +151,7 @@ def _main(argv: list[str] | None) -> int:
     if args.compare_base and not args.adapter_dir:
         raise UserError("--compare-base needs --adapter-dir (it compares the adapted model with its base)")
     check_output_file(args.output)
+    check_not_an_input(args.output, [args.manifest, args.dataset, args.terms])
     folder = Path(args.output).expanduser().parent
     if (folder / RUN_METRICS_FILE).is_file():  # the report and quarantine.jsonl written beside eval.json would replace the run's
         raise UserError(f"--output {args.output}: {folder} holds a training run ({RUN_METRICS_FILE}), whose report.md/html "

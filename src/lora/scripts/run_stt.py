@@ -25,7 +25,7 @@ import numpy as np
 from lora.core.audio import SAMPLE_RATE
 from lora.core.cli import ArgumentParser, run_cli, setup_logging
 from lora.core.errors import UserError
-from lora.core.outputs import check_output_file, write_text_atomic
+from lora.core.outputs import check_not_an_input, check_output_file, write_text_atomic
 from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
 from lora.data.hf_sources import read_dataset
 from lora.data.hygiene import HygieneOptions, has_dc_offset, speech_level
@@ -147,11 +147,15 @@ def check_args(args) -> None:
             raise UserError(f"--processor-dir {folder}: no processor_config.json or preprocessor_config.json in it; "
                             "pass a run's processor/ folder (or drop the flag)")
     check_output_file(args.output)
+    reference = args.reference[1:] if args.reference and args.reference.startswith("@") else None
+    inputs = [*(args.audio or []), args.audio_list, args.dataset, reference]
+    check_not_an_input(args.output, inputs)
     one_file = bool(args.audio) and len(args.audio) == 1 and not (args.audio_list or args.dataset)
     for flag, path in (("--srt", args.srt), ("--vtt", args.vtt)):
         if not path or not one_file:
             continue  # several files: one subtitle file per id beside --output, whose folder is checked above
         check_output_file(path, flag)
+        check_not_an_input(path, inputs, flag)
         if Path(path).resolve() == Path(args.output).resolve():
             raise UserError(f"{flag} {path} is also --output (the JSON artifact); give the subtitles their own file")
     if args.srt and args.vtt and Path(args.srt).resolve() == Path(args.vtt).resolve():
