@@ -78,6 +78,24 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept(tmp_p
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "a.json").exists()
 
 
+def test_subtitles_of_several_files_never_replace_a_recordings_own_subtitles(tmp_path, speech_dir, capsys):
+    """`lora stt talks/ --output talks/stt.json --srt x`: one cue file per recording beside --output replaced
+    talks/part1.srt, the recording's own (human) subtitles that `lora segment` times clips by."""
+    clip = sorted((speech_dir / "jfk").rglob("*.flac"))[0]
+    talks = tmp_path / "talks"
+    talks.mkdir()
+    for name in ("part1", "part2"):
+        shutil.copy(clip, talks / f"{name}.flac")
+    (talks / "part1.srt").write_text("1\n00:00:00,000 --> 00:00:02,000\nAnd so, my fellow Americans\n")
+    before = (talks / "part1.srt").read_text()
+    assert main([str(talks), "--model-id", str(tmp_path / "no_model"), "--output", str(talks / "stt.json"), "--srt", "x",
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --srt: {talks / 'part1.srt'} is the subtitle file of {talks / 'part1.flac'}, which this command's cues "
+        "(one file per recording beside --output) would replace; write --output into another folder"]
+    assert (talks / "part1.srt").read_text() == before and not (talks / "stt.json").exists()
+
+
 def test_unreachable_hub_model_exits_2_without_traceback(tmp_path, speech_dir):
     """Network mocked off via HF_HUB_OFFLINE: the seed's hub id must fail clearly, not fall back."""
     adapter = tmp_path / "adapter"

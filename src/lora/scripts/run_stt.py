@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +236,21 @@ def load_transcriber(args):
     return torch_transcriber(model, processor, family, args.batch_size), fields, info, family
 
 
+def check_subtitle_targets(args, rows: list[Utterance]) -> None:
+    """Several files with --srt/--vtt write `<id>.srt` beside --output: refuse, before a model loads, one that is a
+    recording's own subtitles beside it (`talks/part1.srt` of `talks/part1.flac`, as `lora segment` reads them):
+    `lora stt talks/ --output talks/stt.json --srt x` replaced them with the model's cues, unsaid."""
+    if len(rows) < 2:
+        return
+    for flag, ext, given in (("--srt", "srt", args.srt), ("--vtt", "vtt", args.vtt)):
+        for u in rows if given else ():
+            target = Path(args.output).with_name(f"{u.id}.{ext}")
+            own = Path(u.audio).with_suffix(f".{ext}") if isinstance(u.audio, str | Path) else None
+            if own is not None and target.is_file() and own.is_file() and os.path.samefile(target, own):
+                raise UserError(f"{flag}: {target} is the subtitle file of {u.audio}, which this command's cues (one "
+                                f"file per recording beside --output) would replace; write --output into another folder")
+
+
 def write_subtitles(args, transcripts: dict) -> list[str]:
     """--srt/--vtt (cues cut to reading size, `readable_cues`): the path given for one file; one file per id beside
     --output for several."""
@@ -269,6 +285,7 @@ def _main(argv: list[str] | None) -> int:
         if not read.rows and not args.audio:
             raise UserError(f"{args.audio_list}: the manifest has no usable rows; add at least one audio entry")
         rows, bad, source = rows + list(read.rows), list(read.bad), read.source
+    check_subtitle_targets(args, rows)
     report = preflight(rows, bad, require_text=False, quiet=True, source=source, max_seconds=MAX_SECONDS, hygiene=STT_HYGIENE)
     for w in report.warnings:
         log.warning("warning: %s: %s (transcribed all the same)", w.origin, w.detail)
