@@ -179,6 +179,21 @@ def test_another_runs_metrics_beside_a_copied_adapter_are_not_put_on_the_card(ti
         "train_ids differ); the merged model's card shows no run figures"]
 
 
+def test_the_current_folder_as_output_is_refused_before_any_work(tiny_moonshine, tmp_path, monkeypatch, capsys):
+    """`lora merge --output .` in a new, empty folder: a `ValueError: PosixPath('.') has an empty name` traceback after
+    the model had loaded (lora export and lora import the same)."""
+    adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for output in (".", str(here), ".."):
+        assert merge.main(["--adapter-dir", str(adapter), "--output", output, "--quiet"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: --output {output}: is the current folder or one above it, which the output would replace as a whole; "
+            "pass a new folder's name (e.g. out)"]
+    assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["here", "run"]
+
+
 def test_unreadable_run_metrics_is_a_user_error(tiny_moonshine, tmp_path):
     adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
     (tmp_path / "run" / RUN_METRICS_FILE).write_text("{not json")

@@ -29,7 +29,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from lora.core.errors import UserError
-from lora.core.outputs import link_target, replace_dir, writing
+from lora.core.outputs import output_dir, replace_dir, writing
 from lora.core.paths import imported_models_dir
 from lora.families import ImportSpec, all_imports
 
@@ -103,7 +103,7 @@ def import_model(name: str, output: Path, progress: Callable[[str], None] = prin
     """Convert import `name` into `output` (a transformers directory); no-op when up to date."""
     version = package_version(imports()[name].package) if name in imports() else None
     module = converter(name)
-    output = link_target(output)
+    output = output_dir(output)
     progress(f"[{name}] source package {module.PACKAGE}=={version}")
     checksum = source_checksum(module.source_files())
     code = converter_checksum(name)

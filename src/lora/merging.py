@@ -22,7 +22,7 @@ from pathlib import Path
 from lora.core.errors import UserError
 from lora.core.outputs import (
     library_versions,
-    link_target,
+    output_dir,
     quiet_progress_bars,
     replace_dir,
     write_json_atomic,
@@ -114,7 +114,7 @@ def cap_generation(model, family, seconds: float = PIPELINE_MAX_SECONDS) -> int:
 
 def merge_adapter(adapter_dir: str | Path, output: str | Path, model_id: str | None = None) -> Path:
     """Merge `adapter_dir` into its base model and save the result to `output`; returns `output`."""
-    adapter_dir, output = Path(adapter_dir), link_target(output)
+    adapter_dir, output = Path(adapter_dir), output_dir(output)
     check_output(adapter_dir, output)
     metrics = run_metrics(adapter_dir)
     merged = load_merged(adapter_dir, model_id)

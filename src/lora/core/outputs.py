@@ -72,12 +72,20 @@ def writing(path: str | Path):
         raise OSError(code, os.strerror(code), str(path)) from exc
 
 
-def link_target(path: str | Path) -> Path:
-    """The folder a symlinked output folder points to, else `path`: the temp folder an output is written to goes
-    beside it and is renamed over it. Beside the link itself, the rename replaced the link with a real folder, left
-    the earlier output where the link pointed, and the link as a hidden `.NAME.old-PID` beside it."""
-    path = Path(path)
-    return path.resolve() if path.is_symlink() else path
+def output_dir(path: str | Path, flag: str = "--output") -> Path:
+    """The folder an output folder option names, to be replaced as a whole by a temp folder written beside it and
+    renamed over it: a symlink's target (beside the link, the rename replaced the link with a real folder, left the
+    earlier output where it pointed and the link as a hidden `.NAME.old-PID`), and never the current folder or one
+    above it (`--output .` has no name to put the temp folder beside: a ValueError traceback after the model loaded;
+    renamed, it would leave the shell in a deleted folder)."""
+    path = Path(path).expanduser()
+    if path.is_symlink():
+        path = path.resolve()
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise UserError(f"{flag} {path}: is the current folder or one above it, which the output would replace as a "
+                        "whole; pass a new folder's name (e.g. out)")
+    return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

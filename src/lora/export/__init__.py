@@ -19,7 +19,7 @@ from pathlib import Path
 from lora.core.errors import UserError
 from lora.core.outputs import (
     library_versions,
-    link_target,
+    output_dir,
     quiet_progress_bars,
     replace_dir,
     writing,
@@ -67,14 +67,14 @@ def parity_rows(manifest: str | None, max_samples: int = 0) -> tuple[list, str]:
 def export_adapter(options: ExportOptions) -> dict:
     """Merge, export, check; returns the report written to `output/export_report.json`."""
 
-    check_output(options.adapter_dir, Path(options.output))
+    output = output_dir(options.output)
+    check_output(options.adapter_dir, output)
     if options.max_samples < 0:
         raise UserError(f"--max-samples {options.max_samples}: must be >= 0 (0 = all)")
     fmt = export_format(options.format, recorded_family(options.adapter_dir))
     rows, where = parity_rows(options.manifest, options.max_samples)
     merged = load_merged(options.adapter_dir, options.model_id)
     fmt = export_format(options.format, merged.family.name)  # the loaded model has the last word
-    output = link_target(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
