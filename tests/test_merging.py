@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,27 @@ def test_the_current_folder_as_output_is_refused_before_any_work(tiny_moonshine,
             f"error: --output {output}: is the current folder or one above it, which the output would replace as a whole; "
             "pass a new folder's name (e.g. out)"]
     assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["here", "run"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tiny_moonshine, tmp_path, monkeypatch, capsys):
+    """`lora merge --output ro/merged` under a read-only folder (and `lora export` alike) loaded and merged the model
+    (about 10 s on the real weights) before failing; a file given as the output folder the same. Both are refused
+    first. (As root the permission bits are not enforced, so the check's `os.access` says no for that folder.)"""
+    from lora.core import outputs
+
+    adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: False if Path(p) == read_only else real_access(p, mode))
+    monkeypatch.setattr("lora.merging.load_merged", lambda *a: pytest.fail("the model was loaded"))
+    assert merge.main(["--adapter-dir", str(adapter), "--output", str(read_only / "merged"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --output {read_only / 'merged'}: cannot write in {read_only} (read-only or no permission); pick another path"]
+    (tmp_path / "afile").write_text("mine")
+    assert merge.main(["--adapter-dir", str(adapter), "--output", str(tmp_path / "afile"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --output {tmp_path / 'afile'} is a file; pass a folder's name"]
+    assert (tmp_path / "afile").read_text() == "mine" and list(read_only.iterdir()) == []
 
 
 def test_unreadable_run_metrics_is_a_user_error(tiny_moonshine, tmp_path):

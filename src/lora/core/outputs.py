@@ -30,11 +30,17 @@ def check_output_file(path: str | Path, flag: str = "--output") -> None:
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; pass a file name")
+    _check_writable_parent(path, flag)
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    """The nearest folder of `path` that exists must be a folder we can write in: outputs are written beside
+    themselves (a temp file or folder), then renamed into place."""
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise UserError(f"{flag} {path}: {parent} is a file, not a folder; pick another path")
-            if not os.access(parent, os.W_OK | os.X_OK):  # (the file is written beside itself, then renamed)
+            if not os.access(parent, os.W_OK | os.X_OK):
                 raise UserError(f"{flag} {path}: cannot write in {parent} (read-only or no permission); pick another path")
             return
 
@@ -77,7 +83,8 @@ def output_dir(path: str | Path, flag: str = "--output") -> Path:
     renamed over it: a symlink's target (beside the link, the rename replaced the link with a real folder, left the
     earlier output where it pointed and the link as a hidden `.NAME.old-PID`), and never the current folder or one
     above it (`--output .` has no name to put the temp folder beside: a ValueError traceback after the model loaded;
-    renamed, it would leave the shell in a deleted folder)."""
+    renamed, it would leave the shell in a deleted folder). A folder it cannot be written beside (read-only, no
+    permission) is refused here too, before any work: merge and export found it only after loading the model."""
     path = Path(path).expanduser()
     if path.is_symlink():
         path = path.resolve()
@@ -85,6 +92,9 @@ def output_dir(path: str | Path, flag: str = "--output") -> Path:
     if path.resolve() == here or path.resolve() in here.parents:
         raise UserError(f"{flag} {path}: is the current folder or one above it, which the output would replace as a "
                         "whole; pass a new folder's name (e.g. out)")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; pass a folder's name")
+    _check_writable_parent(path, flag)
     return path
 
 
