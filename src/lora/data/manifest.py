@@ -40,7 +40,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ import numpy as np
 from lora.core.audio import SAMPLE_RATE, SPAN_END_SLACK_S, Span
 from lora.core.errors import UserError
 from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, audio_files_in, decode_utf8, iter_jsonl, manifest_format, parse_rows
-from lora.data.records import Utterance, read_librispeech_dir
+from lora.data.records import BadRow, ManifestRead, Utterance, read_librispeech_dir
 from lora.data.subtitles import SUBTITLE_SUFFIXES, has_text_subtitles, is_subtitle_file, is_video, read_subtitles
 
 # The first of each that a row has is used; the later names are other tools' (NeMo's audio_filepath, Hugging Face
@@ -75,35 +75,6 @@ NO_TEXT_KEY = "no_text"  # extra[...] of a manifest row without a text field: wh
 NO_RATE = "no sampling rate"
 NO_RATE_DETAIL = ('inline audio samples do not say their rate; add "sampling_rate": N (the rate in Hz) to the row '
                   "or point the row at an audio file")
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """A row that will not be used, and why. `reason` is a short category (counted in reports);
-    `detail` says what exactly was found."""
-
-    origin: str
-    reason: str
-    id: str = ""
-    detail: str = ""
-
-    @property
-    def message(self) -> str:
-        return f"{self.origin}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
-
-    def record(self) -> dict:
-        """The quarantine.jsonl object for this row."""
-        return {"origin": self.origin, "id": self.id, "reason": self.reason, "detail": self.detail}
-
-
-@dataclass(frozen=True)
-class ManifestRead:
-    """What a source yielded: interpretable rows, uninterpretable rows, and what was read."""
-
-    rows: tuple[Utterance, ...]
-    bad: tuple[BadRow, ...] = ()
-    source: str = ""
-    kind: str = ""  # jsonl | json | csv | tsv | list | librispeech | sidecar
 
 
 class _Bad(Exception):

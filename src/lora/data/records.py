@@ -1,4 +1,5 @@
-"""The `Utterance` record every source produces, and the LibriSpeech-layout folder reader.
+"""The `Utterance` record every source produces, the `BadRow`s and `ManifestRead` a reader returns, and the
+LibriSpeech-layout folder reader.
 
 An utterance is real recorded speech plus its transcript. Audio stays lazy (a path) until
 `Utterance.samples()` decodes it, unless a source already holds decoded samples.
@@ -56,6 +57,35 @@ class Utterance:
         if isinstance(self.audio, np.ndarray | list):
             return to_mono_16k(np.asarray(self.audio, dtype=np.float32), self.sampling_rate)
         return load_audio(self.audio, self.span)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that will not be used, and why. `reason` is a short category (counted in reports);
+    `detail` says what exactly was found."""
+
+    origin: str
+    reason: str
+    id: str = ""
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{self.origin}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+    def record(self) -> dict:
+        """The quarantine.jsonl object for this row."""
+        return {"origin": self.origin, "id": self.id, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ManifestRead:
+    """What a source yielded: interpretable rows, uninterpretable rows, and what was read."""
+
+    rows: tuple[Utterance, ...]
+    bad: tuple[BadRow, ...] = ()
+    source: str = ""
+    kind: str = ""  # jsonl | json | csv | tsv | list | librispeech | sidecar
 
 
 def split_folder(split: str) -> str:
