@@ -38,7 +38,8 @@ class TrainConfig:
     train_split: str = opt("train.100", "LibriSpeech split to train on (train.100 -> train-clean-100; any folder name works)")
     data_dir: str | None = opt(None, "local LibriSpeech-layout folder (default: hub, then $LORA_SPEECH_DIR, then ../shared/speech)")
     manifest: str | None = opt(None, "training manifest (JSONL/JSON/CSV/TSV/path list) or a folder (LibriSpeech layout, "
-                               "a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts); "
+                               "a Kaldi data directory (wav.scp + text), a manifest.jsonl inside, or audio files with "
+                               "same-name .txt/.lab transcripts); "
                                "split by speaker for eval")
     dataset: str | None = opt(None, "Hugging Face-style dataset to train on: a save_to_disk folder, an audiofolder "
                               "(metadata.csv/jsonl + audio), Parquet/Arrow files (file, glob or folder), a Common Voice "

@@ -4,6 +4,7 @@
   * JSONL, a JSON list, CSV or TSV with a header (`lora.data.formats` does the syntax),
   * a plain list of audio paths (`.txt`/`.lst`/`.list`, one per line; no transcripts),
   * a LibriSpeech-layout folder (`<subset>/<speaker>/<chapter>/*.trans.txt`),
+  * a Kaldi data directory (`wav.scp` + `text`, with `utt2spk` and `segments` where it has them: `lora.data.kaldi`),
   * a folder holding `manifest.jsonl` (or `.json`/`.csv`/`.tsv`), or a Hugging Face audiofolder's `metadata.csv`
     (or `.jsonl`),
   * a folder of audio files, each with its transcript beside it in a file of the same name ending
@@ -48,6 +49,8 @@ import numpy as np
 from lora.core.audio import SAMPLE_RATE, SPAN_END_SLACK_S, Span
 from lora.core.errors import UserError
 from lora.data.formats import SUPPORTED, Parsed, RawRow, as_text, audio_files_in, decode_utf8, iter_jsonl, manifest_format, parse_rows
+from lora.data.kaldi import TEXT as KALDI_TEXT
+from lora.data.kaldi import WAV_SCP, is_kaldi_dir, read_kaldi_dir
 from lora.data.records import BadRow, ManifestRead, Utterance, read_librispeech_dir
 from lora.data.subtitles import SUBTITLE_SUFFIXES, has_text_subtitles, is_subtitle_file, is_video, read_subtitles
 
@@ -87,8 +90,8 @@ def read_source(path: str | Path) -> ManifestRead:
     if path.is_dir():
         return _read_folder(path)
     if not path.exists():
-        raise UserError(f"{path}: no such file or folder; pass a manifest ({SUPPORTED}) or a folder (LibriSpeech layout, a manifest.jsonl inside, "
-                        "or audio files with same-name .txt/.lab transcripts)")
+        raise UserError(f"{path}: no such file or folder; pass a manifest ({SUPPORTED}) or a folder (LibriSpeech layout, a Kaldi data "
+                        "directory, a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts)")
     fmt = manifest_format(path)
     try:
         data = path.read_bytes()
@@ -145,7 +148,12 @@ read_manifest = read_source
 
 
 def _read_folder(root: Path) -> ManifestRead:
-    """LibriSpeech layout first (see module docstring), else a manifest file inside the folder."""
+    """A Kaldi data directory, else the LibriSpeech layout (see module docstring), else a manifest file inside the folder."""
+    if is_kaldi_dir(root):  # two files at the top, looked at first: cheaper than the LibriSpeech globs
+        return read_kaldi_dir(root)
+    if (root / WAV_SCP).is_file():
+        raise UserError(f"{root}: a Kaldi data directory without its {KALDI_TEXT} file (`<utt-id> <transcript>` per line); "
+                        f"add it (lora trains and scores against transcripts), or list the audio alone as a path list")
     if next(root.glob("*/*/*/*.trans.txt"), None) or next(root.glob("*/*/*.trans.txt"), None):
         rows = read_librispeech_dir(root)
         if not rows:
@@ -158,13 +166,17 @@ def _read_folder(root: Path) -> ManifestRead:
     sidecar = _read_sidecar_folder(root)
     if sidecar is not None:
         return sidecar
+    kaldi = sorted(p.parent.name for p in root.glob(f"*/{WAV_SCP}"))
+    if kaldi:  # `data/` of a recipe, which holds one data directory per split
+        raise UserError(f"{root}: holds Kaldi data directories ({', '.join(kaldi)}), not one; pass one of them "
+                        f"(e.g. {root / kaldi[0]}), and another as --eval-manifest")
     dataset_kind = _dataset_layout(root)
     if dataset_kind:
         raise UserError(f"{root}: a Hugging Face-style dataset ({dataset_kind}), not a manifest folder; `lora train`, "
                         f"`eval` and `stt` read it as --dataset {root}")
-    raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt), a "
-                    f"manifest.jsonl, nor audio files with same-name .txt transcripts beside them; pass a manifest "
-                    f"file or one of those folders")
+    raise UserError(f"{root}: neither a LibriSpeech layout (<subset>/<speaker>/<chapter>/*.trans.txt), a Kaldi data "
+                    f"directory (wav.scp + text), a manifest.jsonl, nor audio files with same-name .txt transcripts "
+                    f"beside them; pass a manifest file or one of those folders")
 
 
 def _dataset_layout(root: Path) -> str:

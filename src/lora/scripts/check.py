@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="lora check", description=__doc__.split("\n\n")[1],
                             epilog=__doc__.split("\n\n")[2])
     parser.add_argument("source", metavar="MANIFEST_OR_DIR", nargs="?", default=None, help="manifest file or "
-                        "a folder (LibriSpeech layout, a manifest.jsonl inside, or audio files with same-name .txt/.lab "
-                        "transcripts); or --dataset instead")
+                        "a folder (LibriSpeech layout, a Kaldi data directory, a manifest.jsonl inside, or audio files with "
+                        "same-name .txt/.lab transcripts); or --dataset instead")
     add_dataset_args(parser)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--quarantine", type=Path, default=None, metavar="PATH",

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data-dir", default=None, help="LibriSpeech-layout folder (default: ../shared/speech)")
     source.add_argument("--manifest", default=None, help="manifest file (JSONL/JSON/CSV/TSV/path list) or "
-                        "a folder (LibriSpeech layout, a manifest.jsonl inside, or audio files with same-name .txt/.lab transcripts)")
+                        "a folder (LibriSpeech layout, a Kaldi data directory, a manifest.jsonl inside, or audio files with "
+                        "same-name .txt/.lab transcripts)")
     add_dataset_args(parser, source)
     parser.add_argument("--subsets", default="librispeech",
                         help="with --data-dir: comma-separated folders, 'librispeech' (test-*/dev-*/train-*) or 'all'")
