@@ -56,6 +56,7 @@ def _setup(tmp_path: Path, speech_dir: Path) -> dict:
     (tmp_path / "no_audio_dir" / "readme.txt").write_text("no audio here\n")
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio": str(_flac(speech_dir)), "text": _text(speech_dir)}) + "\n")
     (tmp_path / "clip.txt").write_text(_text(speech_dir))
+    (tmp_path / "dangling").symlink_to(tmp_path / "unmounted_disk" / "runs")  # a link whose folder is not there
     (tmp_path / "notext.csv").write_text(f"audio,caption\n{_flac(speech_dir)},{_text(speech_dir)}\n")  # a column not known as text
     (tmp_path / "nocols.tsv").write_text(f"wav\tcaption\n{_flac(speech_dir)}\t{_text(speech_dir)}\n")  # neither column known
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's JSON recursion limit
@@ -183,6 +184,8 @@ CASES = [
     ("train", ["--manifest", "{tmp}/m.jsonl", "--max-batch-seconds", "inf"], "--max-batch-seconds inf: must be a finite number"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--learning-rate", "nan"], "--learning-rate nan: must be a finite number"),
     ("train", ["--manifest", "{tmp}/m.jsonl", "--output-dir", "{tmp}/clip.txt"], "is a file, not a folder"),
+    ("train", ["--manifest", "{tmp}/m.jsonl", "--output-dir", "{tmp}/dangling"],  # was "dangling: File exists"
+     "--output-dir {tmp}/dangling is a link to {tmp}/unmounted_disk/runs, which does not exist; create that folder"),
     ("check", ["{tmp}/deep.jsonl"], "deep.jsonl:2: JSON nested too deeply to read"),
     ("check", ["{tmp}/long_name.jsonl"], "File name too long"),
     ("check", ["{tmp}/list.jsonl"], "list.jsonl:1: line 1 is a JSON array, but .jsonl needs one JSON object per line; "

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 import tomllib
 import typing
@@ -361,6 +362,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     output = Path(cfg.output_dir).expanduser()
     if output.exists() and not output.is_dir():
         raise UserError(f"--output-dir {cfg.output_dir} is a file, not a folder; pass a folder for the run's outputs")
+    if output.is_symlink() and not output.exists():  # mkdir said only "File exists"
+        raise UserError(f"--output-dir {cfg.output_dir} is a link to {os.readlink(output)}, which does not exist; create "
+                        "that folder or pass another --output-dir")
     for ok, message in rules:
         if not ok:
             raise UserError(f"{message}; fix the flag or the config file")
