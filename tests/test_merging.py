@@ -197,8 +197,8 @@ def test_the_current_folder_as_output_is_refused_before_any_work(tiny_moonshine,
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tiny_moonshine, tmp_path, monkeypatch, capsys):
     """`lora merge --output ro/merged` under a read-only folder (and `lora export` alike) loaded and merged the model
-    (about 10 s on the real weights) before failing; a file given as the output folder the same. Both are refused
-    first. (As root the permission bits are not enforced, so the check's `os.access` says no for that folder.)"""
+    (about 10 s on the real weights) before failing. It is refused first, as a file given as the output folder
+    already was. (As root the permission bits are not enforced, so the check's `os.access` says no for that folder.)"""
     from lora.core import outputs
 
     adapter = _save_adapter(str(tiny_moonshine), tmp_path / "run", b_std=0.1)
@@ -212,7 +212,8 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tiny
         f"error: --output {read_only / 'merged'}: cannot write in {read_only} (read-only or no permission); pick another path"]
     (tmp_path / "afile").write_text("mine")
     assert merge.main(["--adapter-dir", str(adapter), "--output", str(tmp_path / "afile"), "--quiet"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"error: --output {tmp_path / 'afile'} is a file; pass a folder's name"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --output {tmp_path / 'afile'}: exists and is not a merged model folder; choose another folder"]
     assert (tmp_path / "afile").read_text() == "mine" and list(read_only.iterdir()) == []
 
 

@@ -84,7 +84,8 @@ def output_dir(path: str | Path, flag: str = "--output") -> Path:
     earlier output where it pointed and the link as a hidden `.NAME.old-PID`), and never the current folder or one
     above it (`--output .` has no name to put the temp folder beside: a ValueError traceback after the model loaded;
     renamed, it would leave the shell in a deleted folder). A folder it cannot be written beside (read-only, no
-    permission) is refused here too, before any work: merge and export found it only after loading the model."""
+    permission) is refused here too, before any work: merge and export found it only after loading the model
+    (a file in the folder's place is each command's own check: what stands there says what to do)."""
     path = Path(path).expanduser()
     if path.is_symlink():
         path = path.resolve()
@@ -92,8 +93,6 @@ def output_dir(path: str | Path, flag: str = "--output") -> Path:
     if path.resolve() == here or path.resolve() in here.parents:
         raise UserError(f"{flag} {path}: is the current folder or one above it, which the output would replace as a "
                         "whole; pass a new folder's name (e.g. out)")
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} is a file; pass a folder's name")
     _check_writable_parent(path, flag)
     return path
 
