@@ -72,6 +72,7 @@ def main() -> int:
         shutil.copy(root / "digits.json", RESULTS / "digits_terms_run.json")
     train, held_out, facts = split_manifests(root)
     suggested = root / "suggested_terms.txt"
+    suggested.unlink(missing_ok=True)  # this recipe's own earlier suggestion (`--suggest-terms` keeps an existing file)
     steps["suggest"] = timed(["lora", "check", str(train), "--model-id", "moonshine-base-en", "--suggest-terms",
                               str(suggested), "--quiet", "--quarantine", str(root / "check_quarantine.jsonl")])
     adapter = root / "digits_moonshine" / "lora_adapter"
