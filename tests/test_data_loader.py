@@ -50,6 +50,28 @@ def test_split_by_utterance_keeps_each_transcript_on_one_side():
         split_by_utterance(_utts(["solo"], per=1))
 
 
+def test_split_by_utterance_keeps_overlapping_segments_of_a_recording_on_one_side():
+    """Sliding-window segments of one long recording, each with its own transcript: held out by transcript alone,
+    an eval segment's audio was half trained on. Overlapping segments (by 0.1 s or more) now stay together;
+    segments that only touch, or overlap by a rounding, are split freely."""
+    from lora.core.audio import Span
+
+    def seg(i, start, end, path="talk.flac"):
+        return Utterance(f"w{i}", "solo", f"window {i}", path, span=Span(start, end))
+
+    windows = [seg(i, 10.0 * i, 10.0 * i + 15.0) for i in range(6)]  # 15 s windows every 10 s: a chain of overlaps
+    apart = [seg(10 + i, 100.0 + 10.0 * i, 110.0 + 10.0 * i + 0.02) for i in range(8)]  # abutting (0.02 s rounding)
+    other_file = [seg(20, 0.0, 15.0, "other.flac")]
+    for seed in range(20):
+        train, held = split_by_utterance(windows + apart + other_file, seed=seed)
+        sides = {u.id: "held" if u in held else "train" for u in train + held}
+        assert len({sides[u.id] for u in windows}) == 1, seed  # the chain of overlapping windows never split
+    splits = {frozenset(u.id for u in split_by_utterance(windows + apart + other_file, seed=seed)[1]) for seed in range(20)}
+    assert any(len({i for i in ids if i in {u.id for u in apart}}) not in (0, len(apart)) for ids in splits)  # apart: split
+    whole = Utterance("whole", "solo", "the whole talk", "talk.flac")  # the whole file overlaps every segment of it
+    assert len(split_by_utterance(windows + apart + [whole] + other_file, seed=1)[1]) in (1, len(windows + apart) + 1)
+
+
 def test_one_speaker_manifest_holds_out_utterances_when_shared_speakers_are_allowed(speech_dir, tmp_path):
     import json
 

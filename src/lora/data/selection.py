@@ -9,6 +9,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from lora.data.records import Utterance
 log = logging.getLogger("lora")
 
 DEFAULT_EVAL_FRACTION = 0.25
+# Segments of one recording overlapping by less than this are cut apart by rounding (manifests write seconds to
+# two decimals), not cut over each other: they may fall on both sides of a split.
+SEGMENT_OVERLAP_SLACK_S = 0.1
 
 
 def split_by_speaker(
@@ -53,10 +57,15 @@ def split_by_utterance(
 ) -> tuple[list[Utterance], list[Utterance]]:
     """Hold out a seeded share of the utterances themselves: for one speaker's data (adapting to a voice),
     when `--allow-shared-speakers` says the eval may share speakers with training. Utterances with the same
-    (normalised) transcript stay on one side, so the eval never hears a sentence training read."""
+    (normalised) transcript stay on one side, so the eval never hears a sentence training read; so do segments
+    of one recording whose spans overlap (`overlapping_segments`), so it never hears audio training heard."""
     groups: dict[str, list[Utterance]] = defaultdict(list)
     for u in sorted(utterances, key=lambda u: u.id):
         groups[normalize_for_scoring(u.text)].append(u)
+    for keys in overlapping_segments(groups):  # one group of the texts whose audio overlaps
+        first, *rest = sorted(keys)
+        for key in rest:
+            groups[first] += groups.pop(key)
     if len(groups) < 2:
         raise UserError(f"need at least two different transcripts to hold some out, found {len(groups)}; add recordings")
     keys = sorted(groups)
@@ -66,6 +75,41 @@ def split_by_utterance(
     train = [u for k in keys if k not in held_keys for u in groups[k]]
     held = [u for k in keys if k in held_keys for u in groups[k]]
     return train, held
+
+
+def overlapping_segments(groups: dict[str, list[Utterance]]) -> list[set[str]]:
+    """The sets of group keys (two or more) that must stay together because rows of theirs are segments of one
+    file whose spans overlap (a whole-file row overlaps every segment of its file). Sliding-window segmenters cut
+    overlapping chunks of a recording, each with its own transcript: held out by transcript alone, half of an eval
+    chunk's audio could be trained on. Connected groups via union-find over the overlaps, each file's spans
+    swept in order of their start."""
+    parent = {key: key for key in groups}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    by_file: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    for key, rows in groups.items():
+        for u in rows:
+            if isinstance(u.audio, str | Path):
+                span = u.span
+                start, end = (0.0, float("inf")) if span is None else (span.start, float("inf") if span.end is None else span.end)
+                by_file[str(u.audio)].append((start, end, key))
+    for spans in by_file.values():
+        spans.sort()
+        reach, reach_key = -1.0, None
+        for start, end, key in spans:
+            if reach_key is not None and start < reach - SEGMENT_OVERLAP_SLACK_S:  # overlaps the earlier span reaching furthest
+                parent[root(key)] = root(reach_key)
+            if end > reach:
+                reach, reach_key = end, key
+    together: dict[str, set[str]] = defaultdict(set)
+    for key in groups:
+        together[root(key)].add(key)
+    return [keys for keys in together.values() if len(keys) > 1]
 
 
 def _speakers_with_own_texts(utterances: list[Utterance]) -> set[str]:
