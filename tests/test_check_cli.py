@@ -67,6 +67,24 @@ def test_a_clean_check_removes_an_earlier_checks_list_and_another_file_of_that_n
     assert (tmp_path / "quarantine.jsonl").read_text() == "my notes on the rows\n"
 
 
+def test_lora_segments_quarantine_beside_its_manifest_is_kept(tmp_path):
+    """`lora segment` writes its quarantined clips to quarantine.jsonl beside the manifest it writes; checking that
+    manifest next deleted them as "an earlier check's quarantine" (clean check) or wrote over them (bad rows)."""
+    write_audio(tmp_path / "a.wav")
+    manifest = write_jsonl(tmp_path / "all.jsonl", [{"audio": "a.wav", "text": "x"}])
+    segments = json.dumps({"origin": f"{tmp_path / 'talk.flac'}@0.20-15.16s", "reason": "cer 0.038 > max_cer 0.02",
+                           "start_s": 0.2, "end_s": 15.16, "text": "words", "hypothesis": "word", "cer": 0.038}) + "\n"
+    (tmp_path / "quarantine.jsonl").write_text(segments)
+    done = run_check(manifest, cwd=tmp_path)
+    assert done.returncode == 0 and "removed" not in done.stdout
+    assert (tmp_path / "quarantine.jsonl").read_text() == segments
+    write_jsonl(manifest, [{"audio": "a.wav", "text": "x"}, {"audio": "gone.wav", "text": "y"}])
+    done = run_check(manifest, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "bad" in done.stdout
+    assert "another command's quarantine list (lora segment's clips), so it is kept" in done.stderr
+    assert (tmp_path / "quarantine.jsonl").read_text() == segments
+
+
 def test_a_dataset_is_checked_as_train_reads_it(speech_dir, tmp_path):
     """`lora check --dataset`: a Parquet file of real clips (one path missing) as `lora train --dataset` reads it."""
     import pyarrow as pa

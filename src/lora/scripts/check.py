@@ -13,7 +13,8 @@ Quarantine file: --quarantine PATH is always written (empty when nothing is bad)
 DIR/quarantine.jsonl with --output DIR; otherwise quarantine.jsonl is written beside the manifest
 (for a folder: ./quarantine.jsonl) only when there are bad rows, so a clean check leaves nothing
 behind (it removes an earlier check's list there, which would name fixed rows; a file of that name that is
-not a quarantine list is never replaced). The path written is printed. Warnings (kept rows worth a look) are listed in the table only.
+not a check's list is never replaced: `lora segment` writes its quarantined clips beside its manifest under that
+name). The path written is printed. Warnings (kept rows worth a look) are listed in the table only.
 
 --suggest-terms FILE (with --model-id): the words and phrases that base model misses in the rows
 (lora.term_recall.missed_terms), written as a --terms file to edit; the rows are transcribed once for it and
@@ -42,6 +43,7 @@ from lora.term_recall import missed_terms, suggested_terms_file
 
 log = logging.getLogger("lora")
 QUARANTINE_FILE = "quarantine.jsonl"
+CHECK_ROW_FIELDS = {"origin", "id", "reason", "detail"}  # a row of the list a check writes (BadRow.record())
 
 
 def hygiene_flag(name: str) -> str:
@@ -155,6 +157,16 @@ def is_quarantine_list(path: Path) -> bool:
         return False
 
 
+def is_check_list(path: Path) -> bool:
+    """Is `path` a list a check wrote (every row BadRow.record()'s fields)? `lora segment`'s quarantine beside the
+    manifest it writes is a quarantine list too, of clips (times, text, hypothesis): another command's, kept."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return all(json.loads(line).keys() == CHECK_ROW_FIELDS for line in lines)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 def check_default_quarantine(args, source: Path) -> None:
     """Before anything is read: the default quarantine path must be free or an earlier check's list."""
     if args.quarantine is None and args.output is None:
@@ -172,6 +184,11 @@ def quarantine_target(args, source: Path, has_bad: bool) -> Path | None:
     if args.output is not None:
         return args.output / QUARANTINE_FILE
     default = default_quarantine(source)
+    if default.is_file() and not is_check_list(default):  # lora segment's list of its quarantined clips
+        if has_bad:
+            raise UserError(f"{default}: another command's quarantine list (lora segment's clips), so it is kept; pass "
+                            "--quarantine PATH (or --output DIR) for the list of bad rows")
+        return None
     if not has_bad:
         if default.is_file():
             default.unlink()
@@ -214,7 +231,11 @@ def _main(argv: list[str] | None) -> int:
     if args.verify_with_model and heard:
         extra = model_warnings(heard, args.max_model_cer)
         report = dataclasses.replace(report, warnings=tuple(sorted([*report.warnings, *extra], key=lambda b: b.origin)))
-    target = quarantine_target(args, Path(args.source), bool(report.bad))
+    try:
+        target = quarantine_target(args, Path(args.source), bool(report.bad))
+    except UserError:
+        print(report.render(), flush=True)  # the rows were checked: their table, then the one line
+        raise
     if target is not None:
         report = dataclasses.replace(report, quarantine=write_quarantine(target, report.bad))
     print(report.render(), flush=True)
