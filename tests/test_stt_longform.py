@@ -112,3 +112,17 @@ def test_eval_scores_long_clips_through_the_long_form_path(tmp_path, speech_dir,
     assert result.utterances == 1 and [s["id"] for s in result.samples] == ["jfk"]
     assert [x["id"] for x in result.long_form] == ["long"] and len(result.long_form[0]["segments"]) >= 2
     assert result.long_form_wer == result.long_form[0]["wer"] and result.long_form_wer is not None
+
+
+def test_several_files_with_ids_naming_folders_write_subtitles_in_those_folders(tmp_path, speech_dir, tiny_moonshine):
+    """`lora segment`'s manifest names clips `<speaker>/<recording>-0000`: `lora stt --audio-list clips/all.jsonl
+    --srt x` ended in a traceback (ValueError: Invalid name 'narrator/part1-0000.srt')."""
+    flacs = sorted((speech_dir / "jfk").rglob("*.flac"))[:1] + sorted((speech_dir / "test-clean").rglob("*.flac"))[:1]
+    manifest = tmp_path / "all.jsonl"
+    ids = ["narrator/part1-0000", "../reader/part2-0000"]  # a folder, and one that would climb out of the output's
+    manifest.write_text("".join(json.dumps({"id": i, "audio": str(f)}) + "\n" for i, f in zip(ids, flacs)))
+    out = tmp_path / "res" / "stt.json"
+    assert run_stt.main(["--model-id", str(tiny_moonshine), "--audio-list", str(manifest), "--output", str(out),
+                         "--srt", "x.srt", "--vtt", "x.vtt", "--quiet"]) == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.[sv][rt][tt]")) == [
+        "res/narrator/part1-0000.srt", "res/narrator/part1-0000.vtt", "res/reader/part2-0000.srt", "res/reader/part2-0000.vtt"]

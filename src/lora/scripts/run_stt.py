@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +237,13 @@ def load_transcriber(args):
     return torch_transcriber(model, processor, family, args.batch_size), fields, info, family
 
 
+def subtitle_path(output: str | Path, row_id: str, ext: str) -> Path:
+    """Where several files' `<id>.srt` goes: beside --output, in the folders the id names (`lora segment` names its
+    clips `narrator/part1-0000`), never above it (`..` and empty parts dropped)."""
+    parts = [p for p in re.split(r"[\\/]", row_id) if p not in ("", ".", "..")] or ["audio"]
+    return Path(output).parent.joinpath(*parts[:-1], f"{parts[-1]}.{ext}")
+
+
 def check_subtitle_targets(args, rows: list[Utterance]) -> None:
     """Several files with --srt/--vtt write `<id>.srt` beside --output: refuse, before a model loads, one that is a
     recording's own subtitles beside it (`talks/part1.srt` of `talks/part1.flac`, as `lora segment` reads them):
@@ -244,7 +252,7 @@ def check_subtitle_targets(args, rows: list[Utterance]) -> None:
         return
     for flag, ext, given in (("--srt", "srt", args.srt), ("--vtt", "vtt", args.vtt)):
         for u in rows if given else ():
-            target = Path(args.output).with_name(f"{u.id}.{ext}")
+            target = subtitle_path(args.output, u.id, ext)
             own = Path(u.audio).with_suffix(f".{ext}") if isinstance(u.audio, str | Path) else None
             if own is not None and target.is_file() and own.is_file() and os.path.samefile(target, own):
                 raise UserError(f"{flag}: {target} is the subtitle file of {u.audio}, which this command's cues (one "
@@ -261,7 +269,7 @@ def write_subtitles(args, transcripts: dict) -> list[str]:
         if len(transcripts) == 1:
             targets = {next(iter(transcripts)): Path(flag)}
         else:
-            targets = {i: Path(args.output).with_name(f"{i}.{ext}") for i in transcripts}
+            targets = {i: subtitle_path(args.output, i, ext) for i in transcripts}
         for row_id, path in targets.items():
             written.append(str(write_text_atomic(path, render(readable_cues(transcripts[row_id].segments)))))
     return written
