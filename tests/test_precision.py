@@ -92,6 +92,19 @@ def test_doctor_says_what_auto_trains_in(monkeypatch, speedup, shown):
     assert name == "training precision (auto)" and value.startswith(shown)
 
 
+def test_doctor_says_why_bf16_too(monkeypatch):
+    """README: `lora doctor` names the precision auto trains in "(and why)"; where the probe chose bf16 it said
+    only "bf16 autocast", and fp32 on a CPU without native bf16 only "fp32"."""
+    from lora.scripts.doctor import precision_row
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(precision, "native_bf16", lambda cpu: True)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 2.22)
+    assert precision_row(cpu=True)[1] == "bf16 autocast; bf16 autocast ran at 2.22x the fp32 speed on this CPU (>= 1.1x)"
+    monkeypatch.setattr(precision, "native_bf16", lambda cpu: False)
+    assert precision_row(cpu=True)[1] == "fp32; this CPU has no native bf16 (AVX512-BF16 or AMX)"
+
+
 def test_the_fp32_note_says_where_the_probe_is_cached_only_when_it_is(monkeypatch, tmp_path):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

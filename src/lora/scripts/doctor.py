@@ -7,6 +7,7 @@ import argparse
 import os
 import shutil
 
+from lora.core import precision as probe
 from lora.core.cli import ArgumentParser, run_cli
 from lora.core.hub import hub_reachable
 from lora.core.outputs import library_versions
@@ -58,6 +59,11 @@ def precision_row(cpu: bool) -> tuple[str, str]:
     """What `--mixed-precision auto` trains in here, and why (on a CPU: the cached bf16 probe)."""
     precision, note = resolve_precision("auto", cpu)
     chosen = "bf16 autocast" if precision == "bf16" else "fp32"
+    if cpu and note is None and os.environ.get("ACCELERATE_MIXED_PRECISION", "auto").lower() == "auto":
+        if precision == "bf16" and (speedup := probe.cpu_bf16_speedup()) is not None:
+            note = f"bf16 autocast ran at {speedup:.2f}x the fp32 speed on this CPU (>= {probe.BF16_MIN_SPEEDUP}x)"
+        elif precision == "no" and not probe.native_bf16(cpu):
+            note = "this CPU has no native bf16 (AVX512-BF16 or AMX)"
     return "training precision (auto)", f"{chosen}{f'; {note}' if note else ''}"
 
 
