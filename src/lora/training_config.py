@@ -126,7 +126,8 @@ class TrainConfig:
     metric_for_best_model: str = opt("wer", "what picks the kept adapter under --eval-steps: wer, eval_loss or "
                                             "term_error_rate (with --terms) (lower is better)")
     early_stopping_patience: int = opt(0, "stop after N evaluations without improvement of --metric-for-best-model (0 = never)")
-    mixed_precision: str = opt("auto", "auto (bf16 where the device computes it natively, else fp32), no, fp16 or bf16")
+    mixed_precision: str = opt("auto", ("auto (bf16 where the device computes it natively and, on a CPU, a cached probe finds it "
+                                              "at least 1.1x faster, else fp32; lora doctor says which), no, fp16 or bf16"))
     compile: bool = opt(False, "torch.compile the model, once for every batch shape (opt-in: slower than eager on a CPU and on an H200, RESULTS.md)")
     quiet: bool = opt(False, "only warnings and the final summary")
     log_level: str = opt("INFO", "DEBUG, INFO, WARNING")
