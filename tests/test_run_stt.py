@@ -161,6 +161,24 @@ def test_stt_transcribes_a_clipped_recording_with_a_warning(speech_dir, tiny_moo
     assert f"warning: {clipped}: " in err and "transcribed all the same" in err
 
 
+def test_stt_transcribes_a_clip_whose_reference_is_too_short_with_a_warning(speech_dir, tiny_moonshine, tmp_path, capsys):
+    """`lora stt --audio-list` on a manifest whose reference for a clip is a word for 10 s of speech: the clip was
+    dropped untranscribed (chars_per_second quarantine, as in training). The reference is only what the output is
+    scored against: the clip is transcribed, and a warning says the reference looks short."""
+    from lora.scripts import run_stt
+
+    clip = sorted((speech_dir / "jfk").rglob("*.flac"))[0]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "jfk", "audio": str(clip), "text": "Americans"}) + "\n")
+    out = tmp_path / "stt.json"
+    assert run_stt.main(["--audio-list", str(manifest), "--model-id", str(tiny_moonshine), "--output", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert [s["id"] for s in result["samples"]] == ["jfk"] and result["errors"] == []
+    err = capsys.readouterr().err
+    assert f"warning: {manifest}:1: " in err and "the transcript is too short for the audio" in err
+    assert "transcribed all the same" in err
+
+
 def test_stt_transcribes_dc_offset_and_very_quiet_speech_and_refuses_amplified_silence(speech_dir, tiny_moonshine, tmp_path,
                                                                                         capsys):
     """A real clip with a +0.3 DC offset, or scaled by 1e-3 (speech level ~1e-4, under training's `silent` floor), was

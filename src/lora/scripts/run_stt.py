@@ -30,7 +30,7 @@ from lora.core.errors import UserError
 from lora.core.outputs import check_not_an_input, check_output_file, write_text_atomic
 from lora.data.formats import AUDIO_EXTENSIONS, audio_files_in
 from lora.data.hf_sources import read_dataset
-from lora.data.hygiene import HygieneOptions, has_dc_offset, speech_level
+from lora.data.hygiene import CHARS_PER_SECOND, HygieneOptions, has_dc_offset, speech_level, text_findings
 from lora.data.manifest import read_source
 from lora.data.preflight import preflight
 from lora.data.records import Utterance
@@ -62,12 +62,15 @@ MAX_SECONDS = 24 * 3600.0  # stt takes recordings of any length (a day is a gene
 # up to a normal level, then kept only where silero-vad hears speech in it): LibriSpeech 1089-134686-0000 with
 # +0.3 DC, or scaled by 1e-3 (speech level 1.2e-4), was refused, while both models transcribe either as well as
 # the original once offset removed / gain applied. Digital silence (below `QUIET_FLOOR`), constant and
-# non-finite audio still have nothing to transcribe and are refused as everywhere.
+# non-finite audio still have nothing to transcribe and are refused as everywhere. A reference too short or too long
+# for its audio (chars_per_second) was a reason to drop the clip untranscribed; it is only what the output is
+# scored against, so it is a warning here (`reference_warnings`, training's limits).
 TRAINING_HYGIENE = HygieneOptions()
 QUIET_FLOOR = 1e-5  # speech level (hygiene.speech_level) below a 16-bit LSB's RMS: digital silence
 QUIET_TARGET = 0.05  # the speech level quiet audio is brought up to (real clips: 0.0039-0.37)
 STT_HYGIENE = HygieneOptions(clipped_quarantine_share=1.0, silent_rms=QUIET_FLOOR, min_ac_rms=QUIET_FLOOR,
-                             max_abs_mean=float("inf"), max_mean_to_std=float("inf"))
+                             max_abs_mean=float("inf"), max_mean_to_std=float("inf"), min_chars_per_second=0.0,
+                             max_chars_per_second=float("inf"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +247,17 @@ def subtitle_path(output: str | Path, row_id: str, ext: str) -> Path:
     return Path(output).parent.joinpath(*parts[:-1], f"{parts[-1]}.{ext}")
 
 
+def reference_warnings(rows: list[Utterance]) -> list[tuple[str, str]]:
+    """(origin, what) for each row whose reference is too short or too long for its audio by training's limits
+    (hygiene's chars_per_second, which stt's own options leave out)."""
+    found = []
+    for u in rows:
+        if u.text and u.extra.get("seconds"):
+            found += [(u.origin, f.detail) for f in text_findings(u.text, u.extra["seconds"], TRAINING_HYGIENE)
+                      if f.check == CHARS_PER_SECOND]
+    return found
+
+
 def check_subtitle_targets(args, rows: list[Utterance]) -> None:
     """Several files with --srt/--vtt write `<id>.srt` beside --output: refuse, before a model loads, one that is a
     recording's own subtitles beside it (`talks/part1.srt` of `talks/part1.flac`, as `lora segment` reads them):
@@ -297,6 +311,8 @@ def _main(argv: list[str] | None) -> int:
     report = preflight(rows, bad, require_text=False, quiet=True, source=source, max_seconds=MAX_SECONDS, hygiene=STT_HYGIENE)
     for w in report.warnings:
         log.warning("warning: %s: %s (transcribed all the same)", w.origin, w.detail)
+    for origin, detail in reference_warnings(report.good):
+        log.warning("warning: %s: %s (transcribed all the same; scored against that reference)", origin, detail)
 
     transcribe_batch, model_fields, info, family = load_transcriber(args)
     for warning in leakage_warnings(report.good, info):
