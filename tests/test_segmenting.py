@@ -154,6 +154,14 @@ def test_write_clips_audio_and_manifest(ljspeech, tmp_path, audio_format):
     assert not list((tmp_path / "out").rglob(".*"))  # no temp files left behind
 
 
+def test_clips_of_a_segment_row_are_timed_in_its_file(ljspeech, tmp_path):
+    """`lora segment --manifest` on a row that is a segment of a longer file (NeMo `offset` 30 s): its clips' start_s and
+    end_s were times within the segment, not the file they name as their source."""
+    clips = [Clip(0.25, 4.0, "PRINTING IN THE ONLY SENSE", 0.0, "printing in the only sense", 0, 5)]
+    row, = write_clip_audio(ljspeech.samples, clips, tmp_path / "out", "lj@30-45", source="talk.flac", offset_s=30.0)
+    assert (row["start_s"], row["end_s"], row["seconds"]) == (30.25, 34.0, 3.75)
+
+
 def test_write_clips_rejects_unknown_format(ljspeech, tmp_path):
     with pytest.raises(ValueError, match="audio_format"):
         write_clip_audio(ljspeech.samples, [], tmp_path, "x", audio_format="mp3")

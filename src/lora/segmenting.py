@@ -376,10 +376,12 @@ def write_clip_audio(
     speaker: str = "",
     source: str = "",
     audio_format: str = "flac",
+    offset_s: float = 0.0,
 ) -> list[dict]:
     """Write each clip's audio to `<out_dir>/clips/<recording_id>-<nnnn>.<fmt>`; returns their manifest rows
     (audio relative to `out_dir`; speaker: the clip's where its subtitles name one, else `speaker`), for
-    `write_manifest` once every recording's clips are written."""
+    `write_manifest` once every recording's clips are written. `offset_s`: where `samples` start in `source` (a
+    manifest row that is a segment of it), so that `start_s`/`end_s` are times in the source file."""
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio_format must be one of {sorted(AUDIO_FORMATS)}, got {audio_format!r}")
     out_dir = Path(out_dir)
@@ -391,7 +393,7 @@ def write_clip_audio(
         write_bytes_atomic(out_dir / rel, _encoded(samples[a:b], audio_format))
         rows.append({"id": clip_id, "audio": rel, "text": clip.text, "speaker": clip.speaker or speaker,
                      "seconds": round((b - a) / SAMPLE_RATE, 3), "source": source,
-                     "start_s": round(clip.start_s, 3), "end_s": round(clip.end_s, 3)})
+                     "start_s": round(offset_s + clip.start_s, 3), "end_s": round(offset_s + clip.end_s, 3)})
     return rows
 
 

@@ -202,12 +202,13 @@ def _main(argv: list[str] | None) -> int:
             lines.append({"origin": u.origin, "reason": "transcript not placed", "detail": f"{exc}; check that the "
                           "transcript belongs to this recording"})
             continue
-        manifest_rows += write_clip_audio(samples, result.clips, output.parent, u.id, u.speaker, str(u.audio))
+        offset = u.span.start if u.span is not None else 0.0  # a manifest row that is a segment: times in its file
+        manifest_rows += write_clip_audio(samples, result.clips, output.parent, u.id, u.speaker, str(u.audio), offset_s=offset)
         kept_clips += result.clips
         quarantined += [(u, q) for q in result.quarantined]
-        lines += [{"origin": f"{u.audio}@{q.clip.start_s:.2f}-{q.clip.end_s:.2f}s", "reason": q.reason,
-                   "start_s": round(q.clip.start_s, 3), "end_s": round(q.clip.end_s, 3), "text": q.clip.text,
-                   "hypothesis": q.clip.hypothesis, "cer": q.clip.cer} for q in result.quarantined]
+        lines += [{"origin": f"{u.audio}@{offset + q.clip.start_s:.2f}-{offset + q.clip.end_s:.2f}s", "reason": q.reason,
+                   "start_s": round(offset + q.clip.start_s, 3), "end_s": round(offset + q.clip.end_s, 3),
+                   "text": q.clip.text, "hypothesis": q.clip.hypothesis, "cer": q.clip.cer} for q in result.quarantined]
     write_manifest(output, manifest_rows)
     quarantine = output.with_name(QUARANTINE_FILE)
     write_text_atomic(quarantine, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
